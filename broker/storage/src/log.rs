@@ -1,0 +1,337 @@
+//! [`StreamLog`]: one stream's durable log, the handle every other part of
+//! tidewire appends to and reads from.
+//!
+//! One writer thread per stream owns the active segment (see
+//! [`crate::writer`]). Appenders hand it records over a bounded channel and
+//! wait for their acknowledgement; readers read committed bytes straight from
+//! the segment files, guided by the shared segment list.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::LogConfig;
+use crate::error::{Result, StorageError};
+use crate::index::{SegmentSummary, SparseIndex};
+use crate::metrics::{StorageMetrics, StreamMetrics};
+use crate::reader::RecordScan;
+use crate::record::{MAX_BODY_LEN, Message, frame_len};
+use crate::{recovery, writer};
+
+/// Appends waiting for the writer thread, per stream. When full, appenders
+/// wait: this is the backpressure towards publishers.
+const APPEND_QUEUE: usize = 8192;
+
+/// Called once when a stream fails for good (an fsync error), so the process
+/// can stop rather than carry on with data it cannot make durable.
+pub type OnFatal = Arc<dyn Fn(&StorageError) + Send + Sync>;
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Its offset.
+    pub offset: u64,
+    /// Its broker timestamp, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+}
+
+/// A snapshot of what a stream holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Records retained.
+    pub records: u64,
+    /// Bytes retained on disk, headers and framing included.
+    pub bytes: u64,
+    /// Offset of the oldest retained record (equals `next_offset` when empty).
+    pub first_offset: u64,
+    /// Offset the next record will get.
+    pub next_offset: u64,
+    /// Broker time of the oldest retained record.
+    pub first_timestamp_ms: Option<i64>,
+    /// Broker time of the newest record.
+    pub last_timestamp_ms: Option<i64>,
+    /// Segment files.
+    pub segments: usize,
+}
+
+/// What one segment holds, for planners that prune by offset or time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Offset of its first record.
+    pub base_offset: u64,
+    /// Offset after its last committed record.
+    pub end_offset: u64,
+    /// Timestamp of its first record.
+    pub min_timestamp_ms: Option<i64>,
+    /// Timestamp of its last committed record.
+    pub max_timestamp_ms: Option<i64>,
+    /// Committed bytes.
+    pub size: u64,
+}
+
+/// One segment in the shared list.
+#[derive(Debug)]
+pub(crate) struct SegmentState {
+    pub base: u64,
+    pub index: SparseIndex,
+    pub summary: SegmentSummary,
+}
+
+/// The segment list and health, shared by the writer and readers.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub segments: VecDeque<SegmentState>,
+    pub failure: Option<String>,
+}
+
+/// What the writer and every handle share.
+pub(crate) struct Shared {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: LogConfig,
+    pub state: RwLock<State>,
+    /// The offset after the last committed record; readers never read past it.
+    pub committed: watch::Sender<u64>,
+    pub metrics: StreamMetrics,
+}
+
+impl Shared {
+    pub fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind: use it.
+        self.state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A request to the writer thread.
+pub(crate) enum Command {
+    Append(AppendRequest),
+    /// Sync everything and stop; answered when done.
+    Close(oneshot::Sender<()>),
+}
+
+pub(crate) struct AppendRequest {
+    pub message: Arc<Message>,
+    pub frame_len: usize,
+    pub enqueued: Instant,
+    pub reply: oneshot::Sender<Result<Appended>>,
+}
+
+/// A cheap, cloneable handle to one stream's log.
+#[derive(Clone)]
+pub struct StreamLog {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for StreamLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamLog")
+            .field("name", &self.shared.name)
+            .field("dir", &self.shared.dir)
+            .finish()
+    }
+}
+
+impl StreamLog {
+    /// Opens (creating if needed) the log in `dir`, recovering from any
+    /// crash, and starts its writer thread. Blocking: call it at start-up or
+    /// from a blocking task.
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        config: LogConfig,
+        metrics: &StorageMetrics,
+        on_fatal: OnFatal,
+    ) -> Result<StreamLog> {
+        let metrics = metrics.for_stream(name);
+        let recovered = recovery::recover(dir, &config, name)?;
+        metrics.truncated_bytes.inc_by(recovered.truncated_bytes);
+        let committed = recovered
+            .segments
+            .back()
+            .map_or(0, |s| s.summary.end_offset);
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            dir: dir.to_owned(),
+            config,
+            state: RwLock::new(State {
+                segments: recovered.segments,
+                failure: None,
+            }),
+            committed: watch::Sender::new(committed),
+            metrics,
+        });
+        let (commands, rx) = mpsc::channel(APPEND_QUEUE);
+        writer::spawn(Arc::clone(&shared), recovered.active, rx, on_fatal)?;
+        Ok(StreamLog { shared, commands })
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The stream's settings.
+    pub fn config(&self) -> &LogConfig {
+        &self.shared.config
+    }
+
+    /// Appends a message. Resolves once it is durable under the stream's
+    /// fsync policy. Waits while the stream's append queue is full.
+    pub async fn append(&self, message: Arc<Message>) -> Result<Appended> {
+        let frame_len = validate(&message)?;
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest {
+            message,
+            frame_len,
+            enqueued: Instant::now(),
+            reply,
+        };
+        let closed = || StorageError::Closed(self.shared.name.clone());
+        self.commands
+            .send(Command::Append(request))
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// Syncs and stops the writer. Appends after this fail with
+    /// [`StorageError::Closed`]; reads keep working.
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.commands.send(Command::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+    }
+
+    /// The offset after the last committed record.
+    pub fn next_offset(&self) -> u64 {
+        *self.shared.committed.borrow()
+    }
+
+    /// A receiver that changes whenever records are committed; its value is
+    /// [`StreamLog::next_offset`]. Live tails wait on it.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.committed.subscribe()
+    }
+
+    /// Reads committed records with offsets in `range`, in order. Records
+    /// dropped by retention are skipped. Blocking file I/O.
+    pub fn scan(&self, range: Range<u64>) -> RecordScan {
+        let until = range.end.min(self.next_offset());
+        let state = self.shared.read_state();
+        RecordScan::new(&self.shared.dir, &state.segments, range.start..until)
+    }
+
+    /// The offset of the first record at or after time `ts_ms`, or the next
+    /// offset if there is none yet. Blocking file I/O.
+    pub fn offset_at_time(&self, ts_ms: i64) -> Result<u64> {
+        let start = {
+            let state = self.shared.read_state();
+            let segment = state
+                .segments
+                .iter()
+                .find(|s| s.summary.max_ts.is_some_and(|max| max >= ts_ms));
+            match segment {
+                Some(s) => s.index.floor_time(ts_ms).map_or(s.base, |e| e.offset),
+                None => return Ok(self.next_offset()),
+            }
+        };
+        for record in self.scan(start..u64::MAX) {
+            let record = record?;
+            if record.timestamp_ms >= ts_ms {
+                return Ok(record.offset);
+            }
+        }
+        Ok(self.next_offset())
+    }
+
+    /// What the stream holds now.
+    pub fn stats(&self) -> StreamStats {
+        let state = self.shared.read_state();
+        let next_offset = state.segments.back().map_or(0, |s| s.summary.end_offset);
+        let non_empty = || {
+            state
+                .segments
+                .iter()
+                .filter(|s| s.summary.end_offset > s.base)
+        };
+        StreamStats {
+            records: state
+                .segments
+                .iter()
+                .map(|s| s.summary.end_offset - s.base)
+                .sum(),
+            bytes: state.segments.iter().map(|s| s.summary.size).sum(),
+            first_offset: non_empty().next().map_or(next_offset, |s| s.base),
+            next_offset,
+            first_timestamp_ms: non_empty().next().and_then(|s| s.summary.min_ts),
+            last_timestamp_ms: non_empty().next_back().and_then(|s| s.summary.max_ts),
+            segments: state.segments.len(),
+        }
+    }
+
+    /// Every segment's extent, oldest first.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.shared
+            .read_state()
+            .segments
+            .iter()
+            .map(|s| SegmentInfo {
+                base_offset: s.base,
+                end_offset: s.summary.end_offset,
+                min_timestamp_ms: s.summary.min_ts,
+                max_timestamp_ms: s.summary.max_ts,
+                size: s.summary.size,
+            })
+            .collect()
+    }
+
+    /// Why the stream stopped accepting writes, if it has.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.read_state().failure.clone()
+    }
+}
+
+/// Checks that a message fits the frame format; returns its frame length.
+fn validate(message: &Message) -> Result<usize> {
+    let short = |what: &str, len: usize| {
+        if len > usize::from(u16::MAX) {
+            Err(StorageError::InvalidRecord(format!(
+                "{what} is {len} bytes, more than 65535"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    short("topic", message.topic.len())?;
+    short("client id", message.client_id.len())?;
+    for (key, _) in &message.properties.user {
+        short("user property name", key.len())?;
+    }
+    if message.qos > 2 {
+        return Err(StorageError::InvalidRecord(format!(
+            "QoS {} is not 0, 1 or 2",
+            message.qos
+        )));
+    }
+    let len = frame_len(message);
+    if len > MAX_BODY_LEN {
+        return Err(StorageError::InvalidRecord(format!(
+            "record is {len} bytes, more than {MAX_BODY_LEN}"
+        )));
+    }
+    Ok(len)
+}

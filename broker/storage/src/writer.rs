@@ -1,0 +1,437 @@
+//! The writer thread of one stream: group commit, segment rolling and
+//! retention.
+//!
+//! Appends queue up on a channel while the previous batch is being written
+//! and fdatasync'ed. The writer then takes everything queued (up to a bound),
+//! encodes it into one buffer, writes it with one `pwrite`, syncs once, and
+//! only then publishes the new committed offset and answers every appender.
+//! So the cost of an fdatasync is shared by the whole batch.
+//!
+//! An fdatasync error is fatal for the stream: the kernel may already have
+//! dropped the dirty pages, so retrying could report success for data that
+//! is gone. The stream then refuses all writes and reports to `on_fatal`.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::FsyncPolicy;
+use crate::error::{Result, StorageError};
+use crate::index::{IndexEntry, SegmentSummary, SparseIndex};
+use crate::log::{AppendRequest, Appended, Command, OnFatal, Shared};
+use crate::record::encode_frame;
+use crate::recovery::{create_segment, empty_segment, remove_if_exists, sync_dir};
+use crate::segment::{index_path, log_path};
+
+/// The most records one commit takes from the queue.
+const MAX_BATCH_RECORDS: usize = 8192;
+/// The most bytes one commit takes from the queue.
+const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// How often an idle writer checks retention, segment age and interval syncs.
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_millis(500);
+
+/// Starts the writer thread for a recovered stream.
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    active: File,
+    commands: mpsc::Receiver<Command>,
+    on_fatal: OnFatal,
+) -> Result<()> {
+    let (base, index, committed) = {
+        let state = shared.read_state();
+        let last = state
+            .segments
+            .back()
+            .ok_or_else(|| StorageError::Internal("recovered stream has no segment".into()))?;
+        (last.base, last.index.clone(), last.summary)
+    };
+    let name = format!("tw-log-{}", shared.name);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| StorageError::io("start writer for", &shared.dir, e))?;
+    let writer = Writer {
+        last_ts: committed.max_ts.unwrap_or(i64::MIN),
+        active_path: log_path(&shared.dir, base),
+        shared,
+        active,
+        base,
+        committed_index_len: index.entries().len(),
+        index,
+        committed,
+        staged: committed,
+        buf: Vec::with_capacity(1024 * 1024),
+        unsynced: false,
+        last_sync: Instant::now(),
+        on_fatal,
+    };
+    writer.update_gauges();
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || runtime.block_on(writer.run(commands)))
+        .map_err(|e| StorageError::io("spawn writer thread", PathBuf::new(), e))?;
+    Ok(())
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    active: File,
+    active_path: PathBuf,
+    base: u64,
+    /// The active segment's index; entries past `committed_index_len` are
+    /// not yet durable.
+    index: SparseIndex,
+    committed_index_len: usize,
+    /// The active segment as readers see it.
+    committed: SegmentSummary,
+    /// The active segment including records encoded but not yet written.
+    staged: SegmentSummary,
+    last_ts: i64,
+    buf: Vec<u8>,
+    /// Written data not yet fdatasync'ed.
+    unsynced: bool,
+    last_sync: Instant,
+    on_fatal: OnFatal,
+}
+
+/// An append that has an offset but is not yet acknowledged.
+struct Pending {
+    reply: oneshot::Sender<Result<Appended>>,
+    appended: Appended,
+    enqueued: Instant,
+}
+
+impl Writer {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut housekeeping = tokio::time::interval(self.housekeeping_period());
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                command = commands.recv() => {
+                    let (close, every_handle_dropped) = match command {
+                        Some(Command::Append(request)) => {
+                            batch.push(request);
+                            (take_queued(&mut commands, &mut batch), false)
+                        }
+                        Some(Command::Close(done)) => (Some(done), false),
+                        None => (None, true),
+                    };
+                    let stop = close.is_some() || every_handle_dropped;
+                    if !batch.is_empty() {
+                        self.commit(std::mem::take(&mut batch));
+                        self.sync_if_due();
+                    }
+                    if stop {
+                        self.shutdown();
+                        if let Some(done) = close {
+                            let _ = done.send(());
+                        }
+                        return;
+                    }
+                }
+                _ = housekeeping.tick() => self.housekeeping(),
+            }
+        }
+    }
+
+    fn housekeeping_period(&self) -> Duration {
+        match self.shared.config.fsync {
+            FsyncPolicy::Interval(every) => every.min(HOUSEKEEPING_PERIOD),
+            _ => HOUSEKEEPING_PERIOD,
+        }
+    }
+
+    /// Writes, syncs (per policy) and acknowledges a batch, sealing the
+    /// active segment whenever the next record would overflow it.
+    fn commit(&mut self, batch: Vec<AppendRequest>) {
+        let mut pending = Vec::with_capacity(batch.len());
+        for request in batch {
+            if let Some(reason) = self.failure() {
+                let _ = request.reply.send(Err(self.failed_error(reason)));
+                continue;
+            }
+            let limit = self.shared.config.segment_bytes;
+            let non_empty = self.staged.end_offset > self.base;
+            if non_empty && self.staged.size + request.frame_len as u64 > limit {
+                self.flush(&mut pending);
+                if let Err(e) = self.roll() {
+                    let _ = request.reply.send(Err(e));
+                    continue;
+                }
+            }
+            self.stage(request, &mut pending);
+        }
+        self.flush(&mut pending);
+    }
+
+    /// Encodes one record into the write buffer and gives it an offset.
+    fn stage(&mut self, request: AppendRequest, pending: &mut Vec<Pending>) {
+        let offset = self.staged.end_offset;
+        let timestamp_ms = now_ms().max(self.last_ts);
+        let position = self.staged.size;
+        encode_frame(&mut self.buf, offset, timestamp_ms, &request.message);
+        self.index.observe(
+            IndexEntry {
+                offset,
+                position,
+                timestamp_ms,
+            },
+            self.shared.config.index_interval_bytes,
+        );
+        self.last_ts = timestamp_ms;
+        self.staged.end_offset = offset + 1;
+        self.staged.size += request.frame_len as u64;
+        self.staged.min_ts.get_or_insert(timestamp_ms);
+        self.staged.max_ts = Some(timestamp_ms);
+        pending.push(Pending {
+            reply: request.reply,
+            appended: Appended {
+                offset,
+                timestamp_ms,
+            },
+            enqueued: request.enqueued,
+        });
+    }
+
+    /// Writes the staged records, syncs them if the policy says so, makes
+    /// them visible and acknowledges them. On a write error the staged
+    /// records are undone and their appenders get the error.
+    fn flush(&mut self, pending: &mut Vec<Pending>) {
+        if pending.is_empty() {
+            return;
+        }
+        let outcome = self
+            .write_staged()
+            .and_then(|()| match self.shared.config.fsync {
+                FsyncPolicy::Always => self.sync(),
+                _ => Ok(()),
+            });
+        match outcome {
+            Ok(()) => {
+                self.publish();
+                let m = &self.shared.metrics;
+                m.records.inc_by(pending.len() as u64);
+                m.commit_batch.observe(pending.len() as f64);
+                for p in pending.drain(..) {
+                    m.append_latency.observe(p.enqueued.elapsed().as_secs_f64());
+                    let _ = p.reply.send(Ok(p.appended));
+                }
+            }
+            Err(e) => {
+                self.unstage();
+                for p in pending.drain(..) {
+                    let _ = p.reply.send(Err(e.duplicate()));
+                }
+            }
+        }
+    }
+
+    fn write_staged(&mut self) -> Result<()> {
+        let result = self.active.write_all_at(&self.buf, self.committed.size);
+        let written = self.buf.len() as u64;
+        self.buf.clear();
+        result.map_err(|e| StorageError::io("write", &self.active_path, e))?;
+        self.unsynced = true;
+        self.shared.metrics.bytes.inc_by(written);
+        Ok(())
+    }
+
+    /// Undoes staged records after a failed write, cutting any partial
+    /// write off the file.
+    fn unstage(&mut self) {
+        self.buf.clear();
+        self.staged = self.committed;
+        self.index.truncate(self.committed_index_len);
+        if let Err(e) = self.active.set_len(self.committed.size) {
+            self.fail(&StorageError::io("truncate", &self.active_path, e));
+        }
+    }
+
+    /// Makes written records visible to readers and updates the shared
+    /// segment list.
+    fn publish(&mut self) {
+        self.committed = self.staged;
+        {
+            let mut state = self.shared.write_state();
+            if let Some(active) = state.segments.back_mut() {
+                active
+                    .index
+                    .extend(&self.index.entries()[self.committed_index_len..]);
+                active.summary = self.committed;
+            }
+        }
+        self.committed_index_len = self.index.entries().len();
+        self.shared
+            .committed
+            .send_replace(self.committed.end_offset);
+        self.update_gauges();
+    }
+
+    /// fdatasync's the active segment. A failure is fatal.
+    fn sync(&mut self) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.shared.metrics.fsyncs.inc();
+        if let Err(e) = self.active.sync_data() {
+            let err = StorageError::io("fdatasync", &self.active_path, e);
+            self.fail(&err);
+            return Err(err);
+        }
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn sync_if_due(&mut self) {
+        if let FsyncPolicy::Interval(every) = self.shared.config.fsync {
+            if self.unsynced && self.last_sync.elapsed() >= every {
+                let _ = self.sync();
+            }
+        }
+    }
+
+    /// Seals the active segment (sync, write its index) and starts a new one.
+    fn roll(&mut self) -> Result<()> {
+        self.sync()?;
+        let dir = self.shared.dir.clone();
+        self.index
+            .write(&index_path(&dir, self.base), &self.committed)?;
+        let base = self.committed.end_offset;
+        self.active = create_segment(&dir, base)?;
+        self.active_path = log_path(&dir, base);
+        let fresh = empty_segment(base);
+        self.base = base;
+        self.committed = fresh.summary;
+        self.staged = fresh.summary;
+        self.index = SparseIndex::default();
+        self.committed_index_len = 0;
+        self.shared.write_state().segments.push_back(fresh);
+        self.update_gauges();
+        tracing::debug!(stream = %self.shared.name, base, "rolled to a new segment");
+        Ok(())
+    }
+
+    fn housekeeping(&mut self) {
+        if self.failure().is_some() {
+            return;
+        }
+        self.sync_if_due();
+        let age_limit = self.shared.config.effective_segment_age();
+        let oldest_age = self.committed.min_ts.map(|ts| now_ms().saturating_sub(ts));
+        if oldest_age.is_some_and(|age| age >= duration_ms(age_limit)) {
+            if let Err(e) = self.roll() {
+                tracing::error!(stream = %self.shared.name, error = %e, "could not seal an aged segment");
+            }
+        }
+        self.enforce_retention();
+    }
+
+    /// Deletes whole sealed segments that retention no longer keeps.
+    fn enforce_retention(&mut self) {
+        let retention = self.shared.config.retention;
+        loop {
+            let victim = {
+                let state = self.shared.read_state();
+                let Some(oldest) = state.segments.front().filter(|_| state.segments.len() > 1)
+                else {
+                    return;
+                };
+                let total: u64 = state.segments.iter().map(|s| s.summary.size).sum();
+                let expired = retention.max_age.is_some_and(|age| {
+                    let horizon = now_ms().saturating_sub(duration_ms(age));
+                    oldest.summary.max_ts.is_none_or(|ts| ts < horizon)
+                });
+                let oversize = retention.max_bytes.is_some_and(|max| total > max);
+                if !(expired || oversize) {
+                    return;
+                }
+                oldest.base
+            };
+            self.shared.write_state().segments.pop_front();
+            let dir = &self.shared.dir;
+            let removed = remove_if_exists(&log_path(dir, victim))
+                .and_then(|()| remove_if_exists(&index_path(dir, victim)))
+                .and_then(|()| sync_dir(dir));
+            match removed {
+                Ok(()) => {
+                    tracing::info!(stream = %self.shared.name, base = victim, "retention deleted segment");
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %self.shared.name, error = %e, "retention could not delete segment");
+                }
+            }
+            self.shared.metrics.deleted_segments.inc();
+            self.update_gauges();
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if self.failure().is_none() {
+            if let Err(e) = self.sync() {
+                tracing::error!(stream = %self.shared.name, error = %e, "final sync failed");
+            }
+        }
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.shared.read_state().failure.clone()
+    }
+
+    fn failed_error(&self, reason: String) -> StorageError {
+        StorageError::Failed {
+            stream: self.shared.name.clone(),
+            reason,
+        }
+    }
+
+    fn fail(&mut self, err: &StorageError) {
+        tracing::error!(stream = %self.shared.name, error = %err, "stream failed; refusing further writes");
+        self.shared.write_state().failure = Some(err.to_string());
+        (self.on_fatal)(err);
+    }
+
+    fn update_gauges(&self) {
+        let state = self.shared.read_state();
+        let bytes: u64 = state.segments.iter().map(|s| s.summary.size).sum();
+        let m = &self.shared.metrics;
+        m.retained_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        m.segments.set(state.segments.len() as i64);
+    }
+}
+
+/// Moves whatever else is already queued into `batch`, within the batch
+/// bounds. Returns the close request if one was queued behind the appends.
+fn take_queued(
+    commands: &mut mpsc::Receiver<Command>,
+    batch: &mut Vec<AppendRequest>,
+) -> Option<oneshot::Sender<()>> {
+    let mut bytes: usize = batch.iter().map(|r| r.frame_len).sum();
+    while batch.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES {
+        match commands.try_recv() {
+            Ok(Command::Append(request)) => {
+                bytes += request.frame_len;
+                batch.push(request);
+            }
+            Ok(Command::Close(done)) => return Some(done),
+            Err(_) => break,
+        }
+    }
+    None
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
