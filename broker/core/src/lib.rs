@@ -1,1 +1,15 @@
-//! placeholder
+//! The broker core: topics, the configured streams, and the publish path
+//! that every ingest (HTTP today; MQTT, WebSocket and NATS on top of it)
+//! shares.
+
+pub mod error;
+pub mod metrics;
+pub mod publish;
+pub mod streams;
+pub mod topic;
+
+pub use error::{ConfigError, PublishError, RejectReason};
+pub use metrics::PublishMetrics;
+pub use publish::{Broker, Limits, Source, Stored};
+pub use streams::{Stream, StreamConfig, StreamSpec, Streams};
+pub use tidewire_storage::{Message, Properties, Record, StorageError};

@@ -1,1 +1,82 @@
-fn main() {}
+//! The `tidewire` binary: parse the command line, load the config, run.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tidewire::cli::{Cli, Command, ServeArgs};
+use tidewire::{Config, Server};
+use tokio_util::sync::CancellationToken;
+
+/// After a shutdown signal, the process exits by this deadline even if
+/// something hangs (SPEC: at most 5 s).
+const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(4800);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match cli.command {
+        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Serve) | None => serve(&cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tidewire: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::check_file(file)?;
+    println!(
+        "{}: ok ({} stream{})",
+        file.display(),
+        config.streams.len(),
+        if config.streams.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.overrides())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let server = Server::start(config).await?;
+        println!("http listening on {}", server.http_addr());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        server.run(shutdown).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM, then enforces the deadline.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+    shutdown.cancel();
+    tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+    tracing::error!("shutdown did not finish in time; exiting");
+    std::process::exit(1);
+}

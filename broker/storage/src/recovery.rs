@@ -85,17 +85,18 @@ fn recover_sealed(
         .open(&path)
         .map_err(|e| StorageError::io("open", &path, e))?;
     let len = file_len(&file, &path)?;
-    if let Some((index, summary)) = SparseIndex::load(&idx_path) {
-        if summary.size == len && has_valid_header(&file, base) {
-            return Ok((
-                SegmentState {
-                    base,
-                    index,
-                    summary,
-                },
-                0,
-            ));
-        }
+    if let Some((index, summary)) = SparseIndex::load(&idx_path)
+        && summary.size == len
+        && has_valid_header(&file, base)
+    {
+        return Ok((
+            SegmentState {
+                base,
+                index,
+                summary,
+            },
+            0,
+        ));
     }
     tracing::info!(stream, segment = %path.display(), "rebuilding segment index");
     repair_header(&file, &path, base, stream)?;

@@ -289,10 +289,11 @@ impl Writer {
     }
 
     fn sync_if_due(&mut self) {
-        if let FsyncPolicy::Interval(every) = self.shared.config.fsync {
-            if self.unsynced && self.last_sync.elapsed() >= every {
-                let _ = self.sync();
-            }
+        if let FsyncPolicy::Interval(every) = self.shared.config.fsync
+            && self.unsynced
+            && self.last_sync.elapsed() >= every
+        {
+            let _ = self.sync();
         }
     }
 
@@ -324,10 +325,10 @@ impl Writer {
         self.sync_if_due();
         let age_limit = self.shared.config.effective_segment_age();
         let oldest_age = self.committed.min_ts.map(|ts| now_ms().saturating_sub(ts));
-        if oldest_age.is_some_and(|age| age >= duration_ms(age_limit)) {
-            if let Err(e) = self.roll() {
-                tracing::error!(stream = %self.shared.name, error = %e, "could not seal an aged segment");
-            }
+        if oldest_age.is_some_and(|age| age >= duration_ms(age_limit))
+            && let Err(e) = self.roll()
+        {
+            tracing::error!(stream = %self.shared.name, error = %e, "could not seal an aged segment");
         }
         self.enforce_retention();
     }
@@ -372,10 +373,10 @@ impl Writer {
     }
 
     fn shutdown(&mut self) {
-        if self.failure().is_none() {
-            if let Err(e) = self.sync() {
-                tracing::error!(stream = %self.shared.name, error = %e, "final sync failed");
-            }
+        if self.failure().is_none()
+            && let Err(e) = self.sync()
+        {
+            tracing::error!(stream = %self.shared.name, error = %e, "final sync failed");
         }
     }
 

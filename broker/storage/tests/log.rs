@@ -18,10 +18,10 @@ fn message(i: usize) -> Message {
         topic: format!("sensors/{}/temp", i % 7),
         client_id: format!("dev-{}", i % 3),
         qos: (i % 3) as u8,
-        retain: i % 5 == 0,
+        retain: i.is_multiple_of(5),
         payload: Bytes::from(format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(i % 90))),
         properties: Properties {
-            user: if i % 4 == 0 {
+            user: if i.is_multiple_of(4) {
                 vec![("k".into(), format!("v{i}"))]
             } else {
                 vec![]

@@ -1,0 +1,92 @@
+//! Errors of the broker core, by who is at fault.
+
+use tidewire_storage::StorageError;
+
+use crate::topic::TopicError;
+
+/// A config value that is not valid (user input). `key` is the path of the
+/// offending key, such as `streams[1].fsync`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// The dotted path of the key.
+    pub key: String,
+    /// What is wrong with its value.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A config error for `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a publish was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The topic name is not valid (user input).
+    #[error("invalid topic: {0}")]
+    InvalidTopic(#[from] TopicError),
+    /// The payload is over the configured limit (user input).
+    #[error("payload is {size} bytes, more than the limit of {max}")]
+    PayloadTooLarge { size: usize, max: usize },
+    /// A stream could not store the message (external, or shutdown).
+    #[error("stream {stream}: {source}")]
+    Storage {
+        stream: String,
+        #[source]
+        source: StorageError,
+    },
+}
+
+/// Why a publish was refused, as counted in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Bad topic name.
+    InvalidTopic,
+    /// Payload over the limit.
+    PayloadTooLarge,
+    /// Storage could not take it.
+    Storage,
+}
+
+impl RejectReason {
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::InvalidTopic => "invalid_topic",
+            RejectReason::PayloadTooLarge => "payload_too_large",
+            RejectReason::Storage => "storage",
+        }
+    }
+}
+
+impl PublishError {
+    /// The metric reason for this refusal.
+    pub fn reason(&self) -> RejectReason {
+        match self {
+            PublishError::InvalidTopic(_) => RejectReason::InvalidTopic,
+            PublishError::PayloadTooLarge { .. } => RejectReason::PayloadTooLarge,
+            PublishError::Storage { .. } => RejectReason::Storage,
+        }
+    }
+
+    /// True when the publisher sent something invalid, as opposed to the
+    /// broker failing to store it.
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            PublishError::InvalidTopic(_) | PublishError::PayloadTooLarge { .. }
+        ) || matches!(
+            self,
+            PublishError::Storage {
+                source: StorageError::InvalidRecord(_),
+                ..
+            }
+        )
+    }
+}

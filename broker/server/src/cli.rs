@@ -1,0 +1,76 @@
+//! The command line: `tidewire [serve] [flags]` and `tidewire check-config
+//! FILE`. Each serve flag can also come from a `TIDEWIRE_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+
+/// tidewire: an edge broker for IoT and real-time analytics.
+#[derive(Debug, Parser)]
+#[command(name = "tidewire", version)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Flags for `serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker (the default).
+    Serve,
+    /// Validate a config file without starting anything.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+}
+
+/// Settings for `serve`, accepted before or after the word `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, global = true, env = "TIDEWIRE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (default ./tidewire-data).
+    #[arg(long, global = true, env = "TIDEWIRE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP, WebSocket and dashboard address (default 127.0.0.1:8080).
+    #[arg(long, global = true, env = "TIDEWIRE_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+}
+
+impl ServeArgs {
+    /// The settings that override the config file.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config_file: self.config.clone(),
+            data_dir: self.data_dir.clone(),
+            http_listen: self.http_listen,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_flags_work_with_and_without_the_word() {
+        let bare = Cli::try_parse_from(["tidewire", "--data-dir", "/d"]).expect("parse");
+        assert!(bare.command.is_none());
+        assert_eq!(bare.serve.data_dir, Some(PathBuf::from("/d")));
+        let explicit = Cli::try_parse_from(["tidewire", "serve", "--http-listen", "127.0.0.1:0"])
+            .expect("parse");
+        assert!(matches!(explicit.command, Some(Command::Serve)));
+        assert_eq!(explicit.serve.http_listen.map(|a| a.port()), Some(0));
+        assert!(Cli::try_parse_from(["tidewire", "--http-listen", "nowhere"]).is_err());
+        assert!(Cli::try_parse_from(["tidewire", "--bogus"]).is_err());
+    }
+}

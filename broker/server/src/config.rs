@@ -1,0 +1,273 @@
+//! The server's configuration: the TOML file's shape, the defaults, and
+//! the merge of file, environment and flags (flag > env > file > default)
+//! into one validated [`Config`].
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use tidewire_core::{ConfigError, Limits, StreamConfig, StreamSpec};
+
+/// Default HTTP, WebSocket and dashboard listener.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./tidewire-data";
+
+/// The config file, as written. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where streams and broker state are kept.
+    pub data_dir: Option<PathBuf>,
+    /// `[http]`: the HTTP API, WebSocket and dashboard listener.
+    #[serde(default)]
+    pub http: HttpSection,
+    /// `[limits]`: input limits shared by every ingest.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// `[[streams]]`: when present, the complete list of streams (the
+    /// default `events` stream is then not created).
+    pub streams: Option<Vec<StreamConfig>>,
+}
+
+/// `[http]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address to listen on, e.g. `"0.0.0.0:8080"`; port 0 picks a free port.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest payload accepted, e.g. `"1MiB"` (the default).
+    pub max_payload_bytes: Option<ByteSize>,
+    /// Longest topic name accepted, in bytes (default 4096).
+    pub max_topic_bytes: Option<usize>,
+}
+
+/// Settings given on the command line or in the environment; they win over
+/// the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config` / `TIDEWIRE_CONFIG`.
+    pub config_file: Option<PathBuf>,
+    /// `--data-dir` / `TIDEWIRE_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--http-listen` / `TIDEWIRE_HTTP_LISTEN`.
+    pub http_listen: Option<SocketAddr>,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where streams and broker state are kept.
+    pub data_dir: PathBuf,
+    /// HTTP listener address.
+    pub http_listen: SocketAddr,
+    /// Input limits.
+    pub limits: Limits,
+    /// The streams, in config order.
+    pub streams: Vec<StreamSpec>,
+}
+
+/// Why a configuration could not be loaded. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigLoadError {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a mistyped value.
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value is out of range or inconsistent.
+    #[error("{}{error}", origin(path.as_deref()))]
+    Invalid {
+        path: Option<PathBuf>,
+        error: ConfigError,
+    },
+}
+
+fn origin(path: Option<&Path>) -> String {
+    path.map_or_else(String::new, |p| format!("config file {}: ", p.display()))
+}
+
+impl Config {
+    /// Loads the file named by the overrides (if any) and applies the
+    /// overrides on top.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigLoadError> {
+        let file = match &overrides.config_file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Config::merge(file, overrides).map_err(|error| ConfigLoadError::Invalid {
+            path: overrides.config_file.clone(),
+            error,
+        })
+    }
+
+    /// Validates a config file on its own, as `tidewire check-config` does.
+    pub fn check_file(path: &Path) -> Result<Config, ConfigLoadError> {
+        Config::load(&Overrides {
+            config_file: Some(path.to_owned()),
+            ..Overrides::default()
+        })
+    }
+
+    fn merge(file: FileConfig, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let default_listen: SocketAddr = DEFAULT_HTTP_LISTEN
+            .parse()
+            .map_err(|_| ConfigError::new("http.listen", "bad built-in default"))?;
+        let limits = Limits {
+            max_payload_bytes: match file.limits.max_payload_bytes {
+                Some(size) => usize::try_from(size.as_u64())
+                    .ok()
+                    .filter(|n| (1..=256 * 1024 * 1024).contains(n))
+                    .ok_or_else(|| {
+                        ConfigError::new("limits.max_payload_bytes", "must be 1B to 256MiB")
+                    })?,
+                None => Limits::default().max_payload_bytes,
+            },
+            max_topic_bytes: match file.limits.max_topic_bytes {
+                Some(n) if (1..=65535).contains(&n) => n,
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        "limits.max_topic_bytes",
+                        "must be 1 to 65535",
+                    ));
+                }
+                None => Limits::default().max_topic_bytes,
+            },
+        };
+        let stream_configs = file
+            .streams
+            .unwrap_or_else(|| vec![StreamConfig::default_stream()]);
+        let mut names = HashSet::new();
+        let mut streams = Vec::with_capacity(stream_configs.len());
+        for (i, stream) in stream_configs.iter().enumerate() {
+            let key = format!("streams[{i}]");
+            let spec = stream.validate(&key)?;
+            if !names.insert(spec.name.to_ascii_lowercase()) {
+                return Err(ConfigError::new(
+                    format!("{key}.name"),
+                    format!("duplicate stream name {:?}", spec.name),
+                ));
+            }
+            streams.push(spec);
+        }
+        Ok(Config {
+            data_dir: overrides
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            http_listen: overrides
+                .http_listen
+                .or(file.http.listen)
+                .unwrap_or(default_listen),
+            limits,
+            streams,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigLoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigLoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigLoadError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str, overrides: Overrides) -> Result<Config, ConfigLoadError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tidewire.toml");
+        std::fs::write(&path, text).expect("write");
+        Config::load(&Overrides {
+            config_file: Some(path),
+            ..overrides
+        })
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let config = Config::load(&Overrides::default()).expect("defaults");
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(config.http_listen.to_string(), DEFAULT_HTTP_LISTEN);
+        assert_eq!(config.streams.len(), 1);
+        assert_eq!(config.streams[0].name, "events");
+        assert!(config.streams[0].keeps("any/topic"));
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let text = "data_dir = \"/from/file\"\n[http]\nlisten = \"127.0.0.1:9000\"\n";
+        let config = load_text(text, Overrides::default()).expect("valid");
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(config.http_listen.port(), 9000);
+        let config = load_text(
+            text,
+            Overrides {
+                data_dir: Some("/from/flag".into()),
+                http_listen: Some("127.0.0.1:0".parse().expect("addr")),
+                ..Overrides::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(config.http_listen.port(), 0);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_file() {
+        let cases = [
+            ("data_dirr = \"x\"", "data_dirr"),
+            ("[http]\nlisten = \"nowhere\"", "listen"),
+            ("[limits]\nmax_topic_bytes = 0", "limits.max_topic_bytes"),
+            (
+                "[limits]\nmax_payload_bytes = \"1TiB\"",
+                "limits.max_payload_bytes",
+            ),
+            (
+                "[[streams]]\nname = \"a\"\n[[streams]]\nname = \"A\"",
+                "streams[1].name",
+            ),
+            ("[[streams]]\nname = \"a/b\"", "streams[0].name"),
+            (
+                "[[streams]]\nname = \"a\"\nfsync = \"sometimes\"",
+                "streams[0].fsync",
+            ),
+            (
+                "[[streams]]\nname = \"a\"\nretention = { max_agee = \"1h\" }",
+                "max_agee",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = load_text(text, Overrides::default())
+                .expect_err(text)
+                .to_string();
+            assert!(err.starts_with("config file "), "{err}");
+            assert!(err.contains("tidewire.toml"), "{err}");
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let missing = Config::check_file(Path::new("/nonexistent/tidewire.toml"))
+            .expect_err("missing")
+            .to_string();
+        assert!(missing.contains("/nonexistent/tidewire.toml"), "{missing}");
+    }
+}

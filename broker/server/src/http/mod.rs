@@ -1,0 +1,106 @@
+//! The HTTP API (axum): routes, shared state and the JSON error shape
+//! `{"error": TEXT}` that every failure uses.
+
+mod ops;
+mod publish;
+mod records;
+mod streams;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use prometheus_client::registry::Registry;
+use tidewire_core::Broker;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The broker core.
+    pub broker: Broker,
+    /// Every metric, for `/metrics`.
+    pub registry: Arc<Registry>,
+}
+
+/// Builds the router for the HTTP listener.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.broker.limits().max_payload_bytes;
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route(
+            "/api/v1/publish/{*topic}",
+            post(publish::publish).layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .route("/api/v1/streams", get(streams::list))
+        .route("/api/v1/streams/{name}", get(streams::show))
+        .route("/api/v1/streams/{name}/records", get(records::read))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint",
+    )
+}
+
+/// An error answer: a status and `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with `status`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// A 400 Bad Request.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// A 404 for a stream that does not exist.
+    pub fn no_stream(name: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no stream named {name:?}"))
+    }
+
+    /// A 500 for a failure inside the server.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = axum::Json(serde_json::json!({ "error": self.message }));
+        (self.status, body).into_response()
+    }
+}
+
+/// Turns an extractor's rejection (bad path, query or body) into the JSON
+/// error shape, keeping its status (400, 413, ...).
+pub fn extracted<T, R>(result: Result<T, R>) -> Result<T, ApiError>
+where
+    R: IntoResponse + ToString,
+{
+    result.map_err(|rejection| {
+        let message = rejection.to_string();
+        ApiError::new(rejection.into_response().status(), message)
+    })
+}

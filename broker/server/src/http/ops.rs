@@ -1,0 +1,34 @@
+//! Operational endpoints: `/healthz` and `/metrics`.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{ApiError, AppState};
+
+/// 200 `{"status":"ok"}` while every stream accepts writes; 503 with the
+/// failed streams otherwise.
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let failed: serde_json::Map<_, _> = state
+        .broker
+        .streams()
+        .iter()
+        .filter_map(|s| Some((s.spec.name.clone(), s.log.failure()?.into())))
+        .collect();
+    if failed.is_empty() {
+        axum::Json(json!({ "status": "ok" })).into_response()
+    } else {
+        let body = json!({ "status": "failed", "streams": failed });
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+/// Every metric in Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &state.registry)
+        .map_err(|e| ApiError::internal(format!("encoding metrics: {e}")))?;
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+}

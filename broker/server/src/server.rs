@@ -1,0 +1,171 @@
+//! Starting and stopping the whole server: open the streams, bind the
+//! listeners, serve until shutdown, then drain and fsync.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tidewire_core::{Broker, PublishMetrics, StorageError, Streams};
+use tidewire_storage::{OnFatal, StorageMetrics};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+
+/// How long in-flight HTTP requests get to finish once shutdown starts.
+/// Together with the final fsync this keeps shutdown under 5 s.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why the server could not start, or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory or a stream could not be opened (external).
+    #[error("opening streams: {0}")]
+    Storage(#[from] StorageError),
+    /// A listener could not be bound (external, or a port in use).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving {what}: {source}")]
+    Serve {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Storage failed for good while serving (an fsync error).
+    #[error("stopped after a fatal storage error: {0}")]
+    Fatal(String),
+    /// A bug: a task the server depends on ended unexpectedly.
+    #[error("internal error (a bug): {0}")]
+    Internal(String),
+}
+
+/// A started server: streams open, listeners bound, not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    broker: Broker,
+    registry: Arc<Registry>,
+    http: TcpListener,
+    http_addr: SocketAddr,
+    fatal: Arc<FatalError>,
+}
+
+/// The first fatal storage error, which stops the server.
+#[derive(Debug, Default)]
+struct FatalError {
+    reason: Mutex<Option<String>>,
+    raised: CancellationToken,
+}
+
+impl Server {
+    /// Opens (recovering) every stream and binds the listeners.
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
+        let mut registry = Registry::default();
+        let storage_metrics = StorageMetrics::register(&mut registry);
+        let publish_metrics = PublishMetrics::register(&mut registry);
+        let fatal = Arc::new(FatalError::default());
+        let on_fatal: OnFatal = {
+            let fatal = Arc::clone(&fatal);
+            Arc::new(move |e: &StorageError| {
+                let mut reason = fatal.reason.lock().unwrap_or_else(|p| p.into_inner());
+                reason.get_or_insert_with(|| e.to_string());
+                fatal.raised.cancel();
+            })
+        };
+        let data_dir = config.data_dir.clone();
+        let specs = config.streams.clone();
+        let streams = tokio::task::spawn_blocking(move || {
+            Streams::open(&data_dir, specs, &storage_metrics, on_fatal)
+        })
+        .await
+        .map_err(|e| ServerError::Internal(format!("stream opening task: {e}")))??;
+        let broker = Broker::new(streams, config.limits, publish_metrics);
+
+        let http = TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.http_listen,
+                source,
+            })?;
+        let http_addr = http.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.http_listen,
+            source,
+        })?;
+        Ok(Server {
+            broker,
+            registry: Arc::new(registry),
+            http,
+            http_addr,
+            fatal,
+        })
+    }
+
+    /// The bound HTTP address (with the real port when 0 was asked for).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The broker core, for embedding and tests.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Serves until `shutdown` is cancelled or storage fails fatally. Then
+    /// stops accepting, lets in-flight requests finish (their acks included),
+    /// and syncs and closes every stream.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+        let stop = CancellationToken::new();
+        let state = AppState {
+            broker: self.broker.clone(),
+            registry: Arc::clone(&self.registry),
+        };
+        let app = http::router(state);
+        let http_stop = stop.clone();
+        let mut serving = tokio::spawn(async move {
+            axum::serve(self.http, app)
+                .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                .await
+        });
+
+        let served_early = tokio::select! {
+            () = shutdown.cancelled() => None,
+            () = self.fatal.raised.cancelled() => None,
+            result = &mut serving => Some(result),
+        };
+        stop.cancel();
+        let served = match served_early {
+            Some(result) => Some(result),
+            None => tokio::time::timeout(DRAIN_TIMEOUT, &mut serving).await.ok(),
+        };
+        if served.is_none() {
+            tracing::warn!("in-flight HTTP requests did not finish in time; closing anyway");
+            serving.abort();
+        }
+        self.broker.streams().close().await;
+        tracing::info!("all streams synced and closed");
+
+        if let Some(reason) = self
+            .fatal
+            .reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(ServerError::Fatal(reason));
+        }
+        match served {
+            Some(Ok(Err(source))) => Err(ServerError::Serve {
+                what: "HTTP",
+                source,
+            }),
+            Some(Err(join)) => Err(ServerError::Internal(format!("HTTP task: {join}"))),
+            _ => Ok(()),
+        }
+    }
+}
