@@ -5,4 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo test --workspace --locked
+# Real peers the tests run against, from Debian, installed when missing.
+missing=()
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+cargo test --workspace

@@ -22,12 +22,26 @@ pub const DEFAULT_MAX_TOPIC_BYTES: usize = 4096;
 pub enum Source {
     /// `POST /api/v1/publish`.
     Http,
+    /// An MQTT client, over TCP or WebSocket.
+    Mqtt,
+    /// The WebSocket JSON protocol.
+    WebSocket,
+    /// The NATS bridge, inbound. Messages from here are never sent back to
+    /// NATS.
+    Nats,
+    /// A continuous query's results.
+    Query,
 }
 
 impl Source {
-    fn label(self) -> &'static str {
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
         match self {
             Source::Http => "http",
+            Source::Mqtt => "mqtt",
+            Source::WebSocket => "websocket",
+            Source::Nats => "nats",
+            Source::Query => "query",
         }
     }
 }
