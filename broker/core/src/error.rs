@@ -34,6 +34,10 @@ pub enum PublishError {
     /// The payload is over the configured limit (user input).
     #[error("payload is {size} bytes, more than the limit of {max}")]
     PayloadTooLarge { size: usize, max: usize },
+    /// The fan-out (retained store, subscribers) failed after the message
+    /// was stored (external).
+    #[error("delivery: {0}")]
+    Delivery(String),
     /// A stream could not store the message (external, or shutdown).
     #[error("stream {stream}: {source}")]
     Storage {
@@ -71,7 +75,7 @@ impl PublishError {
         match self {
             PublishError::InvalidTopic(_) => RejectReason::InvalidTopic,
             PublishError::PayloadTooLarge { .. } => RejectReason::PayloadTooLarge,
-            PublishError::Storage { .. } => RejectReason::Storage,
+            PublishError::Storage { .. } | PublishError::Delivery(_) => RejectReason::Storage,
         }
     }
 

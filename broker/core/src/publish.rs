@@ -2,10 +2,10 @@
 //! continuous queries): validate, append to every stream that keeps the
 //! topic, and answer once all of those appends are durable.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use futures_util::future::join_all;
-use tidewire_storage::Message;
+use futures_util::future::{BoxFuture, join_all};
+use tidewire_storage::{AppendTicket, Message};
 
 use crate::error::{PublishError, RejectReason};
 use crate::metrics::{PublishMetrics, RejectLabel, SourceLabel};
@@ -75,17 +75,74 @@ pub struct Stored {
     pub timestamp_ms: i64,
 }
 
+/// Receives every published message once it is durable in the streams:
+/// the MQTT router (live subscribers, offline queues) and the retained
+/// store. Kept behind a trait so the core does not depend on MQTT.
+pub trait Fanout: Send + Sync + 'static {
+    /// Hands `message` on. Resolves once anything it keeps (such as a
+    /// retained message) is durable, so the publisher's ack can wait for it.
+    fn deliver(&self, message: Arc<Message>) -> BoxFuture<'static, Result<(), String>>;
+}
+
 /// A cheap, cloneable handle to the broker core.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Broker {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("streams", &self.inner.streams)
+            .field("limits", &self.inner.limits)
+            .finish()
+    }
+}
+
 struct Inner {
     streams: Streams,
     limits: Limits,
     metrics: PublishMetrics,
+    fanout: OnceLock<Arc<dyn Fanout>>,
+}
+
+/// A publish that has been validated and queued in every stream that keeps
+/// its topic, in order. [`PublishTicket::durable`] waits for it.
+#[must_use = "a publish is only acknowledged once the ticket resolves"]
+pub struct PublishTicket {
+    broker: Broker,
+    source: Source,
+    message: Arc<Message>,
+    appends: Vec<(String, AppendTicket)>,
+}
+
+impl PublishTicket {
+    /// Waits until the message is durable in every stream, then hands it to
+    /// the fan-out (subscribers, retained store); resolves when all of that
+    /// is done. Tickets from one caller resolve in the order submitted.
+    pub async fn durable(self) -> Result<Vec<Stored>, PublishError> {
+        let PublishTicket {
+            broker,
+            source,
+            message,
+            appends,
+        } = self;
+        let outcome = broker.finish(message, appends).await;
+        match &outcome {
+            Ok(_) => {
+                broker
+                    .inner
+                    .metrics
+                    .accepted
+                    .get_or_create(&SourceLabel {
+                        source: source.label(),
+                    })
+                    .inc();
+            }
+            Err(e) => broker.count_rejected(source, e.reason()),
+        }
+        outcome
+    }
 }
 
 impl Broker {
@@ -96,8 +153,15 @@ impl Broker {
                 streams,
                 limits,
                 metrics,
+                fanout: OnceLock::new(),
             }),
         }
+    }
+
+    /// Installs the fan-out that receives every durable message. It can be
+    /// set once; returns false if one was already set.
+    pub fn set_fanout(&self, fanout: Arc<dyn Fanout>) -> bool {
+        self.inner.fanout.set(fanout).is_ok()
     }
 
     /// The open streams.
@@ -110,30 +174,40 @@ impl Broker {
         self.inner.limits
     }
 
-    /// Publishes a message. Resolves once every stream that keeps its topic
-    /// has made it durable under that stream's fsync policy; the result
-    /// lists where it was stored (empty when no stream keeps the topic).
+    /// Publishes a message: [`Broker::submit`], then
+    /// [`PublishTicket::durable`]. The result lists where it was stored
+    /// (empty when no stream keeps the topic).
     pub async fn publish(
         &self,
         source: Source,
         message: Message,
     ) -> Result<Vec<Stored>, PublishError> {
-        let outcome = self.store(message).await;
-        let m = &self.inner.metrics;
-        match &outcome {
-            Ok(_) => {
-                m.accepted
-                    .get_or_create(&SourceLabel {
-                        source: source.label(),
-                    })
-                    .inc();
-            }
-            Err(e) => self.count_rejected(source, e.reason()),
-        }
-        outcome
+        self.submit(source, message).await?.durable().await
     }
 
-    /// Counts a message refused before it reached [`Broker::publish`], such
+    /// Validates a message and queues it in every stream that keeps its
+    /// topic. Waits only while a stream's queue is full (backpressure).
+    pub async fn submit(
+        &self,
+        source: Source,
+        message: Message,
+    ) -> Result<PublishTicket, PublishError> {
+        let queued = self.queue(message).await;
+        match queued {
+            Ok((message, appends)) => Ok(PublishTicket {
+                broker: self.clone(),
+                source,
+                message,
+                appends,
+            }),
+            Err(e) => {
+                self.count_rejected(source, e.reason());
+                Err(e)
+            }
+        }
+    }
+
+    /// Counts a message refused before it reached [`Broker::submit`], such
     /// as a body over the HTTP limit, so every refusal shows in metrics.
     pub fn count_rejected(&self, source: Source, reason: RejectReason) {
         self.inner
@@ -146,7 +220,39 @@ impl Broker {
             .inc();
     }
 
-    async fn store(&self, message: Message) -> Result<Vec<Stored>, PublishError> {
+    async fn finish(
+        &self,
+        message: Arc<Message>,
+        appends: Vec<(String, AppendTicket)>,
+    ) -> Result<Vec<Stored>, PublishError> {
+        let waits = appends
+            .into_iter()
+            .map(|(stream, ticket)| async move { (stream, ticket.await) });
+        let mut stored = Vec::new();
+        for (stream, result) in join_all(waits).await {
+            let appended = result.map_err(|source| PublishError::Storage {
+                stream: stream.clone(),
+                source,
+            })?;
+            stored.push(Stored {
+                stream,
+                offset: appended.offset,
+                timestamp_ms: appended.timestamp_ms,
+            });
+        }
+        if let Some(fanout) = self.inner.fanout.get() {
+            fanout
+                .deliver(message)
+                .await
+                .map_err(PublishError::Delivery)?;
+        }
+        Ok(stored)
+    }
+
+    async fn queue(
+        &self,
+        message: Message,
+    ) -> Result<(Arc<Message>, Vec<(String, AppendTicket)>), PublishError> {
         let limits = self.inner.limits;
         topic::validate_name(&message.topic, limits.max_topic_bytes)?;
         if message.payload.len() > limits.max_payload_bytes {
@@ -156,24 +262,18 @@ impl Broker {
             });
         }
         let message = Arc::new(message);
-        let appends = self.inner.streams.keeping(&message.topic).map(|stream| {
-            let message = Arc::clone(&message);
-            async move { (stream, stream.log.append(message).await) }
-        });
-        join_all(appends)
-            .await
-            .into_iter()
-            .map(|(stream, result)| match result {
-                Ok(appended) => Ok(Stored {
-                    stream: stream.spec.name.clone(),
-                    offset: appended.offset,
-                    timestamp_ms: appended.timestamp_ms,
-                }),
-                Err(source) => Err(PublishError::Storage {
+        let mut appends = Vec::new();
+        for stream in self.inner.streams.keeping(&message.topic) {
+            let ticket = stream
+                .log
+                .enqueue(Arc::clone(&message))
+                .await
+                .map_err(|source| PublishError::Storage {
                     stream: stream.spec.name.clone(),
                     source,
-                }),
-            })
-            .collect()
+                })?;
+            appends.push((stream.spec.name.clone(), ticket));
+        }
+        Ok((message, appends))
     }
 }

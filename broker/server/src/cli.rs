@@ -30,6 +30,66 @@ pub enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Publish one message over MQTT, like mosquitto_pub.
+    Pub(PubArgs),
+    /// Print messages from an MQTT subscription, like mosquitto_sub.
+    Sub(SubArgs),
+    /// Hash a password (read from standard input) for `[[mqtt.users]]`.
+    HashPassword,
+}
+
+/// Where and as whom the MQTT clients connect.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Broker host.
+    #[arg(short = 'H', long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker MQTT port.
+    #[arg(short, long, default_value_t = 1883)]
+    pub port: u16,
+    /// QoS, 0 to 2.
+    #[arg(short, long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// Username.
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password.
+    #[arg(short = 'P', long)]
+    pub password: Option<String>,
+    /// Client id (default: generated).
+    #[arg(short = 'i', long)]
+    pub client_id: Option<String>,
+}
+
+/// `tidewire pub`.
+#[derive(Debug, Clone, Args)]
+pub struct PubArgs {
+    /// Connection settings.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Keep as the topic's retained message.
+    #[arg(short, long)]
+    pub retain: bool,
+    /// Topic to publish to.
+    pub topic: String,
+    /// The payload.
+    pub message: String,
+}
+
+/// `tidewire sub`.
+#[derive(Debug, Clone, Args)]
+pub struct SubArgs {
+    /// Connection settings.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Print the topic before each payload.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Exit after this many messages.
+    #[arg(short = 'C', long)]
+    pub count: Option<u64>,
+    /// Topic filter to subscribe to.
+    pub filter: String,
 }
 
 /// Settings for `serve`, accepted before or after the word `serve`.
@@ -44,6 +104,9 @@ pub struct ServeArgs {
     /// HTTP, WebSocket and dashboard address (default 127.0.0.1:8080).
     #[arg(long, global = true, env = "TIDEWIRE_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// MQTT address (default 127.0.0.1:1883).
+    #[arg(long, global = true, env = "TIDEWIRE_MQTT_LISTEN", value_name = "ADDR")]
+    pub mqtt_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -53,6 +116,7 @@ impl ServeArgs {
             config_file: self.config.clone(),
             data_dir: self.data_dir.clone(),
             http_listen: self.http_listen,
+            mqtt_listen: self.mqtt_listen,
         }
     }
 }

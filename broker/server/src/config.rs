@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use bytesize::ByteSize;
 use serde::Deserialize;
 use tidewire_core::{ConfigError, Limits, StreamConfig, StreamSpec};
+use tidewire_mqtt::{MqttConfig, MqttSettings};
 
 /// Default HTTP, WebSocket and dashboard listener.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
@@ -24,6 +25,9 @@ pub struct FileConfig {
     /// `[http]`: the HTTP API, WebSocket and dashboard listener.
     #[serde(default)]
     pub http: HttpSection,
+    /// `[mqtt]`: the MQTT listener, sessions, users and ACLs.
+    #[serde(default)]
+    pub mqtt: MqttConfig,
     /// `[limits]`: input limits shared by every ingest.
     #[serde(default)]
     pub limits: LimitsSection,
@@ -60,6 +64,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--http-listen` / `TIDEWIRE_HTTP_LISTEN`.
     pub http_listen: Option<SocketAddr>,
+    /// `--mqtt-listen` / `TIDEWIRE_MQTT_LISTEN`.
+    pub mqtt_listen: Option<SocketAddr>,
 }
 
 /// The validated configuration the server runs with.
@@ -69,6 +75,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// HTTP listener address.
     pub http_listen: SocketAddr,
+    /// MQTT settings, listener included.
+    pub mqtt: MqttSettings,
     /// Input limits.
     pub limits: Limits,
     /// The streams, in config order.
@@ -173,6 +181,7 @@ impl Config {
                 .http_listen
                 .or(file.http.listen)
                 .unwrap_or(default_listen),
+            mqtt: file.mqtt.validate(overrides.mqtt_listen)?,
             limits,
             streams,
         })
@@ -209,6 +218,7 @@ mod tests {
         let config = Config::load(&Overrides::default()).expect("defaults");
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(config.http_listen.to_string(), DEFAULT_HTTP_LISTEN);
+        assert_eq!(config.mqtt.listen.to_string(), "127.0.0.1:1883");
         assert_eq!(config.streams.len(), 1);
         assert_eq!(config.streams[0].name, "events");
         assert!(config.streams[0].keeps("any/topic"));
@@ -239,6 +249,8 @@ mod tests {
             ("data_dirr = \"x\"", "data_dirr"),
             ("[http]\nlisten = \"nowhere\"", "listen"),
             ("[limits]\nmax_topic_bytes = 0", "limits.max_topic_bytes"),
+            ("[mqtt]\nmax_inflight = 0", "mqtt.max_inflight"),
+            ("[mqtt]\nlisten = \"x\"", "listen"),
             (
                 "[limits]\nmax_payload_bytes = \"1TiB\"",
                 "limits.max_payload_bytes",

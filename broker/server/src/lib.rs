@@ -4,6 +4,7 @@
 //! server in-process.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod payload;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tidewire::cli::{Cli, Command, ServeArgs};
-use tidewire::{Config, Server};
+use tidewire::{Config, Server, client};
 use tokio_util::sync::CancellationToken;
 
 /// After a shutdown signal, the process exits by this deadline even if
@@ -25,14 +25,40 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Serve) | None => serve(&cli.serve),
+        Some(Command::Pub(args)) => client(async move { Ok(client::publish(&args).await?) }),
+        Some(Command::Sub(args)) => {
+            client(
+                async move { Ok(client::subscribe(&args, &mut std::io::stdout().lock()).await?) },
+            )
+        }
+        Some(Command::HashPassword) => hash_password(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tidewire: {e:#}");
+            eprintln!("tidewire: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn client(work: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(work)
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    println!(
+        "{}",
+        tidewire_mqtt::hash_password(password).map_err(anyhow::Error::msg)?
+    );
+    Ok(())
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
@@ -53,6 +79,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let server = Server::start(config).await?;
+        println!("mqtt listening on {}", server.mqtt_addr());
         println!("http listening on {}", server.http_addr());
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tidewire_core::{Broker, PublishMetrics, StorageError, Streams};
+use tidewire_mqtt::{MqttError, MqttServer};
 use tidewire_storage::{OnFatal, StorageMetrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -14,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::http::{self, AppState};
 
-/// How long in-flight HTTP requests get to finish once shutdown starts.
-/// Together with the final fsync this keeps shutdown under 5 s.
+/// How long in-flight HTTP requests get to finish once shutdown starts
+/// (MQTT connections get as long, concurrently). Together with the final
+/// fsync this keeps shutdown under 5 s.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why the server could not start, or stopped abnormally.
@@ -31,6 +33,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The MQTT server could not start or failed.
+    #[error(transparent)]
+    Mqtt(#[from] MqttError),
     /// Serving failed.
     #[error("serving {what}: {source}")]
     Serve {
@@ -51,6 +56,7 @@ pub enum ServerError {
 pub struct Server {
     broker: Broker,
     registry: Arc<Registry>,
+    mqtt: MqttServer,
     http: TcpListener,
     http_addr: SocketAddr,
     fatal: Arc<FatalError>,
@@ -80,12 +86,24 @@ impl Server {
         };
         let data_dir = config.data_dir.clone();
         let specs = config.streams.clone();
-        let streams = tokio::task::spawn_blocking(move || {
-            Streams::open(&data_dir, specs, &storage_metrics, on_fatal)
-        })
-        .await
-        .map_err(|e| ServerError::Internal(format!("stream opening task: {e}")))??;
+        let streams = {
+            let (storage_metrics, on_fatal) = (storage_metrics.clone(), on_fatal.clone());
+            tokio::task::spawn_blocking(move || {
+                Streams::open(&data_dir, specs, &storage_metrics, on_fatal)
+            })
+            .await
+            .map_err(|e| ServerError::Internal(format!("stream opening task: {e}")))??
+        };
         let broker = Broker::new(streams, config.limits, publish_metrics);
+        let mqtt = MqttServer::start(
+            config.mqtt.clone(),
+            broker.clone(),
+            &config.data_dir,
+            &mut registry,
+            &storage_metrics,
+            on_fatal,
+        )
+        .await?;
 
         let http = TcpListener::bind(config.http_listen)
             .await
@@ -100,10 +118,16 @@ impl Server {
         Ok(Server {
             broker,
             registry: Arc::new(registry),
+            mqtt,
             http,
             http_addr,
             fatal,
         })
+    }
+
+    /// The bound MQTT address.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt.local_addr()
     }
 
     /// The bound HTTP address (with the real port when 0 was asked for).
@@ -133,12 +157,17 @@ impl Server {
                 .await
         });
 
+        let mqtt = tokio::spawn(self.mqtt.run(stop.clone()));
+
         let served_early = tokio::select! {
             () = shutdown.cancelled() => None,
             () = self.fatal.raised.cancelled() => None,
             result = &mut serving => Some(result),
         };
         stop.cancel();
+        let mqtt_result = mqtt
+            .await
+            .map_err(|e| ServerError::Internal(format!("MQTT task: {e}")))?;
         let served = match served_early {
             Some(result) => Some(result),
             None => tokio::time::timeout(DRAIN_TIMEOUT, &mut serving).await.ok(),
@@ -159,6 +188,7 @@ impl Server {
         {
             return Err(ServerError::Fatal(reason));
         }
+        mqtt_result?;
         match served {
             Some(Ok(Err(source))) => Err(ServerError::Serve {
                 what: "HTTP",

@@ -20,7 +20,7 @@ mod writer;
 
 pub use config::{FsyncPolicy, LogConfig, Retention};
 pub use error::{Result, StorageError};
-pub use log::{Appended, OnFatal, SegmentInfo, StreamLog, StreamStats};
+pub use log::{AppendTicket, Appended, OnFatal, SegmentInfo, StreamLog, StreamStats};
 pub use metrics::StorageMetrics;
 pub use reader::RecordScan;
 pub use record::{Message, Properties, Record};

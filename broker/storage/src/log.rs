@@ -7,9 +7,12 @@
 //! the segment files, guided by the shared segment list.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -128,6 +131,23 @@ pub(crate) struct AppendRequest {
     pub reply: oneshot::Sender<Result<Appended>>,
 }
 
+/// A queued append; resolves to where the record landed once it is durable.
+#[derive(Debug)]
+pub struct AppendTicket {
+    answer: oneshot::Receiver<Result<Appended>>,
+    stream: String,
+}
+
+impl Future for AppendTicket {
+    type Output = Result<Appended>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.answer)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or_else(|_| Err(StorageError::Closed(self.stream.clone()))))
+    }
+}
+
 /// A cheap, cloneable handle to one stream's log.
 #[derive(Clone)]
 pub struct StreamLog {
@@ -191,6 +211,15 @@ impl StreamLog {
     /// Appends a message. Resolves once it is durable under the stream's
     /// fsync policy. Waits while the stream's append queue is full.
     pub async fn append(&self, message: Arc<Message>) -> Result<Appended> {
+        self.enqueue(message).await?.await
+    }
+
+    /// Queues a message for appending and returns once it is queued (waiting
+    /// while the queue is full). Messages queued by one caller are stored in
+    /// the order queued. The returned ticket resolves once it is durable, so
+    /// a caller can keep many appends in flight and still see them complete
+    /// in order.
+    pub async fn enqueue(&self, message: Arc<Message>) -> Result<AppendTicket> {
         let frame_len = validate(&message)?;
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
@@ -199,12 +228,14 @@ impl StreamLog {
             enqueued: Instant::now(),
             reply,
         };
-        let closed = || StorageError::Closed(self.shared.name.clone());
         self.commands
             .send(Command::Append(request))
             .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+            .map_err(|_| StorageError::Closed(self.shared.name.clone()))?;
+        Ok(AppendTicket {
+            answer,
+            stream: self.shared.name.clone(),
+        })
     }
 
     /// Syncs and stops the writer. Appends after this fail with

@@ -32,7 +32,8 @@ pub struct Launch {
 }
 
 impl Launch {
-    /// Defaults: `serve --data-dir DIR --http-listen 127.0.0.1:0`.
+    /// Defaults: `serve --data-dir DIR --http-listen 127.0.0.1:0
+    /// --mqtt-listen 127.0.0.1:0`.
     pub fn new(bin: impl Into<PathBuf>, data_dir: impl Into<PathBuf>) -> Launch {
         Launch {
             bin: bin.into(),
@@ -72,10 +73,13 @@ impl Launch {
             .arg(&self.data_dir)
             .arg("--http-listen")
             .arg("127.0.0.1:0")
+            .arg("--mqtt-listen")
+            .arg("127.0.0.1:0")
             .args(&self.args)
             .env_remove("TIDEWIRE_CONFIG")
             .env_remove("TIDEWIRE_DATA_DIR")
             .env_remove("TIDEWIRE_HTTP_LISTEN")
+            .env_remove("TIDEWIRE_MQTT_LISTEN")
             .env("RUST_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -136,6 +140,11 @@ impl Broker {
             listeners,
             log,
         })
+    }
+
+    /// The MQTT listener address.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.listeners["mqtt"]
     }
 
     /// The base URL of the HTTP API, e.g. `http://127.0.0.1:43123`.

@@ -1,0 +1,1190 @@
+//! One client connection, over any byte stream ([`Transport`]): the
+//! CONNECT handshake, then a loop that reads packets, acknowledges
+//! publishes once they are durable, sends queued messages within the
+//! client's window, and watches keepalive, takeover and shutdown.
+//!
+//! Inbound publishes are submitted to the broker as they arrive and
+//! acknowledged in arrival order as each becomes durable, so a client can
+//! keep many QoS 1/2 publishes in flight and they share fsyncs.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_util::future::poll_fn;
+use rumqttd::protocol::{
+    ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode, Disconnect,
+    DisconnectProperties, DisconnectReasonCode, LastWill, LastWillProperties, Login, Packet,
+    PingResp, PubAck, PubAckProperties, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason,
+    PubRel, PubRelReason, Publish, PublishProperties, RetainForwardRule, SubAck, Subscribe,
+    SubscribeProperties, SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe, qos,
+};
+use tidewire_core::topic::{self, TopicFilter};
+use tidewire_core::{Broker, Message, Properties, PublishError, Source, Stored};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Acl, AuthError};
+use crate::codec::{self, Codec, FrameError, PublishHeader, Version};
+use crate::config::MqttSettings;
+use crate::metrics::{DropReason, MqttMetrics};
+use crate::retained::{RetainedStore, now_ms};
+use crate::router::{Router, parse_filter};
+use crate::session::{Delivery, NEVER_EXPIRES, Session, SubOptions};
+use crate::sessions::{Attached, SessionTable};
+
+/// Topic aliases a client may set towards us (MQTT 5 Topic Alias Maximum).
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
+/// Messages sent per wake-up before the loop flushes and looks at input.
+const SEND_BATCH: usize = 256;
+/// Bytes buffered for writing before the loop flushes.
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
+
+/// A byte stream a session can be served over: TCP here, WebSocket
+/// elsewhere.
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
+
+/// Everything connections share.
+#[derive(Debug)]
+pub struct Context {
+    /// The publish path.
+    pub broker: Broker,
+    /// Subscriptions.
+    pub router: Arc<Router>,
+    /// Sessions.
+    pub sessions: Arc<SessionTable>,
+    /// Retained messages.
+    pub retained: Arc<RetainedStore>,
+    /// Limits and auth.
+    pub settings: MqttSettings,
+    /// Metrics.
+    pub metrics: MqttMetrics,
+    assigned_ids: AtomicU64,
+}
+
+impl Context {
+    /// Bundles the shared parts.
+    pub fn new(
+        broker: Broker,
+        router: Arc<Router>,
+        sessions: Arc<SessionTable>,
+        retained: Arc<RetainedStore>,
+        settings: MqttSettings,
+        metrics: MqttMetrics,
+    ) -> Context {
+        Context {
+            broker,
+            router,
+            sessions,
+            retained,
+            settings,
+            metrics,
+            assigned_ids: AtomicU64::new(0),
+        }
+    }
+
+    fn assign_client_id(&self) -> String {
+        let n = self.assigned_ids.fetch_add(1, Ordering::Relaxed);
+        format!("tw-{:x}-{n}", now_ms())
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// DISCONNECT from the client; `true` asks for the will anyway (0x04).
+    Disconnected { with_will: bool },
+    /// The peer closed the stream or it failed.
+    Closed,
+    /// We close it with this MQTT 5 reason.
+    Refused(DisconnectReasonCode),
+    /// Another connection took the client id.
+    TakenOver,
+    /// The server is stopping.
+    Shutdown,
+}
+
+/// An inbound publish waiting to be durable before it is acknowledged.
+struct PendingAck {
+    pkid: u16,
+    qos: u8,
+    done: Pin<Box<dyn Future<Output = Result<Vec<Stored>, PublishError>> + Send>>,
+}
+
+/// Serves one connection until it ends.
+pub async fn serve<S: Transport>(io: S, ctx: Arc<Context>, shutdown: CancellationToken) {
+    ctx.metrics.connections.inc();
+    ctx.metrics.accepted.inc();
+    if let Err(e) = serve_inner(io, &ctx, shutdown).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+    ctx.metrics.connections.dec();
+}
+
+/// Answers a connection that is over the connection limit with a refusal.
+pub async fn refuse_busy<S: Transport>(mut io: S, ctx: Arc<Context>) {
+    MqttMetrics::count(&ctx.metrics.refused, "max_connections");
+    let mut buf = BytesMut::with_capacity(512);
+    let deadline = Duration::from_secs(2);
+    let version = tokio::time::timeout(deadline, async {
+        loop {
+            match codec::connect_version(&buf, ctx.settings.max_packet_bytes) {
+                Ok(Some(v)) => return Some(v),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+            match io.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    if let Some(version) = version {
+        let code = match version {
+            Version::V311 => ConnectReturnCode::ServiceUnavailable,
+            Version::V5 => ConnectReturnCode::ServerBusy,
+        };
+        let mut out = BytesMut::new();
+        let connack = Packet::ConnAck(
+            ConnAck {
+                session_present: false,
+                code,
+            },
+            None,
+        );
+        if Codec::new(version, ctx.settings.max_packet_bytes)
+            .encode(connack, &mut out)
+            .is_ok()
+        {
+            let _ = io.write_all(&out).await;
+        }
+    }
+    let _ = io.shutdown().await;
+}
+
+async fn serve_inner<S: Transport>(
+    mut io: S,
+    ctx: &Arc<Context>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut read_buf = BytesMut::with_capacity(8 * 1024);
+    let max_packet = ctx.settings.max_packet_bytes;
+    let handshake = tokio::time::timeout(ctx.settings.connect_timeout, async {
+        loop {
+            match codec::connect_version(&read_buf, max_packet) {
+                Ok(Some(version)) => return Ok(Some(version)),
+                Ok(None) => {}
+                Err(FrameError::UnsupportedLevel(level)) => return Err(level),
+                Err(_) => return Ok(None),
+            }
+            if io.read_buf(&mut read_buf).await.unwrap_or(0) == 0 {
+                return Ok(None);
+            }
+        }
+    })
+    .await;
+    let version = match handshake {
+        Ok(Ok(Some(version))) => version,
+        Ok(Err(level)) => {
+            tracing::debug!(level, "refusing unsupported MQTT protocol level");
+            MqttMetrics::count(&ctx.metrics.refused, "protocol_version");
+            let mut out = BytesMut::new();
+            let refusal = Packet::ConnAck(
+                ConnAck {
+                    session_present: false,
+                    code: ConnectReturnCode::RefusedProtocolVersion,
+                },
+                None,
+            );
+            if Codec::new(Version::V311, max_packet)
+                .encode(refusal, &mut out)
+                .is_ok()
+            {
+                io.write_all(&out).await?;
+            }
+            return Ok(());
+        }
+        _ => {
+            MqttMetrics::count(&ctx.metrics.protocol_errors, "no_connect");
+            return Ok(());
+        }
+    };
+    let codec = Codec::new(version, max_packet);
+    let packet = match codec.decode(&mut read_buf) {
+        Ok(Some((packet, _))) => packet,
+        _ => {
+            MqttMetrics::count(&ctx.metrics.protocol_errors, "malformed_connect");
+            return Ok(());
+        }
+    };
+    let Packet::Connect(connect, props, will, will_props, login) = packet else {
+        return Ok(());
+    };
+    let mut out = BytesMut::new();
+    let accepted = accept(
+        ctx, &codec, connect, props, will, will_props, login, &mut out,
+    )
+    .await;
+    io.write_all(&out).await?;
+    let Some(conn) = accepted else {
+        return Ok(());
+    };
+    let mut conn = conn.with(io, read_buf, shutdown);
+    let exit = conn.run().await;
+    conn.finish(exit).await;
+    Ok(())
+}
+
+/// What an accepted CONNECT established.
+struct Accepted {
+    codec: Codec,
+    ctx: Arc<Context>,
+    attached: Attached,
+    acl: Arc<Acl>,
+    keepalive: Option<Duration>,
+    client_receive_max: u16,
+    client_max_packet: Option<usize>,
+    client_alias_max: u16,
+    will: Option<Will>,
+}
+
+/// A client's last will.
+#[derive(Debug, Clone)]
+struct Will {
+    message: Message,
+    delay_secs: u32,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn accept(
+    ctx: &Arc<Context>,
+    codec: &Codec,
+    connect: Connect,
+    props: Option<ConnectProperties>,
+    will: Option<LastWill>,
+    will_props: Option<LastWillProperties>,
+    login: Option<Login>,
+    out: &mut BytesMut,
+) -> Option<Accepted> {
+    let v5 = codec.version() == Version::V5;
+    let refuse = |code: ConnectReturnCode, reason: &'static str, out: &mut BytesMut| {
+        MqttMetrics::count(&ctx.metrics.refused, reason);
+        let _ = codec.encode(
+            Packet::ConnAck(
+                ConnAck {
+                    session_present: false,
+                    code,
+                },
+                None,
+            ),
+            out,
+        );
+        None
+    };
+    let props = props.unwrap_or(ConnectProperties {
+        session_expiry_interval: None,
+        receive_maximum: None,
+        max_packet_size: None,
+        topic_alias_max: None,
+        request_response_info: None,
+        request_problem_info: None,
+        user_properties: Vec::new(),
+        authentication_method: None,
+        authentication_data: None,
+    });
+    if props.authentication_method.is_some() {
+        return refuse(
+            ConnectReturnCode::BadAuthenticationMethod,
+            "auth_method",
+            out,
+        );
+    }
+
+    // Credentials (argon2 takes milliseconds of CPU: off the async workers).
+    let auth = ctx.settings.auth.clone();
+    let (username, password) = match login {
+        Some(l) => (Some(l.username), l.password.into_bytes()),
+        None => (None, Vec::new()),
+    };
+    let verdict =
+        tokio::task::spawn_blocking(move || auth.authenticate(username.as_deref(), &password))
+            .await
+            .unwrap_or(Err(AuthError::BadCredentials));
+    let acl = match verdict {
+        Ok(acl) => acl,
+        Err(AuthError::BadCredentials) => {
+            return refuse(
+                ConnectReturnCode::BadUserNamePassword,
+                "bad_credentials",
+                out,
+            );
+        }
+        Err(AuthError::AnonymousNotAllowed) => {
+            return refuse(ConnectReturnCode::NotAuthorized, "anonymous", out);
+        }
+    };
+
+    // Client id and session lifetime.
+    let (clean_start, expiry_secs) = if v5 {
+        (
+            connect.clean_session,
+            props.session_expiry_interval.unwrap_or(0),
+        )
+    } else if connect.clean_session {
+        (true, 0)
+    } else {
+        (false, NEVER_EXPIRES)
+    };
+    let mut assigned = None;
+    let client_id = if connect.client_id.is_empty() {
+        if !v5 && !connect.clean_session {
+            return refuse(
+                ConnectReturnCode::ClientIdentifierNotValid,
+                "client_id",
+                out,
+            );
+        }
+        let id = ctx.assign_client_id();
+        assigned = Some(id.clone());
+        id
+    } else {
+        connect.client_id
+    };
+
+    // The will.
+    let limits = ctx.broker.limits();
+    let will = match will {
+        None => None,
+        Some(w) => {
+            let topic = String::from_utf8(w.topic.to_vec()).unwrap_or_default();
+            if topic::validate_name(&topic, limits.max_topic_bytes).is_err() {
+                return refuse(
+                    if v5 {
+                        ConnectReturnCode::TopicNameInvalid
+                    } else {
+                        ConnectReturnCode::ServiceUnavailable
+                    },
+                    "will_topic",
+                    out,
+                );
+            }
+            let wp = will_props;
+            Some(Will {
+                delay_secs: wp.as_ref().and_then(|p| p.delay_interval).unwrap_or(0),
+                message: Message {
+                    topic,
+                    client_id: client_id.clone(),
+                    qos: w.qos as u8,
+                    retain: w.retain,
+                    payload: w.message,
+                    properties: wp.map_or_else(Properties::default, |p| Properties {
+                        user: p.user_properties,
+                        content_type: p.content_type,
+                        response_topic: p.response_topic,
+                        correlation_data: p.correlation_data,
+                        message_expiry_secs: p.message_expiry_interval,
+                        payload_format_utf8: p.payload_format_indicator == Some(1),
+                    }),
+                },
+            })
+        }
+    };
+
+    // Keepalive, capped by the server when configured.
+    let mut server_keep_alive = None;
+    let mut keepalive = connect.keep_alive;
+    if let Some(max) = ctx.settings.max_keepalive
+        && v5
+        && (keepalive == 0 || keepalive > max)
+    {
+        keepalive = max;
+        server_keep_alive = Some(max);
+    }
+
+    let attached = ctx
+        .sessions
+        .attach(&client_id, clean_start, expiry_secs)
+        .await;
+    let connack_props = v5.then(|| ConnAckProperties {
+        receive_max: Some(ctx.settings.receive_maximum),
+        max_packet_size: u32::try_from(ctx.settings.max_packet_bytes).ok(),
+        assigned_client_identifier: assigned,
+        topic_alias_max: Some(TOPIC_ALIAS_MAXIMUM),
+        retain_available: Some(1),
+        wildcard_subscription_available: Some(1),
+        subscription_identifiers_available: Some(1),
+        shared_subscription_available: Some(1),
+        server_keep_alive,
+        ..ConnAckProperties::default()
+    });
+    let _ = codec.encode(
+        Packet::ConnAck(
+            ConnAck {
+                session_present: attached.present,
+                code: ConnectReturnCode::Success,
+            },
+            connack_props,
+        ),
+        out,
+    );
+    tracing::debug!(client_id = %attached.session.client_id, present = attached.present, "client connected");
+    Some(Accepted {
+        codec: *codec,
+        ctx: Arc::clone(ctx),
+        attached,
+        acl,
+        keepalive: (keepalive > 0).then(|| Duration::from_millis(u64::from(keepalive) * 1500)),
+        client_receive_max: props.receive_maximum.unwrap_or(u16::MAX).max(1),
+        client_max_packet: props.max_packet_size.map(|n| n as usize),
+        client_alias_max: props.topic_alias_max.unwrap_or(0),
+        will,
+    })
+}
+
+impl Accepted {
+    fn with<S: Transport>(
+        self,
+        io: S,
+        read_buf: BytesMut,
+        shutdown: CancellationToken,
+    ) -> Connection<S> {
+        Connection {
+            io,
+            read_buf,
+            out: BytesMut::with_capacity(16 * 1024),
+            session: Arc::clone(&self.attached.session),
+            state: self,
+            shutdown,
+            pending: VecDeque::new(),
+            pending_qos: 0,
+            aliases_in: HashMap::new(),
+            aliases_out: HashMap::new(),
+            last_read: Instant::now(),
+        }
+    }
+}
+
+struct Connection<S> {
+    io: S,
+    read_buf: BytesMut,
+    out: BytesMut,
+    session: Arc<Session>,
+    state: Accepted,
+    shutdown: CancellationToken,
+    pending: VecDeque<PendingAck>,
+    pending_qos: usize,
+    aliases_in: HashMap<u16, String>,
+    aliases_out: HashMap<String, u16>,
+    last_read: Instant,
+}
+
+impl<S: Transport> Connection<S> {
+    fn v5(&self) -> bool {
+        self.state.codec.version() == Version::V5
+    }
+
+    fn ctx(&self) -> &Context {
+        &self.state.ctx
+    }
+
+    fn send(&mut self, packet: Packet) {
+        if let Err(e) = self.state.codec.encode(packet, &mut self.out) {
+            tracing::warn!(error = %e, "could not encode a packet");
+        }
+    }
+
+    async fn run(&mut self) -> Exit {
+        self.resend_inflight();
+        self.pump();
+        let kick = self.state.attached.kick.clone();
+        let shutdown = self.shutdown.clone();
+        loop {
+            if !self.out.is_empty() {
+                if self.io.write_all(&self.out).await.is_err() {
+                    return Exit::Closed;
+                }
+                self.out.clear();
+            }
+            let keepalive = self.state.keepalive.map(|k| self.last_read + k);
+            let reading =
+                self.pending.len() < usize::from(self.ctx().settings.receive_maximum).max(64);
+            let session = Arc::clone(&self.session);
+            tokio::select! {
+                () = shutdown.cancelled() => return Exit::Shutdown,
+                () = kick.cancelled() => return Exit::TakenOver,
+                result = next_done(&mut self.pending), if !self.pending.is_empty() => {
+                    self.acknowledge(result);
+                }
+                read = self.io.read_buf(&mut self.read_buf), if reading => {
+                    match read {
+                        Ok(0) | Err(_) => return Exit::Closed,
+                        Ok(_) => {
+                            self.last_read = Instant::now();
+                            if let Some(exit) = self.handle_input().await {
+                                return exit;
+                            }
+                        }
+                    }
+                }
+                () = session.ready.notified() => self.pump(),
+                () = sleep_until(keepalive), if keepalive.is_some() => {
+                    MqttMetrics::count(&self.ctx().metrics.protocol_errors, "keepalive_timeout");
+                    return Exit::Refused(DisconnectReasonCode::KeepAliveTimeout);
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles every whole packet in the read buffer.
+    async fn handle_input(&mut self) -> Option<Exit> {
+        loop {
+            let decoded = self.state.codec.decode(&mut self.read_buf);
+            let (packet, header) = match decoded {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return None,
+                Err(e) => {
+                    let (reason, label) = match e {
+                        FrameError::TooLarge(_) => {
+                            (DisconnectReasonCode::PacketTooLarge, "packet_too_large")
+                        }
+                        FrameError::UnexpectedType(_) => {
+                            (DisconnectReasonCode::ProtocolError, "unexpected_packet")
+                        }
+                        _ => (DisconnectReasonCode::MalformedPacket, "malformed"),
+                    };
+                    tracing::debug!(client_id = %self.session.client_id, error = %e, "closing connection");
+                    MqttMetrics::count(&self.ctx().metrics.protocol_errors, label);
+                    return Some(Exit::Refused(reason));
+                }
+            };
+            if let Some(exit) = self.handle(packet, header).await {
+                return Some(exit);
+            }
+        }
+    }
+
+    async fn handle(&mut self, packet: Packet, header: Option<PublishHeader>) -> Option<Exit> {
+        match packet {
+            Packet::Publish(publish, props) => {
+                let header = header?;
+                return self.on_publish(publish, props, header).await;
+            }
+            Packet::PubAck(ack, _) => {
+                self.session.lock().complete(ack.pkid);
+                self.pump();
+            }
+            Packet::PubRec(rec, _) => self.on_pubrec(rec),
+            Packet::PubRel(rel, _) => {
+                let known = self.session.lock().awaiting_release.remove(&rel.pkid);
+                let reason = if known || !self.v5() {
+                    PubCompReason::Success
+                } else {
+                    PubCompReason::PacketIdentifierNotFound
+                };
+                self.send(Packet::PubComp(
+                    PubComp {
+                        pkid: rel.pkid,
+                        reason,
+                    },
+                    None,
+                ));
+            }
+            Packet::PubComp(comp, _) => {
+                self.session.lock().complete(comp.pkid);
+                self.pump();
+            }
+            Packet::Subscribe(subscribe, props) => self.on_subscribe(subscribe, props),
+            Packet::Unsubscribe(unsubscribe, _) => self.on_unsubscribe(unsubscribe),
+            Packet::PingReq(_) => self.send(Packet::PingResp(PingResp)),
+            Packet::Disconnect(disconnect, props) => {
+                return Some(self.on_disconnect(disconnect, props));
+            }
+            Packet::Connect(..) => {
+                MqttMetrics::count(&self.ctx().metrics.protocol_errors, "second_connect");
+                return Some(Exit::Refused(DisconnectReasonCode::ProtocolError));
+            }
+            _ => {
+                MqttMetrics::count(&self.ctx().metrics.protocol_errors, "unexpected_packet");
+                return Some(Exit::Refused(DisconnectReasonCode::ProtocolError));
+            }
+        }
+        None
+    }
+
+    async fn on_publish(
+        &mut self,
+        publish: Publish,
+        props: Option<PublishProperties>,
+        header: PublishHeader,
+    ) -> Option<Exit> {
+        MqttMetrics::qos(&self.ctx().metrics.received, header.qos);
+        let PublishHeader { qos, pkid, .. } = header;
+        let props = props.unwrap_or_default();
+
+        // Topic, resolving MQTT 5 topic aliases.
+        let Ok(mut topic) = String::from_utf8(publish.topic.to_vec()) else {
+            return Some(Exit::Refused(DisconnectReasonCode::MalformedPacket));
+        };
+        if let Some(alias) = props.topic_alias {
+            if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+                MqttMetrics::count(&self.ctx().metrics.protocol_errors, "topic_alias");
+                return Some(Exit::Refused(DisconnectReasonCode::TopicAliasInvalid));
+            }
+            if topic.is_empty() {
+                match self.aliases_in.get(&alias) {
+                    Some(known) => topic = known.clone(),
+                    None => return Some(Exit::Refused(DisconnectReasonCode::ProtocolError)),
+                }
+            } else {
+                self.aliases_in.insert(alias, topic.clone());
+            }
+        }
+
+        // A QoS 2 retry of a message we already have: acknowledge again.
+        if qos == 2 {
+            let known = self.session.lock().awaiting_release.contains(&pkid);
+            if known {
+                self.send_ack(pkid, 2, Ok(()));
+                return None;
+            }
+            if self.pending.iter().any(|p| p.pkid == pkid && p.qos == 2) {
+                return None;
+            }
+        }
+        if qos > 0
+            && self.v5()
+            && self.pending_qos >= usize::from(self.ctx().settings.receive_maximum)
+        {
+            MqttMetrics::count(&self.ctx().metrics.protocol_errors, "receive_maximum");
+            return Some(Exit::Refused(DisconnectReasonCode::ReceiveMaximumExceeded));
+        }
+        if !self.state.acl.may_publish(&topic) {
+            MqttMetrics::count(&self.ctx().metrics.denied, "publish_acl");
+            tracing::debug!(client_id = %self.session.client_id, topic, "publish denied by ACL");
+            self.send_ack(pkid, qos, Err(PubAckReason::NotAuthorized));
+            return None;
+        }
+
+        let message = Message {
+            topic,
+            client_id: self.session.client_id.clone(),
+            qos,
+            retain: publish.retain,
+            payload: publish.payload,
+            properties: Properties {
+                user: props.user_properties,
+                content_type: props.content_type,
+                response_topic: props.response_topic,
+                correlation_data: props.correlation_data,
+                message_expiry_secs: props.message_expiry_interval,
+                payload_format_utf8: props.payload_format_indicator == Some(1),
+            },
+        };
+        match self.ctx().broker.submit(Source::Mqtt, message).await {
+            Ok(ticket) => {
+                if qos > 0 {
+                    self.pending_qos += 1;
+                }
+                self.pending.push_back(PendingAck {
+                    pkid,
+                    qos,
+                    done: Box::pin(ticket.durable()),
+                });
+                None
+            }
+            Err(e) => self.refused_publish(pkid, qos, &e),
+        }
+    }
+
+    /// Answers a publish the broker refused, by protocol version.
+    fn refused_publish(&mut self, pkid: u16, qos: u8, e: &PublishError) -> Option<Exit> {
+        tracing::debug!(client_id = %self.session.client_id, error = %e, "publish refused");
+        let reason = match e {
+            PublishError::InvalidTopic(_) => PubAckReason::TopicNameInvalid,
+            PublishError::PayloadTooLarge { .. } => PubAckReason::QuotaExceeded,
+            _ => PubAckReason::UnspecifiedError,
+        };
+        if !self.v5() {
+            // 3.1.1 has no negative ack: an invalid topic or a failed store
+            // closes the connection (the client will retry); an oversize
+            // payload is acknowledged and dropped, as Mosquitto does.
+            if reason != PubAckReason::QuotaExceeded {
+                return Some(Exit::Refused(DisconnectReasonCode::UnspecifiedError));
+            }
+        }
+        self.send_ack(pkid, qos, Err(reason));
+        None
+    }
+
+    /// Sends PUBACK/PUBREC for `pkid` (nothing for QoS 0). MQTT 3.1.1 has no
+    /// failure codes, so a refusal is acknowledged plainly there.
+    fn send_ack(&mut self, pkid: u16, qos: u8, outcome: Result<(), PubAckReason>) {
+        let reason = match outcome {
+            Ok(()) => PubAckReason::Success,
+            Err(_) if !self.v5() => PubAckReason::Success,
+            Err(reason) => reason,
+        };
+        match qos {
+            1 => self.send(Packet::PubAck(PubAck { pkid, reason }, None)),
+            2 => {
+                if reason == PubAckReason::Success {
+                    self.session.lock().awaiting_release.insert(pkid);
+                }
+                self.send(Packet::PubRec(
+                    PubRec {
+                        pkid,
+                        reason: pubrec_reason(reason),
+                    },
+                    None,
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    /// Acknowledges the oldest pending publish once it is durable.
+    fn acknowledge(&mut self, result: Result<Vec<Stored>, PublishError>) {
+        let Some(done) = self.pending.pop_front() else {
+            return;
+        };
+        if done.qos > 0 {
+            self.pending_qos -= 1;
+        }
+        match result {
+            Ok(_) => self.send_ack(done.pkid, done.qos, Ok(())),
+            Err(e) => {
+                tracing::warn!(client_id = %self.session.client_id, error = %e, "publish not stored");
+                let props = PubAckProperties {
+                    reason_string: Some(e.to_string()),
+                    user_properties: Vec::new(),
+                };
+                if self.v5() && done.qos == 1 {
+                    self.send(Packet::PubAck(
+                        PubAck {
+                            pkid: done.pkid,
+                            reason: PubAckReason::UnspecifiedError,
+                        },
+                        Some(props),
+                    ));
+                } else {
+                    self.send_ack(done.pkid, done.qos, Err(PubAckReason::UnspecifiedError));
+                }
+            }
+        }
+    }
+
+    fn on_pubrec(&mut self, rec: PubRec) {
+        let failed = !matches!(
+            rec.reason,
+            PubRecReason::Success | PubRecReason::NoMatchingSubscribers
+        );
+        if failed {
+            self.session.lock().complete(rec.pkid);
+            self.pump();
+            return;
+        }
+        let known = match self.session.lock().inflight.get_mut(&rec.pkid) {
+            Some(entry) => {
+                entry.released = true;
+                true
+            }
+            None => false,
+        };
+        let reason = if known || !self.v5() {
+            PubRelReason::Success
+        } else {
+            PubRelReason::PacketIdentifierNotFound
+        };
+        self.send(Packet::PubRel(
+            PubRel {
+                pkid: rec.pkid,
+                reason,
+            },
+            None,
+        ));
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe, props: Option<SubscribeProperties>) {
+        let id = props.and_then(|p| p.id);
+        let max_topic = self.ctx().broker.limits().max_topic_bytes;
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for filter in subscribe.filters {
+            let granted = (filter.qos as u8).min(2);
+            let parsed = parse_filter(&filter.path);
+            let valid = parsed.as_ref().is_some_and(|p| {
+                TopicFilter::new(p.filter, max_topic).is_ok()
+                    && !(p.group.is_some() && filter.nolocal)
+            });
+            let code = if !valid {
+                MqttMetrics::count(&self.ctx().metrics.denied, "invalid_filter");
+                if self.v5() {
+                    SubscribeReasonCode::TopicFilterInvalid
+                } else {
+                    SubscribeReasonCode::Failure
+                }
+            } else if !parsed
+                .as_ref()
+                .is_some_and(|p| self.state.acl.may_subscribe(p.filter))
+            {
+                MqttMetrics::count(&self.ctx().metrics.denied, "subscribe_acl");
+                if self.v5() {
+                    SubscribeReasonCode::NotAuthorized
+                } else {
+                    SubscribeReasonCode::Failure
+                }
+            } else {
+                let v5 = self.v5();
+                let options = SubOptions {
+                    qos: granted,
+                    no_local: v5 && filter.nolocal,
+                    retain_as_published: v5 && filter.preserve_retain,
+                    retain_handling: match filter.retain_forward_rule {
+                        RetainForwardRule::OnEverySubscribe => 0,
+                        RetainForwardRule::OnNewSubscribe => 1,
+                        RetainForwardRule::Never => 2,
+                    },
+                    id,
+                };
+                let existed = self
+                    .ctx()
+                    .router
+                    .subscribe(&filter.path, &self.session, options);
+                self.session
+                    .lock()
+                    .subscriptions
+                    .insert(filter.path.clone(), options);
+                let shared = parsed.as_ref().is_some_and(|p| p.group.is_some());
+                let send_retained = match options.retain_handling {
+                    0 => true,
+                    1 => !existed,
+                    _ => false,
+                };
+                if !shared
+                    && send_retained
+                    && let Some(p) = &parsed
+                {
+                    retained.push((p.filter.to_owned(), options));
+                }
+                SubscribeReasonCode::Success(qos(granted).unwrap_or_default())
+            };
+            codes.push(code);
+        }
+        self.send(Packet::SubAck(
+            SubAck {
+                pkid: subscribe.pkid,
+                return_codes: codes,
+            },
+            None,
+        ));
+        let now = now_ms();
+        for (filter, options) in retained {
+            for r in self.ctx().retained.matching(&filter) {
+                let expires_at = r
+                    .remaining_secs(now)
+                    .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
+                self.session.enqueue(Delivery {
+                    qos: r.message.qos.min(options.qos),
+                    message: r.message,
+                    retain: true,
+                    subscription_ids: options.id.into_iter().collect(),
+                    expires_at,
+                });
+            }
+        }
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let reasons = unsubscribe
+            .filters
+            .iter()
+            .map(|filter| {
+                let existed = self
+                    .ctx()
+                    .router
+                    .unsubscribe(filter, &self.session.client_id);
+                self.session.lock().subscriptions.remove(filter);
+                if existed {
+                    UnsubAckReason::Success
+                } else {
+                    UnsubAckReason::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        self.send(Packet::UnsubAck(
+            UnsubAck {
+                pkid: unsubscribe.pkid,
+                reasons,
+            },
+            None,
+        ));
+    }
+
+    fn on_disconnect(
+        &mut self,
+        disconnect: Disconnect,
+        props: Option<DisconnectProperties>,
+    ) -> Exit {
+        if let Some(expiry) = props.and_then(|p| p.session_expiry_interval) {
+            self.session.lock().expiry_secs = expiry;
+        }
+        Exit::Disconnected {
+            with_will: disconnect.reason_code == DisconnectReasonCode::DisconnectWithWillMessage,
+        }
+    }
+
+    /// After a reconnect: resend unacknowledged messages with DUP set, and
+    /// PUBREL for those already PUBREC'd.
+    fn resend_inflight(&mut self) {
+        let inflight = self.session.lock().inflight_in_order();
+        for (pkid, entry) in inflight {
+            if entry.released {
+                self.send(Packet::PubRel(
+                    PubRel {
+                        pkid,
+                        reason: PubRelReason::Success,
+                    },
+                    None,
+                ));
+            } else {
+                let packet = self.publish_packet(&entry.delivery, pkid, true, false);
+                self.send(packet);
+            }
+        }
+    }
+
+    /// Sends queued messages while the client's window allows.
+    fn pump(&mut self) {
+        let window = usize::from(
+            self.ctx()
+                .settings
+                .max_inflight
+                .min(self.state.client_receive_max),
+        );
+        let now = Instant::now();
+        for _ in 0..SEND_BATCH {
+            if self.out.len() >= WRITE_HIGH_WATER {
+                break;
+            }
+            let next = {
+                let mut state = self.session.lock();
+                let Some(front) = state.queue.front() else {
+                    return;
+                };
+                if front.qos > 0 && state.inflight.len() >= window {
+                    return;
+                }
+                let Some(delivery) = state.queue.pop_front() else {
+                    return;
+                };
+                if delivery.expired(now) {
+                    self.ctx().metrics.dropped(DropReason::Expired);
+                    continue;
+                }
+                let pkid = if delivery.qos > 0 {
+                    match state.next_pkid() {
+                        Some(pkid) => {
+                            state.track(pkid, delivery.clone());
+                            pkid
+                        }
+                        None => {
+                            state.queue.push_front(delivery);
+                            return;
+                        }
+                    }
+                } else {
+                    0
+                };
+                (delivery, pkid)
+            };
+            let (delivery, pkid) = next;
+            let before = self.out.len();
+            let packet = self.publish_packet(&delivery, pkid, false, true);
+            self.send(packet);
+            let too_large = self
+                .state
+                .client_max_packet
+                .is_some_and(|max| self.out.len() - before > max);
+            if too_large {
+                self.out.truncate(before);
+                if pkid > 0 {
+                    self.session.lock().complete(pkid);
+                }
+                self.ctx().metrics.dropped(DropReason::TooLargeForClient);
+                continue;
+            }
+            MqttMetrics::qos(&self.ctx().metrics.sent, delivery.qos);
+        }
+        // More may be waiting: come back after flushing.
+        self.session.ready.notify_one();
+    }
+
+    fn publish_packet(
+        &mut self,
+        delivery: &Delivery,
+        pkid: u16,
+        dup: bool,
+        use_alias: bool,
+    ) -> Packet {
+        let message = &delivery.message;
+        let mut topic: &str = &message.topic;
+        let mut alias = None;
+        if use_alias && self.v5() && self.state.client_alias_max > 0 {
+            match self.aliases_out.get(&message.topic) {
+                Some(known) => {
+                    alias = Some(*known);
+                    topic = "";
+                }
+                None => {
+                    let next = self.aliases_out.len() as u16 + 1;
+                    if next <= self.state.client_alias_max {
+                        self.aliases_out.insert(message.topic.clone(), next);
+                        alias = Some(next);
+                    }
+                }
+            }
+        }
+        let publish = codec::publish(
+            topic.as_bytes(),
+            &message.payload,
+            delivery.qos,
+            pkid,
+            dup,
+            delivery.retain,
+        );
+        let p = &message.properties;
+        let props = PublishProperties {
+            payload_format_indicator: p.payload_format_utf8.then_some(1),
+            message_expiry_interval: delivery.remaining_secs(Instant::now()),
+            topic_alias: alias,
+            response_topic: p.response_topic.clone(),
+            correlation_data: p.correlation_data.clone(),
+            user_properties: p.user.clone(),
+            subscription_identifiers: delivery.subscription_ids.clone(),
+            content_type: p.content_type.clone(),
+        };
+        let props = (props != PublishProperties::default()).then_some(props);
+        Packet::Publish(publish, props)
+    }
+
+    /// Ends the connection: finish acks, say goodbye, publish the will
+    /// when due, release the session.
+    async fn finish(&mut self, exit: Exit) {
+        // Publishes already submitted finish (they are in the streams'
+        // queues and reach subscribers); their acks go out if the peer is
+        // still there.
+        while let Some(result) = poll_front(&mut self.pending).await {
+            self.acknowledge(result);
+        }
+        let reason = match exit {
+            Exit::Refused(reason) => Some(reason),
+            Exit::TakenOver => Some(DisconnectReasonCode::SessionTakenOver),
+            Exit::Shutdown => Some(DisconnectReasonCode::ServerShuttingDown),
+            _ => None,
+        };
+        if let (Some(reason_code), true) = (reason, self.v5()) {
+            self.send(Packet::Disconnect(Disconnect { reason_code }, None));
+        }
+        if !self.out.is_empty() {
+            let _ = self.io.write_all(&self.out).await;
+        }
+        let _ = self.io.shutdown().await;
+
+        let publish_will = match exit {
+            Exit::Disconnected { with_will } => with_will,
+            Exit::Shutdown => false,
+            _ => true,
+        };
+        let will = self.state.will.take().filter(|_| publish_will);
+        let ctx = Arc::clone(&self.state.ctx);
+        let client_id = self.session.client_id.clone();
+        let ended = ctx
+            .sessions
+            .detach(&client_id, self.state.attached.connection);
+        if let Some(will) = will {
+            if self.state.acl.may_publish(&will.message.topic) {
+                self.schedule_will(will, ended);
+            } else {
+                MqttMetrics::count(&ctx.metrics.denied, "will_acl");
+            }
+        }
+        tracing::debug!(client_id, ?exit, "client disconnected");
+        self.state.attached.closed.cancel();
+    }
+
+    /// Publishes the will now, or after its delay unless the client comes
+    /// back first (or its session ends first).
+    fn schedule_will(&self, will: Will, session_ended: bool) {
+        let broker = self.ctx().broker.clone();
+        let expiry = self.session.lock().expiry_secs;
+        let delay = if session_ended {
+            0
+        } else {
+            will.delay_secs.min(expiry)
+        };
+        let cancel = CancellationToken::new();
+        if delay > 0 {
+            *self
+                .session
+                .pending_will
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(cancel.clone());
+        }
+        tokio::spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => {}
+            }
+            if let Err(e) = broker.publish(Source::Mqtt, will.message).await {
+                tracing::warn!(error = %e, "could not publish a will message");
+            }
+        });
+    }
+}
+
+fn pubrec_reason(reason: PubAckReason) -> PubRecReason {
+    match reason {
+        PubAckReason::Success => PubRecReason::Success,
+        PubAckReason::NoMatchingSubscribers => PubRecReason::NoMatchingSubscribers,
+        PubAckReason::UnspecifiedError => PubRecReason::UnspecifiedError,
+        PubAckReason::ImplementationSpecificError => PubRecReason::ImplementationSpecificError,
+        PubAckReason::NotAuthorized => PubRecReason::NotAuthorized,
+        PubAckReason::TopicNameInvalid => PubRecReason::TopicNameInvalid,
+        PubAckReason::PacketIdentifierInUse => PubRecReason::PacketIdentifierInUse,
+        PubAckReason::QuotaExceeded => PubRecReason::QuotaExceeded,
+        PubAckReason::PayloadFormatInvalid => PubRecReason::PayloadFormatInvalid,
+    }
+}
+
+/// Waits for the oldest pending publish to complete.
+async fn next_done(pending: &mut VecDeque<PendingAck>) -> Result<Vec<Stored>, PublishError> {
+    poll_fn(|cx| match pending.front_mut() {
+        Some(front) => front.done.as_mut().poll(cx),
+        None => std::task::Poll::Pending,
+    })
+    .await
+}
+
+async fn poll_front(
+    pending: &mut VecDeque<PendingAck>,
+) -> Option<Result<Vec<Stored>, PublishError>> {
+    if pending.is_empty() {
+        return None;
+    }
+    Some(next_done(pending).await)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,45 @@
+//! The MQTT side of the publish path: once a message is durable in the
+//! streams, keep it as retained when flagged, and queue it for every
+//! matching subscriber. Installed into the core `Broker`, so messages from
+//! every ingest (HTTP, WebSocket, NATS, queries) reach MQTT subscribers.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use tidewire_core::{Fanout, Message};
+
+use crate::retained::RetainedStore;
+use crate::router::Router;
+
+/// Routes durable messages to subscribers and the retained store.
+#[derive(Debug)]
+pub struct MqttFanout {
+    router: Arc<Router>,
+    retained: Arc<RetainedStore>,
+}
+
+impl MqttFanout {
+    /// A fan-out over `router` and `retained`.
+    pub fn new(router: Arc<Router>, retained: Arc<RetainedStore>) -> MqttFanout {
+        MqttFanout { router, retained }
+    }
+}
+
+impl Fanout for MqttFanout {
+    fn deliver(&self, message: Arc<Message>) -> BoxFuture<'static, Result<(), String>> {
+        let router = Arc::clone(&self.router);
+        let retained = Arc::clone(&self.retained);
+        Box::pin(async move {
+            if message.retain {
+                retained
+                    .set(Arc::clone(&message))
+                    .await
+                    .map_err(|e| format!("storing retained message: {e}"))?;
+            }
+            for (session, delivery) in router.route(&message) {
+                session.enqueue(delivery);
+            }
+            Ok(())
+        })
+    }
+}

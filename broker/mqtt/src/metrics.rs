@@ -1,0 +1,127 @@
+//! MQTT metrics, one place for the crate.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct QosLabel {
+    pub qos: u8,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// Why a message was not delivered to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The session queue was full and the message was QoS 0.
+    QueueFullQos0,
+    /// The session queue was full of QoS 1/2 messages.
+    QueueFull,
+    /// The message expired before it could be delivered.
+    Expired,
+    /// Larger than the client's Maximum Packet Size.
+    TooLargeForClient,
+}
+
+impl DropReason {
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFullQos0 => "queue_full_qos0",
+            DropReason::QueueFull => "queue_full",
+            DropReason::Expired => "expired",
+            DropReason::TooLargeForClient => "too_large_for_client",
+        }
+    }
+}
+
+/// The MQTT metric families.
+#[derive(Debug, Clone, Default)]
+pub struct MqttMetrics {
+    pub(crate) connections: Gauge,
+    pub(crate) accepted: Counter,
+    pub(crate) refused: Family<ReasonLabel, Counter>,
+    pub(crate) received: Family<QosLabel, Counter>,
+    pub(crate) sent: Family<QosLabel, Counter>,
+    pub(crate) dropped: Family<ReasonLabel, Counter>,
+    pub(crate) denied: Family<ReasonLabel, Counter>,
+    pub(crate) protocol_errors: Family<ReasonLabel, Counter>,
+    pub(crate) sessions: Gauge,
+    pub(crate) retained: Gauge,
+}
+
+impl MqttMetrics {
+    /// Creates the families and registers them.
+    pub fn register(registry: &mut Registry) -> MqttMetrics {
+        let m = MqttMetrics::default();
+        let r = registry.sub_registry_with_prefix("tidewire_mqtt");
+        r.register(
+            "connections",
+            "Open MQTT connections",
+            m.connections.clone(),
+        );
+        r.register(
+            "connections_accepted",
+            "MQTT connections accepted",
+            m.accepted.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "MQTT connections refused, by reason",
+            m.refused.clone(),
+        );
+        r.register(
+            "messages_received",
+            "PUBLISH packets received, by QoS",
+            m.received.clone(),
+        );
+        r.register(
+            "messages_sent",
+            "PUBLISH packets sent, by QoS",
+            m.sent.clone(),
+        );
+        r.register(
+            "messages_dropped",
+            "Messages not delivered to a subscriber, by reason",
+            m.dropped.clone(),
+        );
+        r.register(
+            "denied",
+            "Publishes and subscriptions refused by the ACL or limits, by reason",
+            m.denied.clone(),
+        );
+        r.register(
+            "protocol_errors",
+            "Connections closed for a malformed or disallowed packet, by reason",
+            m.protocol_errors.clone(),
+        );
+        r.register(
+            "sessions",
+            "Sessions, online and offline",
+            m.sessions.clone(),
+        );
+        r.register("retained_messages", "Retained messages", m.retained.clone());
+        m
+    }
+
+    pub(crate) fn dropped(&self, reason: DropReason) {
+        self.dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.label(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn count(family: &Family<ReasonLabel, Counter>, reason: &'static str) {
+        family.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub(crate) fn qos(family: &Family<QosLabel, Counter>, qos: u8) {
+        family.get_or_create(&QosLabel { qos }).inc();
+    }
+}

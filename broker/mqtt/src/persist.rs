@@ -1,0 +1,270 @@
+//! Saving persistent sessions (those with a non-zero expiry interval) to
+//! `DATA_DIR/mqtt/sessions.json`, and loading them at start-up.
+//!
+//! The file holds each session's subscriptions, queued messages, in-flight
+//! messages and QoS 2 ids awaiting PUBREL. It is written whole to a
+//! temporary file, fsynced and renamed over the old one, so it is always
+//! either the previous or the new version. It is written on graceful
+//! shutdown and at most every `mqtt.session_save_interval` while sessions
+//! change, so after a crash a session can miss the changes of that last
+//! interval (what publishers were acknowledged for is in the streams).
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tidewire_core::{Message, Properties};
+
+use crate::metrics::MqttMetrics;
+use crate::retained::now_ms;
+use crate::session::{Delivery, Session, SubOptions};
+
+const VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct File {
+    version: u32,
+    sessions: Vec<SavedSession>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedSession {
+    client_id: String,
+    expiry_secs: u32,
+    /// Wall-clock ms since it went offline (absent: it was online).
+    offline_since_ms: Option<i64>,
+    subscriptions: Vec<SavedSubscription>,
+    queue: Vec<SavedDelivery>,
+    inflight: Vec<SavedInflight>,
+    awaiting_release: Vec<u16>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedSubscription {
+    filter: String,
+    qos: u8,
+    no_local: bool,
+    retain_as_published: bool,
+    retain_handling: u8,
+    id: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedInflight {
+    pkid: u16,
+    released: bool,
+    delivery: SavedDelivery,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedDelivery {
+    topic: String,
+    client_id: String,
+    published_qos: u8,
+    published_retain: bool,
+    payload: String,
+    user_properties: Vec<(String, String)>,
+    content_type: Option<String>,
+    response_topic: Option<String>,
+    correlation_data: Option<String>,
+    message_expiry_secs: Option<u32>,
+    payload_format_utf8: bool,
+    qos: u8,
+    retain: bool,
+    subscription_ids: Vec<usize>,
+    expires_in_ms: Option<u64>,
+}
+
+impl SavedDelivery {
+    fn of(d: &Delivery, now: Instant) -> SavedDelivery {
+        let m = &d.message;
+        let p = &m.properties;
+        SavedDelivery {
+            topic: m.topic.clone(),
+            client_id: m.client_id.clone(),
+            published_qos: m.qos,
+            published_retain: m.retain,
+            payload: BASE64.encode(&m.payload),
+            user_properties: p.user.clone(),
+            content_type: p.content_type.clone(),
+            response_topic: p.response_topic.clone(),
+            correlation_data: p.correlation_data.as_ref().map(|c| BASE64.encode(c)),
+            message_expiry_secs: p.message_expiry_secs,
+            payload_format_utf8: p.payload_format_utf8,
+            qos: d.qos,
+            retain: d.retain,
+            subscription_ids: d.subscription_ids.clone(),
+            expires_in_ms: d
+                .expires_at
+                .map(|at| at.saturating_duration_since(now).as_millis() as u64),
+        }
+    }
+
+    fn restore(self, now: Instant) -> std::io::Result<Delivery> {
+        let decode = |text: &str| {
+            BASE64
+                .decode(text)
+                .map(Bytes::from)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        };
+        let correlation_data = self.correlation_data.as_deref().map(decode).transpose()?;
+        Ok(Delivery {
+            message: Arc::new(Message {
+                topic: self.topic,
+                client_id: self.client_id,
+                qos: self.published_qos,
+                retain: self.published_retain,
+                payload: decode(&self.payload)?,
+                properties: Properties {
+                    user: self.user_properties,
+                    content_type: self.content_type,
+                    response_topic: self.response_topic,
+                    correlation_data,
+                    message_expiry_secs: self.message_expiry_secs,
+                    payload_format_utf8: self.payload_format_utf8,
+                },
+            }),
+            qos: self.qos,
+            retain: self.retain,
+            subscription_ids: self.subscription_ids,
+            expires_at: self.expires_in_ms.map(|ms| now + Duration::from_millis(ms)),
+        })
+    }
+}
+
+/// Writes every persistent session to `path` atomically and durably.
+pub fn save(path: &Path, sessions: &[(Arc<Session>, Option<Instant>)]) -> std::io::Result<()> {
+    let now = Instant::now();
+    let wall = now_ms();
+    let saved = sessions
+        .iter()
+        .filter_map(|(session, offline_since)| {
+            let state = session.lock();
+            (state.expiry_secs > 0).then(|| SavedSession {
+                client_id: session.client_id.clone(),
+                expiry_secs: state.expiry_secs,
+                offline_since_ms: offline_since.map(|t| {
+                    wall - i64::try_from(now.duration_since(t).as_millis()).unwrap_or(i64::MAX)
+                }),
+                subscriptions: state
+                    .subscriptions
+                    .iter()
+                    .map(|(filter, o)| SavedSubscription {
+                        filter: filter.clone(),
+                        qos: o.qos,
+                        no_local: o.no_local,
+                        retain_as_published: o.retain_as_published,
+                        retain_handling: o.retain_handling,
+                        id: o.id,
+                    })
+                    .collect(),
+                queue: state
+                    .queue
+                    .iter()
+                    .map(|d| SavedDelivery::of(d, now))
+                    .collect(),
+                inflight: state
+                    .inflight_in_order()
+                    .into_iter()
+                    .map(|(pkid, i)| SavedInflight {
+                        pkid,
+                        released: i.released,
+                        delivery: SavedDelivery::of(&i.delivery, now),
+                    })
+                    .collect(),
+                awaiting_release: state.awaiting_release.iter().copied().collect(),
+            })
+        })
+        .collect();
+    let file = File {
+        version: VERSION,
+        sessions: saved,
+    };
+    let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut out = fs::File::create(&tmp)?;
+        out.write_all(&bytes)?;
+        out.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Loads the sessions saved at `path` (none if the file does not exist),
+/// each with the instant it went offline.
+pub fn load(
+    path: &Path,
+    max_queued: usize,
+    metrics: &MqttMetrics,
+    changed: &Arc<AtomicBool>,
+) -> std::io::Result<Vec<(Arc<Session>, Instant)>> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let file: File = serde_json::from_slice(&bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    if file.version != VERSION {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unknown session file version {}", file.version),
+        ));
+    }
+    let now = Instant::now();
+    let wall = now_ms();
+    let mut sessions = Vec::with_capacity(file.sessions.len());
+    for saved in file.sessions {
+        let session = Arc::new(Session::new(
+            saved.client_id,
+            saved.expiry_secs,
+            max_queued,
+            metrics.clone(),
+            Arc::clone(changed),
+        ));
+        {
+            let mut state = session.lock();
+            for s in saved.subscriptions {
+                state.subscriptions.insert(
+                    s.filter,
+                    SubOptions {
+                        qos: s.qos,
+                        no_local: s.no_local,
+                        retain_as_published: s.retain_as_published,
+                        retain_handling: s.retain_handling,
+                        id: s.id,
+                    },
+                );
+            }
+            for d in saved.queue {
+                state.queue.push_back(d.restore(now)?);
+            }
+            for i in saved.inflight {
+                state.track(i.pkid, i.delivery.restore(now)?);
+                if let Some(entry) = state.inflight.get_mut(&i.pkid) {
+                    entry.released = i.released;
+                }
+            }
+            state.awaiting_release.extend(saved.awaiting_release);
+        }
+        let offline_for = saved
+            .offline_since_ms
+            .map_or(0, |t| u64::try_from(wall - t).unwrap_or(0));
+        let offline_since = now
+            .checked_sub(Duration::from_millis(offline_for))
+            .unwrap_or(now);
+        sessions.push((session, offline_since));
+    }
+    Ok(sessions)
+}

@@ -1,0 +1,193 @@
+//! The MQTT listener and its background work: accepting connections under
+//! the connection cap, saving persistent sessions, expiring offline ones,
+//! and stopping cleanly.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tidewire_core::Broker;
+use tidewire_storage::{OnFatal, StorageMetrics};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::MqttSettings;
+use crate::connection::{self, Context};
+use crate::error::MqttError;
+use crate::fanout::MqttFanout;
+use crate::metrics::MqttMetrics;
+use crate::retained::RetainedStore;
+use crate::router::Router;
+use crate::sessions::SessionTable;
+
+/// How long connections get to finish their acks at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often offline sessions are checked for expiry.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
+
+/// A started MQTT server: state loaded, listener bound, not yet serving.
+#[derive(Debug)]
+pub struct MqttServer {
+    listener: TcpListener,
+    addr: SocketAddr,
+    ctx: Arc<Context>,
+}
+
+impl MqttServer {
+    /// Loads retained messages and saved sessions from `data_dir/mqtt`,
+    /// installs the MQTT fan-out into `broker`, and binds the listener.
+    pub async fn start(
+        settings: MqttSettings,
+        broker: Broker,
+        data_dir: &Path,
+        registry: &mut Registry,
+        storage_metrics: &StorageMetrics,
+        on_fatal: OnFatal,
+    ) -> Result<MqttServer, MqttError> {
+        let metrics = MqttMetrics::register(registry);
+        let dir = data_dir.join("mqtt");
+        let retained = {
+            let (dir, storage_metrics, metrics) =
+                (dir.clone(), storage_metrics.clone(), metrics.clone());
+            tokio::task::spawn_blocking(move || {
+                RetainedStore::open(&dir, &storage_metrics, metrics, on_fatal)
+            })
+            .await
+            .map_err(|e| MqttError::Internal(e.to_string()))??
+        };
+        let retained = Arc::new(retained);
+        let router = Arc::new(Router::default());
+        let sessions_file = dir.join("sessions.json");
+        let sessions = Arc::new(SessionTable::new(
+            Arc::clone(&router),
+            settings.max_queued_messages,
+            metrics.clone(),
+            sessions_file.clone(),
+        ));
+        let restored = sessions.restore().map_err(|source| MqttError::Sessions {
+            path: sessions_file.display().to_string(),
+            source,
+        })?;
+        if restored > 0 {
+            tracing::info!(sessions = restored, "restored persistent MQTT sessions");
+        }
+        broker.set_fanout(Arc::new(MqttFanout::new(
+            Arc::clone(&router),
+            Arc::clone(&retained),
+        )));
+
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| MqttError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| MqttError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let ctx = Arc::new(Context::new(
+            broker, router, sessions, retained, settings, metrics,
+        ));
+        Ok(MqttServer {
+            listener,
+            addr,
+            ctx,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state, for serving sessions over other transports
+    /// (WebSocket) with [`connection::serve`].
+    pub fn context(&self) -> Arc<Context> {
+        Arc::clone(&self.ctx)
+    }
+
+    /// Accepts connections until `shutdown`, then lets them finish, saves
+    /// sessions and closes the retained store.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), MqttError> {
+        let ctx = self.ctx;
+        let tracker = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(ctx.settings.max_connections));
+        let housekeeping = tokio::spawn(housekeeping(Arc::clone(&ctx), shutdown.clone()));
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accepting an MQTT connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let ctx = Arc::clone(&ctx);
+            match Arc::clone(&slots).try_acquire_owned() {
+                Ok(permit) => {
+                    let shutdown = shutdown.clone();
+                    tracker.spawn(async move {
+                        connection::serve(stream, ctx, shutdown).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "connection limit reached; refusing");
+                    tracker.spawn(connection::refuse_busy(stream, ctx));
+                }
+            }
+        }
+        drop(self.listener);
+        tracker.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("MQTT connections did not finish in time");
+        }
+        let _ = housekeeping.await;
+        save_sessions(&ctx).await;
+        ctx.retained.close().await;
+        Ok(())
+    }
+}
+
+/// Saves changed sessions and expires offline ones until shutdown.
+async fn housekeeping(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let mut save = tokio::time::interval(ctx.settings.session_save_interval);
+    let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = save.tick() => save_sessions(&ctx).await,
+            _ = sweep.tick() => {
+                // A delayed will is scheduled for min(will delay, session
+                // expiry), so it has fired by the time its session expires.
+                for session in ctx.sessions.expire() {
+                    tracing::debug!(client_id = %session.client_id, "session expired");
+                }
+            }
+        }
+    }
+}
+
+async fn save_sessions(ctx: &Arc<Context>) {
+    let sessions = Arc::clone(&ctx.sessions);
+    match tokio::task::spawn_blocking(move || sessions.save_if_changed()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "could not save MQTT sessions"),
+        Err(e) => tracing::error!(error = %e, "session save task failed"),
+    }
+}

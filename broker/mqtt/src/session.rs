@@ -1,0 +1,281 @@
+//! One client's session: its subscriptions, its bounded queue of messages
+//! waiting to be sent, the QoS 1/2 messages in flight in both directions,
+//! and its expiry. A session outlives its connection when it is persistent.
+//!
+//! Queue overflow policy (per session, `mqtt.max_queued_messages`): a QoS 0
+//! message that finds the queue full is dropped; a QoS 1/2 message evicts
+//! the oldest queued QoS 0 message, or is dropped when there is none. Every
+//! drop is counted in `tidewire_mqtt_messages_dropped_total{reason}`.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tidewire_core::Message;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{DropReason, MqttMetrics};
+
+/// Session Expiry Interval meaning "never expires".
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// A subscription's options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubOptions {
+    /// Maximum QoS granted.
+    pub qos: u8,
+    /// MQTT 5 No Local: not sent messages this client published.
+    pub no_local: bool,
+    /// MQTT 5 Retain As Published.
+    pub retain_as_published: bool,
+    /// MQTT 5 Retain Handling: 0 send, 1 send if new, 2 don't send.
+    pub retain_handling: u8,
+    /// MQTT 5 Subscription Identifier.
+    pub id: Option<usize>,
+}
+
+/// A message on its way to one subscriber.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The message as published.
+    pub message: Arc<Message>,
+    /// QoS it is delivered at: min(publish, subscription).
+    pub qos: u8,
+    /// The RETAIN flag to send.
+    pub retain: bool,
+    /// Identifiers of the client's subscriptions that matched.
+    pub subscription_ids: Vec<usize>,
+    /// When it expires (from the MQTT 5 Message Expiry Interval).
+    pub expires_at: Option<Instant>,
+}
+
+impl Delivery {
+    /// Seconds left before expiry, or `None` when it never expires;
+    /// `Some(0)` once expired.
+    pub fn remaining_secs(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|at| {
+            u32::try_from(at.saturating_duration_since(now).as_secs()).unwrap_or(u32::MAX)
+        })
+    }
+
+    /// True once its expiry has passed.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The expiry instant for a message published now with `secs` to live.
+    pub fn expiry(secs: Option<u32>) -> Option<Instant> {
+        secs.map(|s| Instant::now() + Duration::from_secs(u64::from(s)))
+    }
+}
+
+/// A QoS 1/2 message sent and not yet fully acknowledged.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    /// What was sent.
+    pub delivery: Delivery,
+    /// QoS 2: PUBREC received and PUBREL sent; waiting for PUBCOMP.
+    pub released: bool,
+}
+
+/// Mutable session state, behind the session's lock.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    /// Subscriptions by full filter text (including any `$share/` prefix).
+    pub subscriptions: HashMap<String, SubOptions>,
+    /// Messages waiting to be sent.
+    pub queue: VecDeque<Delivery>,
+    /// Sent, unacknowledged QoS 1/2 messages, by packet id in send order.
+    pub inflight: BTreeMap<u16, Inflight>,
+    /// Send order of in-flight packet ids (ids wrap, so BTreeMap order is
+    /// not send order).
+    pub inflight_order: VecDeque<u16>,
+    /// QoS 2 packet ids received and PUBREC'd, awaiting PUBREL.
+    pub awaiting_release: HashSet<u16>,
+    /// Session Expiry Interval in seconds; 0 ends the session with the
+    /// connection, [`NEVER_EXPIRES`] keeps it forever.
+    pub expiry_secs: u32,
+    next_pkid: u16,
+}
+
+impl SessionState {
+    /// The next free packet id for an outgoing QoS 1/2 message.
+    pub fn next_pkid(&mut self) -> Option<u16> {
+        for _ in 0..=u16::MAX {
+            self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
+            if !self.inflight.contains_key(&self.next_pkid) {
+                return Some(self.next_pkid);
+            }
+        }
+        None
+    }
+
+    /// Records a sent QoS 1/2 message.
+    pub fn track(&mut self, pkid: u16, delivery: Delivery) {
+        self.inflight.insert(
+            pkid,
+            Inflight {
+                delivery,
+                released: false,
+            },
+        );
+        self.inflight_order.push_back(pkid);
+    }
+
+    /// Forgets an acknowledged message.
+    pub fn complete(&mut self, pkid: u16) -> bool {
+        let known = self.inflight.remove(&pkid).is_some();
+        if known {
+            self.inflight_order.retain(|p| *p != pkid);
+        }
+        known
+    }
+
+    /// In-flight messages in send order, for resending after a reconnect.
+    pub fn inflight_in_order(&self) -> Vec<(u16, Inflight)> {
+        self.inflight_order
+            .iter()
+            .filter_map(|p| self.inflight.get(p).map(|i| (*p, i.clone())))
+            .collect()
+    }
+}
+
+/// A session, shared by its connection (while online), the router (which
+/// queues messages into it) and the session table.
+#[derive(Debug)]
+pub struct Session {
+    /// The client identifier.
+    pub client_id: String,
+    state: Mutex<SessionState>,
+    /// Woken when messages are queued.
+    pub ready: Notify,
+    max_queued: usize,
+    metrics: MqttMetrics,
+    /// Cancels a pending delayed will when the client comes back.
+    pub pending_will: Mutex<Option<CancellationToken>>,
+    /// Set whenever the state may have changed, so it gets saved.
+    changed: Arc<AtomicBool>,
+}
+
+impl Session {
+    /// A new, empty session.
+    pub fn new(
+        client_id: String,
+        expiry_secs: u32,
+        max_queued: usize,
+        metrics: MqttMetrics,
+        changed: Arc<AtomicBool>,
+    ) -> Session {
+        Session {
+            changed,
+            client_id,
+            state: Mutex::new(SessionState {
+                expiry_secs,
+                ..SessionState::default()
+            }),
+            ready: Notify::new(),
+            max_queued,
+            metrics,
+            pending_will: Mutex::new(None),
+        }
+    }
+
+    /// Locks the session state (and marks it as changed, for saving).
+    pub fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.changed.store(true, Ordering::Relaxed);
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a delivery under the overflow policy and wakes the connection.
+    /// Returns false when it was dropped.
+    pub fn enqueue(&self, delivery: Delivery) -> bool {
+        let accepted = {
+            let mut state = self.lock();
+            if state.queue.len() < self.max_queued {
+                state.queue.push_back(delivery);
+                true
+            } else if delivery.qos == 0 {
+                self.metrics.dropped(DropReason::QueueFullQos0);
+                false
+            } else if let Some(i) = state.queue.iter().position(|d| d.qos == 0) {
+                state.queue.remove(i);
+                self.metrics.dropped(DropReason::QueueFullQos0);
+                state.queue.push_back(delivery);
+                true
+            } else {
+                self.metrics.dropped(DropReason::QueueFull);
+                false
+            }
+        };
+        if accepted {
+            self.ready.notify_one();
+        } else {
+            tracing::debug!(client_id = %self.client_id, "session queue full; message dropped");
+        }
+        accepted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(qos: u8, tag: &str) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: tag.into(),
+                ..Message::default()
+            }),
+            qos,
+            retain: false,
+            subscription_ids: vec![],
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn overflow_drops_qos0_first() {
+        let session = Session::new("c".into(), 0, 3, MqttMetrics::default(), Default::default());
+        assert!(session.enqueue(delivery(0, "a")));
+        assert!(session.enqueue(delivery(1, "b")));
+        assert!(session.enqueue(delivery(0, "c")));
+        assert!(
+            !session.enqueue(delivery(0, "d")),
+            "QoS 0 is dropped when full"
+        );
+        assert!(
+            session.enqueue(delivery(1, "e")),
+            "QoS 1 evicts the oldest QoS 0"
+        );
+        assert!(session.enqueue(delivery(2, "f")));
+        assert!(!session.enqueue(delivery(1, "g")), "no QoS 0 left to evict");
+        let topics: Vec<String> = session
+            .lock()
+            .queue
+            .iter()
+            .map(|d| d.message.topic.clone())
+            .collect();
+        assert_eq!(topics, ["b", "e", "f"]);
+    }
+
+    #[test]
+    fn packet_ids_skip_zero_and_ids_in_flight() {
+        let mut state = SessionState::default();
+        let first = state.next_pkid().expect("free id");
+        assert_eq!(first, 1);
+        state.track(first, delivery(1, "x"));
+        state.track(2, delivery(1, "y"));
+        assert_eq!(state.next_pkid(), Some(3));
+        state.next_pkid = u16::MAX;
+        assert_eq!(
+            state.next_pkid(),
+            Some(3),
+            "wraps past 0 and the ids in flight"
+        );
+        assert!(state.complete(1));
+        assert!(!state.complete(1));
+        assert_eq!(state.inflight_in_order().len(), 1);
+    }
+}

@@ -1,0 +1,264 @@
+//! The session table: which sessions exist, which connection (if any) has
+//! each, takeover of a client id by a new connection, expiry of offline
+//! sessions, and saving persistent sessions across restarts.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::MqttMetrics;
+use crate::persist;
+use crate::router::Router;
+use crate::session::{NEVER_EXPIRES, Session};
+
+/// How long a new connection waits for the one it takes over to finish.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// The connection that currently has a session.
+#[derive(Debug, Clone)]
+struct Live {
+    id: u64,
+    kick: CancellationToken,
+    closed: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Entry {
+    session: Arc<Session>,
+    live: Option<Live>,
+    offline_since: Option<Instant>,
+}
+
+/// A connection's claim on a session.
+#[derive(Debug)]
+pub struct Attached {
+    /// The session.
+    pub session: Arc<Session>,
+    /// True when an existing session was resumed (CONNACK Session Present).
+    pub present: bool,
+    /// Cancelled when another connection takes the client id over.
+    pub kick: CancellationToken,
+    /// Cancel when this connection has finished with the session.
+    pub closed: CancellationToken,
+    /// This connection's id in the table.
+    pub connection: u64,
+}
+
+/// All sessions.
+#[derive(Debug)]
+pub struct SessionTable {
+    entries: Mutex<HashMap<String, Entry>>,
+    router: Arc<Router>,
+    max_queued: usize,
+    metrics: MqttMetrics,
+    next_connection: AtomicU64,
+    changed: Arc<AtomicBool>,
+    file: PathBuf,
+}
+
+impl SessionTable {
+    /// An empty table whose persistent sessions are saved to `file`.
+    pub fn new(
+        router: Arc<Router>,
+        max_queued: usize,
+        metrics: MqttMetrics,
+        file: PathBuf,
+    ) -> SessionTable {
+        SessionTable {
+            entries: Mutex::new(HashMap::new()),
+            router,
+            max_queued,
+            metrics,
+            next_connection: AtomicU64::new(1),
+            changed: Arc::default(),
+            file,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives `client_id` to a new connection: takes it over from a live
+    /// connection (waiting for that one to finish), discards the old
+    /// session on clean start, or resumes it.
+    pub async fn attach(&self, client_id: &str, clean_start: bool, expiry_secs: u32) -> Attached {
+        let previous = self.lock().get_mut(client_id).and_then(|e| e.live.take());
+        if let Some(old) = previous {
+            old.kick.cancel();
+            if tokio::time::timeout(TAKEOVER_WAIT, old.closed.cancelled())
+                .await
+                .is_err()
+            {
+                tracing::warn!(client_id, "taken-over connection did not finish in time");
+            }
+        }
+        let live = Live {
+            id: self.next_connection.fetch_add(1, Ordering::Relaxed),
+            kick: CancellationToken::new(),
+            closed: CancellationToken::new(),
+        };
+        let mut entries = self.lock();
+        let resumable = !clean_start && entries.contains_key(client_id);
+        if !resumable {
+            if let Some(old) = entries.remove(client_id) {
+                self.drop_subscriptions(&old.session);
+            }
+            let session = Arc::new(Session::new(
+                client_id.to_owned(),
+                expiry_secs,
+                self.max_queued,
+                self.metrics.clone(),
+                Arc::clone(&self.changed),
+            ));
+            entries.insert(
+                client_id.to_owned(),
+                Entry {
+                    session,
+                    live: None,
+                    offline_since: None,
+                },
+            );
+        }
+        let entry = entries
+            .get_mut(client_id)
+            .unwrap_or_else(|| unreachable!("inserted above"));
+        entry.live = Some(live.clone());
+        entry.offline_since = None;
+        entry.session.lock().expiry_secs = expiry_secs;
+        if let Some(will) = entry
+            .session
+            .pending_will
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            will.cancel();
+        }
+        let session = Arc::clone(&entry.session);
+        self.metrics.sessions.set(entries.len() as i64);
+        self.changed.store(true, Ordering::Relaxed);
+        Attached {
+            session,
+            present: resumable,
+            kick: live.kick,
+            closed: live.closed,
+            connection: live.id,
+        }
+    }
+
+    /// Called when connection `connection` ends: the session goes offline,
+    /// or ends now if its expiry interval is 0. Returns true if the session
+    /// ended.
+    pub fn detach(&self, client_id: &str, connection: u64) -> bool {
+        let mut entries = self.lock();
+        let Some(entry) = entries.get_mut(client_id) else {
+            return true;
+        };
+        if entry.live.as_ref().is_none_or(|l| l.id != connection) {
+            return false; // taken over: the session lives on
+        }
+        entry.live = None;
+        let ended = entry.session.lock().expiry_secs == 0;
+        if ended {
+            if let Some(entry) = entries.remove(client_id) {
+                self.drop_subscriptions(&entry.session);
+            }
+        } else {
+            entry.offline_since = Some(Instant::now());
+        }
+        self.metrics.sessions.set(entries.len() as i64);
+        self.changed.store(true, Ordering::Relaxed);
+        ended
+    }
+
+    /// Ends offline sessions whose expiry interval has passed and returns
+    /// them.
+    pub fn expire(&self) -> Vec<Arc<Session>> {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        let expired: Vec<String> = entries
+            .iter()
+            .filter(|(_, e)| {
+                let secs = e.session.lock().expiry_secs;
+                e.live.is_none()
+                    && secs != NEVER_EXPIRES
+                    && e.offline_since.is_some_and(|t| {
+                        now.duration_since(t) >= Duration::from_secs(u64::from(secs))
+                    })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let ended: Vec<Arc<Session>> = expired
+            .iter()
+            .filter_map(|id| entries.remove(id))
+            .map(|e| {
+                self.drop_subscriptions(&e.session);
+                e.session
+            })
+            .collect();
+        if !ended.is_empty() {
+            self.metrics.sessions.set(entries.len() as i64);
+            self.changed.store(true, Ordering::Relaxed);
+        }
+        ended
+    }
+
+    fn drop_subscriptions(&self, session: &Session) {
+        let filters: Vec<String> = session.lock().subscriptions.keys().cloned().collect();
+        for filter in filters {
+            self.router.unsubscribe(&filter, &session.client_id);
+        }
+    }
+
+    /// Writes persistent sessions to disk if anything changed since the
+    /// last save. Blocking.
+    pub fn save_if_changed(&self) -> std::io::Result<()> {
+        if !self.changed.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let sessions: Vec<(Arc<Session>, Option<Instant>)> = self
+            .lock()
+            .values()
+            .map(|e| (Arc::clone(&e.session), e.offline_since))
+            .collect();
+        let result = persist::save(&self.file, &sessions);
+        if result.is_err() {
+            self.changed.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Loads the sessions saved by a previous run, all offline, with their
+    /// subscriptions back in the router. Blocking.
+    pub fn restore(&self) -> std::io::Result<usize> {
+        let restored = persist::load(&self.file, self.max_queued, &self.metrics, &self.changed)?;
+        let mut entries = self.lock();
+        let count = restored.len();
+        for (session, offline_since) in restored {
+            let subscriptions: Vec<_> = session
+                .lock()
+                .subscriptions
+                .iter()
+                .map(|(f, o)| (f.clone(), *o))
+                .collect();
+            for (filter, options) in subscriptions {
+                self.router.subscribe(&filter, &session, options);
+            }
+            entries.insert(
+                session.client_id.clone(),
+                Entry {
+                    session,
+                    live: None,
+                    offline_since: Some(offline_since),
+                },
+            );
+        }
+        self.metrics.sessions.set(entries.len() as i64);
+        Ok(count)
+    }
+}
