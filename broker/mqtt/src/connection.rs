@@ -504,6 +504,10 @@ impl<S: Transport> Connection<S> {
     async fn run(&mut self) -> Exit {
         self.resend_inflight();
         self.pump();
+        // Packets that arrived together with CONNECT.
+        if let Some(exit) = self.handle_input().await {
+            return exit;
+        }
         let kick = self.state.attached.kick.clone();
         let shutdown = self.shutdown.clone();
         loop {

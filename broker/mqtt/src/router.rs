@@ -174,7 +174,13 @@ impl Router {
             delivery.retain |= sub.options.retain_as_published && message.retain;
             delivery.subscription_ids.extend(sub.options.id);
         }
-        by_client.into_values().collect()
+        by_client
+            .into_values()
+            .map(|(session, mut delivery)| {
+                delivery.subscription_ids.sort_unstable();
+                (session, delivery)
+            })
+            .collect()
     }
 
     /// Number of subscriptions, shared members included.
