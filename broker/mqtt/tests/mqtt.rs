@@ -653,10 +653,10 @@ mod v5 {
         let (tx, rx) = mpsc::unbounded_channel();
         let poller = tokio::spawn(async move {
             while let Ok(event) = eventloop.poll().await {
-                if let Event5::Incoming(packet) = event {
-                    if tx.send(packet).is_err() {
-                        return;
-                    }
+                if let Event5::Incoming(packet) = event
+                    && tx.send(packet).is_err()
+                {
+                    return;
                 }
             }
         });
