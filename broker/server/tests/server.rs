@@ -545,3 +545,159 @@ async fn records_read_by_time_latest_and_long_poll() {
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
 }
+
+mod mqtt {
+    //! MQTT against the real binary: acknowledged publishes survive SIGKILL,
+    //! and HTTP publishes reach MQTT subscribers.
+
+    use std::collections::{HashMap, HashSet, VecDeque};
+    use std::time::Duration;
+
+    use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, Outgoing, QoS};
+
+    use super::*;
+
+    fn options(id: &str, addr: std::net::SocketAddr) -> MqttOptions {
+        let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        o.set_keep_alive(Duration::from_secs(30));
+        o.set_inflight(100);
+        o
+    }
+
+    #[tokio::test]
+    async fn every_puback_survives_sigkill_mid_stream() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Launch::new(BIN, dir.path().join("data"))
+            .start()
+            .await
+            .expect("start");
+        let (client, mut events) =
+            AsyncClient::new(options("crash-publisher", broker.mqtt_addr()), 1000);
+        let publisher = tokio::spawn(async move {
+            for seq in 0..1_000_000u64 {
+                if client
+                    .publish("crash/test", QoS::AtLeastOnce, false, seq.to_string())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        // Publishes go out in order, so the n-th outgoing PUBLISH carries
+        // sequence n; its packet id maps the PUBACK back to it.
+        let mut next_seq = 0u64;
+        let mut in_flight: HashMap<u16, u64> = HashMap::new();
+        let mut acked: HashSet<u64> = HashSet::new();
+        let mut killed = None;
+        loop {
+            let event = match events.poll().await {
+                Ok(event) => event,
+                Err(_) => break, // the broker is gone
+            };
+            match event {
+                Event::Outgoing(Outgoing::Publish(pkid)) => {
+                    in_flight.insert(pkid, next_seq);
+                    next_seq += 1;
+                }
+                Event::Incoming(Incoming::PubAck(ack)) => {
+                    if let Some(seq) = in_flight.remove(&ack.pkid) {
+                        acked.insert(seq);
+                    }
+                }
+                _ => {}
+            }
+            if acked.len() >= 2000 && killed.is_none() {
+                // SIGKILL while hundreds of publishes are still in flight.
+                killed = Some(
+                    std::process::Command::new("kill")
+                        .arg("-KILL")
+                        .arg(broker.pid().to_string())
+                        .status(),
+                );
+            }
+        }
+        publisher.abort();
+        assert!(
+            killed.is_some_and(|s| s.is_ok_and(|s| s.success())),
+            "the broker was killed"
+        );
+        let launch = broker.kill().await.expect("reap");
+        let broker = launch.start().await.expect("restart");
+        let stored: HashSet<u64> = Api::new(broker.http_url())
+            .read_all("events")
+            .await
+            .expect("read")
+            .iter()
+            .map(|r| {
+                String::from_utf8(decoded(r))
+                    .expect("utf8")
+                    .parse()
+                    .expect("sequence number")
+            })
+            .collect();
+        let lost: Vec<u64> = acked.difference(&stored).copied().collect();
+        assert!(
+            lost.is_empty(),
+            "{} acknowledged messages lost, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        );
+        assert!(acked.len() >= 2000);
+    }
+
+    #[tokio::test]
+    async fn http_publishes_reach_mqtt_subscribers_and_retain_works() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Launch::new(BIN, dir.path().join("data"))
+            .start()
+            .await
+            .expect("start");
+        let api = Api::new(broker.http_url());
+        api.publish("lights/hall", "retain=true&qos=1", "on")
+            .await
+            .expect("publish");
+
+        let (client, mut events) =
+            AsyncClient::new(options("http-watcher", broker.mqtt_addr()), 100);
+        client
+            .subscribe("lights/#", QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        let mut received = VecDeque::new();
+        let mut published = false;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while received.len() < 2 {
+            let event = tokio::time::timeout_at(deadline, events.poll())
+                .await
+                .expect("messages in time")
+                .expect("connected");
+            match event {
+                Event::Incoming(Incoming::SubAck(_)) if !published => {
+                    published = true;
+                    let (status, _) = api
+                        .publish("lights/kitchen", "qos=1", "off")
+                        .await
+                        .expect("publish");
+                    assert_eq!(status, 200);
+                }
+                Event::Incoming(Incoming::Publish(p)) => received.push_back(p),
+                _ => {}
+            }
+        }
+        let retained = received.pop_front().expect("retained");
+        assert_eq!(
+            (
+                retained.topic.as_str(),
+                &retained.payload[..],
+                retained.retain
+            ),
+            ("lights/hall", &b"on"[..], true)
+        );
+        let live = received.pop_front().expect("live");
+        assert_eq!(
+            (live.topic.as_str(), &live.payload[..], live.retain),
+            ("lights/kitchen", &b"off"[..], false)
+        );
+    }
+}
