@@ -1,0 +1,438 @@
+//! MQTT load generator: runs the same scenarios against tidewire and
+//! Mosquitto, each started by this program on free ports, and prints
+//! msg/s, end-to-end latency percentiles and memory side by side with the
+//! ratio. tidewire runs with its default fsync `always`; Mosquitto does not
+//! fsync at all.
+//!
+//! Scenarios: 1 -> 1 at QoS 0 and QoS 1 (100-byte payloads, publisher
+//! window 1000), 1 -> N fan-out, N -> 1 fan-in, and idle connections
+//! (server RSS per connection).
+//!
+//! `cargo build --release -p tidewire -p tidewire-benches && ulimit -n 65536 &&
+//!  target/release/mqtt-load`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use tidewire_benches::{Latencies, print_table, rss_kib};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// The topic every scenario publishes and subscribes to.
+const TOPIC: &str = "bench/topic";
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The tidewire binary (default: next to this program).
+    #[arg(long)]
+    tidewire: Option<PathBuf>,
+    /// The mosquitto binary.
+    #[arg(long, default_value = "/usr/sbin/mosquitto")]
+    mosquitto: PathBuf,
+    /// Messages in each 1 -> 1 run.
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// Subscribers in the fan-out run.
+    #[arg(long, default_value_t = 1000)]
+    fan_out: usize,
+    /// Publishers in the fan-in run.
+    #[arg(long, default_value_t = 1000)]
+    fan_in: usize,
+    /// Idle connections in the memory run.
+    #[arg(long, default_value_t = 10_000)]
+    idle: usize,
+    /// Payload bytes (at least 8: the send time travels in the payload).
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+}
+
+/// A broker under test.
+struct Server {
+    name: &'static str,
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+async fn start_tidewire(bin: &PathBuf) -> Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("bench.toml");
+    // The same queue and window sizes as the Mosquitto configuration.
+    std::fs::write(
+        &config,
+        "[mqtt]\nmax_inflight = 1000\nmax_queued_messages = 10000\n",
+    )?;
+    let mut child = Command::new(bin)
+        .args([
+            "serve",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let mut addr = None;
+    while let Some(line) = lines.next_line().await? {
+        if let Some(a) = line.strip_prefix("mqtt listening on ") {
+            addr = Some(a.parse()?);
+        }
+        if line.starts_with("http listening on ") {
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Server {
+        name: "tidewire",
+        child,
+        addr: addr.context("no mqtt listener line")?,
+        _dir: dir,
+    })
+}
+
+async fn start_mosquitto(bin: &PathBuf) -> Result<Server> {
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\nmax_queued_messages 10000\npersistence false\n"
+        ),
+    )?;
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    for _ in 0..100 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return Ok(Server {
+                name: "mosquitto",
+                child,
+                addr,
+                _dir: dir,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("mosquitto did not start")
+}
+
+fn options(id: String, addr: SocketAddr) -> MqttOptions {
+    let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    o.set_keep_alive(Duration::from_secs(60));
+    o.set_inflight(1000);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    o
+}
+
+/// Nanoseconds since `epoch`, carried in the first 8 payload bytes.
+fn stamp(epoch: Instant, size: usize) -> Vec<u8> {
+    let mut payload = vec![b'x'; size.max(8)];
+    payload[..8].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
+    payload
+}
+
+fn latency(epoch: Instant, payload: &[u8]) -> Duration {
+    let sent = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
+    epoch.elapsed().saturating_sub(Duration::from_nanos(sent))
+}
+
+/// A subscriber that counts messages and records latencies until it has
+/// `expect` messages or goes quiet for 3 s.
+async fn subscriber(
+    addr: SocketAddr,
+    id: String,
+    qos: QoS,
+    expect: u64,
+    epoch: Instant,
+    ready: tokio::sync::mpsc::Sender<()>,
+    done_at: Arc<AtomicU64>,
+) -> Result<(u64, Latencies)> {
+    let (client, mut events) = AsyncClient::new(options(id, addr), 10_000);
+    client.subscribe(TOPIC, qos).await?;
+    let mut received = 0;
+    let mut latencies = Latencies::default();
+    loop {
+        let event = match tokio::time::timeout(Duration::from_secs(3), events.poll()).await {
+            Ok(event) => event?,
+            Err(_) => break, // quiet: whatever was lost is lost
+        };
+        match event {
+            Event::Incoming(Incoming::SubAck(_)) => {
+                let _ = ready.send(()).await;
+            }
+            Event::Incoming(Incoming::Publish(p)) => {
+                received += 1;
+                latencies.record(latency(epoch, &p.payload));
+                if received >= expect {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    done_at.fetch_max(epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    let _ = client.disconnect().await;
+    Ok((received, latencies))
+}
+
+/// Publishes `count` messages as fast as the window allows.
+async fn publisher(
+    addr: SocketAddr,
+    id: String,
+    qos: QoS,
+    count: u64,
+    size: usize,
+    epoch: Instant,
+) -> Result<()> {
+    let (client, mut events) = AsyncClient::new(options(id, addr), 1000);
+    let sender = tokio::spawn(async move {
+        for _ in 0..count {
+            client
+                .publish(TOPIC, qos, false, stamp(epoch, size))
+                .await?;
+        }
+        anyhow::Ok(client)
+    });
+    let mut acked = 0;
+    let mut sent = 0;
+    while (qos == QoS::AtMostOnce && sent < count) || (qos != QoS::AtMostOnce && acked < count) {
+        match events.poll().await? {
+            Event::Incoming(Incoming::PubAck(_)) => acked += 1,
+            Event::Outgoing(rumqttc::Outgoing::Publish(_)) => sent += 1,
+            _ => {}
+        }
+    }
+    let client = sender.await??;
+    // Let the last QoS 0 packets leave the socket.
+    for _ in 0..10 {
+        if tokio::time::timeout(Duration::from_millis(20), events.poll())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = client.disconnect().await;
+    Ok(())
+}
+
+struct Outcome {
+    delivered: u64,
+    expected: u64,
+    elapsed: Duration,
+    latencies: Latencies,
+}
+
+/// `publishers` publishers each send `per_publisher` messages to one topic
+/// with `subscribers` subscribers.
+async fn scenario(
+    addr: SocketAddr,
+    publishers: usize,
+    subscribers: usize,
+    per_publisher: u64,
+    qos: QoS,
+    size: usize,
+) -> Result<Outcome> {
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let epoch = Instant::now();
+    let expected_each = per_publisher * publishers as u64;
+    let done_at = Arc::new(AtomicU64::new(0));
+    let (ready_tx, mut ready) = tokio::sync::mpsc::channel(subscribers.max(1));
+    let mut subs = Vec::new();
+    for i in 0..subscribers {
+        subs.push(tokio::spawn(subscriber(
+            addr,
+            format!("sub-{run}-{i}"),
+            qos,
+            expected_each,
+            epoch,
+            ready_tx.clone(),
+            Arc::clone(&done_at),
+        )));
+    }
+    for _ in 0..subscribers {
+        ready
+            .recv()
+            .await
+            .context("a subscriber failed to subscribe")?;
+    }
+    let started = epoch.elapsed();
+    let mut pubs = Vec::new();
+    for i in 0..publishers {
+        pubs.push(tokio::spawn(publisher(
+            addr,
+            format!("pub-{run}-{i}"),
+            qos,
+            per_publisher,
+            size,
+            epoch,
+        )));
+    }
+    for p in pubs {
+        p.await??;
+    }
+    let mut delivered = 0;
+    let mut latencies = Latencies::default();
+    for s in subs {
+        let (n, l) = s.await??;
+        delivered += n;
+        latencies.merge(l);
+    }
+    let finished = Duration::from_nanos(done_at.load(Ordering::Relaxed));
+    Ok(Outcome {
+        delivered,
+        expected: expected_each * subscribers as u64,
+        elapsed: finished.saturating_sub(started),
+        latencies,
+    })
+}
+
+/// Opens `n` idle MQTT connections with raw CONNECTs; returns the server's
+/// RSS growth per connection in KiB.
+async fn idle_connections(server: &Server, n: usize) -> Result<f64> {
+    let pid = server.child.id().context("pid")?;
+    let before = rss_kib(pid).context("rss")?;
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut s = TcpStream::connect(server.addr).await?;
+        let id = format!("idle{i:06}");
+        let mut connect = vec![
+            0x10,
+            (12 + id.len()) as u8,
+            0,
+            4,
+            b'M',
+            b'Q',
+            b'T',
+            b'T',
+            4,
+            2,
+            0,
+            0,
+            0,
+            id.len() as u8,
+        ];
+        connect.extend_from_slice(id.as_bytes());
+        s.write_all(&connect).await?;
+        let mut ack = [0u8; 4];
+        s.read_exact(&mut ack).await?;
+        conns.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid).context("rss")?;
+    drop(conns);
+    Ok(after.saturating_sub(before) as f64 / n as f64)
+}
+
+fn rate_row(name: &str, scenario: &str, o: &mut Outcome) -> Vec<String> {
+    vec![
+        scenario.into(),
+        name.into(),
+        format!(
+            "{:.0}",
+            o.delivered as f64 / o.elapsed.as_secs_f64().max(1e-9)
+        ),
+        format!("{}/{}", o.delivered, o.expected),
+        format!("{:.2}", o.latencies.percentile_ms(50.0)),
+        format!("{:.2}", o.latencies.percentile_ms(99.0)),
+        format!("{:.2}", o.latencies.percentile_ms(99.9)),
+    ]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let tidewire = match &args.tidewire {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("tidewire"),
+    };
+    let size = args.payload.max(8);
+    println!(
+        "mqtt-load: {} B payloads; 1->1 {} msgs; fan-out 1->{}; fan-in {}->1; {} idle connections",
+        size, args.messages, args.fan_out, args.fan_in, args.idle
+    );
+    let mut rows = Vec::new();
+    let mut ratios = Vec::new();
+    let mut idle = Vec::new();
+    type Scenario = (&'static str, usize, usize, u64, QoS);
+    let scenarios: Vec<Scenario> = vec![
+        ("1->1 QoS0", 1, 1, args.messages, QoS::AtMostOnce),
+        ("1->1 QoS1", 1, 1, args.messages, QoS::AtLeastOnce),
+        ("1->N QoS0", 1, args.fan_out, 100, QoS::AtMostOnce),
+        ("N->1 QoS1", args.fan_in, 1, 20, QoS::AtLeastOnce),
+    ];
+    for (label, publishers, subscribers, per, qos) in scenarios {
+        let mut rates = Vec::new();
+        for which in ["tidewire", "mosquitto"] {
+            let server = match which {
+                "tidewire" => start_tidewire(&tidewire).await?,
+                _ => start_mosquitto(&args.mosquitto).await?,
+            };
+            let mut outcome =
+                scenario(server.addr, publishers, subscribers, per, qos, size).await?;
+            rates.push(outcome.delivered as f64 / outcome.elapsed.as_secs_f64().max(1e-9));
+            rows.push(rate_row(server.name, label, &mut outcome));
+        }
+        ratios.push((label, rates[0] / rates[1]));
+    }
+    for which in ["tidewire", "mosquitto"] {
+        let server = match which {
+            "tidewire" => start_tidewire(&tidewire).await?,
+            _ => start_mosquitto(&args.mosquitto).await?,
+        };
+        let per_conn = idle_connections(&server, args.idle).await?;
+        idle.push((server.name, per_conn));
+    }
+    print_table(
+        &[
+            "scenario",
+            "broker",
+            "msg/s",
+            "delivered",
+            "p50 ms",
+            "p99 ms",
+            "p999 ms",
+        ],
+        &rows,
+    );
+    println!();
+    for (label, ratio) in ratios {
+        println!("{label}: tidewire / mosquitto = {ratio:.2}x");
+    }
+    for (name, kib) in idle {
+        println!("{name}: {kib:.1} KiB RSS per idle connection");
+    }
+    Ok(())
+}
