@@ -8,7 +8,6 @@ cd "$(dirname "$0")/.."
 # Real peers the tests run against, from Debian, installed when missing.
 missing=()
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
-command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}"
     apt-get update -qq
