@@ -13,5 +13,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
+# Independent clients (paho-mqtt) for the Python suite.
+python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 
+# Rust: unit, property and integration tests (this also builds the binary).
 cargo test --workspace
+
+# Python: the same binary against independent clients.
+TIDEWIRE_BIN="${CARGO_TARGET_DIR:-target}/debug/tidewire" python3 -m pytest -q tests/python

@@ -1,0 +1,114 @@
+"""tidewire against paho-mqtt, an independent MQTT client, in both protocol
+versions: QoS 2 round trips, MQTT 5 properties, retained messages, wills
+and persistent sessions."""
+
+import queue
+import socket
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+TIMEOUT = 10
+
+
+def client(server, version, client_id="", **kwargs):
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=version,
+        **({} if version == mqtt.MQTTv5 else {"clean_session": kwargs.pop("clean_session", True)}),
+    )
+    c.received = queue.Queue()
+    c.on_message = lambda _c, _u, msg: c.received.put(msg)
+    connected = queue.Queue()
+    c.on_connect = lambda _c, _u, flags, rc, props: connected.put((flags, rc))
+    if "will" in kwargs:
+        topic, payload = kwargs.pop("will")
+        c.will_set(topic, payload, qos=1)
+    c.connect("127.0.0.1", server.mqtt_port, keepalive=30, **kwargs)
+    c.loop_start()
+    flags, rc = connected.get(timeout=TIMEOUT)
+    assert not rc.is_failure, rc
+    c.session_present = flags.session_present
+    return c
+
+
+def subscribe(c, topic, qos):
+    done = queue.Queue()
+    c.on_subscribe = lambda _c, _u, mid, codes, props: done.put(codes)
+    c.subscribe(topic, qos)
+    codes = done.get(timeout=TIMEOUT)
+    assert not codes[0].is_failure, codes
+    return codes
+
+
+def test_qos2_round_trip_in_both_versions(tidewire):
+    for version in (mqtt.MQTTv311, mqtt.MQTTv5):
+        sub = client(tidewire, version)
+        subscribe(sub, "paho/qos2/#", 2)
+        pub = client(tidewire, version)
+        info = pub.publish("paho/qos2/x", b"exactly once", qos=2)
+        info.wait_for_publish(timeout=TIMEOUT)
+        assert info.is_published()
+        msg = sub.received.get(timeout=TIMEOUT)
+        assert (msg.topic, msg.payload, msg.qos) == ("paho/qos2/x", b"exactly once", 2)
+        time.sleep(0.2)
+        assert sub.received.empty(), "delivered exactly once"
+        for c in (sub, pub):
+            c.disconnect()
+            c.loop_stop()
+
+
+def test_mqtt5_properties_round_trip(tidewire):
+    sub = client(tidewire, mqtt.MQTTv5)
+    subscribe(sub, "paho/props", 1)
+    pub = client(tidewire, mqtt.MQTTv5)
+    props = Properties(PacketTypes.PUBLISH)
+    props.UserProperty = [("site", "north"), ("rack", "7")]
+    props.ContentType = "text/plain"
+    props.ResponseTopic = "paho/reply"
+    props.CorrelationData = b"\x00\x01"
+    pub.publish("paho/props", b"with properties", qos=1, properties=props).wait_for_publish(timeout=TIMEOUT)
+    msg = sub.received.get(timeout=TIMEOUT)
+    got = msg.properties
+    assert got.UserProperty == [("site", "north"), ("rack", "7")]
+    assert got.ContentType == "text/plain"
+    assert got.ResponseTopic == "paho/reply"
+    assert got.CorrelationData == b"\x00\x01"
+
+
+def test_retained_message_reaches_a_late_subscriber(tidewire):
+    pub = client(tidewire, mqtt.MQTTv311)
+    pub.publish("paho/retained", b"last known", qos=1, retain=True).wait_for_publish(timeout=TIMEOUT)
+    late = client(tidewire, mqtt.MQTTv5)
+    subscribe(late, "paho/#", 1)
+    msg = late.received.get(timeout=TIMEOUT)
+    assert (msg.topic, msg.payload, msg.retain) == ("paho/retained", b"last known", True)
+
+
+def test_will_is_sent_when_a_client_vanishes(tidewire):
+    watcher = client(tidewire, mqtt.MQTTv5)
+    subscribe(watcher, "paho/will", 1)
+    doomed = client(tidewire, mqtt.MQTTv311, will=("paho/will", b"offline"))
+    doomed.loop_stop()
+    doomed.socket().shutdown(socket.SHUT_RDWR)
+    doomed.socket().close()
+    msg = watcher.received.get(timeout=TIMEOUT)
+    assert (msg.topic, msg.payload) == ("paho/will", b"offline")
+
+
+def test_persistent_session_resumes_with_queued_messages(tidewire):
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    resumable = client(tidewire, mqtt.MQTTv5, client_id="paho-resume", clean_start=True, properties=props)
+    subscribe(resumable, "paho/queued", 1)
+    resumable.disconnect()
+    resumable.loop_stop()
+    pub = client(tidewire, mqtt.MQTTv311)
+    pub.publish("paho/queued", b"while you were away", qos=1).wait_for_publish(timeout=TIMEOUT)
+    back = client(tidewire, mqtt.MQTTv5, client_id="paho-resume", clean_start=False, properties=props)
+    assert back.session_present
+    msg = back.received.get(timeout=TIMEOUT)
+    assert msg.payload == b"while you were away"
