@@ -268,3 +268,90 @@ pub fn load(
     }
     Ok(sessions)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_round_trip_through_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sessions.json");
+        let changed = Arc::new(AtomicBool::new(false));
+        let metrics = MqttMetrics::default();
+        let session = Arc::new(Session::new(
+            "c1".into(),
+            600,
+            10,
+            metrics.clone(),
+            Arc::clone(&changed),
+        ));
+        let transient = Arc::new(Session::new(
+            "c2".into(),
+            0,
+            10,
+            metrics.clone(),
+            Arc::clone(&changed),
+        ));
+        let message = Arc::new(Message {
+            topic: "a/b".into(),
+            client_id: "pub".into(),
+            qos: 2,
+            retain: true,
+            payload: Bytes::from_static(&[0, 159, 146, 150]),
+            properties: Properties {
+                user: vec![("k".into(), "v".into())],
+                correlation_data: Some(Bytes::from_static(b"cd")),
+                message_expiry_secs: Some(60),
+                ..Properties::default()
+            },
+        });
+        let delivery = Delivery {
+            message,
+            qos: 1,
+            retain: false,
+            subscription_ids: vec![3],
+            expires_at: Some(Instant::now() + Duration::from_secs(60)),
+        };
+        {
+            let mut state = session.lock();
+            state.subscriptions.insert(
+                "$share/g/a/#".into(),
+                SubOptions {
+                    qos: 1,
+                    no_local: false,
+                    retain_as_published: true,
+                    retain_handling: 2,
+                    id: Some(3),
+                },
+            );
+            state.queue.push_back(delivery.clone());
+            state.track(9, delivery.clone());
+            state.awaiting_release.insert(4);
+        }
+        save(&path, &[(Arc::clone(&session), None), (transient, None)]).expect("save");
+        let loaded = load(&path, 10, &metrics, &changed).expect("load");
+        assert_eq!(
+            loaded.len(),
+            1,
+            "only sessions that outlive their connection are saved"
+        );
+        let (restored, _) = &loaded[0];
+        let state = restored.lock();
+        let original = session.lock();
+        assert_eq!(restored.client_id, "c1");
+        assert_eq!(state.expiry_secs, 600);
+        assert_eq!(state.subscriptions, original.subscriptions);
+        assert_eq!(state.queue.len(), 1);
+        assert_eq!(state.queue[0].message, delivery.message);
+        assert_eq!(state.queue[0].subscription_ids, vec![3]);
+        assert!(state.queue[0].expires_at.is_some());
+        assert_eq!(state.inflight_in_order()[0].0, 9);
+        assert!(state.awaiting_release.contains(&4));
+        assert!(
+            load(&dir.path().join("missing.json"), 10, &metrics, &changed)
+                .expect("no file is no sessions")
+                .is_empty()
+        );
+    }
+}
