@@ -68,6 +68,16 @@ impl Drop for Server {
     }
 }
 
+/// The brokers compared, tidewire first.
+const BROKERS: [&str; 2] = ["tidewire", "mosquitto"];
+
+async fn start(which: &str, tidewire: &PathBuf, mosquitto: &PathBuf) -> Result<Server> {
+    match which {
+        "tidewire" => start_tidewire(tidewire).await,
+        _ => start_mosquitto(mosquitto).await,
+    }
+}
+
 async fn start_tidewire(bin: &PathBuf) -> Result<Server> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("bench.toml");
@@ -395,11 +405,8 @@ async fn main() -> Result<()> {
     ];
     for (label, publishers, subscribers, per, qos) in scenarios {
         let mut rates = Vec::new();
-        for which in ["tidewire", "mosquitto"] {
-            let server = match which {
-                "tidewire" => start_tidewire(&tidewire).await?,
-                _ => start_mosquitto(&args.mosquitto).await?,
-            };
+        for which in BROKERS {
+            let server = start(which, &tidewire, &args.mosquitto).await?;
             let mut outcome =
                 scenario(server.addr, publishers, subscribers, per, qos, size).await?;
             rates.push(outcome.delivered as f64 / outcome.elapsed.as_secs_f64().max(1e-9));
@@ -407,11 +414,8 @@ async fn main() -> Result<()> {
         }
         ratios.push((label, rates[0] / rates[1]));
     }
-    for which in ["tidewire", "mosquitto"] {
-        let server = match which {
-            "tidewire" => start_tidewire(&tidewire).await?,
-            _ => start_mosquitto(&args.mosquitto).await?,
-        };
+    for which in BROKERS {
+        let server = start(which, &tidewire, &args.mosquitto).await?;
         let per_conn = idle_connections(&server, args.idle).await?;
         idle.push((server.name, per_conn));
     }
