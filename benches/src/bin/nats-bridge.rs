@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
+use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use clap::Parser;
 use prometheus_client::registry::Registry;
@@ -106,7 +106,11 @@ async fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 /// Publishes every message straight to JetStream, `in_flight` at a time.
-async fn direct(args: &Args, client: &async_nats::Client, payload: &Bytes) -> anyhow::Result<Duration> {
+async fn direct(
+    args: &Args,
+    client: &async_nats::Client,
+    payload: &Bytes,
+) -> anyhow::Result<Duration> {
     let js = jetstream::ContextBuilder::new()
         .max_ack_inflight(args.in_flight)
         .backpressure_on_inflight(true)
@@ -152,7 +156,11 @@ async fn bridge(
         &StorageMetrics::register(&mut registry),
         Arc::new(|_| {}),
     )?;
-    let broker = Broker::new(streams, Limits::default(), PublishMetrics::register(&mut registry));
+    let broker = Broker::new(
+        streams,
+        Limits::default(),
+        PublishMetrics::register(&mut registry),
+    );
     let writers = 32;
     let fill = (0..writers).map(|w| {
         let broker = broker.clone();

@@ -157,8 +157,7 @@ impl BridgeState {
 
     /// Records the connection's health and why.
     pub fn set_health(&self, health: Health, error: Option<String>) {
-        self.connected
-            .set(i64::from(health == Health::Connected));
+        self.connected.set(i64::from(health == Health::Connected));
         *lock(&self.connection) = (health, error);
     }
 
@@ -236,7 +235,8 @@ impl LinkState {
         let rate = match detail.rate {
             Some((at, _, rate)) if now.duration_since(at) < RATE_WINDOW => rate,
             Some((at, count, _)) => {
-                let rate = messages.saturating_sub(count) as f64 / now.duration_since(at).as_secs_f64();
+                let rate =
+                    messages.saturating_sub(count) as f64 / now.duration_since(at).as_secs_f64();
                 detail.rate = Some((now, messages, rate));
                 rate
             }
@@ -263,7 +263,9 @@ impl LinkState {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Plain data: a panic elsewhere leaves it usable.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

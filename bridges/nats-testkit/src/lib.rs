@@ -67,7 +67,14 @@ impl NatsServer {
         self.kill();
         let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned());
         let child = Command::new(&binary)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.store.path())
             .args(&self.extra)
             .stdin(Stdio::null())
@@ -79,7 +86,10 @@ impl NatsServer {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + START_TIMEOUT;
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -290,7 +290,8 @@ pub struct Inbound {
 impl NatsBridgeConfig {
     /// Validates this bridge; `key` names it in errors (`bridge.nats[0]`).
     pub fn validate(&self, key: &str) -> Result<NatsBridge, ConfigError> {
-        let err = |field: &str, message: String| ConfigError::new(format!("{key}.{field}"), message);
+        let err =
+            |field: &str, message: String| ConfigError::new(format!("{key}.{field}"), message);
         validate_stream_name(&self.name).map_err(|m| err("name", m.replace("stream", "bridge")))?;
         let urls = match &self.url {
             Urls::One(u) => vec![u.clone()],
@@ -348,7 +349,10 @@ impl NatsBridgeConfig {
             return Err(err("connect_timeout", "must be more than 0".into()));
         }
         if self.outbound.is_empty() && self.inbound.is_empty() {
-            return Err(err("outbound", "a bridge needs an outbound or inbound link".into()));
+            return Err(err(
+                "outbound",
+                "a bridge needs an outbound or inbound link".into(),
+            ));
         }
         let outbound = self
             .outbound
@@ -380,7 +384,8 @@ impl NatsBridgeConfig {
 
 impl OutboundConfig {
     fn validate(&self, key: &str, node: &str) -> Result<Outbound, ConfigError> {
-        let err = |field: &str, message: String| ConfigError::new(format!("{key}.{field}"), message);
+        let err =
+            |field: &str, message: String| ConfigError::new(format!("{key}.{field}"), message);
         let from = Pattern::parse(Side::Mqtt, &self.from).map_err(|m| err("from", m))?;
         let subject = Pattern::parse(Side::Nats, &self.subject.replace(NODE_PLACEHOLDER, node))
             .map_err(|m| err("subject", m))?;
@@ -407,7 +412,8 @@ impl OutboundConfig {
 
 impl InboundConfig {
     fn validate(&self, key: &str, node: &str) -> Result<Inbound, ConfigError> {
-        let err = |field: &str, message: String| ConfigError::new(format!("{key}.{field}"), message);
+        let err =
+            |field: &str, message: String| ConfigError::new(format!("{key}.{field}"), message);
         let subject = Pattern::parse(Side::Nats, &self.subject.replace(NODE_PLACEHOLDER, node))
             .map_err(|m| err("subject", m))?;
         let to = Pattern::parse(Side::Mqtt, &self.to).map_err(|m| err("to", m))?;
@@ -417,9 +423,14 @@ impl InboundConfig {
         }
         for (field, name) in [("durable", &self.durable), ("stream", &self.stream)] {
             if let Some(name) = name
-                && (name.is_empty() || name.contains(['.', '*', '>', '/', '\\']) || name.chars().any(char::is_whitespace))
+                && (name.is_empty()
+                    || name.contains(['.', '*', '>', '/', '\\'])
+                    || name.chars().any(char::is_whitespace))
             {
-                return Err(err(field, format!("{name:?} is not a valid JetStream name")));
+                return Err(err(
+                    field,
+                    format!("{name:?} is not a valid JetStream name"),
+                ));
             }
         }
         if self.stream.is_some() && self.durable.is_none() {
@@ -498,10 +509,16 @@ mod tests {
         let base = "[[nats]]\nname = \"b\"\nurl = \"nats://h:4222\"\n";
         let out = "[[nats.outbound]]\nfrom = \"a/#\"\nsubject = \"x.>\"\n";
         let cases = [
-            (format!("{base}"), "bridge.nats[0].outbound"),
+            (base.to_owned(), "bridge.nats[0].outbound"),
             (format!("{base}user = \"u\"\n{out}"), "bridge.nats[0].user"),
-            (format!("{base}token = \"t\"\nnkey = \"n\"\n{out}"), "bridge.nats[0].user"),
-            (format!("{base}node = \"a.b\"\n{out}"), "bridge.nats[0].node"),
+            (
+                format!("{base}token = \"t\"\nnkey = \"n\"\n{out}"),
+                "bridge.nats[0].user",
+            ),
+            (
+                format!("{base}node = \"a.b\"\n{out}"),
+                "bridge.nats[0].node",
+            ),
             (
                 format!("{base}[[nats.outbound]]\nfrom = \"a/+\"\nsubject = \"x.>\"\n"),
                 "bridge.nats[0].outbound[0].subject",

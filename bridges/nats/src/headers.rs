@@ -138,7 +138,10 @@ mod tests {
         // Order between names is not kept; within a name it is.
         expected.user.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(back, expected);
-        assert_eq!(back.user[..2], [("a".into(), "1".into()), ("a".into(), "3".into())]);
+        assert_eq!(
+            back.user[..2],
+            [("a".into(), "1".into()), ("a".into(), "3".into())]
+        );
     }
 
     #[test]
@@ -157,6 +160,9 @@ mod tests {
         };
         let (headers, dropped) = to_headers(&message, None);
         assert_eq!(dropped, 3);
-        assert_eq!(to_properties(Some(&headers)).user, [("ok".into(), "fine".into())]);
+        assert_eq!(
+            to_properties(Some(&headers)).user,
+            [("ok".into(), "fine".into())]
+        );
     }
 }

@@ -306,10 +306,22 @@ mod tests {
             assert_eq!(topic_to_subject(topic).as_deref(), Ok(subject), "{topic}");
             assert_eq!(subject_to_topic(subject).as_deref(), Ok(topic), "{subject}");
         }
-        assert!(matches!(topic_to_subject("a b"), Err(MapError::Whitespace(_))));
-        assert!(matches!(topic_to_subject("a/*"), Err(MapError::WildcardLevel(_))));
-        assert!(matches!(subject_to_topic("a/b.c"), Err(MapError::LoneSlash(_))));
-        assert!(matches!(subject_to_topic("a..b"), Err(MapError::EmptyToken(_))));
+        assert!(matches!(
+            topic_to_subject("a b"),
+            Err(MapError::Whitespace(_))
+        ));
+        assert!(matches!(
+            topic_to_subject("a/*"),
+            Err(MapError::WildcardLevel(_))
+        ));
+        assert!(matches!(
+            subject_to_topic("a/b.c"),
+            Err(MapError::LoneSlash(_))
+        ));
+        assert!(matches!(
+            subject_to_topic("a..b"),
+            Err(MapError::EmptyToken(_))
+        ));
     }
 
     #[test]
@@ -323,7 +335,10 @@ mod tests {
         let fixed = route((Side::Mqtt, "a/b"), (Side::Nats, "c.d"));
         assert_eq!(fixed.map("a/b").as_deref(), Ok("c.d"));
         let inbound = route((Side::Nats, "cmd.n1.>"), (Side::Mqtt, "cmd/#"));
-        assert_eq!(inbound.map("cmd.n1.door./.open").as_deref(), Ok("cmd/door//open"));
+        assert_eq!(
+            inbound.map("cmd.n1.door./.open").as_deref(),
+            Ok("cmd/door//open")
+        );
         assert!(!inbound.matches("cmd.n2.x"));
     }
 

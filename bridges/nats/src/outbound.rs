@@ -104,7 +104,11 @@ impl OutboundLink {
 
     /// Sends from the cursor until `ended` is cancelled or something
     /// fails. Acknowledged progress is committed before returning.
-    pub async fn run(&mut self, client: &Client, ended: &CancellationToken) -> Result<(), LinkError> {
+    pub async fn run(
+        &mut self,
+        client: &Client,
+        ended: &CancellationToken,
+    ) -> Result<(), LinkError> {
         let js = jetstream::ContextBuilder::new()
             .ack_timeout(self.spec.ack_timeout)
             .max_ack_inflight(self.spec.max_in_flight)
@@ -153,7 +157,9 @@ impl OutboundLink {
                 }
                 continue;
             }
-            let batch = self.read(run.read_to..end.min(run.read_to + READ_BATCH)).await?;
+            let batch = self
+                .read(run.read_to..end.min(run.read_to + READ_BATCH))
+                .await?;
             for record in batch {
                 if record.offset > run.read_to {
                     // Retention dropped these between the check and the read.
@@ -168,7 +174,8 @@ impl OutboundLink {
                 } else if run.pending.is_empty() {
                     run.acked_to = run.read_to;
                 }
-                self.settle(client, run, self.spec.max_in_flight - 1).await?;
+                self.settle(client, run, self.spec.max_in_flight - 1)
+                    .await?;
             }
             if !self.spec.jetstream {
                 self.settle(client, run, 0).await?;
@@ -239,13 +246,16 @@ impl OutboundLink {
                 return Ok(None);
             }
         };
-        let id = self.spec.jetstream.then(|| {
-            format!("{}:{}:{}", self.node, self.stream.spec.name, record.offset)
-        });
+        let id = self
+            .spec
+            .jetstream
+            .then(|| format!("{}:{}:{}", self.node, self.stream.spec.name, record.offset));
         let (headers, dropped) = headers::to_headers(message, id.as_deref());
         if dropped > 0 {
-            self.state
-                .error(format!("offset {}: {dropped} properties NATS headers cannot carry", record.offset));
+            self.state.error(format!(
+                "offset {}: {dropped} properties NATS headers cannot carry",
+                record.offset
+            ));
         }
         let payload = message.payload.clone();
         if self.spec.jetstream {
@@ -283,7 +293,8 @@ impl OutboundLink {
                 break;
             };
             if let Some(ack) = front.ack {
-                ack.await.map_err(|e| LinkError::nats("JetStream PubAck", e))?;
+                ack.await
+                    .map_err(|e| LinkError::nats("JetStream PubAck", e))?;
             }
             self.state.delivered(1);
             run.acked_to = if run.pending.is_empty() {

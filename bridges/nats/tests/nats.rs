@@ -9,7 +9,9 @@ use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
 use tidewire_bridge::{BridgeConfig, BridgeMetrics, BridgeStatus, Bridges, Health};
-use tidewire_core::{Broker, Limits, Message, Properties, PublishMetrics, Source, StreamConfig, Streams};
+use tidewire_core::{
+    Broker, Limits, Message, Properties, PublishMetrics, Source, StreamConfig, Streams,
+};
 use tidewire_nats::{BridgeSection, NatsBridge};
 use tidewire_nats_testkit::{NatsServer, free_port};
 use tidewire_storage::StorageMetrics;
@@ -29,7 +31,9 @@ impl Node {
     fn new() -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut registry = Registry::default();
-        let spec = StreamConfig::default_stream().validate("streams[0]").expect("spec");
+        let spec = StreamConfig::default_stream()
+            .validate("streams[0]")
+            .expect("spec");
         let streams = Streams::open(
             dir.path(),
             vec![spec],
@@ -37,7 +41,11 @@ impl Node {
             Arc::new(|_| {}),
         )
         .expect("open streams");
-        let broker = Broker::new(streams, Limits::default(), PublishMetrics::register(&mut registry));
+        let broker = Broker::new(
+            streams,
+            Limits::default(),
+            PublishMetrics::register(&mut registry),
+        );
         Node {
             dir,
             broker,
@@ -65,9 +73,15 @@ impl Node {
 
     async fn start(&self, bridge: &NatsBridge, shutdown: &CancellationToken) -> Bridges {
         let configs: Vec<Box<dyn BridgeConfig>> = vec![Box::new(bridge.clone())];
-        Bridges::start(&configs, &self.broker, self.dir.path(), &self.metrics, shutdown)
-            .await
-            .expect("start bridges")
+        Bridges::start(
+            &configs,
+            &self.broker,
+            self.dir.path(),
+            &self.metrics,
+            shutdown,
+        )
+        .await
+        .expect("start bridges")
     }
 }
 
@@ -110,7 +124,10 @@ async fn js_count(js: &jetstream::Context, name: &str) -> u64 {
 }
 
 /// Every message of a JetStream stream, in stream order.
-async fn js_messages(js: &jetstream::Context, name: &str) -> Vec<jetstream::message::StreamMessage> {
+async fn js_messages(
+    js: &jetstream::Context,
+    name: &str,
+) -> Vec<jetstream::message::StreamMessage> {
     let stream = js.get_stream(name).await.expect("stream");
     let count = js_count(js, name).await;
     let mut out = Vec::new();
@@ -161,14 +178,20 @@ async fn round_trip_both_ways_with_properties() {
     ));
     let shutdown = CancellationToken::new();
     let mut bridges = node.start(&spec, &shutdown).await;
-    wait_for("connected", || async { status(&bridges).health == Health::Connected }).await;
+    wait_for("connected", || async {
+        status(&bridges).health == Health::Connected
+    })
+    .await;
     let watcher = async_nats::connect(server.url()).await.expect("connect");
     let mut back = watcher.subscribe("back.>").await.expect("subscribe");
     watcher.flush().await.expect("flush");
 
     // Outbound: topic, payload and every property arrive in JetStream.
     let properties = Properties {
-        user: vec![("unit".into(), "celsius".into()), ("site".into(), "north".into())],
+        user: vec![
+            ("unit".into(), "celsius".into()),
+            ("site".into(), "north".into()),
+        ],
         content_type: Some("application/json".into()),
         response_topic: Some("replies/n1".into()),
         correlation_data: Some(Bytes::from_static(b"\x01\x02")),
@@ -184,7 +207,10 @@ async fn round_trip_both_ways_with_properties() {
         ..Message::default()
     })
     .await;
-    wait_for("outbound message", || async { js_count(&js, "EDGE").await == 1 }).await;
+    wait_for("outbound message", || async {
+        js_count(&js, "EDGE").await == 1
+    })
+    .await;
     let sent = js_messages(&js, "EDGE").await.remove(0);
     assert_eq!(sent.subject.as_str(), "edge.n1.cold//1.temp");
     assert_eq!(sent.payload.as_ref(), b"{\"t\":4}");
@@ -195,7 +221,10 @@ async fn round_trip_both_ways_with_properties() {
     );
     let mut expected = properties.clone();
     expected.user.sort_by(|a, b| a.0.cmp(&b.0));
-    assert_eq!(tidewire_nats::headers::to_properties(Some(&headers)), expected);
+    assert_eq!(
+        tidewire_nats::headers::to_properties(Some(&headers)),
+        expected
+    );
 
     // Inbound through the durable consumer: headers become properties, and
     // the message is stored with the bridge's client id.
@@ -207,14 +236,26 @@ async fn round_trip_both_ways_with_properties() {
         .expect("publish")
         .await
         .expect("ack");
-    let events = node.broker.streams().get("events").expect("events").log.clone();
+    let events = node
+        .broker
+        .streams()
+        .get("events")
+        .expect("events")
+        .log
+        .clone();
     wait_for("inbound message", || async { events.next_offset() == 2 }).await;
     let stored = events.scan(1..2).next().expect("record").expect("read");
     assert_eq!(stored.message.topic, "cmd/door//open");
     assert_eq!(stored.message.client_id, "$nats:uplink");
     assert_eq!(stored.message.payload.as_ref(), b"now");
-    assert_eq!(stored.message.properties.user, [("operator".into(), "alice".into())]);
-    assert_eq!(stored.message.properties.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(
+        stored.message.properties.user,
+        [("operator".into(), "alice".into())]
+    );
+    assert_eq!(
+        stored.message.properties.content_type.as_deref(),
+        Some("text/plain")
+    );
     // It was acknowledged: the durable consumer has nothing pending.
     let consumer: jetstream::consumer::PullConsumer = js
         .get_stream("CMD")
@@ -286,9 +327,20 @@ async fn offsets(js: &jetstream::Context, events: &tidewire_storage::StreamLog) 
         .iter()
         .map(|m| {
             let id = m.headers.get("Nats-Msg-Id").expect("msg id").as_str();
-            let offset: u64 = id.strip_prefix("n1:events:").expect("id").parse().expect("offset");
-            let record = events.scan(offset..offset + 1).next().expect("record").expect("read");
-            assert_eq!(record.message.payload, m.payload, "payload of offset {offset}");
+            let offset: u64 = id
+                .strip_prefix("n1:events:")
+                .expect("id")
+                .parse()
+                .expect("offset");
+            let record = events
+                .scan(offset..offset + 1)
+                .next()
+                .expect("record")
+                .expect("read");
+            assert_eq!(
+                record.message.payload, m.payload,
+                "payload of offset {offset}"
+            );
             offset
         })
         .collect()
@@ -301,7 +353,8 @@ async fn load(node: &Node, range: std::ops::Range<u64>) {
         let range = range.clone();
         async move {
             for i in range.filter(|i| i % 16 == p) {
-                node.publish(&format!("sensors/{}", i % 7), i.to_string()).await;
+                node.publish(&format!("sensors/{}", i % 7), i.to_string())
+                    .await;
             }
         }
     });
@@ -326,7 +379,10 @@ async fn jetstream_dedups_what_a_crash_sends_twice() {
 
     // Crash 1: the bridge task is aborted mid-flight (no clean commit).
     let running = spec.start(ctx(&CancellationToken::new())).expect("start");
-    wait_for("some progress", || async { js_count(&js, "EDGE").await > 0 }).await;
+    wait_for("some progress", || async {
+        js_count(&js, "EDGE").await > 0
+    })
+    .await;
     running.task.abort();
     let _ = running.task.await;
     load(&node, N / 2..N).await;
@@ -345,8 +401,11 @@ async fn jetstream_dedups_what_a_crash_sends_twice() {
     shutdown.cancel();
     running.task.await.expect("stopped");
     let text = std::fs::read_to_string(&cursor_file).expect("cursor");
-    std::fs::write(&cursor_file, text.replace(&format!("\"next_offset\":{N}"), "\"next_offset\":0"))
-        .expect("rewind cursor");
+    std::fs::write(
+        &cursor_file,
+        text.replace(&format!("\"next_offset\":{N}"), "\"next_offset\":0"),
+    )
+    .expect("rewind cursor");
     let shutdown = CancellationToken::new();
     let running = spec.start(ctx(&shutdown)).expect("restart again");
     wait_for("resent everything", || async {
@@ -356,7 +415,13 @@ async fn jetstream_dedups_what_a_crash_sends_twice() {
     shutdown.cancel();
     running.task.await.expect("stopped");
 
-    let events = node.broker.streams().get("events").expect("events").log.clone();
+    let events = node
+        .broker
+        .streams()
+        .get("events")
+        .expect("events")
+        .log
+        .clone();
     let mut got = offsets(&js, &events).await;
     assert_eq!(got.len() as u64, N, "no duplicates");
     got.sort_unstable();
@@ -376,7 +441,10 @@ async fn server_outage_under_load_delivers_everything_in_order() {
         let node = Arc::clone(&node);
         tokio::spawn(async move { load(&node, 0..N).await })
     };
-    wait_for("a quarter through", || async { js_count(&js, "EDGE").await >= N / 4 }).await;
+    wait_for("a quarter through", || async {
+        js_count(&js, "EDGE").await >= N / 4
+    })
+    .await;
     server.kill();
     wait_for("the bridge noticing", || async {
         status(&bridges).health == Health::Disconnected
@@ -384,13 +452,22 @@ async fn server_outage_under_load_delivers_everything_in_order() {
     .await;
     // Ingest goes on while NATS is down.
     publisher.await.expect("publisher");
-    let events = node.broker.streams().get("events").expect("events").log.clone();
+    let events = node
+        .broker
+        .streams()
+        .get("events")
+        .expect("events")
+        .log
+        .clone();
     assert_eq!(events.next_offset(), N);
     assert!(status(&bridges).links[0].lag.expect("lag") > 0);
     server.restart();
     let js = jetstream::new(async_nats::connect(server.url()).await.expect("reconnect"));
     wait_for("everything", || async { js_count(&js, "EDGE").await >= N }).await;
-    wait_for("lag zero", || async { status(&bridges).links[0].lag == Some(0) }).await;
+    wait_for("lag zero", || async {
+        status(&bridges).links[0].lag == Some(0)
+    })
+    .await;
     assert_eq!(offsets(&js, &events).await, (0..N).collect::<Vec<_>>());
     bridges.stop().await;
 }
@@ -414,7 +491,10 @@ async fn bad_credentials_and_unreachable_urls_show_in_status() {
     bridges.stop().await;
 
     let port = free_port();
-    let spec = outbound_bridge(&format!("nats://127.0.0.1:{port}"), "connect_timeout = \"1s\"");
+    let spec = outbound_bridge(
+        &format!("nats://127.0.0.1:{port}"),
+        "connect_timeout = \"1s\"",
+    );
     let mut bridges = node.start(&spec, &CancellationToken::new()).await;
     wait_for("unreachable", || async {
         status(&bridges)
@@ -426,7 +506,13 @@ async fn bad_credentials_and_unreachable_urls_show_in_status() {
     // It keeps retrying: once a server appears there, it connects and sends.
     let server = NatsServer::start_on(port, &[]);
     let js = js_stream(&server, "EDGE", &["edge.>"]).await;
-    wait_for("connected", || async { status(&bridges).health == Health::Connected }).await;
-    wait_for("backlog sent", || async { js_count(&js, "EDGE").await == 1 }).await;
+    wait_for("connected", || async {
+        status(&bridges).health == Health::Connected
+    })
+    .await;
+    wait_for("backlog sent", || async {
+        js_count(&js, "EDGE").await == 1
+    })
+    .await;
     bridges.stop().await;
 }
