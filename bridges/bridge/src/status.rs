@@ -223,6 +223,15 @@ impl LinkState {
         lock(&self.detail).cursor = Some(cursor);
     }
 
+    /// Recomputes an outbound link's lag from the stream's end and its
+    /// last recorded cursor.
+    pub fn refresh_lag(&self, stream_end: u64) {
+        if let Some(cursor) = lock(&self.detail).cursor {
+            let lag = stream_end.saturating_sub(cursor);
+            self.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Messages delivered so far.
     pub fn messages(&self) -> u64 {
         self.messages.get()

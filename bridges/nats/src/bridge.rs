@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use tidewire_bridge::{
-    BridgeConfig, BridgeContext, BridgeError, BridgeState, Direction, Health, Running,
+    BridgeConfig, BridgeContext, BridgeError, BridgeState, Direction, Health, LinkState, Running,
 };
 use tidewire_core::Stream;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,8 @@ use crate::outbound::OutboundLink;
 
 /// A session that lasted this long resets the reconnect backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(10);
+/// How often outbound lag is refreshed while a link is not sending.
+const LAG_REFRESH: Duration = Duration::from_secs(1);
 /// Time given to the old connection to flush when a session ends.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -78,10 +80,6 @@ impl BridgeConfig for NatsBridge {
                     &self.node,
                     Arc::clone(&state.links()[i]),
                 )
-                .map_err(|e| BridgeError::Config {
-                    key: format!("bridge.nats.{}.outbound[{i}]", self.name),
-                    message: e.to_string(),
-                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let inbound = self
@@ -164,18 +162,48 @@ fn covers(outer: &str, inner: &str) -> bool {
     inner_levels.next().is_none()
 }
 
-/// The bridge's task: connect, run the links, reconnect, until shutdown.
+/// The bridge's task: connect, run the links, reconnect, until shutdown;
+/// beside it, keep outbound lag current while NATS is unreachable.
 async fn run(
     spec: NatsBridge,
     state: Arc<BridgeState>,
-    mut outbound: Vec<OutboundLink>,
+    outbound: Vec<OutboundLink>,
     inbound: Vec<InboundLink>,
     shutdown: CancellationToken,
+) {
+    let watched: Vec<_> = outbound.iter().map(OutboundLink::watch).collect();
+    tokio::join!(
+        connect_loop(spec, &state, outbound, inbound, &shutdown),
+        track_lag(watched, &shutdown)
+    );
+    state.set_health(Health::Stopped, None);
+}
+
+/// Refreshes each outbound link's lag from its stream's end.
+async fn track_lag(links: Vec<(Arc<LinkState>, Stream)>, shutdown: &CancellationToken) {
+    let mut tick = tokio::time::interval(LAG_REFRESH);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        for (state, stream) in &links {
+            state.refresh_lag(stream.log.next_offset());
+        }
+    }
+}
+
+async fn connect_loop(
+    spec: NatsBridge,
+    state: &Arc<BridgeState>,
+    mut outbound: Vec<OutboundLink>,
+    inbound: Vec<InboundLink>,
+    shutdown: &CancellationToken,
 ) {
     let mut backoff = spec.reconnect_min;
     while !shutdown.is_cancelled() {
         let started = Instant::now();
-        let reason = match connection::connect(&spec, &state, &shutdown).await {
+        let reason = match connection::connect(&spec, state, shutdown).await {
             Ok(session) => {
                 tracing::info!(bridge = %spec.name, "NATS bridge connected");
                 state.set_health(Health::Connected, None);
@@ -204,7 +232,6 @@ async fn run(
         }
         backoff = (backoff * 2).min(spec.reconnect_max);
     }
-    state.set_health(Health::Stopped, None);
 }
 
 /// Runs every link on one connection until it drops or a link fails;

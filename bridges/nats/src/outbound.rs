@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::Client;
 use async_nats::jetstream::{self, context::PublishAckFuture};
-use tidewire_bridge::LinkState;
+use tidewire_bridge::{BridgeError, LinkState};
 use tidewire_core::{Record, Stream};
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +60,7 @@ impl OutboundLink {
         index: usize,
         node: &str,
         state: Arc<LinkState>,
-    ) -> Result<OutboundLink, LinkError> {
+    ) -> Result<OutboundLink, BridgeError> {
         let cursor = Cursor::new(
             cursor_dir,
             index,
@@ -71,7 +71,8 @@ impl OutboundLink {
                 next_offset: 0,
             },
         );
-        let cursor_error = |source| LinkError::Cursor {
+        let cursor_error = |source| BridgeError::Io {
+            action: "use cursor file",
             path: cursor.path().to_owned(),
             source,
         };
@@ -97,9 +98,9 @@ impl OutboundLink {
         })
     }
 
-    /// The next offset to send, as committed.
-    pub fn committed(&self) -> u64 {
-        self.committed
+    /// Its status board and the stream it reads, for lag tracking.
+    pub fn watch(&self) -> (Arc<LinkState>, tidewire_core::Stream) {
+        (Arc::clone(&self.state), self.stream.clone())
     }
 
     /// Sends from the cursor until `ended` is cancelled or something
@@ -120,7 +121,12 @@ impl OutboundLink {
             pending: VecDeque::with_capacity(self.spec.max_in_flight),
             last_commit: Instant::now(),
         };
-        let outcome = self.pump(client, &js, &mut run, ended).await;
+        // A dropped connection can leave publishes and acks waiting for
+        // a client that will never reconnect: stop waiting when it ends.
+        let outcome = tokio::select! {
+            outcome = self.pump(client, &js, &mut run, ended) => outcome,
+            () = ended.cancelled() => Ok(()),
+        };
         // Keep what was acknowledged even when the session broke.
         let committed = self.commit(run.acked_to).await;
         let outcome = outcome.and(committed);

@@ -29,11 +29,13 @@ struct Node {
 
 impl Node {
     fn new() -> Node {
+        Node::with_stream(StreamConfig::default_stream())
+    }
+
+    fn with_stream(config: StreamConfig) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut registry = Registry::default();
-        let spec = StreamConfig::default_stream()
-            .validate("streams[0]")
-            .expect("spec");
+        let spec = config.validate("streams[0]").expect("spec");
         let streams = Streams::open(
             dir.path(),
             vec![spec],
@@ -460,7 +462,12 @@ async fn server_outage_under_load_delivers_everything_in_order() {
         .log
         .clone();
     assert_eq!(events.next_offset(), N);
-    assert!(status(&bridges).links[0].lag.expect("lag") > 0);
+    wait_for("lag to cover the unsent backlog", || async {
+        let link = &status(&bridges).links[0];
+        link.cursor
+            .is_some_and(|c| c < N && link.lag == Some(N - c))
+    })
+    .await;
     server.restart();
     let js = jetstream::new(async_nats::connect(server.url()).await.expect("reconnect"));
     wait_for("everything", || async { js_count(&js, "EDGE").await >= N }).await;
@@ -514,5 +521,53 @@ async fn bad_credentials_and_unreachable_urls_show_in_status() {
         js_count(&js, "EDGE").await == 1
     })
     .await;
+    bridges.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_overtaking_the_cursor_is_a_counted_loss() {
+    const N: u64 = 400;
+    let config: StreamConfig = toml::from_str(
+        "name = \"events\"\nsegment_bytes = \"4KiB\"\nretention = { max_bytes = \"16KiB\" }",
+    )
+    .expect("stream config");
+    let node = Node::with_stream(config);
+    let port = free_port();
+    let spec = outbound_bridge(&format!("nats://127.0.0.1:{port}"), "");
+    let mut bridges = node.start(&spec, &CancellationToken::new()).await;
+    for i in 0..N {
+        node.publish(&format!("sensors/{}", i % 7), format!("{i:0>100}"))
+            .await;
+    }
+    let events = node
+        .broker
+        .streams()
+        .get("events")
+        .expect("events")
+        .log
+        .clone();
+    wait_for("retention to drop segments", || async {
+        events.stats().first_offset > 0
+    })
+    .await;
+
+    let server = NatsServer::start_on(port, &[]);
+    let js = js_stream(&server, "EDGE", &["edge.>"]).await;
+    wait_for("every record sent or counted lost", || async {
+        let link = status(&bridges).links.remove(0);
+        link.cursor == Some(N) && link.lost + js_count(&js, "EDGE").await == N
+    })
+    .await;
+    let link = status(&bridges).links.remove(0);
+    assert!(link.lost > 0);
+    assert!(
+        link.last_error
+            .is_some_and(|e| e.contains("retention dropped"))
+    );
+    // The records sent are exactly those after the lost ones, in order.
+    assert_eq!(
+        offsets(&js, &events).await,
+        (link.lost..N).collect::<Vec<_>>()
+    );
     bridges.stop().await;
 }
