@@ -120,6 +120,7 @@ impl OutboundLink {
             acked_to: self.committed,
             pending: VecDeque::with_capacity(self.spec.max_in_flight),
             last_commit: Instant::now(),
+            committing: None,
         };
         // A dropped connection can leave publishes and acks waiting for
         // a client that will never reconnect: stop waiting when it ends.
@@ -128,7 +129,10 @@ impl OutboundLink {
             () = ended.cancelled() => Ok(()),
         };
         // Keep what was acknowledged even when the session broke.
-        let committed = self.commit(run.acked_to).await;
+        let committed = match self.finish_commit(&mut run).await {
+            Ok(()) => self.commit(run.acked_to).await,
+            Err(e) => Err(e),
+        };
         let outcome = outcome.and(committed);
         if let Err(e) = &outcome {
             self.state.error(e);
@@ -144,6 +148,7 @@ impl OutboundLink {
         ended: &CancellationToken,
     ) -> Result<(), LinkError> {
         let mut tail = self.stream.log.subscribe();
+        let mut prefetched = None;
         loop {
             if ended.is_cancelled() {
                 return Ok(());
@@ -152,6 +157,7 @@ impl OutboundLink {
             let end = self.stream.log.next_offset();
             if run.read_to >= end {
                 self.settle(client, run, 0).await?;
+                self.finish_commit(run).await?;
                 self.commit(run.acked_to).await?;
                 tokio::select! {
                     changed = tail.changed() => {
@@ -163,9 +169,19 @@ impl OutboundLink {
                 }
                 continue;
             }
-            let batch = self
-                .read(run.read_to..end.min(run.read_to + READ_BATCH))
-                .await?;
+            let batch_end = end.min(run.read_to + READ_BATCH);
+            let batch = match prefetched.take() {
+                Some((start, read)) if start == run.read_to => self.finish_read(read).await?,
+                _ => {
+                    self.finish_read(self.start_read(run.read_to..batch_end))
+                        .await?
+                }
+            };
+            // Read the next batch from disk while this one is published.
+            let next_end = self.stream.log.next_offset().min(batch_end + READ_BATCH);
+            if batch_end < next_end {
+                prefetched = Some((batch_end, self.start_read(batch_end..next_end)));
+            }
             for record in batch {
                 if record.offset > run.read_to {
                     // Retention dropped these between the check and the read.
@@ -186,14 +202,49 @@ impl OutboundLink {
             if !self.spec.jetstream {
                 self.settle(client, run, 0).await?;
             }
-            if run.acked_to > self.committed
-                && (run.acked_to - self.committed >= self.spec.max_in_flight as u64
-                    || run.last_commit.elapsed() >= COMMIT_INTERVAL)
-            {
-                self.commit(run.acked_to).await?;
-                run.last_commit = Instant::now();
-            }
+            self.commit_in_background(run).await?;
         }
+    }
+
+    /// While messages flow, commits the cursor every [`COMMIT_INTERVAL`]
+    /// on a blocking thread, so the fsyncs do not stall publishing; one
+    /// commit at a time.
+    async fn commit_in_background(&mut self, run: &mut Run) -> Result<(), LinkError> {
+        if run
+            .committing
+            .as_ref()
+            .is_some_and(|(_, task)| !task.is_finished())
+        {
+            return Ok(());
+        }
+        self.finish_commit(run).await?;
+        if run.acked_to > self.committed && run.last_commit.elapsed() >= COMMIT_INTERVAL {
+            let cursor = self.cursor.clone();
+            let next = run.acked_to;
+            run.committing = Some((
+                next,
+                tokio::task::spawn_blocking(move || cursor.commit(next)),
+            ));
+            run.last_commit = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Waits for the background commit, if any, and records its result.
+    async fn finish_commit(&mut self, run: &mut Run) -> Result<(), LinkError> {
+        let Some((next, task)) = run.committing.take() else {
+            return Ok(());
+        };
+        task.await
+            .map_err(|e| LinkError::Internal(e.to_string()))?
+            .map_err(|source| LinkError::Cursor {
+                path: self.cursor.path().to_owned(),
+                source,
+            })?;
+        self.committed = next;
+        self.state
+            .set_position(self.committed, self.stream.log.next_offset());
+        Ok(())
     }
 
     /// Moves past records that retention deleted before they were sent,
@@ -219,14 +270,17 @@ impl OutboundLink {
         }
     }
 
-    async fn read(&self, range: std::ops::Range<u64>) -> Result<Vec<Record>, LinkError> {
+    /// Starts reading `range` on a blocking thread.
+    fn start_read(&self, range: std::ops::Range<u64>) -> Read {
         let log = self.stream.log.clone();
-        let name = self.stream.spec.name.clone();
         tokio::task::spawn_blocking(move || log.scan(range).collect::<Result<Vec<_>, _>>())
-            .await
+    }
+
+    async fn finish_read(&self, read: Read) -> Result<Vec<Record>, LinkError> {
+        read.await
             .map_err(|e| LinkError::Internal(e.to_string()))?
             .map_err(|source| LinkError::Read {
-                stream: name,
+                stream: self.stream.spec.name.clone(),
                 source,
             })
     }
@@ -331,6 +385,9 @@ impl OutboundLink {
     }
 }
 
+/// A batch being read on a blocking thread.
+type Read = tokio::task::JoinHandle<Result<Vec<Record>, tidewire_core::StorageError>>;
+
 /// One session's reading position.
 struct Run {
     /// The next offset to read.
@@ -339,4 +396,6 @@ struct Run {
     acked_to: u64,
     pending: VecDeque<Pending>,
     last_commit: Instant,
+    /// A commit running on a blocking thread, and the offset it writes.
+    committing: Option<(u64, tokio::task::JoinHandle<std::io::Result<()>>)>,
 }
