@@ -36,6 +36,8 @@ pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Default time to wait for a JetStream PubAck.
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time JetStream waits for an inbound ack before redelivering.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 /// Default QoS given to messages bridged in.
 pub const DEFAULT_INBOUND_QOS: u8 = 1;
 /// The `{node}` placeholder in subjects.
@@ -193,6 +195,10 @@ pub struct InboundConfig {
     /// QoS given to bridged messages (default 1).
     #[serde(default = "inbound_qos")]
     pub qos: u8,
+    /// With `durable`: how long JetStream waits for the bridge's ack
+    /// before redelivering, e.g. after a crash (default 30 s).
+    #[serde(default = "ack_wait", with = "humantime_serde")]
+    pub ack_wait: Duration,
 }
 
 fn connect_timeout() -> Duration {
@@ -209,6 +215,9 @@ fn max_in_flight() -> usize {
 }
 fn ack_timeout() -> Duration {
     DEFAULT_ACK_TIMEOUT
+}
+fn ack_wait() -> Duration {
+    DEFAULT_ACK_WAIT
 }
 fn inbound_qos() -> u8 {
     DEFAULT_INBOUND_QOS
@@ -285,6 +294,8 @@ pub struct Inbound {
     pub stream: Option<String>,
     /// QoS of bridged messages.
     pub qos: u8,
+    /// Durable consumer's ack wait.
+    pub ack_wait: Duration,
 }
 
 impl NatsBridgeConfig {
@@ -433,6 +444,9 @@ impl InboundConfig {
                 ));
             }
         }
+        if self.ack_wait.is_zero() {
+            return Err(err("ack_wait", "must be more than 0".into()));
+        }
         if self.stream.is_some() && self.durable.is_none() {
             return Err(err("stream", "only used with durable".into()));
         }
@@ -441,6 +455,7 @@ impl InboundConfig {
             durable: self.durable.clone(),
             stream: self.stream.clone(),
             qos: self.qos,
+            ack_wait: self.ack_wait,
         })
     }
 }

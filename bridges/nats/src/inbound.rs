@@ -104,6 +104,7 @@ impl InboundLink {
                     durable_name: Some(durable.to_owned()),
                     filter_subject: subject,
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: self.spec.ack_wait,
                     ..Default::default()
                 },
             )
@@ -129,7 +130,16 @@ impl InboundLink {
                     message.payload.clone(),
                     message.headers.as_ref(),
                 )
-                .await?;
+                .await;
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // Not stored: ask for redelivery now rather than after
+                    // the ack wait. If the nak is lost, the ack wait does it.
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    return Err(e);
+                }
+            };
             let ack = match outcome {
                 Stored::Yes => message.ack().await,
                 // Redelivering it would fail the same way forever.

@@ -33,7 +33,10 @@ impl Node {
     }
 
     fn with_stream(config: StreamConfig) -> Node {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Node::open(tempfile::tempdir().expect("tempdir"), config)
+    }
+
+    fn open(dir: tempfile::TempDir, config: StreamConfig) -> Node {
         let mut registry = Registry::default();
         let spec = config.validate("streams[0]").expect("spec");
         let streams = Streams::open(
@@ -53,6 +56,15 @@ impl Node {
             broker,
             metrics: BridgeMetrics::register(&mut registry),
         }
+    }
+
+    /// Closes the streams and opens them again from the same files, as a
+    /// restarted process would.
+    async fn reopen(self) -> Node {
+        self.broker.streams().close().await;
+        let Node { dir, broker, .. } = self;
+        drop(broker);
+        Node::open(dir, StreamConfig::default_stream())
     }
 
     async fn publish(&self, topic: &str, payload: impl Into<Bytes>) {
@@ -569,5 +581,77 @@ async fn retention_overtaking_the_cursor_is_a_counted_loss() {
         offsets(&js, &events).await,
         (link.lost..N).collect::<Vec<_>>()
     );
+    bridges.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_acks_only_what_tidewire_stored() {
+    let server = NatsServer::start();
+    let js = js_stream(&server, "CMD", &["cmd.>"]).await;
+    let node = Node::new();
+    let spec = bridge(&format!(
+        r#"
+        [[nats]]
+        name = "uplink"
+        url = "{}"
+        reconnect_max = "500ms"
+        [[nats.inbound]]
+        subject = "cmd.>"
+        to = "cmd/#"
+        durable = "tw"
+        ack_wait = "1s"
+        "#,
+        server.url()
+    ));
+    let mut bridges = node.start(&spec, &CancellationToken::new()).await;
+    wait_for("connected", || async {
+        status(&bridges).health == Health::Connected
+    })
+    .await;
+    // tidewire cannot store (its streams are closed, as in a shutdown).
+    node.broker.streams().close().await;
+    js.publish("cmd.door", Bytes::from_static(b"open"))
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
+    wait_for("the store failure", || async {
+        status(&bridges).links[0]
+            .last_error
+            .as_ref()
+            .is_some_and(|e| e.contains("closed"))
+    })
+    .await;
+    bridges.stop().await;
+    let consumer: jetstream::consumer::PullConsumer = js
+        .get_stream("CMD")
+        .await
+        .expect("stream")
+        .get_consumer("tw")
+        .await
+        .expect("consumer");
+    let info = consumer.get_info().await.expect("info");
+    assert_eq!(info.ack_floor.stream_sequence, 0, "nothing acknowledged");
+
+    // After a restart it is delivered again, stored, then acknowledged.
+    let node = node.reopen().await;
+    let mut bridges = node.start(&spec, &CancellationToken::new()).await;
+    let events = node
+        .broker
+        .streams()
+        .get("events")
+        .expect("events")
+        .log
+        .clone();
+    wait_for("redelivery", || async { events.next_offset() == 1 }).await;
+    let stored = events.scan(0..1).next().expect("record").expect("read");
+    assert_eq!(stored.message.topic, "cmd/door");
+    wait_for("ack", || async {
+        consumer
+            .get_info()
+            .await
+            .is_ok_and(|i| i.ack_floor.stream_sequence == 1 && i.num_ack_pending == 0)
+    })
+    .await;
     bridges.stop().await;
 }
