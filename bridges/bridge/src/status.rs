@@ -161,6 +161,12 @@ impl BridgeState {
         *lock(&self.connection) = (health, error);
     }
 
+    /// Records an error reported by the peer while keeping the health,
+    /// such as a permissions violation on a live connection.
+    pub fn note_error(&self, error: String) {
+        lock(&self.connection).1 = Some(error);
+    }
+
     /// The current health.
     pub fn health(&self) -> Health {
         lock(&self.connection).0
@@ -311,5 +317,10 @@ mod tests {
         assert_eq!(link.last_error.as_deref(), Some("boom"));
         assert_eq!(snapshot.links[1].lag, None);
         assert_eq!(snapshot.links[1].direction, Direction::Inbound);
+        state.set_health(Health::Connected, None);
+        state.note_error("server error: permissions violation".into());
+        let snapshot = state.snapshot();
+        assert_eq!(snapshot.health, Health::Connected);
+        assert!(snapshot.error.is_some_and(|e| e.contains("permissions")));
     }
 }

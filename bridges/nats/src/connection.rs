@@ -69,6 +69,7 @@ pub async fn connect(
                         Event::Disconnected | Event::Closed => ended.cancel(),
                         Event::ServerError(e) => {
                             tracing::warn!(bridge = state.name(), error = %e, "NATS server error");
+                            state.note_error(format!("server error: {e}"));
                         }
                         Event::ClientError(e) => {
                             tracing::warn!(bridge = state.name(), error = %e, "NATS client error");
