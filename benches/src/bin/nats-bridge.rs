@@ -242,7 +242,7 @@ async fn bridge(
             samples.push((started.elapsed().as_secs_f64(), lag, link.messages()));
             next_sample += sample_every;
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
     shutdown.cancel();
