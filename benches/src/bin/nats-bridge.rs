@@ -123,7 +123,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Publishes every message straight to JetStream, `in_flight` at a time.
+/// Publishes every message straight to JetStream, `in_flight` at a time,
+/// from a spawned task (a runtime worker, as the bridge's task is).
 async fn direct(
     args: &Args,
     client: &async_nats::Client,
@@ -134,25 +135,30 @@ async fn direct(
         .max_ack_inflight(args.in_flight)
         .backpressure_on_inflight(true)
         .build(client.clone());
-    let started = Instant::now();
-    let mut pending = std::collections::VecDeque::with_capacity(args.in_flight);
-    for i in 0..args.messages {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("direct-{run}:events:{i}").as_str());
-        let ack = js
-            .publish_with_headers(format!("direct.{}", i % 7), headers, payload.clone())
-            .await?;
-        pending.push_back(ack);
-        if pending.len() >= args.in_flight
-            && let Some(ack) = pending.pop_front()
-        {
+    let (messages, in_flight) = (args.messages, args.in_flight);
+    let (payload, run) = (payload.clone(), run.to_owned());
+    let publisher = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut pending = std::collections::VecDeque::with_capacity(in_flight);
+        for i in 0..messages {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", format!("direct-{run}:events:{i}").as_str());
+            let ack = js
+                .publish_with_headers(format!("direct.{}", i % 7), headers, payload.clone())
+                .await?;
+            pending.push_back(ack);
+            if pending.len() >= in_flight
+                && let Some(ack) = pending.pop_front()
+            {
+                ack.await?;
+            }
+        }
+        for ack in pending {
             ack.await?;
         }
-    }
-    for ack in pending {
-        ack.await?;
-    }
-    Ok(started.elapsed())
+        anyhow::Ok(started.elapsed())
+    });
+    publisher.await?
 }
 
 /// Fills a tidewire stream with the messages, then times the bridge
