@@ -355,6 +355,13 @@ async fn accept(
         let id = ctx.assign_client_id();
         assigned = Some(id.clone());
         id
+    } else if connect.client_id.starts_with('$') {
+        // Reserved for tidewire's own sources, such as `$nats:<bridge>`.
+        return refuse(
+            ConnectReturnCode::ClientIdentifierNotValid,
+            "client_id",
+            out,
+        );
     } else {
         connect.client_id
     };

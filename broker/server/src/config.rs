@@ -10,6 +10,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use tidewire_core::{ConfigError, Limits, StreamConfig, StreamSpec};
 use tidewire_mqtt::{MqttConfig, MqttSettings};
+use tidewire_nats::{BridgeSection, NatsBridge};
 
 /// Default HTTP, WebSocket and dashboard listener.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
@@ -34,6 +35,9 @@ pub struct FileConfig {
     /// `[[streams]]`: when present, the complete list of streams (the
     /// default `events` stream is then not created).
     pub streams: Option<Vec<StreamConfig>>,
+    /// `[bridge]`: bridges to other systems (`[[bridge.nats]]`).
+    #[serde(default)]
+    pub bridge: BridgeSection,
 }
 
 /// `[http]`.
@@ -81,6 +85,8 @@ pub struct Config {
     pub limits: Limits,
     /// The streams, in config order.
     pub streams: Vec<StreamSpec>,
+    /// The NATS bridges.
+    pub nats_bridges: Vec<NatsBridge>,
 }
 
 /// Why a configuration could not be loaded. Each names the file.
@@ -182,6 +188,7 @@ impl Config {
                 .or(file.http.listen)
                 .unwrap_or(default_listen),
             mqtt: file.mqtt.validate(overrides.mqtt_listen)?,
+            nats_bridges: file.bridge.validate("bridge")?,
             limits,
             streams,
         })

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
+use tidewire_bridge::{BridgeConfig, BridgeError, BridgeMetrics, Bridges};
 use tidewire_core::{Broker, PublishMetrics, StorageError, Streams};
 use tidewire_mqtt::{MqttError, MqttServer};
 use tidewire_storage::{OnFatal, StorageMetrics};
@@ -36,6 +37,9 @@ pub enum ServerError {
     /// The MQTT server could not start or failed.
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    /// A bridge could not start.
+    #[error("starting bridges: {0}")]
+    Bridge(#[from] BridgeError),
     /// Serving failed.
     #[error("serving {what}: {source}")]
     Serve {
@@ -57,6 +61,7 @@ pub struct Server {
     broker: Broker,
     registry: Arc<Registry>,
     mqtt: MqttServer,
+    bridges: Bridges,
     http: TcpListener,
     http_addr: SocketAddr,
     fatal: Arc<FatalError>,
@@ -104,6 +109,20 @@ impl Server {
             on_fatal,
         )
         .await?;
+        let bridge_configs: Vec<Box<dyn BridgeConfig>> = config
+            .nats_bridges
+            .iter()
+            .cloned()
+            .map(|b| Box::new(b) as Box<dyn BridgeConfig>)
+            .collect();
+        let bridges = Bridges::start(
+            &bridge_configs,
+            &broker,
+            &config.data_dir,
+            &BridgeMetrics::register(&mut registry),
+            &CancellationToken::new(),
+        )
+        .await?;
 
         let http = TcpListener::bind(config.http_listen)
             .await
@@ -119,6 +138,7 @@ impl Server {
             broker,
             registry: Arc::new(registry),
             mqtt,
+            bridges,
             http,
             http_addr,
             fatal,
@@ -143,13 +163,13 @@ impl Server {
     /// Serves until `shutdown` is cancelled or storage fails fatally. Then
     /// stops accepting, lets in-flight requests finish (their acks included),
     /// and syncs and closes every stream.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), ServerError> {
         let stop = CancellationToken::new();
         let state = AppState {
             broker: self.broker.clone(),
             registry: Arc::clone(&self.registry),
         };
-        let app = http::router(state);
+        let app = http::router(state).merge(tidewire_bridge::api::router(self.bridges.states()));
         let http_stop = stop.clone();
         let mut serving = tokio::spawn(async move {
             axum::serve(self.http, app)
@@ -176,6 +196,7 @@ impl Server {
             tracing::warn!("in-flight HTTP requests did not finish in time; closing anyway");
             serving.abort();
         }
+        self.bridges.stop().await;
         self.broker.streams().close().await;
         tracing::info!("all streams synced and closed");
 
