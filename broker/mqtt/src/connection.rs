@@ -43,6 +43,11 @@ pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 const SEND_BATCH: usize = 256;
 /// Bytes buffered for writing before the loop flushes.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
+/// Read buffer of a connection that sends little: idle connections stay
+/// small.
+const IDLE_READ_BUFFER: usize = 256;
+/// Read buffer once a read fills the buffer: busy connections read in bulk.
+const BUSY_READ_BUFFER: usize = 64 * 1024;
 
 /// A byte stream a session can be served over: TCP here, WebSocket
 /// elsewhere.
@@ -175,7 +180,7 @@ async fn serve_inner<S: Transport>(
     ctx: &Arc<Context>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut read_buf = BytesMut::with_capacity(8 * 1024);
+    let mut read_buf = BytesMut::with_capacity(IDLE_READ_BUFFER);
     let max_packet = ctx.settings.max_packet_bytes;
     let handshake = tokio::time::timeout(ctx.settings.connect_timeout, async {
         loop {
@@ -466,7 +471,7 @@ impl Accepted {
         Connection {
             io,
             read_buf,
-            out: BytesMut::with_capacity(16 * 1024),
+            out: BytesMut::new(),
             session: Arc::clone(&self.attached.session),
             state: self,
             shutdown,
@@ -475,6 +480,7 @@ impl Accepted {
             aliases_in: HashMap::new(),
             aliases_out: HashMap::new(),
             last_read: Instant::now(),
+            read_full: false,
         }
     }
 }
@@ -491,6 +497,8 @@ struct Connection<S> {
     aliases_in: HashMap<u16, String>,
     aliases_out: HashMap<String, u16>,
     last_read: Instant,
+    /// The last read filled the buffer: more is probably waiting.
+    read_full: bool,
 }
 
 impl<S: Transport> Connection<S> {
@@ -523,6 +531,17 @@ impl<S: Transport> Connection<S> {
                     return Exit::Closed;
                 }
                 self.out.clear();
+                if self.out.capacity() > 4 * WRITE_HIGH_WATER {
+                    self.out = BytesMut::new();
+                }
+            }
+            // Grow the read buffer only while reads keep filling it.
+            if self.read_buf.capacity() == self.read_buf.len() {
+                self.read_buf.reserve(if self.read_full {
+                    BUSY_READ_BUFFER
+                } else {
+                    IDLE_READ_BUFFER
+                });
             }
             let keepalive = self.state.keepalive.map(|k| self.last_read + k);
             let reading =
@@ -538,6 +557,7 @@ impl<S: Transport> Connection<S> {
                     match read {
                         Ok(0) | Err(_) => return Exit::Closed,
                         Ok(_) => {
+                            self.read_full = self.read_buf.len() == self.read_buf.capacity();
                             self.last_read = Instant::now();
                             if let Some(exit) = self.handle_input().await {
                                 return exit;
