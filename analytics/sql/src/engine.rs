@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::TableProvider;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::{SQLOptions, SessionContext, SessionState};
@@ -102,7 +101,7 @@ impl SqlEngine {
     pub(crate) fn table(&self, name: &str) -> Option<StreamTable> {
         let schema = self.ctx.catalog("datafusion")?.schema("public")?;
         let table = futures_util::FutureExt::now_or_never(schema.table(name))?.ok()??;
-        table.as_any().downcast_ref::<StreamTable>().cloned()
+        table.downcast_ref::<StreamTable>().cloned()
     }
 
     /// A snapshot of the session state, to plan a query against.
@@ -173,7 +172,7 @@ impl SqlEngine {
         let mut stream =
             datafusion::physical_plan::execute_stream(physical, task).map_err(df_err)?;
         // The result is held until sent, so it counts against the limit too.
-        let mut held = MemoryConsumer::new("query result").register(&pool);
+        let held = MemoryConsumer::new("query result").register(&pool);
         let mut batches = Vec::new();
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(df_err)?;

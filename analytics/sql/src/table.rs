@@ -4,7 +4,6 @@
 //! at a pushed-down `LIMIT`, and declares that rows come in `offset` and
 //! `ts` order.
 
-use std::any::Any;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -315,10 +314,6 @@ fn literal(expr: &Expr) -> Option<i128> {
 
 #[async_trait]
 impl TableProvider for StreamTable {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
@@ -443,14 +438,16 @@ impl BatchReader {
         let mut left = self.limit.unwrap_or(usize::MAX);
         let mut builder = Builder::new(&self.columns, &self.fields);
         let mut sent_any = false;
-        let mut failed = None;
-        let mut records = 0u64;
-        for record in scan.by_ref() {
+        let mut progress = Progress::default();
+        while let Some(record) = scan.next() {
+            progress.records += 1;
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
-                    failed = Some(e.to_string());
-                    break;
+                    progress.report(&self.metrics, &scan);
+                    let failure = StorageFailure(e.to_string());
+                    let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(failure))));
+                    return;
                 }
             };
             if let Some((from, until)) = self.ts {
@@ -459,26 +456,41 @@ impl BatchReader {
                 }
             }
             builder.push(&record, &self.fields);
-            records += 1;
             left -= 1;
             if builder.rows == BATCH_ROWS || left == 0 {
                 let batch = builder.finish(&self.schema);
                 builder = Builder::new(&self.columns, &self.fields);
                 sent_any = true;
+                // Counted before the batch is seen, so a finished query's
+                // reads are all in the metrics.
+                progress.report(&self.metrics, &scan);
                 if tx.blocking_send(batch).is_err() || left == 0 {
-                    break;
+                    return;
                 }
             }
         }
-        self.metrics.bytes_scanned.inc_by(scan.bytes_opened());
-        self.metrics.records_scanned.inc_by(records);
-        if let Some(e) = failed {
-            let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(StorageFailure(e)))));
-            return;
-        }
+        progress.report(&self.metrics, &scan);
         if builder.rows > 0 || !sent_any {
             let _ = tx.blocking_send(builder.finish(&self.schema));
         }
+    }
+}
+
+/// What a scan has read and not yet added to the metrics.
+#[derive(Default)]
+struct Progress {
+    records: u64,
+    bytes_reported: u64,
+}
+
+impl Progress {
+    fn report(&mut self, metrics: &SqlMetrics, scan: &tidewire_storage::RecordScan) {
+        metrics
+            .records_scanned
+            .inc_by(std::mem::take(&mut self.records));
+        let bytes = scan.bytes_opened();
+        metrics.bytes_scanned.inc_by(bytes - self.bytes_reported);
+        self.bytes_reported = bytes;
     }
 }
 

@@ -201,7 +201,13 @@ async fn columns_follow_the_spec_and_schema_fields_are_typed() -> Result<()> {
     .await?;
     assert_eq!(
         typed[0],
-        vec![json!(21.5), json!("x"), json!(3), json!(true), json!(1_704_067_201_000_i64)]
+        vec![
+            json!(21.5),
+            json!("x"),
+            json!(3),
+            json!(true),
+            json!(1_704_067_201_000_i64)
+        ]
     );
     // A value of the wrong type, or a missing one, is NULL.
     assert_eq!(

@@ -201,10 +201,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "SELECT topic, avg(temp) FROM bench GROUP BY topic".to_owned(),
         ),
     ];
+    let engine = &engine;
     let mut tidewire_ms = Vec::new();
     for (_, sql) in &queries {
         tidewire_ms.push(
-            time(3, || async {
+            time(3, || async move {
                 engine.query(sql).await?;
                 Ok(())
             })
@@ -216,6 +217,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut ctx = SessionContext::new();
     datafusion_functions_json::register_all(&mut ctx)?;
     ctx.register_table("mem", Arc::new(mem_table(log)?))?;
+    let ctx = &ctx;
     let mem_queries = [
         "SELECT count(*) FROM mem".to_owned(),
         "SELECT topic, avg(json_get_float(payload, 'temp')) FROM mem GROUP BY topic".to_owned(),
@@ -228,7 +230,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut mem_ms = Vec::new();
     for sql in &mem_queries {
         mem_ms.push(
-            time(3, || async {
+            time(3, || async move {
                 ctx.sql(sql).await?.collect().await?;
                 Ok(())
             })
