@@ -68,15 +68,19 @@ impl IntoResponse for SqlError {
     }
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("bad request body: {e}"),
+        ))
+    })
 }
 
 async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let request: SqlRequest = match parse_body(&body) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let out = match state.engine.query(&request.sql).await {
         Ok(out) => out,
@@ -105,7 +109,7 @@ async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
 async fn create_query(State(state): State<ApiState>, body: Bytes) -> Response {
     let config: QueryConfig = match parse_body(&body) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match state.queries.start(config).await {
         Ok(info) => (StatusCode::CREATED, axum::Json(info)).into_response(),

@@ -236,10 +236,9 @@ impl Bounds {
                     column_name(&between.expr),
                     literal(&between.low),
                     literal(&between.high),
-                ) {
-                    if let Some(interval) = self.interval(column) {
-                        interval.narrow(Some(lo), Some(hi + 1));
-                    }
+                ) && let Some(interval) = self.interval(column)
+                {
+                    interval.narrow(Some(lo), Some(hi + 1));
                 }
             }
             _ => {}
@@ -450,10 +449,10 @@ impl BatchReader {
                     return;
                 }
             };
-            if let Some((from, until)) = self.ts {
-                if record.timestamp_ms < from || record.timestamp_ms >= until {
-                    continue;
-                }
+            if let Some((from, until)) = self.ts
+                && (record.timestamp_ms < from || record.timestamp_ms >= until)
+            {
+                continue;
             }
             builder.push(&record, &self.fields);
             left -= 1;
