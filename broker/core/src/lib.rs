@@ -11,5 +11,5 @@ pub mod topic;
 pub use error::{ConfigError, PublishError, RejectReason};
 pub use metrics::PublishMetrics;
 pub use publish::{Broker, Fanout, Limits, PublishTicket, Source, Stored};
-pub use streams::{Stream, StreamConfig, StreamSpec, Streams};
+pub use streams::{FieldType, SchemaField, Stream, StreamConfig, StreamSpec, Streams};
 pub use tidewire_storage::{Message, Properties, Record, StorageError};

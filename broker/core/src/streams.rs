@@ -1,6 +1,7 @@
 //! The configured set of streams: their typed config, validation, and the
 //! open logs that published messages are routed into by topic filter.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,6 +47,120 @@ pub struct StreamConfig {
     /// Seal the active segment when its oldest record is this old, e.g. `"1h"`.
     #[serde(default = "default_segment_age", with = "humantime_serde")]
     pub segment_age: Duration,
+    /// Optional payload schema (`[streams.schema]`): SQL column name ->
+    /// type and JSON path. Each becomes a typed column after `payload`.
+    #[serde(default)]
+    pub schema: BTreeMap<String, FieldConfig>,
+}
+
+/// One typed payload field, e.g. `temp = { type = "double", path = "sensor.temp" }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FieldConfig {
+    /// `bigint`, `double`, `varchar`, `boolean` or `timestamp` (epoch ms
+    /// number or RFC 3339 string).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Dotted path of the JSON field in the payload. Default: the column name.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// The SQL type of a payload schema field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    /// 64-bit signed integer.
+    BigInt,
+    /// 64-bit float.
+    Double,
+    /// UTF-8 text.
+    Varchar,
+    /// true/false.
+    Boolean,
+    /// Millisecond UTC timestamp.
+    Timestamp,
+}
+
+impl std::str::FromStr for FieldType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "bigint" => Ok(FieldType::BigInt),
+            "double" => Ok(FieldType::Double),
+            "varchar" => Ok(FieldType::Varchar),
+            "boolean" => Ok(FieldType::Boolean),
+            "timestamp" => Ok(FieldType::Timestamp),
+            _ => Err(format!(
+                "unknown type {s:?}: use bigint, double, varchar, boolean or timestamp"
+            )),
+        }
+    }
+}
+
+/// A validated payload schema field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaField {
+    /// SQL column name.
+    pub name: String,
+    /// SQL type.
+    pub kind: FieldType,
+    /// JSON object keys leading to the value.
+    pub path: Vec<String>,
+}
+
+/// Columns every stream table has; schema fields may not reuse them.
+pub const BUILTIN_COLUMNS: [&str; 8] = [
+    "offset",
+    "ts",
+    "topic",
+    "client_id",
+    "qos",
+    "retain",
+    "payload",
+    "payload_bytes",
+];
+
+impl FieldConfig {
+    fn validate(&self, name: &str, key: &str) -> Result<SchemaField, ConfigError> {
+        let valid_name = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name.len() <= MAX_STREAM_NAME;
+        if !valid_name || BUILTIN_COLUMNS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(ConfigError::new(
+                key,
+                format!(
+                    "invalid column name {name:?}: use a letter or '_', then letters, digits or '_', \
+                     and not one of {BUILTIN_COLUMNS:?}"
+                ),
+            ));
+        }
+        let kind = self
+            .kind
+            .parse()
+            .map_err(|e: String| ConfigError::new(format!("{key}.type"), e))?;
+        let path: Vec<String> = self
+            .path
+            .as_deref()
+            .unwrap_or(name)
+            .split('.')
+            .map(str::to_owned)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError::new(
+                format!("{key}.path"),
+                "must be dot-separated non-empty keys, e.g. \"sensor.temp\"",
+            ));
+        }
+        Ok(SchemaField {
+            name: name.to_owned(),
+            kind,
+            path,
+        })
+    }
 }
 
 /// `[streams.retention]`: whole segments are dropped past either limit.
@@ -100,6 +215,7 @@ impl StreamConfig {
             retention: RetentionConfig::default(),
             segment_bytes: default_segment_bytes(),
             segment_age: default_segment_age(),
+            schema: BTreeMap::new(),
         }
     }
 
@@ -143,9 +259,15 @@ impl StreamConfig {
                 "must be more than 0",
             ));
         }
+        let schema = self
+            .schema
+            .iter()
+            .map(|(name, field)| field.validate(name, &format!("{key}.schema.{name}")))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(StreamSpec {
             name: self.name.clone(),
             filters,
+            schema,
             log: LogConfig {
                 fsync,
                 retention: Retention {
@@ -184,6 +306,8 @@ pub struct StreamSpec {
     pub name: String,
     /// Which topics it keeps.
     pub filters: Vec<TopicFilter>,
+    /// Typed payload columns, in column order (sorted by name).
+    pub schema: Vec<SchemaField>,
     /// How it keeps them.
     pub log: LogConfig,
 }
@@ -332,6 +456,40 @@ mod tests {
     }
 
     #[test]
+    fn schema_fields_become_typed_columns() {
+        let config: StreamConfig = toml::from_str(
+            r#"
+            name = "sensors"
+            [schema]
+            temp = { type = "double", path = "sensor.temp" }
+            device = { type = "VARCHAR" }
+            "#,
+        )
+        .expect("parse");
+        let spec = config.validate("streams[0]").expect("valid");
+        assert_eq!(
+            spec.schema,
+            vec![
+                SchemaField {
+                    name: "device".into(),
+                    kind: FieldType::Varchar,
+                    path: vec!["device".into()],
+                },
+                SchemaField {
+                    name: "temp".into(),
+                    kind: FieldType::Double,
+                    path: vec!["sensor".into(), "temp".into()],
+                },
+            ]
+        );
+        let typo = toml::from_str::<StreamConfig>(
+            "name = \"s\"\nschema = { t = { type = \"double\", pth = \"x\" } }",
+        )
+        .expect_err("unknown key");
+        assert!(typo.to_string().contains("pth"), "{typo}");
+    }
+
+    #[test]
     fn defaults_match_the_default_stream() {
         let config: StreamConfig = toml::from_str("name = \"events\"").expect("parse");
         assert_eq!(config, StreamConfig::default_stream());
@@ -359,6 +517,22 @@ mod tests {
             (
                 "name = \"s\"\nretention = { max_age = \"0s\" }",
                 "streams[1].retention.max_age",
+            ),
+            (
+                "name = \"s\"\nschema = { temp = { type = \"float8\" } }",
+                "streams[1].schema.temp.type",
+            ),
+            (
+                "name = \"s\"\nschema = { temp = { type = \"double\", path = \"a..b\" } }",
+                "streams[1].schema.temp.path",
+            ),
+            (
+                "name = \"s\"\nschema = { ts = { type = \"bigint\" } }",
+                "streams[1].schema.ts",
+            ),
+            (
+                "name = \"s\"\nschema = { \"a-b\" = { type = \"bigint\" } }",
+                "streams[1].schema.a-b",
             ),
         ];
         for (text, key) in cases {

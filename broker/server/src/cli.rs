@@ -36,6 +36,21 @@ pub enum Command {
     Sub(SubArgs),
     /// Hash a password (read from standard input) for `[[mqtt.users]]`.
     HashPassword,
+    /// Run a SQL query against a running server and print the result.
+    Sql(SqlArgs),
+}
+
+/// `tidewire sql`.
+#[derive(Debug, Clone, Args)]
+pub struct SqlArgs {
+    /// The server's HTTP address.
+    #[arg(long, default_value = tidewire_sql::cli::DEFAULT_URL)]
+    pub url: String,
+    /// Output: table, csv or json.
+    #[arg(long, default_value = "table")]
+    pub format: tidewire_sql::cli::OutputFormat,
+    /// The query.
+    pub sql: String,
 }
 
 /// Where and as whom the MQTT clients connect.

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use tidewire_core::{ConfigError, Limits, StreamConfig, StreamSpec};
 use tidewire_mqtt::{MqttConfig, MqttSettings};
 use tidewire_nats::{BridgeSection, NatsBridge};
+use tidewire_sql::{QueryConfig, SqlConfig, SqlLimits};
 
 /// Default HTTP, WebSocket and dashboard listener.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
@@ -38,6 +39,12 @@ pub struct FileConfig {
     /// `[bridge]`: bridges to other systems (`[[bridge.nats]]`).
     #[serde(default)]
     pub bridge: BridgeSection,
+    /// `[sql]`: per-query memory limit and timeout.
+    #[serde(default)]
+    pub sql: SqlConfig,
+    /// `[[queries]]`: continuous queries started with the server.
+    #[serde(default)]
+    pub queries: Vec<QueryConfig>,
 }
 
 /// `[http]`.
@@ -87,6 +94,10 @@ pub struct Config {
     pub streams: Vec<StreamSpec>,
     /// The NATS bridges.
     pub nats_bridges: Vec<NatsBridge>,
+    /// SQL limits.
+    pub sql: SqlLimits,
+    /// Continuous queries to start (each already validated).
+    pub queries: Vec<QueryConfig>,
 }
 
 /// Why a configuration could not be loaded. Each names the file.
@@ -189,10 +200,19 @@ impl Config {
                 .unwrap_or(default_listen),
             mqtt: file.mqtt.validate(overrides.mqtt_listen)?,
             nats_bridges: file.bridge.validate("bridge")?,
+            sql: file.sql.validate("sql")?,
+            queries: validated_queries(file.queries)?,
             limits,
             streams,
         })
     }
+}
+
+fn validated_queries(queries: Vec<QueryConfig>) -> Result<Vec<QueryConfig>, ConfigError> {
+    for (i, query) in queries.iter().enumerate() {
+        query.validate(&format!("queries[{i}]"))?;
+    }
+    Ok(queries)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigLoadError> {

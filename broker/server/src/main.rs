@@ -32,6 +32,11 @@ fn main() -> ExitCode {
             )
         }
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::Sql(args)) => client(async move {
+            let text = tidewire_sql::cli::run_sql(&args.url, args.format, &args.sql).await?;
+            print!("{text}");
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ use prometheus_client::registry::Registry;
 use tidewire_bridge::{BridgeConfig, BridgeError, BridgeMetrics, Bridges};
 use tidewire_core::{Broker, PublishMetrics, StorageError, Streams};
 use tidewire_mqtt::{MqttError, MqttServer};
+use tidewire_sql::{ContinuousQueries, SqlEngine, SqlError, SqlMetrics};
 use tidewire_storage::{OnFatal, StorageMetrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,9 @@ pub enum ServerError {
     /// The MQTT server could not start or failed.
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    /// The SQL engine or a configured continuous query could not start.
+    #[error("starting SQL: {0}")]
+    Sql(#[from] SqlError),
     /// A bridge could not start.
     #[error("starting bridges: {0}")]
     Bridge(#[from] BridgeError),
@@ -62,6 +66,9 @@ pub struct Server {
     registry: Arc<Registry>,
     mqtt: MqttServer,
     bridges: Bridges,
+    sql: SqlEngine,
+    queries: ContinuousQueries,
+    background: CancellationToken,
     http: TcpListener,
     http_addr: SocketAddr,
     fatal: Arc<FatalError>,
@@ -109,6 +116,12 @@ impl Server {
             on_fatal,
         )
         .await?;
+        let background = CancellationToken::new();
+        let sql = SqlEngine::new(broker.clone(), config.sql, SqlMetrics::register(&mut registry))?;
+        let queries = ContinuousQueries::new(sql.clone(), background.clone());
+        for query in &config.queries {
+            queries.start(query.clone()).await?;
+        }
         let bridge_configs: Vec<Box<dyn BridgeConfig>> = config
             .nats_bridges
             .iter()
@@ -120,7 +133,7 @@ impl Server {
             &broker,
             &config.data_dir,
             &BridgeMetrics::register(&mut registry),
-            &CancellationToken::new(),
+            &background,
         )
         .await?;
 
@@ -139,6 +152,9 @@ impl Server {
             registry: Arc::new(registry),
             mqtt,
             bridges,
+            sql,
+            queries,
+            background,
             http,
             http_addr,
             fatal,
@@ -169,7 +185,9 @@ impl Server {
             broker: self.broker.clone(),
             registry: Arc::clone(&self.registry),
         };
-        let app = http::router(state).merge(tidewire_bridge::api::router(self.bridges.states()));
+        let app = http::router(state)
+            .merge(tidewire_bridge::api::router(self.bridges.states()))
+            .merge(tidewire_sql::http::router(self.sql.clone(), self.queries.clone()));
         let http_stop = stop.clone();
         let mut serving = tokio::spawn(async move {
             axum::serve(self.http, app)
@@ -197,6 +215,7 @@ impl Server {
             serving.abort();
         }
         self.bridges.stop().await;
+        self.background.cancel();
         self.broker.streams().close().await;
         tracing::info!("all streams synced and closed");
 

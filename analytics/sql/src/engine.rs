@@ -1,0 +1,195 @@
+//! [`SqlEngine`]: runs ad-hoc read-only SQL over every stream, with one
+//! reused `SessionContext`, a per-query memory pool and a timeout.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::execution::context::{SQLOptions, SessionContext, SessionState};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionConfig;
+use futures_util::StreamExt;
+use tidewire_core::Broker;
+
+use crate::config::SqlLimits;
+use crate::error::SqlError;
+use crate::metrics::{OutcomeLabel, SqlMetrics};
+use crate::sandbox;
+use crate::table::StreamTable;
+
+/// A query's result: its schema and batches.
+#[derive(Debug, Clone)]
+pub struct QueryOutput {
+    /// Column names and types.
+    pub schema: SchemaRef,
+    /// The rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Runs SQL over the broker's streams. Cheap to clone.
+#[derive(Clone)]
+pub struct SqlEngine {
+    ctx: Arc<SessionContext>,
+    broker: Broker,
+    limits: SqlLimits,
+    metrics: SqlMetrics,
+}
+
+impl std::fmt::Debug for SqlEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlEngine")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl SqlEngine {
+    /// An engine over every stream of `broker`, each registered as a table
+    /// of the same name.
+    pub fn new(
+        broker: Broker,
+        limits: SqlLimits,
+        metrics: SqlMetrics,
+    ) -> Result<SqlEngine, SqlError> {
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_target_partitions(2);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .map_err(|e| SqlError::Execution(e.to_string()))?;
+        let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+        datafusion_functions_json::register_all(&mut ctx)
+            .map_err(|e| SqlError::Execution(e.to_string()))?;
+        for stream in broker.streams().iter() {
+            let table = StreamTable::new(stream.log.clone(), &stream.spec.schema, metrics.clone());
+            ctx.register_table(stream.spec.name.as_str(), Arc::new(table))
+                .map_err(|e| SqlError::Execution(e.to_string()))?;
+        }
+        Ok(SqlEngine {
+            ctx: Arc::new(ctx),
+            broker,
+            limits,
+            metrics,
+        })
+    }
+
+    /// The broker whose streams this engine reads.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// The limits queries run under.
+    pub fn limits(&self) -> SqlLimits {
+        self.limits
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &SqlMetrics {
+        &self.metrics
+    }
+
+    /// The stream table called `name`.
+    pub(crate) fn table(&self, name: &str) -> Option<StreamTable> {
+        let schema = self.ctx.catalog("datafusion")?.schema("public")?;
+        let table = futures_util::FutureExt::now_or_never(schema.table(name))?.ok()??;
+        table.downcast_ref::<StreamTable>().cloned()
+    }
+
+    /// A snapshot of the session state, to plan a query against.
+    pub(crate) fn state(&self) -> SessionState {
+        self.ctx.state()
+    }
+
+    /// Runs one read-only query under the memory limit and timeout.
+    pub async fn query(&self, sql: &str) -> Result<QueryOutput, SqlError> {
+        let started = Instant::now();
+        let state = self.state();
+        let outcome = self.run(state, sql).await;
+        let label = match &outcome {
+            Ok(_) => {
+                self.metrics
+                    .query_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                "ok"
+            }
+            Err(SqlError::Invalid(_)) => "invalid",
+            Err(SqlError::Rejected(_)) => "rejected",
+            Err(SqlError::MemoryLimit { .. }) => "memory",
+            Err(SqlError::Timeout(_)) => "timeout",
+            Err(_) => "error",
+        };
+        self.metrics
+            .queries
+            .get_or_create(&OutcomeLabel { outcome: label })
+            .inc();
+        outcome
+    }
+
+    /// Runs `sql` against `state` (whose tables may be windowed views)
+    /// under the limits.
+    pub(crate) async fn run(
+        &self,
+        state: SessionState,
+        sql: &str,
+    ) -> Result<QueryOutput, SqlError> {
+        let timeout = self.limits.query_timeout;
+        match tokio::time::timeout(timeout, self.plan_and_collect(state, sql)).await {
+            Ok(result) => result,
+            Err(_) => Err(SqlError::Timeout(timeout)),
+        }
+    }
+
+    async fn plan_and_collect(
+        &self,
+        state: SessionState,
+        sql: &str,
+    ) -> Result<QueryOutput, SqlError> {
+        let limit = self.limits.memory_limit;
+        let df_err = |e: DataFusionError| SqlError::from_datafusion(e, limit);
+        let statement = sandbox::parse(sql)?;
+        let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
+        verify(&plan)?;
+        let physical = state.create_physical_plan(&plan).await.map_err(df_err)?;
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(limit));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::clone(&pool))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .map_err(df_err)?;
+        let task = Arc::new(TaskContext::from(&state).with_runtime(runtime));
+        let schema = physical.schema();
+        let mut stream =
+            datafusion::physical_plan::execute_stream(physical, task).map_err(df_err)?;
+        // The result is held until sent, so it counts against the limit too.
+        let held = MemoryConsumer::new("query result").register(&pool);
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(df_err)?;
+            held.try_grow(batch.get_array_memory_size())
+                .map_err(df_err)?;
+            batches.push(batch);
+        }
+        Ok(QueryOutput { schema, batches })
+    }
+}
+
+/// DataFusion's own read-only check, after [`sandbox::parse`].
+fn verify(plan: &LogicalPlan) -> Result<(), SqlError> {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(plan)
+        .map_err(|e| SqlError::Rejected(e.strip_backtrace()))
+}

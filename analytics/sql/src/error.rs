@@ -1,0 +1,64 @@
+//! Errors of the SQL engine, by who is at fault.
+
+use std::time::Duration;
+
+use datafusion::error::DataFusionError;
+
+/// Why a query or a continuous query definition failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The SQL does not parse or plan, or names something that does not
+    /// exist (user input).
+    #[error("{0}")]
+    Invalid(String),
+    /// The SQL is valid but not allowed: only read-only queries run (user
+    /// input).
+    #[error("not allowed: {0}")]
+    Rejected(String),
+    /// The query needed more memory than its limit (user input: the query
+    /// is too big for the configured `sql.memory_limit`).
+    #[error("query exceeded its memory limit of {limit} bytes (sql.memory_limit): {detail}")]
+    MemoryLimit { limit: usize, detail: String },
+    /// The query ran longer than its limit (user input).
+    #[error("query timed out after {0:?} (sql.query_timeout)")]
+    Timeout(Duration),
+    /// No continuous query has this id (user input).
+    #[error("no continuous query {0:?}")]
+    UnknownQuery(String),
+    /// A continuous query with this id already exists (user input).
+    #[error("continuous query {0:?} already exists")]
+    DuplicateQuery(String),
+    /// Reading a stream failed (external: the disk).
+    #[error("reading stream: {0}")]
+    Storage(String),
+    /// DataFusion failed while executing (internal bug, or an
+    /// unsupported corner of the engine).
+    #[error("query failed: {0}")]
+    Execution(String),
+}
+
+impl SqlError {
+    /// Classifies a DataFusion error by its root cause. `memory_limit` is
+    /// the per-query limit, named in the message.
+    pub(crate) fn from_datafusion(e: DataFusionError, memory_limit: usize) -> SqlError {
+        match e.find_root() {
+            DataFusionError::ResourcesExhausted(detail) => SqlError::MemoryLimit {
+                limit: memory_limit,
+                detail: detail.clone(),
+            },
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_) => SqlError::Invalid(e.strip_backtrace()),
+            DataFusionError::External(inner) if inner.is::<StorageFailure>() => {
+                SqlError::Storage(inner.to_string())
+            }
+            _ => SqlError::Execution(e.strip_backtrace()),
+        }
+    }
+}
+
+/// A storage error carried through DataFusion's error type.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct StorageFailure(pub String);

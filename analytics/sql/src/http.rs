@@ -1,0 +1,136 @@
+//! The HTTP API of this crate, as an axum [`Router`] the server merges:
+//! `POST /api/v1/sql` and `POST|GET /api/v1/queries`,
+//! `GET|DELETE /api/v1/queries/{id}`.
+//!
+//! Status codes: 400 for SQL that does not parse or plan, or that the
+//! sandbox refuses; 404 for an unknown continuous query; 409 for a
+//! duplicate id; 413 when a query exceeds its memory limit; 408 when it
+//! exceeds its timeout; 503 when a stream cannot be read; 500 otherwise.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::QueryConfig;
+use crate::continuous::ContinuousQueries;
+use crate::engine::SqlEngine;
+use crate::error::SqlError;
+use crate::output;
+
+/// Media type of an Arrow IPC stream.
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+/// The body of `POST /api/v1/sql`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlRequest {
+    /// The query.
+    pub sql: String,
+}
+
+#[derive(Clone)]
+struct ApiState {
+    engine: SqlEngine,
+    queries: ContinuousQueries,
+}
+
+/// The SQL routes, with their own state.
+pub fn router(engine: SqlEngine, queries: ContinuousQueries) -> Router {
+    Router::new()
+        .route("/api/v1/sql", post(sql))
+        .route("/api/v1/queries", post(create_query).get(list_queries))
+        .route("/api/v1/queries/{id}", get(get_query).delete(delete_query))
+        .with_state(ApiState { engine, queries })
+}
+
+/// A JSON error response `{"error": TEXT}`.
+fn error(status: StatusCode, text: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({ "error": text.to_string() }))).into_response()
+}
+
+impl IntoResponse for SqlError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            SqlError::Invalid(_) | SqlError::Rejected(_) => StatusCode::BAD_REQUEST,
+            SqlError::UnknownQuery(_) => StatusCode::NOT_FOUND,
+            SqlError::DuplicateQuery(_) => StatusCode::CONFLICT,
+            SqlError::MemoryLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            SqlError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            SqlError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SqlError::Execution(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        error(status, self)
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("bad request body: {e}"),
+        ))
+    })
+}
+
+async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let request: SqlRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(response) => return *response,
+    };
+    let out = match state.engine.query(&request.sql).await {
+        Ok(out) => out,
+        Err(e) => return e.into_response(),
+    };
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let encoded = if accept.contains("text/csv") {
+        output::to_csv(&out).map(|b| ([(header::CONTENT_TYPE, "text/csv")], b).into_response())
+    } else if accept.contains(ARROW_STREAM) {
+        output::to_arrow_ipc(&out)
+            .map(|b| ([(header::CONTENT_TYPE, ARROW_STREAM)], b).into_response())
+    } else {
+        output::to_json(&out).map(|j| axum::Json(j).into_response())
+    };
+    encoded.unwrap_or_else(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the result: {e}"),
+        )
+    })
+}
+
+async fn create_query(State(state): State<ApiState>, body: Bytes) -> Response {
+    let config: QueryConfig = match parse_body(&body) {
+        Ok(c) => c,
+        Err(response) => return *response,
+    };
+    match state.queries.start(config).await {
+        Ok(info) => (StatusCode::CREATED, axum::Json(info)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn list_queries(State(state): State<ApiState>) -> Response {
+    axum::Json(json!({ "queries": state.queries.list() })).into_response()
+}
+
+async fn get_query(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    match state.queries.get(&id) {
+        Ok(info) => axum::Json(info).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn delete_query(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+    match state.queries.stop(&id) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}

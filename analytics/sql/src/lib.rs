@@ -1,0 +1,26 @@
+//! SQL over live streams (Apache DataFusion): every stream is a table
+//! ([`table`]), ad-hoc read-only queries run in a sandbox with memory and
+//! time limits ([`engine`], [`sandbox`]), continuous windowed queries keep
+//! running and feed subscribers and topics ([`continuous`]), served over
+//! HTTP ([`http`]) and the `tidewire sql` CLI ([`cli`]).
+//!
+//! Wiring: build a [`SqlEngine`] from the broker, a [`ContinuousQueries`]
+//! from the engine and the shutdown token, start the `[[queries]]` from
+//! config, and merge [`http::router`] into the server's router.
+
+pub mod cli;
+pub mod config;
+pub mod continuous;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod output;
+pub mod sandbox;
+pub mod table;
+
+pub use config::{QueryConfig, QuerySpec, SqlConfig, SqlLimits};
+pub use continuous::{ContinuousQueries, QueryInfo, WindowResult};
+pub use engine::{QueryOutput, SqlEngine};
+pub use error::SqlError;
+pub use metrics::SqlMetrics;

@@ -1,0 +1,93 @@
+//! Prometheus metrics of the SQL engine.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label: how a query ended.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `ok`, `invalid`, `rejected`, `memory`, `timeout` or `error`.
+    pub outcome: &'static str,
+}
+
+/// Every metric of this crate. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqlMetrics {
+    /// Ad-hoc queries, by outcome.
+    pub queries: Family<OutcomeLabel, Counter>,
+    /// Plan-and-execute time of successful ad-hoc queries.
+    pub query_seconds: Histogram,
+    /// Stream segments a scan read, after pruning.
+    pub segments_scanned: Counter,
+    /// Stream segment bytes a scan opened, after pruning.
+    pub bytes_scanned: Counter,
+    /// Records a scan decoded.
+    pub records_scanned: Counter,
+    /// Windows a continuous query closed and emitted.
+    pub windows_emitted: Counter,
+    /// Records that arrived after their window had closed.
+    pub late_records: Counter,
+    /// Time to compute one closed window.
+    pub window_seconds: Histogram,
+}
+
+impl SqlMetrics {
+    /// Creates the metrics and registers them under `sql_`.
+    pub fn register(registry: &mut Registry) -> SqlMetrics {
+        let metrics = SqlMetrics {
+            queries: Family::default(),
+            query_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            segments_scanned: Counter::default(),
+            bytes_scanned: Counter::default(),
+            records_scanned: Counter::default(),
+            windows_emitted: Counter::default(),
+            late_records: Counter::default(),
+            window_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+        };
+        let r = registry.sub_registry_with_prefix("sql");
+        r.register(
+            "queries",
+            "Ad-hoc SQL queries by outcome",
+            metrics.queries.clone(),
+        );
+        r.register(
+            "query_seconds",
+            "Plan-and-execute time of successful queries",
+            metrics.query_seconds.clone(),
+        );
+        r.register(
+            "segments_scanned",
+            "Stream segments read by scans after pruning",
+            metrics.segments_scanned.clone(),
+        );
+        r.register(
+            "scanned_bytes",
+            "Stream segment bytes opened by scans after pruning",
+            metrics.bytes_scanned.clone(),
+        );
+        r.register(
+            "scanned_records",
+            "Records decoded by scans",
+            metrics.records_scanned.clone(),
+        );
+        r.register(
+            "windows_emitted",
+            "Windows closed and emitted by continuous queries",
+            metrics.windows_emitted.clone(),
+        );
+        r.register(
+            "late_records",
+            "Records that arrived after their window closed",
+            metrics.late_records.clone(),
+        );
+        r.register(
+            "window_seconds",
+            "Time to compute one closed window",
+            metrics.window_seconds.clone(),
+        );
+        metrics
+    }
+}
