@@ -117,7 +117,11 @@ impl Server {
         )
         .await?;
         let background = CancellationToken::new();
-        let sql = SqlEngine::new(broker.clone(), config.sql, SqlMetrics::register(&mut registry))?;
+        let sql = SqlEngine::new(
+            broker.clone(),
+            config.sql,
+            SqlMetrics::register(&mut registry),
+        )?;
         let queries = ContinuousQueries::new(sql.clone(), background.clone());
         for query in &config.queries {
             queries.start(query.clone()).await?;
@@ -187,7 +191,10 @@ impl Server {
         };
         let app = http::router(state)
             .merge(tidewire_bridge::api::router(self.bridges.states()))
-            .merge(tidewire_sql::http::router(self.sql.clone(), self.queries.clone()));
+            .merge(tidewire_sql::http::router(
+                self.sql.clone(),
+                self.queries.clone(),
+            ));
         let http_stop = stop.clone();
         let mut serving = tokio::spawn(async move {
             axum::serve(self.http, app)
