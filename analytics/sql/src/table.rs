@@ -362,14 +362,16 @@ impl TableProvider for StreamTable {
             }
         }
         let partition = Arc::new(ScanPartition {
-            log: self.log.clone(),
-            fields: Arc::clone(&self.fields),
-            schema: Arc::clone(&schema),
-            columns,
-            range,
-            ts: self.window.and_then(|w| w.ts),
-            limit,
-            metrics: self.metrics.clone(),
+            reader: BatchReader {
+                log: self.log.clone(),
+                fields: Arc::clone(&self.fields),
+                schema: Arc::clone(&schema),
+                columns,
+                range,
+                ts: self.window.and_then(|w| w.ts),
+                limit,
+                metrics: self.metrics.clone(),
+            },
         });
         let partitions: Vec<Arc<dyn PartitionStream>> = vec![partition];
         let exec = StreamingTableExec::try_new(schema, partitions, None, orderings, false, limit)?;
@@ -380,39 +382,23 @@ impl TableProvider for StreamTable {
 /// The one partition of a scan: reads `range` on a blocking thread.
 #[derive(Debug)]
 struct ScanPartition {
-    log: StreamLog,
-    fields: Arc<[SchemaField]>,
-    schema: SchemaRef,
-    columns: Vec<usize>,
-    range: Range<u64>,
-    ts: Option<(i64, i64)>,
-    limit: Option<usize>,
-    metrics: SqlMetrics,
+    reader: BatchReader,
 }
 
 impl PartitionStream for ScanPartition {
     fn schema(&self) -> &SchemaRef {
-        &self.schema
+        &self.reader.schema
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (tx, mut rx) = mpsc::channel::<Result<RecordBatch>>(2);
-        let reader = BatchReader {
-            log: self.log.clone(),
-            fields: Arc::clone(&self.fields),
-            schema: Arc::clone(&self.schema),
-            columns: self.columns.clone(),
-            range: self.range.clone(),
-            ts: self.ts,
-            limit: self.limit,
-            metrics: self.metrics.clone(),
-        };
-        if !self.range.is_empty() {
+        let reader = self.reader.clone();
+        if !reader.range.is_empty() {
             tokio::task::spawn_blocking(move || reader.run(&tx));
         }
         let batches = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
         Box::pin(RecordBatchStreamAdapter::new(
-            Arc::clone(&self.schema),
+            Arc::clone(&self.reader.schema),
             batches,
         ))
     }
@@ -420,6 +406,7 @@ impl PartitionStream for ScanPartition {
 
 /// Reads records and sends them as batches until done, the limit, or the
 /// receiver going away.
+#[derive(Debug, Clone)]
 struct BatchReader {
     log: StreamLog,
     fields: Arc<[SchemaField]>,

@@ -235,12 +235,7 @@ impl OutboundLink {
         let Some((next, task)) = run.committing.take() else {
             return Ok(());
         };
-        task.await
-            .map_err(|e| LinkError::Internal(e.to_string()))?
-            .map_err(|source| LinkError::Cursor {
-                path: self.cursor.path().to_owned(),
-                source,
-            })?;
+        self.committed_by(task.await)?;
         self.committed = next;
         self.state
             .set_position(self.committed, self.stream.log.next_offset());
@@ -366,17 +361,24 @@ impl OutboundLink {
         Ok(())
     }
 
+    /// The outcome of a cursor commit run on a blocking thread.
+    fn committed_by(
+        &self,
+        outcome: Result<std::io::Result<()>, tokio::task::JoinError>,
+    ) -> Result<(), LinkError> {
+        outcome
+            .map_err(|e| LinkError::Internal(e.to_string()))?
+            .map_err(|source| LinkError::Cursor {
+                path: self.cursor.path().to_owned(),
+                source,
+            })
+    }
+
     /// Durably records `next` as the cursor, if it moved.
     async fn commit(&mut self, next: u64) -> Result<(), LinkError> {
         if next > self.committed {
             let cursor = self.cursor.clone();
-            tokio::task::spawn_blocking(move || cursor.commit(next))
-                .await
-                .map_err(|e| LinkError::Internal(e.to_string()))?
-                .map_err(|source| LinkError::Cursor {
-                    path: self.cursor.path().to_owned(),
-                    source,
-                })?;
+            self.committed_by(tokio::task::spawn_blocking(move || cursor.commit(next)).await)?;
             self.committed = next;
         }
         self.state
