@@ -13,13 +13,18 @@ from paho.mqtt.properties import Properties
 TIMEOUT = 10
 
 
-def client(server, version, client_id="", **kwargs):
+def client(server, version, client_id="", websocket=False, **kwargs):
+    """A connected paho client, over TCP or, with `websocket`, over
+    ws://HTTP_ADDR/mqtt."""
     c = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=version,
+        transport="websockets" if websocket else "tcp",
         **({} if version == mqtt.MQTTv5 else {"clean_session": kwargs.pop("clean_session", True)}),
     )
+    if websocket:
+        c.ws_set_options(path="/mqtt")
     c.received = queue.Queue()
     c.on_message = lambda _c, _u, msg: c.received.put(msg)
     connected = queue.Queue()
@@ -27,7 +32,8 @@ def client(server, version, client_id="", **kwargs):
     if "will" in kwargs:
         topic, payload = kwargs.pop("will")
         c.will_set(topic, payload, qos=1)
-    c.connect("127.0.0.1", server.mqtt_port, keepalive=30, **kwargs)
+    port = server.http_port if websocket else server.mqtt_port
+    c.connect("127.0.0.1", port, keepalive=30, **kwargs)
     c.loop_start()
     flags, rc = connected.get(timeout=TIMEOUT)
     assert not rc.is_failure, rc

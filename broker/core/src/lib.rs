@@ -1,9 +1,10 @@
 //! The broker core: topics, the configured streams, and the publish path
 //! that every ingest (HTTP today; MQTT, WebSocket and NATS on top of it)
-//! shares.
+//! shares, and how payloads travel inside JSON.
 
 pub mod error;
 pub mod metrics;
+pub mod payload;
 pub mod publish;
 pub mod streams;
 pub mod topic;

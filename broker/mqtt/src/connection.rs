@@ -26,12 +26,14 @@ use rumqttd::protocol::{
 use tidewire_core::topic::{self, TopicFilter};
 use tidewire_core::{Broker, Message, Properties, PublishError, Source, Stored};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::{Acl, AuthError};
 use crate::codec::{self, Codec, FrameError, PublishHeader, Version};
 use crate::config::MqttSettings;
-use crate::metrics::{DropReason, MqttMetrics};
+use crate::metrics::{self, DropReason, MqttMetrics};
 use crate::retained::{RetainedStore, now_ms};
 use crate::router::{Router, parse_filter};
 use crate::session::{Delivery, NEVER_EXPIRES, Session, SubOptions};
@@ -70,6 +72,11 @@ pub struct Context {
     /// Metrics.
     pub metrics: MqttMetrics,
     assigned_ids: AtomicU64,
+    /// One permit per connection, over every transport.
+    slots: Arc<Semaphore>,
+    /// Every connection, over every transport, so shutdown can wait for
+    /// them before the sessions are saved.
+    connections: TaskTracker,
 }
 
 impl Context {
@@ -83,6 +90,7 @@ impl Context {
         metrics: MqttMetrics,
     ) -> Context {
         Context {
+            slots: Arc::new(Semaphore::new(settings.max_connections)),
             broker,
             router,
             sessions,
@@ -90,13 +98,117 @@ impl Context {
             settings,
             metrics,
             assigned_ids: AtomicU64::new(0),
+            connections: TaskTracker::new(),
         }
+    }
+
+    /// Serves a connection from any transport (TCP, WebSocket): counted
+    /// against `max_connections`, refused with a CONNACK when over it, and
+    /// tracked (from this call on, not from the first poll) so shutdown
+    /// waits for it.
+    pub fn admit<S: Transport>(
+        self: Arc<Self>,
+        io: S,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        self.connections.clone().track_future(async move {
+            match Arc::clone(&self.slots).try_acquire_owned() {
+                Ok(_permit) => serve(io, self, shutdown).await,
+                Err(_) => {
+                    tracing::warn!("connection limit reached; refusing");
+                    refuse_busy(io, self).await;
+                }
+            }
+        })
+    }
+
+    /// Subscribes `session` to `full` (a filter, maybe `$share/...`) if it
+    /// is valid and `acl` allows it. Returns whether the retained messages
+    /// matching it are due under its Retain Handling; send them with
+    /// [`Context::queue_retained`] after acknowledging the subscription.
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        acl: &Acl,
+        full: &str,
+        options: SubOptions,
+    ) -> Result<bool, SubscribeError> {
+        let max_topic = self.broker.limits().max_topic_bytes;
+        let parsed = parse_filter(full)
+            .filter(|p| {
+                TopicFilter::new(p.filter, max_topic).is_ok()
+                    && !(p.group.is_some() && options.no_local)
+            })
+            .ok_or_else(|| {
+                MqttMetrics::count(&self.metrics.denied, "invalid_filter");
+                SubscribeError::InvalidFilter
+            })?;
+        if !acl.may_subscribe(parsed.filter) {
+            MqttMetrics::count(&self.metrics.denied, "subscribe_acl");
+            return Err(SubscribeError::NotAuthorized);
+        }
+        let existed = self.router.subscribe(full, session, options);
+        session
+            .lock()
+            .subscriptions
+            .insert(full.to_owned(), options);
+        let due = match options.retain_handling {
+            0 => true,
+            1 => !existed,
+            _ => false,
+        };
+        Ok(due && parsed.group.is_none())
+    }
+
+    /// Queues the retained messages matching the plain filter `filter` into
+    /// `session`, at most at the subscription's QoS.
+    pub fn queue_retained(&self, session: &Session, filter: &str, options: SubOptions) {
+        let now = now_ms();
+        for r in self.retained.matching(filter) {
+            let expires_at = r
+                .remaining_secs(now)
+                .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
+            session.enqueue(Delivery {
+                qos: r.message.qos.min(options.qos),
+                message: r.message,
+                retain: true,
+                subscription_ids: options.id.into_iter().collect(),
+                expires_at,
+            });
+        }
+    }
+
+    /// Removes `session`'s subscription to `full`. Returns true if it
+    /// existed.
+    pub fn unsubscribe(&self, session: &Session, full: &str) -> bool {
+        session.lock().subscriptions.remove(full);
+        self.router.unsubscribe(full, &session.client_id)
+    }
+
+    /// Stops tracking new connections and waits up to `deadline` for the
+    /// open ones to end. Returns false when some did not.
+    pub(crate) async fn drain(&self, deadline: Duration) -> bool {
+        self.connections.close();
+        tokio::time::timeout(deadline, self.connections.wait())
+            .await
+            .is_ok()
     }
 
     fn assign_client_id(&self) -> String {
         let n = self.assigned_ids.fetch_add(1, Ordering::Relaxed);
         format!("tw-{:x}-{n}", now_ms())
     }
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// Not a valid topic filter (or a shared one with No Local).
+    #[error("invalid topic filter")]
+    InvalidFilter,
+    /// The client's ACL does not cover it.
+    #[error("not authorized to subscribe to this filter")]
+    NotAuthorized,
 }
 
 /// Why a connection ended.
@@ -119,6 +231,13 @@ struct PendingAck {
     pkid: u16,
     qos: u8,
     done: Pin<Box<dyn Future<Output = Result<Vec<Stored>, PublishError>> + Send>>,
+}
+
+/// Writes `bytes` and flushes: a no-op for TCP, but a WebSocket sends its
+/// buffered messages only on flush.
+async fn write_out<S: Transport>(io: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
 }
 
 /// Serves one connection until it ends.
@@ -169,7 +288,7 @@ pub async fn refuse_busy<S: Transport>(mut io: S, ctx: Arc<Context>) {
             .encode(connack, &mut out)
             .is_ok()
         {
-            let _ = io.write_all(&out).await;
+            let _ = write_out(&mut io, &out).await;
         }
     }
     let _ = io.shutdown().await;
@@ -213,7 +332,7 @@ async fn serve_inner<S: Transport>(
                 .encode(refusal, &mut out)
                 .is_ok()
             {
-                io.write_all(&out).await?;
+                write_out(&mut io, &out).await?;
             }
             return Ok(());
         }
@@ -238,7 +357,7 @@ async fn serve_inner<S: Transport>(
         ctx, &codec, connect, props, will, will_props, login, &mut out,
     )
     .await;
-    io.write_all(&out).await?;
+    write_out(&mut io, &out).await?;
     let Some(conn) = accepted else {
         return Ok(());
     };
@@ -527,7 +646,7 @@ impl<S: Transport> Connection<S> {
         let shutdown = self.shutdown.clone();
         loop {
             if !self.out.is_empty() {
-                if self.io.write_all(&self.out).await.is_err() {
+                if write_out(&mut self.io, &self.out).await.is_err() {
                     return Exit::Closed;
                 }
                 self.out.clear();
@@ -845,69 +964,34 @@ impl<S: Transport> Connection<S> {
 
     fn on_subscribe(&mut self, subscribe: Subscribe, props: Option<SubscribeProperties>) {
         let id = props.and_then(|p| p.id);
-        let max_topic = self.ctx().broker.limits().max_topic_bytes;
+        let v5 = self.v5();
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         for filter in subscribe.filters {
             let granted = (filter.qos as u8).min(2);
-            let parsed = parse_filter(&filter.path);
-            let valid = parsed.as_ref().is_some_and(|p| {
-                TopicFilter::new(p.filter, max_topic).is_ok()
-                    && !(p.group.is_some() && filter.nolocal)
-            });
-            let code = if !valid {
-                MqttMetrics::count(&self.ctx().metrics.denied, "invalid_filter");
-                if self.v5() {
-                    SubscribeReasonCode::TopicFilterInvalid
-                } else {
-                    SubscribeReasonCode::Failure
-                }
-            } else if !parsed
-                .as_ref()
-                .is_some_and(|p| self.state.acl.may_subscribe(p.filter))
-            {
-                MqttMetrics::count(&self.ctx().metrics.denied, "subscribe_acl");
-                if self.v5() {
-                    SubscribeReasonCode::NotAuthorized
-                } else {
-                    SubscribeReasonCode::Failure
-                }
-            } else {
-                let v5 = self.v5();
-                let options = SubOptions {
-                    qos: granted,
-                    no_local: v5 && filter.nolocal,
-                    retain_as_published: v5 && filter.preserve_retain,
-                    retain_handling: match filter.retain_forward_rule {
-                        RetainForwardRule::OnEverySubscribe => 0,
-                        RetainForwardRule::OnNewSubscribe => 1,
-                        RetainForwardRule::Never => 2,
-                    },
-                    id,
-                };
-                let existed = self
-                    .ctx()
-                    .router
-                    .subscribe(&filter.path, &self.session, options);
-                self.session
-                    .lock()
-                    .subscriptions
-                    .insert(filter.path.clone(), options);
-                let shared = parsed.as_ref().is_some_and(|p| p.group.is_some());
-                let send_retained = match options.retain_handling {
-                    0 => true,
-                    1 => !existed,
-                    _ => false,
-                };
-                if !shared
-                    && send_retained
-                    && let Some(p) = &parsed
-                {
-                    retained.push((p.filter.to_owned(), options));
-                }
-                SubscribeReasonCode::Success(qos(granted).unwrap_or_default())
+            let options = SubOptions {
+                qos: granted,
+                no_local: v5 && filter.nolocal,
+                retain_as_published: v5 && filter.preserve_retain,
+                retain_handling: match filter.retain_forward_rule {
+                    RetainForwardRule::OnEverySubscribe => 0,
+                    RetainForwardRule::OnNewSubscribe => 1,
+                    RetainForwardRule::Never => 2,
+                },
+                id,
             };
-            codes.push(code);
+            let outcome =
+                self.ctx()
+                    .subscribe(&self.session, &self.state.acl, &filter.path, options);
+            codes.push(match outcome {
+                Ok(send_retained) => {
+                    retained.extend(send_retained.then_some((filter.path, options)));
+                    SubscribeReasonCode::Success(qos(granted).unwrap_or_default())
+                }
+                Err(_) if !v5 => SubscribeReasonCode::Failure,
+                Err(SubscribeError::InvalidFilter) => SubscribeReasonCode::TopicFilterInvalid,
+                Err(SubscribeError::NotAuthorized) => SubscribeReasonCode::NotAuthorized,
+            });
         }
         self.send(Packet::SubAck(
             SubAck {
@@ -916,20 +1000,8 @@ impl<S: Transport> Connection<S> {
             },
             None,
         ));
-        let now = now_ms();
         for (filter, options) in retained {
-            for r in self.ctx().retained.matching(&filter) {
-                let expires_at = r
-                    .remaining_secs(now)
-                    .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
-                self.session.enqueue(Delivery {
-                    qos: r.message.qos.min(options.qos),
-                    message: r.message,
-                    retain: true,
-                    subscription_ids: options.id.into_iter().collect(),
-                    expires_at,
-                });
-            }
+            self.ctx().queue_retained(&self.session, &filter, options);
         }
     }
 
@@ -938,12 +1010,7 @@ impl<S: Transport> Connection<S> {
             .filters
             .iter()
             .map(|filter| {
-                let existed = self
-                    .ctx()
-                    .router
-                    .unsubscribe(filter, &self.session.client_id);
-                self.session.lock().subscriptions.remove(filter);
-                if existed {
+                if self.ctx().unsubscribe(&self.session, filter) {
                     UnsubAckReason::Success
                 } else {
                     UnsubAckReason::NoSubscriptionExisted
@@ -1017,7 +1084,9 @@ impl<S: Transport> Connection<S> {
                     return;
                 };
                 if delivery.expired(now) {
-                    self.ctx().metrics.dropped(DropReason::Expired);
+                    self.ctx()
+                        .metrics
+                        .dropped(DropReason::Expired, metrics::SessionKind::Mqtt);
                     continue;
                 }
                 let pkid = if delivery.qos > 0 {
@@ -1049,7 +1118,9 @@ impl<S: Transport> Connection<S> {
                 if pkid > 0 {
                     self.session.lock().complete(pkid);
                 }
-                self.ctx().metrics.dropped(DropReason::TooLargeForClient);
+                self.ctx()
+                    .metrics
+                    .dropped(DropReason::TooLargeForClient, metrics::SessionKind::Mqtt);
                 continue;
             }
             MqttMetrics::qos(&self.ctx().metrics.sent, delivery.qos);
@@ -1125,7 +1196,7 @@ impl<S: Transport> Connection<S> {
             self.send(Packet::Disconnect(Disconnect { reason_code }, None));
         }
         if !self.out.is_empty() {
-            let _ = self.io.write_all(&self.out).await;
+            let _ = write_out(&mut self.io, &self.out).await;
         }
         let _ = self.io.shutdown().await;
 

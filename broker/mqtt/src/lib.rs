@@ -25,6 +25,6 @@ pub mod sessions;
 
 pub use auth::hash_password;
 pub use config::{MqttConfig, MqttSettings};
-pub use connection::{Context, Transport, serve};
+pub use connection::{Context, SubscribeError, Transport, serve};
 pub use error::MqttError;
 pub use server::MqttServer;

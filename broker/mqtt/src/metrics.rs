@@ -16,6 +16,31 @@ pub(crate) struct ReasonLabel {
     pub reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DropLabel {
+    pub reason: &'static str,
+    pub transport: &'static str,
+}
+
+/// What a session delivers over: an MQTT connection (TCP or `/mqtt`), or
+/// a socket of the WebSocket JSON protocol (`/ws`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// MQTT packets.
+    Mqtt,
+    /// `/ws` JSON frames.
+    WebSocketJson,
+}
+
+impl SessionKind {
+    fn label(self) -> &'static str {
+        match self {
+            SessionKind::Mqtt => "mqtt",
+            SessionKind::WebSocketJson => "ws_json",
+        }
+    }
+}
+
 /// Why a message was not delivered to a subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -48,7 +73,7 @@ pub struct MqttMetrics {
     pub(crate) refused: Family<ReasonLabel, Counter>,
     pub(crate) received: Family<QosLabel, Counter>,
     pub(crate) sent: Family<QosLabel, Counter>,
-    pub(crate) dropped: Family<ReasonLabel, Counter>,
+    pub(crate) dropped: Family<DropLabel, Counter>,
     pub(crate) denied: Family<ReasonLabel, Counter>,
     pub(crate) protocol_errors: Family<ReasonLabel, Counter>,
     pub(crate) sessions: Gauge,
@@ -87,7 +112,7 @@ impl MqttMetrics {
         );
         r.register(
             "messages_dropped",
-            "Messages not delivered to a subscriber, by reason",
+            "Messages not delivered to a subscriber, by reason and transport",
             m.dropped.clone(),
         );
         r.register(
@@ -109,10 +134,11 @@ impl MqttMetrics {
         m
     }
 
-    pub(crate) fn dropped(&self, reason: DropReason) {
+    pub(crate) fn dropped(&self, reason: DropReason, transport: SessionKind) {
         self.dropped
-            .get_or_create(&ReasonLabel {
+            .get_or_create(&DropLabel {
                 reason: reason.label(),
+                transport: transport.label(),
             })
             .inc();
     }

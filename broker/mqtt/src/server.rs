@@ -11,12 +11,10 @@ use prometheus_client::registry::Registry;
 use tidewire_core::Broker;
 use tidewire_storage::{OnFatal, StorageMetrics};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::MqttSettings;
-use crate::connection::{self, Context};
+use crate::connection::Context;
 use crate::error::MqttError;
 use crate::fanout::MqttFanout;
 use crate::metrics::MqttMetrics;
@@ -116,16 +114,14 @@ impl MqttServer {
     /// sessions and closes the retained store.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), MqttError> {
         let ctx = self.ctx;
-        let tracker = TaskTracker::new();
-        let slots = Arc::new(Semaphore::new(ctx.settings.max_connections));
         let housekeeping = tokio::spawn(housekeeping(Arc::clone(&ctx), shutdown.clone()));
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => accepted,
             };
-            let (stream, peer) = match accepted {
-                Ok(pair) => pair,
+            let stream = match accepted {
+                Ok((stream, _peer)) => stream,
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly.
                     tracing::warn!(error = %e, "accepting an MQTT connection failed");
@@ -134,27 +130,10 @@ impl MqttServer {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let ctx = Arc::clone(&ctx);
-            match Arc::clone(&slots).try_acquire_owned() {
-                Ok(permit) => {
-                    let shutdown = shutdown.clone();
-                    tracker.spawn(async move {
-                        connection::serve(stream, ctx, shutdown).await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, "connection limit reached; refusing");
-                    tracker.spawn(connection::refuse_busy(stream, ctx));
-                }
-            }
+            tokio::spawn(Arc::clone(&ctx).admit(stream, shutdown.clone()));
         }
         drop(self.listener);
-        tracker.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
-            .await
-            .is_err()
-        {
+        if !ctx.drain(DRAIN_TIMEOUT).await {
             tracing::warn!("MQTT connections did not finish in time");
         }
         let _ = housekeeping.await;

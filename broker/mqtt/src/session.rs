@@ -16,7 +16,7 @@ use tidewire_core::Message;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{DropReason, MqttMetrics};
+use crate::metrics::{DropReason, MqttMetrics, SessionKind};
 
 /// Session Expiry Interval meaning "never expires".
 pub const NEVER_EXPIRES: u32 = u32::MAX;
@@ -153,6 +153,7 @@ pub struct Session {
     pub ready: Notify,
     max_queued: usize,
     metrics: MqttMetrics,
+    transport: SessionKind,
     /// Cancels a pending delayed will when the client comes back.
     pub pending_will: Mutex<Option<CancellationToken>>,
     /// Set whenever the state may have changed, so it gets saved.
@@ -178,7 +179,17 @@ impl Session {
             ready: Notify::new(),
             max_queued,
             metrics,
+            transport: SessionKind::Mqtt,
             pending_will: Mutex::new(None),
+        }
+    }
+
+    /// A session for one `/ws` socket: never saved, never expires on its
+    /// own (the socket removes it), drops counted under its transport.
+    pub fn for_websocket(client_id: String, max_queued: usize, metrics: MqttMetrics) -> Session {
+        Session {
+            transport: SessionKind::WebSocketJson,
+            ..Session::new(client_id, 0, max_queued, metrics, Arc::default())
         }
     }
 
@@ -197,15 +208,17 @@ impl Session {
                 state.queue.push_back(delivery);
                 true
             } else if delivery.qos == 0 {
-                self.metrics.dropped(DropReason::QueueFullQos0);
+                self.metrics
+                    .dropped(DropReason::QueueFullQos0, self.transport);
                 false
             } else if let Some(i) = state.queue.iter().position(|d| d.qos == 0) {
                 state.queue.remove(i);
-                self.metrics.dropped(DropReason::QueueFullQos0);
+                self.metrics
+                    .dropped(DropReason::QueueFullQos0, self.transport);
                 state.queue.push_back(delivery);
                 true
             } else {
-                self.metrics.dropped(DropReason::QueueFull);
+                self.metrics.dropped(DropReason::QueueFull, self.transport);
                 false
             }
         };
@@ -215,6 +228,32 @@ impl Session {
             tracing::debug!(client_id = %self.client_id, "session queue full; message dropped");
         }
         accepted
+    }
+
+    /// Takes up to `max` queued deliveries for a transport without acks
+    /// (`/ws`), skipping (and counting) expired ones. Wakes the session
+    /// again when more are left, so the caller comes back for them.
+    pub fn take_ready(&self, max: usize) -> Vec<Delivery> {
+        let now = Instant::now();
+        let (batch, more) = {
+            let mut state = self.lock();
+            let n = state.queue.len().min(max);
+            let batch: Vec<Delivery> = state.queue.drain(..n).collect();
+            (batch, !state.queue.is_empty())
+        };
+        if more {
+            self.ready.notify_one();
+        }
+        batch
+            .into_iter()
+            .filter(|d| {
+                let expired = d.expired(now);
+                if expired {
+                    self.metrics.dropped(DropReason::Expired, self.transport);
+                }
+                !expired
+            })
+            .collect()
     }
 }
 

@@ -12,6 +12,7 @@ use tidewire_core::{ConfigError, Limits, StreamConfig, StreamSpec};
 use tidewire_mqtt::{MqttConfig, MqttSettings};
 use tidewire_nats::{BridgeSection, NatsBridge};
 use tidewire_sql::{QueryConfig, SqlConfig, SqlLimits};
+use tidewire_websocket::{WebSocketConfig, WebSocketSettings};
 
 /// Default HTTP, WebSocket and dashboard listener.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
@@ -45,6 +46,9 @@ pub struct FileConfig {
     /// `[[queries]]`: continuous queries started with the server.
     #[serde(default)]
     pub queries: Vec<QueryConfig>,
+    /// `[websocket]`: limits of `/mqtt` and `/ws`.
+    #[serde(default)]
+    pub websocket: WebSocketConfig,
 }
 
 /// `[http]`.
@@ -98,6 +102,8 @@ pub struct Config {
     pub sql: SqlLimits,
     /// Continuous queries to start (each already validated).
     pub queries: Vec<QueryConfig>,
+    /// WebSocket limits.
+    pub websocket: WebSocketSettings,
 }
 
 /// Why a configuration could not be loaded. Each names the file.
@@ -202,6 +208,7 @@ impl Config {
             nats_bridges: file.bridge.validate("bridge")?,
             sql: file.sql.validate("sql")?,
             queries: validated_queries(file.queries)?,
+            websocket: file.websocket.validate()?,
             limits,
             streams,
         })

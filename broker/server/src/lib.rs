@@ -7,7 +7,6 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod http;
-pub mod payload;
 pub mod server;
 pub mod time;
 

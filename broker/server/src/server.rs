@@ -11,6 +11,7 @@ use tidewire_core::{Broker, PublishMetrics, StorageError, Streams};
 use tidewire_mqtt::{MqttError, MqttServer};
 use tidewire_sql::{ContinuousQueries, SqlEngine, SqlError, SqlMetrics};
 use tidewire_storage::{OnFatal, StorageMetrics};
+use tidewire_websocket::{Gateway, WebSocketSettings, WsMetrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +67,8 @@ pub struct Server {
     registry: Arc<Registry>,
     mqtt: MqttServer,
     bridges: Bridges,
+    websocket: WebSocketSettings,
+    websocket_metrics: WsMetrics,
     sql: SqlEngine,
     queries: ContinuousQueries,
     background: CancellationToken,
@@ -116,6 +119,7 @@ impl Server {
             on_fatal,
         )
         .await?;
+        let websocket_metrics = WsMetrics::register(&mut registry);
         let background = CancellationToken::new();
         let sql = SqlEngine::new(
             broker.clone(),
@@ -156,6 +160,8 @@ impl Server {
             registry: Arc::new(registry),
             mqtt,
             bridges,
+            websocket: config.websocket,
+            websocket_metrics,
             sql,
             queries,
             background,
@@ -189,7 +195,16 @@ impl Server {
             broker: self.broker.clone(),
             registry: Arc::clone(&self.registry),
         };
+        let gateway = Gateway::new(
+            self.mqtt.context(),
+            self.sql.clone(),
+            self.queries.clone(),
+            self.websocket.clone(),
+            self.websocket_metrics.clone(),
+            stop.clone(),
+        );
         let app = http::router(state)
+            .merge(gateway.router())
             .merge(tidewire_bridge::api::router(self.bridges.states()))
             .merge(tidewire_sql::http::router(
                 self.sql.clone(),
@@ -210,12 +225,16 @@ impl Server {
             result = &mut serving => Some(result),
         };
         stop.cancel();
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        if !gateway.drain(DRAIN_TIMEOUT).await {
+            tracing::warn!("/ws sockets did not close in time");
+        }
         let mqtt_result = mqtt
             .await
             .map_err(|e| ServerError::Internal(format!("MQTT task: {e}")))?;
         let served = match served_early {
             Some(result) => Some(result),
-            None => tokio::time::timeout(DRAIN_TIMEOUT, &mut serving).await.ok(),
+            None => tokio::time::timeout_at(deadline, &mut serving).await.ok(),
         };
         if served.is_none() {
             tracing::warn!("in-flight HTTP requests did not finish in time; closing anyway");

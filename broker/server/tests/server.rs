@@ -701,3 +701,6 @@ mod mqtt {
         );
     }
 }
+
+#[path = "server/websocket.rs"]
+mod websocket;

@@ -230,6 +230,12 @@ impl Api {
         Ok((response.status().as_u16(), response.json().await?))
     }
 
+    /// `POST path` with a JSON body: status and JSON.
+    pub async fn post_json(&self, path: &str, body: Value) -> Result<(u16, Value)> {
+        let response = self.client.post(self.url(path)).json(&body).send().await?;
+        Ok((response.status().as_u16(), response.json().await?))
+    }
+
     /// `GET path`: status and JSON.
     pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
         let response = self.client.get(self.url(path)).send().await?;

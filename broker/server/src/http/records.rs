@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use tidewire_core::{Record, Stream};
 
 use super::{ApiError, AppState, extracted};
-use crate::payload::JsonPayload;
 use crate::time::{parse_rfc3339_ms, rfc3339_ms};
+use tidewire_core::payload::JsonPayload;
 
 /// Records returned when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 100;

@@ -1,0 +1,123 @@
+//! `/mqtt`: MQTT 3.1.1 and 5.0 over WebSocket (subprotocol `mqtt`). The
+//! socket becomes a byte stream ([`WsByteStream`]) and is served by the
+//! same session layer as the TCP listener, under the same connection cap.
+//! A WebSocket message may carry part of a packet or several packets: the
+//! MQTT codec sees only bytes.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, ready};
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::Gateway;
+
+/// Subprotocols accepted, in order of preference (`mqttv3.1` is what old
+/// 3.1 clients ask for).
+const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
+
+/// Upgrades to MQTT over WebSocket.
+pub(crate) async fn upgrade(State(gateway): State<Arc<Gateway>>, ws: WebSocketUpgrade) -> Response {
+    // A message may hold several packets, so allow two of the largest.
+    let max_message = gateway.mqtt.settings.max_packet_bytes.saturating_mul(2);
+    gateway
+        .configure(ws, max_message)
+        .protocols(SUBPROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            let open = gateway.metrics.connections("mqtt");
+            open.inc();
+            let stream = WsByteStream::new(socket);
+            Arc::clone(&gateway.mqtt)
+                .admit(stream, gateway.shutdown.clone())
+                .await;
+            open.dec();
+        })
+}
+
+/// A WebSocket as a byte stream: binary messages in, one binary message
+/// per write out. Text messages break the MQTT-over-WebSocket rules and end
+/// the stream with an error; pings are answered by the WebSocket layer.
+pub struct WsByteStream {
+    socket: WebSocket,
+    unread: Bytes,
+}
+
+impl std::fmt::Debug for WsByteStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsByteStream")
+            .field("unread", &self.unread.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WsByteStream {
+    /// Wraps an upgraded socket.
+    pub fn new(socket: WebSocket) -> WsByteStream {
+        WsByteStream {
+            socket,
+            unread: Bytes::new(),
+        }
+    }
+}
+
+fn io_error(e: axum::Error) -> io::Error {
+    io::Error::other(e)
+}
+
+impl AsyncRead for WsByteStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if !self.unread.is_empty() {
+                let n = self.unread.len().min(buf.remaining());
+                let chunk = self.unread.split_to(n);
+                buf.put_slice(&chunk);
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut self.socket).poll_next(cx)) {
+                None | Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(())),
+                Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
+                Some(Ok(Message::Binary(data))) => self.unread = data,
+                Some(Ok(Message::Text(_))) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "MQTT over WebSocket carries binary messages only",
+                    )));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            }
+        }
+    }
+}
+
+impl AsyncWrite for WsByteStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut socket = Pin::new(&mut self.socket);
+        ready!(socket.as_mut().poll_ready(cx)).map_err(io_error)?;
+        socket
+            .start_send(Message::Binary(Bytes::copy_from_slice(data)))
+            .map_err(io_error)?;
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_flush(cx).map_err(io_error)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_close(cx).map_err(io_error)
+    }
+}
