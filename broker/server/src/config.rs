@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use bytesize::ByteSize;
 use serde::Deserialize;
 use tidewire_core::{ConfigError, Limits, StreamConfig, StreamSpec};
+use tidewire_dashboard::{Dashboard, definition as dashboard};
 use tidewire_mqtt::{MqttConfig, MqttSettings};
 use tidewire_nats::{BridgeSection, NatsBridge};
 use tidewire_sql::{QueryConfig, SqlConfig, SqlLimits};
@@ -49,6 +50,19 @@ pub struct FileConfig {
     /// `[websocket]`: limits of `/mqtt` and `/ws`.
     #[serde(default)]
     pub websocket: WebSocketConfig,
+    /// `[dashboards]`: where the dashboard definitions come from.
+    #[serde(default)]
+    pub dashboards: DashboardsSection,
+}
+
+/// `[dashboards]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardsSection {
+    /// A folder of dashboard `*.toml` files, read at start-up; they replace
+    /// the built-in example. A relative path is relative to the working
+    /// directory.
+    pub dir: Option<PathBuf>,
 }
 
 /// `[http]`.
@@ -104,6 +118,8 @@ pub struct Config {
     pub queries: Vec<QueryConfig>,
     /// WebSocket limits.
     pub websocket: WebSocketSettings,
+    /// Dashboards the app offers.
+    pub dashboards: Vec<Dashboard>,
 }
 
 /// Why a configuration could not be loaded. Each names the file.
@@ -209,6 +225,11 @@ impl Config {
             sql: file.sql.validate("sql")?,
             queries: validated_queries(file.queries)?,
             websocket: file.websocket.validate()?,
+            dashboards: match &file.dashboards.dir {
+                Some(dir) => dashboard::load_dir(dir),
+                None => dashboard::built_in(),
+            }
+            .map_err(|e| ConfigError::new("dashboards.dir", e.to_string()))?,
             limits,
             streams,
         })

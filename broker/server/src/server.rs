@@ -8,6 +8,7 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tidewire_bridge::{BridgeConfig, BridgeError, BridgeMetrics, Bridges};
 use tidewire_core::{Broker, PublishMetrics, StorageError, Streams};
+use tidewire_dashboard::Dashboard;
 use tidewire_mqtt::{MqttError, MqttServer};
 use tidewire_sql::{ContinuousQueries, SqlEngine, SqlError, SqlMetrics};
 use tidewire_storage::{OnFatal, StorageMetrics};
@@ -69,6 +70,7 @@ pub struct Server {
     bridges: Bridges,
     websocket: WebSocketSettings,
     websocket_metrics: WsMetrics,
+    dashboards: Vec<Dashboard>,
     sql: SqlEngine,
     queries: ContinuousQueries,
     background: CancellationToken,
@@ -162,6 +164,7 @@ impl Server {
             bridges,
             websocket: config.websocket,
             websocket_metrics,
+            dashboards: config.dashboards,
             sql,
             queries,
             background,
@@ -205,6 +208,7 @@ impl Server {
         );
         let app = http::router(state)
             .merge(gateway.router())
+            .merge(tidewire_dashboard::router(self.dashboards))
             .merge(tidewire_bridge::api::router(self.bridges.states()))
             .merge(tidewire_sql::http::router(
                 self.sql.clone(),
