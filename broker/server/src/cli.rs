@@ -38,6 +38,47 @@ pub enum Command {
     HashPassword,
     /// Run a SQL query against a running server and print the result.
     Sql(SqlArgs),
+    /// Run simulated sensors that publish to a running broker over MQTT.
+    Demo(DemoArgs),
+}
+
+/// `tidewire demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Broker host.
+    #[arg(short = 'H', long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Broker MQTT port.
+    #[arg(short, long, default_value_t = 1883)]
+    pub port: u16,
+    /// Number of simulated devices.
+    #[arg(long, default_value_t = crate::demo::DEFAULT_DEVICES)]
+    pub devices: usize,
+    /// Interval between one device's readings, e.g. `500ms`.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Username.
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password.
+    #[arg(short = 'P', long)]
+    pub password: Option<String>,
+}
+
+impl DemoArgs {
+    /// The devices' settings.
+    pub fn settings(&self) -> crate::demo::DemoSettings {
+        crate::demo::DemoSettings {
+            host: self.host.clone(),
+            port: self.port,
+            devices: self.devices,
+            interval: self.interval,
+            credentials: self
+                .username
+                .clone()
+                .map(|u| (u, self.password.clone().unwrap_or_default())),
+        }
+    }
 }
 
 /// `tidewire sql`.
@@ -122,6 +163,10 @@ pub struct ServeArgs {
     /// MQTT address (default 127.0.0.1:1883).
     #[arg(long, global = true, env = "TIDEWIRE_MQTT_LISTEN", value_name = "ADDR")]
     pub mqtt_listen: Option<SocketAddr>,
+    /// Also run simulated sensors that publish to this server, so the
+    /// dashboard has something to show.
+    #[arg(long, global = true)]
+    pub demo: bool,
 }
 
 impl ServeArgs {
@@ -151,5 +196,17 @@ mod tests {
         assert_eq!(explicit.serve.http_listen.map(|a| a.port()), Some(0));
         assert!(Cli::try_parse_from(["tidewire", "--http-listen", "nowhere"]).is_err());
         assert!(Cli::try_parse_from(["tidewire", "--bogus"]).is_err());
+        for args in [
+            &["tidewire", "--demo"][..],
+            &["tidewire", "serve", "--demo"],
+        ] {
+            assert!(Cli::try_parse_from(args).expect("parse").serve.demo);
+        }
+        let demo = Cli::try_parse_from(["tidewire", "demo", "--devices", "3", "--interval", "2s"])
+            .expect("parse");
+        let Some(Command::Demo(demo)) = demo.command else {
+            panic!("not demo");
+        };
+        assert_eq!(demo.settings().interval, std::time::Duration::from_secs(2));
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tidewire::cli::{Cli, Command, ServeArgs};
-use tidewire::{Config, Server, client};
+use tidewire::{Config, Server, client, demo};
 use tokio_util::sync::CancellationToken;
 
 /// After a shutdown signal, the process exits by this deadline even if
@@ -32,6 +32,12 @@ fn main() -> ExitCode {
             )
         }
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::Demo(args)) => client(async move {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            demo::run(args.settings(), shutdown).await;
+            Ok(())
+        }),
         Some(Command::Sql(args)) => client(async move {
             let text = tidewire_sql::cli::run_sql(&args.url, args.format, &args.sql).await?;
             print!("{text}");
@@ -88,10 +94,32 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         println!("http listening on {}", server.http_addr());
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        if args.demo {
+            tokio::spawn(demo::run(
+                demo_settings(server.mqtt_addr()),
+                shutdown.clone(),
+            ));
+        }
         server.run(shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The `--demo` devices of a server listening for MQTT on `addr`.
+fn demo_settings(addr: std::net::SocketAddr) -> demo::DemoSettings {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    demo::DemoSettings {
+        host,
+        port: addr.port(),
+        devices: demo::DEFAULT_DEVICES,
+        interval: demo::DEFAULT_INTERVAL,
+        credentials: None,
+    }
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM, then enforces the deadline.

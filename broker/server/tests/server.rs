@@ -546,6 +546,42 @@ async fn records_read_by_time_latest_and_long_poll() {
     assert_eq!(health["status"], "ok");
 }
 
+#[tokio::test]
+async fn demo_devices_publish_sensor_readings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Launch::new(BIN, dir.path().join("data"))
+        .args(["--demo"])
+        .start()
+        .await
+        .expect("start");
+    let api = Api::new(broker.http_url());
+    let sql = json_sql(
+        "SELECT count(DISTINCT topic) AS devices, min(json_get_float(payload, 'temp')) AS t FROM events WHERE topic LIKE 'demo/sensors/%'",
+    );
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = api
+            .post_json("/api/v1/sql", sql.clone())
+            .await
+            .expect("sql");
+        assert_eq!(status, 200, "{body}");
+        last = body["rows"][0].clone();
+        if last[0] == 8 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(last[0], 8, "eight devices publish: {last}");
+    assert!(
+        last[1].as_f64().is_some_and(|t| (0.0..40.0).contains(&t)),
+        "{last}"
+    );
+}
+
+fn json_sql(sql: &str) -> Value {
+    serde_json::json!({ "sql": sql })
+}
+
 mod mqtt {
     //! MQTT against the real binary: acknowledged publishes survive SIGKILL,
     //! and HTTP publishes reach MQTT subscribers.
