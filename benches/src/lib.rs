@@ -2,6 +2,8 @@
 //! peak memory, and a table printer, so every program reports the same
 //! way. The programs themselves are in `src/bin/`.
 
+pub mod peers;
+
 use std::time::Duration;
 
 /// Latency samples in microseconds, summarised as percentiles.

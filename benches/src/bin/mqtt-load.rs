@@ -12,19 +12,18 @@
 //!  target/release/mqtt-load`
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use tidewire_benches::peers::{Peer, start_mosquitto, start_tidewire, tidewire_bin};
 use tidewire_benches::{Latencies, print_table, rss_kib};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 
 /// The topic every scenario publishes and subscribes to.
 const TOPIC: &str = "bench/topic";
@@ -54,107 +53,28 @@ struct Args {
     payload: usize,
 }
 
-/// A broker under test.
-struct Server {
-    name: &'static str,
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
 /// The brokers compared, tidewire first.
 const BROKERS: [&str; 2] = ["tidewire", "mosquitto"];
 
-async fn start(which: &str, tidewire: &PathBuf, mosquitto: &PathBuf) -> Result<Server> {
+async fn start(which: &str, tidewire: &Path, mosquitto: &Path) -> Result<Peer> {
     match which {
-        "tidewire" => start_tidewire(tidewire).await,
-        _ => start_mosquitto(mosquitto).await,
-    }
-}
-
-async fn start_tidewire(bin: &PathBuf) -> Result<Server> {
-    let dir = tempfile::tempdir()?;
-    let config = dir.path().join("bench.toml");
-    // The same queue and window sizes as the Mosquitto configuration.
-    std::fs::write(
-        &config,
-        "[mqtt]\nmax_inflight = 1000\nmax_queued_messages = 10000\n",
-    )?;
-    let mut child = Command::new(bin)
-        .args([
-            "serve",
-            "--mqtt-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let mut addr = None;
-    while let Some(line) = lines.next_line().await? {
-        if let Some(a) = line.strip_prefix("mqtt listening on ") {
-            addr = Some(a.parse()?);
+        // The same queue and window sizes as the Mosquitto configuration.
+        "tidewire" => {
+            start_tidewire(
+                tidewire,
+                "[mqtt]\nmax_inflight = 1000\nmax_queued_messages = 10000\n",
+            )
+            .await
         }
-        if line.starts_with("http listening on ") {
-            break;
+        _ => {
+            start_mosquitto(
+                mosquitto,
+                "max_inflight_messages 1000\nmax_queued_messages 10000",
+                false,
+            )
+            .await
         }
     }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Server {
-        name: "tidewire",
-        child,
-        addr: addr.context("no mqtt listener line")?,
-        _dir: dir,
-    })
-}
-
-async fn start_mosquitto(bin: &PathBuf) -> Result<Server> {
-    let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let config = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\nmax_queued_messages 10000\npersistence false\n"
-        ),
-    )?;
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    for _ in 0..100 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return Ok(Server {
-                name: "mosquitto",
-                child,
-                addr,
-                _dir: dir,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("mosquitto did not start")
 }
 
 fn options(id: String, addr: SocketAddr) -> MqttOptions {
@@ -331,12 +251,12 @@ async fn scenario(
 
 /// Opens `n` idle MQTT connections with raw CONNECTs; returns the server's
 /// RSS growth per connection in KiB.
-async fn idle_connections(server: &Server, n: usize) -> Result<f64> {
+async fn idle_connections(server: &Peer, n: usize) -> Result<f64> {
     let pid = server.child.id().context("pid")?;
     let before = rss_kib(pid).context("rss")?;
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
-        let mut s = TcpStream::connect(server.addr).await?;
+        let mut s = TcpStream::connect(server.mqtt).await?;
         let id = format!("idle{i:06}");
         let mut connect = vec![
             0x10,
@@ -384,10 +304,7 @@ fn rate_row(name: &str, scenario: &str, o: &mut Outcome) -> Vec<String> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let tidewire = match &args.tidewire {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("tidewire"),
-    };
+    let tidewire = tidewire_bin(args.tidewire.as_deref())?;
     let size = args.payload.max(8);
     println!(
         "mqtt-load: {} B payloads; 1->1 {} msgs; fan-out 1->{}; fan-in {}->1; {} idle connections",
@@ -408,7 +325,7 @@ async fn main() -> Result<()> {
         for which in BROKERS {
             let server = start(which, &tidewire, &args.mosquitto).await?;
             let mut outcome =
-                scenario(server.addr, publishers, subscribers, per, qos, size).await?;
+                scenario(server.mqtt, publishers, subscribers, per, qos, size).await?;
             rates.push(outcome.delivered as f64 / outcome.elapsed.as_secs_f64().max(1e-9));
             rows.push(rate_row(server.name, label, &mut outcome));
         }

@@ -1,0 +1,475 @@
+//! WebSocket benchmark: end-to-end latency from an MQTT publish to a
+//! WebSocket subscriber at fixed rates, and fan-out of one topic to many
+//! WebSocket subscribers, against tidewire and Mosquitto started by this
+//! program. Paths compared:
+//!
+//! - tidewire MQTT (TCP) -> `/ws` JSON subscriber;
+//! - tidewire MQTT -> MQTT over WebSocket (`/mqtt`);
+//! - tidewire MQTT -> MQTT (TCP), the baseline on the same broker;
+//! - Mosquitto MQTT -> MQTT over WebSocket.
+//!
+//! tidewire keeps every message durable (fsync `always`); Mosquitto keeps
+//! nothing. Publishes are QoS 0, paced in 1 ms ticks; each payload carries
+//! its send time.
+//!
+//! `cargo build --release -p tidewire -p tidewire-benches &&
+//!  target/release/websocket`
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::{Buf, BytesMut};
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use tidewire_benches::peers::{Peer, start_mosquitto, start_tidewire, tidewire_bin};
+use tidewire_benches::{Latencies, print_table, rss_kib};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const TOPIC: &str = "bench/ws";
+/// A subscriber that hears nothing for this long stops waiting.
+const QUIET: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// The tidewire binary (default: next to this program).
+    #[arg(long)]
+    tidewire: Option<PathBuf>,
+    /// The mosquitto binary.
+    #[arg(long, default_value = "/usr/sbin/mosquitto")]
+    mosquitto: PathBuf,
+    /// Seconds each latency run publishes for.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Publish rates of the latency runs, msg/s.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    rates: Vec<u64>,
+    /// Subscribers in the fan-out run.
+    #[arg(long, default_value_t = 1000)]
+    fan_out: usize,
+    /// Messages published in the fan-out run.
+    #[arg(long, default_value_t = 200)]
+    fan_out_messages: u64,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 100)]
+    payload: usize,
+}
+
+/// How a subscriber receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// tidewire's `/ws` JSON protocol.
+    WsJson,
+    /// MQTT 3.1.1 over WebSocket.
+    MqttWs,
+    /// MQTT 3.1.1 over TCP.
+    Mqtt,
+}
+
+impl Route {
+    fn label(self) -> &'static str {
+        match self {
+            Route::WsJson => "MQTT -> /ws JSON",
+            Route::MqttWs => "MQTT -> MQTT/WebSocket",
+            Route::Mqtt => "MQTT -> MQTT/TCP",
+        }
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The send time, ns since `epoch`, as leading ASCII digits, padded.
+fn stamp(epoch: Instant, size: usize) -> Vec<u8> {
+    let mut payload = epoch.elapsed().as_nanos().to_string().into_bytes();
+    payload.resize(size.max(payload.len() + 1), b'x');
+    payload
+}
+
+fn latency(epoch: Instant, payload: &[u8]) -> Duration {
+    let digits: String = payload
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .map(|&b| char::from(b))
+        .collect();
+    let sent = digits.parse::<u64>().unwrap_or(0);
+    epoch.elapsed().saturating_sub(Duration::from_nanos(sent))
+}
+
+/// Receives payloads; one implementation per path.
+enum Receiver {
+    WsJson(Ws),
+    MqttWs(Ws, BytesMut),
+    Mqtt(Box<rumqttc::EventLoop>),
+}
+
+impl Receiver {
+    async fn connect(peer: &Peer, path: Route, id: &str) -> Result<Receiver> {
+        match path {
+            Route::WsJson => {
+                let addr = peer.websocket.context("no WebSocket listener")?;
+                let (mut ws, _) =
+                    tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await?;
+                let request = serde_json::json!({"op":"subscribe","id":1,"filter":TOPIC});
+                ws.send(Message::Text(request.to_string().into())).await?;
+                let ack = ws.next().await.context("closed")??;
+                if !ack.to_text()?.contains("\"ack\"") {
+                    bail!("subscribe refused: {ack}");
+                }
+                Ok(Receiver::WsJson(ws))
+            }
+            Route::MqttWs => {
+                let addr = peer.websocket.context("no WebSocket listener")?;
+                let mut request = format!("ws://{addr}/mqtt").into_client_request()?;
+                request
+                    .headers_mut()
+                    .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
+                let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+                ws.send(Message::Binary(connect_packet(id).into())).await?;
+                ws.send(Message::Binary(subscribe_packet(TOPIC).into()))
+                    .await?;
+                let mut receiver = Receiver::MqttWs(ws, BytesMut::new());
+                // CONNACK, then SUBACK.
+                while receiver.next_packet().await?.0 != 9 {}
+                Ok(receiver)
+            }
+            Route::Mqtt => {
+                let mut options =
+                    MqttOptions::new(id, peer.mqtt.ip().to_string(), peer.mqtt.port());
+                options.set_keep_alive(Duration::from_secs(60));
+                let (client, mut events) = AsyncClient::new(options, 10);
+                client.subscribe(TOPIC, QoS::AtMostOnce).await?;
+                loop {
+                    if let Event::Incoming(Incoming::SubAck(_)) = events.poll().await? {
+                        break;
+                    }
+                }
+                std::mem::forget(client); // keeps the connection's request channel open
+                Ok(Receiver::Mqtt(Box::new(events)))
+            }
+        }
+    }
+
+    /// The next MQTT packet over WebSocket: (type, body).
+    async fn next_packet(&mut self) -> Result<(u8, BytesMut)> {
+        let Receiver::MqttWs(ws, buf) = self else {
+            bail!("not MQTT over WebSocket");
+        };
+        loop {
+            if let Some(packet) = split_packet(buf) {
+                return Ok(packet);
+            }
+            match ws.next().await.context("closed")?? {
+                Message::Binary(data) => buf.extend_from_slice(&data),
+                Message::Close(_) => bail!("closed"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next message's payload.
+    async fn next_payload(&mut self) -> Result<Vec<u8>> {
+        match self {
+            Receiver::WsJson(ws) => loop {
+                if let Message::Text(text) = ws.next().await.context("closed")?? {
+                    let frame: serde_json::Value = serde_json::from_str(&text)?;
+                    if frame["type"] == "message" {
+                        return Ok(frame["payload"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .as_bytes()
+                            .to_vec());
+                    }
+                }
+            },
+            Receiver::MqttWs(..) => loop {
+                let (kind, mut body) = self.next_packet().await?;
+                if kind == 3 {
+                    let topic_len = usize::from(body.get_u16());
+                    body.advance(topic_len);
+                    return Ok(body.to_vec());
+                }
+            },
+            Receiver::Mqtt(events) => loop {
+                if let Event::Incoming(Incoming::Publish(p)) = events.poll().await? {
+                    return Ok(p.payload.to_vec());
+                }
+            },
+        }
+    }
+}
+
+/// MQTT 3.1.1 CONNECT, clean session, keepalive 60 s.
+fn connect_packet(id: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60];
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    framed(0x10, &body)
+}
+
+/// SUBSCRIBE (packet id 1) to `topic` at QoS 0.
+fn subscribe_packet(topic: &str) -> Vec<u8> {
+    let mut body = vec![0, 1];
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.push(0);
+    framed(0x82, &body)
+}
+
+fn framed(header: u8, body: &[u8]) -> Vec<u8> {
+    let mut packet = vec![header];
+    let mut len = body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        packet.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(body);
+    packet
+}
+
+/// Splits one whole packet off `buf`, if there is one.
+fn split_packet(buf: &mut BytesMut) -> Option<(u8, BytesMut)> {
+    let mut len = 0usize;
+    let mut header_len = 1;
+    loop {
+        let byte = *buf.get(header_len)?;
+        len |= usize::from(byte & 0x7f) << (7 * (header_len - 1));
+        header_len += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    if buf.len() < header_len + len {
+        return None;
+    }
+    let kind = buf[0] >> 4;
+    buf.advance(header_len);
+    Some((kind, buf.split_to(len)))
+}
+
+/// Collects `expect` payloads (or stops after `QUIET`), recording latency;
+/// returns the count, the latencies and when the last one came.
+async fn collect(
+    mut receiver: Receiver,
+    expect: u64,
+    epoch: Instant,
+    last: Arc<AtomicU64>,
+) -> (u64, Latencies) {
+    let mut latencies = Latencies::default();
+    let mut received = 0;
+    while received < expect {
+        match tokio::time::timeout(QUIET, receiver.next_payload()).await {
+            Ok(Ok(payload)) => {
+                latencies.record(latency(epoch, &payload));
+                received += 1;
+            }
+            _ => break,
+        }
+    }
+    last.fetch_max(epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    (received, latencies)
+}
+
+/// Publishes `count` messages over MQTT at `rate` msg/s (0: unpaced).
+async fn publish(
+    addr: SocketAddr,
+    rate: u64,
+    count: u64,
+    size: usize,
+    epoch: Instant,
+) -> Result<()> {
+    let mut options = MqttOptions::new("bench-publisher", addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(60));
+    let (client, mut events) = AsyncClient::new(options, 1000);
+    let driver = tokio::spawn(async move {
+        let mut sent = 0;
+        while sent < count {
+            match events.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) => sent += 1,
+                Ok(_) => {}
+                Err(e) => return Err(anyhow::Error::from(e)),
+            }
+        }
+        // Let the last packets leave the socket.
+        let _ = tokio::time::timeout(Duration::from_millis(200), events.poll()).await;
+        Ok(())
+    });
+    // Unpaced: everything in one tick. Paced: 1 ms ticks (longer below
+    // 1000 msg/s).
+    let per_tick = if rate == 0 {
+        count
+    } else {
+        (rate / 1000).max(1)
+    };
+    let tick_ms = (1000 * per_tick).checked_div(rate).unwrap_or(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
+    let mut sent = 0;
+    while sent < count {
+        tick.tick().await;
+        for _ in 0..per_tick.min(count - sent) {
+            client
+                .publish(TOPIC, QoS::AtMostOnce, false, stamp(epoch, size))
+                .await?;
+            sent += 1;
+        }
+    }
+    driver.await??;
+    Ok(())
+}
+
+struct Outcome {
+    delivered: u64,
+    expected: u64,
+    elapsed: Duration,
+    latencies: Latencies,
+    server_rss_mib: f64,
+}
+
+/// `subscribers` receivers on `path` of `peer`; `count` publishes at `rate`.
+async fn run(
+    peer: &Peer,
+    path: Route,
+    subscribers: usize,
+    rate: u64,
+    count: u64,
+    size: usize,
+) -> Result<Outcome> {
+    let epoch = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let mut receivers = Vec::with_capacity(subscribers);
+    for i in 0..subscribers {
+        receivers.push(Receiver::connect(peer, path, &format!("bench-sub-{i}")).await?);
+    }
+    let server_rss_mib = peer
+        .child
+        .id()
+        .and_then(rss_kib)
+        .map_or(f64::NAN, |kib| kib as f64 / 1024.0);
+    let tasks: Vec<_> = receivers
+        .into_iter()
+        .map(|r| tokio::spawn(collect(r, count, epoch, Arc::clone(&last))))
+        .collect();
+    let started = epoch.elapsed();
+    publish(peer.mqtt, rate, count, size, epoch).await?;
+    let mut outcome = Outcome {
+        delivered: 0,
+        expected: count * subscribers as u64,
+        elapsed: Duration::ZERO,
+        latencies: Latencies::default(),
+        server_rss_mib,
+    };
+    for task in tasks {
+        let (n, latencies) = task.await?;
+        outcome.delivered += n;
+        outcome.latencies.merge(latencies);
+    }
+    outcome.elapsed = Duration::from_nanos(last.load(Ordering::Relaxed)).saturating_sub(started);
+    Ok(outcome)
+}
+
+async fn start(which: &str, tidewire: &Path, mosquitto: &Path) -> Result<Peer> {
+    match which {
+        "tidewire" => start_tidewire(tidewire, "[websocket]\nsend_queue = 10000\n").await,
+        _ => start_mosquitto(mosquitto, "max_queued_messages 10000", true).await,
+    }
+}
+
+/// (broker, path) pairs compared.
+const PAIRS: [(&str, Route); 4] = [
+    ("tidewire", Route::WsJson),
+    ("tidewire", Route::MqttWs),
+    ("tidewire", Route::Mqtt),
+    ("mosquitto", Route::MqttWs),
+];
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let tidewire = tidewire_bin(args.tidewire.as_deref())?;
+    println!(
+        "websocket: {} B payloads, QoS 0; latency runs {} s at {:?} msg/s; fan-out 1 -> {} x {} msgs",
+        args.payload, args.seconds, args.rates, args.fan_out, args.fan_out_messages
+    );
+    let mut rows = Vec::new();
+    for &rate in &args.rates {
+        for (which, path) in PAIRS {
+            let peer = start(which, &tidewire, &args.mosquitto).await?;
+            let mut o = run(&peer, path, 1, rate, rate * args.seconds, args.payload).await?;
+            rows.push(vec![
+                format!("{rate} msg/s"),
+                peer.name.to_owned(),
+                path.label().to_owned(),
+                format!("{}/{}", o.delivered, o.expected),
+                format!("{:.2}", o.latencies.percentile_ms(50.0)),
+                format!("{:.2}", o.latencies.percentile_ms(99.0)),
+                format!("{:.2}", o.latencies.percentile_ms(99.9)),
+            ]);
+        }
+    }
+    print_table(
+        &[
+            "rate",
+            "broker",
+            "path",
+            "delivered",
+            "p50 ms",
+            "p99 ms",
+            "p999 ms",
+        ],
+        &rows,
+    );
+
+    println!();
+    let mut rows = Vec::new();
+    for (which, path) in [PAIRS[0], PAIRS[1], PAIRS[3]] {
+        let peer = start(which, &tidewire, &args.mosquitto).await?;
+        let mut o = run(
+            &peer,
+            path,
+            args.fan_out,
+            0,
+            args.fan_out_messages,
+            args.payload,
+        )
+        .await?;
+        rows.push(vec![
+            peer.name.to_owned(),
+            path.label().to_owned(),
+            format!(
+                "{:.0}",
+                o.delivered as f64 / o.elapsed.as_secs_f64().max(1e-9)
+            ),
+            format!("{}/{}", o.delivered, o.expected),
+            format!("{:.2}", o.latencies.percentile_ms(50.0)),
+            format!("{:.2}", o.latencies.percentile_ms(99.0)),
+            format!("{:.1}", o.server_rss_mib),
+        ]);
+    }
+    print_table(
+        &[
+            "broker",
+            "fan-out path",
+            "deliveries/s",
+            "delivered",
+            "p50 ms",
+            "p99 ms",
+            "server RSS MiB",
+        ],
+        &rows,
+    );
+    Ok(())
+}
