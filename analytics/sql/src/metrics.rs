@@ -47,7 +47,7 @@ impl SqlMetrics {
             late_records: Counter::default(),
             window_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
         };
-        let r = registry.sub_registry_with_prefix("sql");
+        let r = registry.sub_registry_with_prefix("tidewire_sql");
         r.register(
             "queries",
             "Ad-hoc SQL queries by outcome",
