@@ -6,6 +6,8 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use tidewire_core::ConfigError;
 
+/// Default cap on open `/ws` sockets.
+pub const DEFAULT_MAX_SOCKETS: usize = 10_000;
 /// Default messages queued for one `/ws` socket before new ones are
 /// dropped.
 pub const DEFAULT_SEND_QUEUE: usize = 1024;
@@ -28,6 +30,10 @@ pub const DEFAULT_MAX_INFLIGHT_PUBLISHES: usize = 1024;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebSocketConfig {
+    /// Most `/ws` sockets open at once (default 10000); more are refused
+    /// with 503 before the upgrade. `/mqtt` connections count against
+    /// `mqtt.max_connections` instead.
+    pub max_sockets: Option<usize>,
     /// Messages queued per `/ws` socket (default 1024). When the queue is
     /// full, new messages for that socket are dropped and counted in
     /// `tidewire_mqtt_messages_dropped_total{transport="ws_json"}`.
@@ -55,6 +61,8 @@ pub struct WebSocketConfig {
 /// Validated `[websocket]` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebSocketSettings {
+    /// Open `/ws` sockets allowed.
+    pub max_sockets: usize,
     /// Messages queued per socket.
     pub send_queue: usize,
     /// Largest client frame, bytes.
@@ -108,6 +116,7 @@ impl WebSocketConfig {
                 ConfigError::new("websocket.max_frame_bytes", "must be between 1KiB and 4GiB")
             })?;
         Ok(WebSocketSettings {
+            max_sockets: positive(self.max_sockets, DEFAULT_MAX_SOCKETS, "max_sockets")?,
             send_queue: positive(self.send_queue, DEFAULT_SEND_QUEUE, "send_queue")?,
             max_frame_bytes,
             ping_interval: duration(self.ping_interval, DEFAULT_PING_INTERVAL, "ping_interval")?,

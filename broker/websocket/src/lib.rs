@@ -27,6 +27,7 @@ use axum::routing::get;
 use tidewire_core::Broker;
 use tidewire_mqtt::Context;
 use tidewire_sql::{ContinuousQueries, SqlEngine};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -52,6 +53,7 @@ pub struct Gateway {
     metrics: WsMetrics,
     shutdown: CancellationToken,
     sockets: TaskTracker,
+    socket_slots: Arc<Semaphore>,
     next_socket: AtomicU64,
 }
 
@@ -66,6 +68,7 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> Arc<Gateway> {
         Arc::new(Gateway {
+            socket_slots: Arc::new(Semaphore::new(settings.max_sockets)),
             mqtt,
             sql,
             queries,

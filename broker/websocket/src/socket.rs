@@ -73,6 +73,14 @@ pub(crate) async fn upgrade(
         Ok(acl) => acl,
         Err(e) => return refuse(StatusCode::UNAUTHORIZED, "auth", e.to_string()),
     };
+    let Ok(slot) = Arc::clone(&gateway.socket_slots).try_acquire_owned() else {
+        let max = gateway.settings.max_sockets;
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "max_sockets",
+            format!("{max} /ws sockets are open (websocket.max_sockets); try again later"),
+        );
+    };
     let tracked = gateway.sockets.token();
     let max_frame = gateway.settings.max_frame_bytes;
     gateway
@@ -82,7 +90,7 @@ pub(crate) async fn upgrade(
             open.inc();
             Socket::new(gateway, acl).run(socket).await;
             open.dec();
-            drop(tracked);
+            drop((slot, tracked));
         })
 }
 
@@ -179,6 +187,8 @@ impl Socket {
                 },
                 () = self.session.ready.notified() => self.send_messages(&mut sink).await,
                 Some(reply) = self.results.recv() => send_reply(&self.gateway, &mut sink, reply).await,
+                // Reap finished query and relay tasks.
+                Some(_) = self.helpers.join_next(), if !self.helpers.is_empty() => Ok(()),
                 _ = ping.tick() => {
                     if heard.elapsed() > settings.ping_interval * 2 {
                         Err(Close::Silent)

@@ -591,3 +591,26 @@ async fn mqtt_over_websocket_with_packets_split_and_packed() {
     .await;
     assert!(ended.is_ok(), "the server closes the connection");
 }
+
+#[tokio::test]
+async fn sockets_over_the_cap_get_503_until_one_closes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start_with(dir.path(), "[websocket]\nmax_sockets = 1\n").await;
+    let first = connect(&broker).await;
+    match tokio_tungstenite::connect_async(ws_url(&broker, "/ws")).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status().as_u16(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(ws_url(&broker, "/ws")).await {
+            reopened = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut ws = reopened.expect("a slot frees when the first socket closes");
+    send(&mut ws, json!({"op":"ping","id":1})).await;
+    assert_eq!(next_json(&mut ws).await["type"], "pong");
+}
