@@ -683,6 +683,57 @@ mod mqtt {
     }
 
     #[tokio::test]
+    async fn continuous_query_results_reach_an_mqtt_subscriber() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("queries.toml");
+        std::fs::write(
+            &config,
+            "[[queries]]\nid = \"per-window\"\nsql = \"SELECT count(*) AS n FROM events WHERE topic LIKE 'meter/%'\"\nwindow = \"1s\"\npublish_topic = \"results/per-window\"\n",
+        )
+        .expect("write config");
+        let broker = Launch::new(BIN, dir.path().join("data"))
+            .args(["--config", config.to_str().expect("utf-8")])
+            .start()
+            .await
+            .expect("start");
+        let api = Api::new(broker.http_url());
+        let (client, mut events) =
+            AsyncClient::new(options("results-watcher", broker.mqtt_addr()), 100);
+        client
+            .subscribe("results/#", QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let event = tokio::time::timeout_at(deadline, events.poll())
+                .await
+                .expect("a window with our readings in time")
+                .expect("connected");
+            match event {
+                Event::Incoming(Incoming::SubAck(_)) => {
+                    for i in 0..3 {
+                        api.publish(&format!("meter/{i}"), "qos=1", "1")
+                            .await
+                            .expect("publish");
+                    }
+                }
+                Event::Incoming(Incoming::Publish(p)) => {
+                    assert_eq!(p.topic, "results/per-window");
+                    let row: Value = serde_json::from_slice(&p.payload).expect("JSON row");
+                    assert!(
+                        row["window_end"].as_i64() > row["window_start"].as_i64(),
+                        "{row}"
+                    );
+                    if row["n"].as_i64().is_some_and(|n| n > 0) {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn http_publishes_reach_mqtt_subscribers_and_retain_works() {
         let dir = tempfile::tempdir().expect("tempdir");
         let broker = Launch::new(BIN, dir.path().join("data"))
