@@ -14,6 +14,7 @@ pub mod continuous;
 pub mod engine;
 pub mod error;
 pub mod http;
+mod json_fields;
 pub mod metrics;
 pub mod output;
 pub mod sandbox;

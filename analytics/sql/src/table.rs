@@ -26,11 +26,13 @@ use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use serde_json::value::RawValue;
 use tidewire_core::{FieldType, Record, SchemaField};
 use tidewire_storage::StreamLog;
 use tokio::sync::mpsc;
 
 use crate::error::StorageFailure;
+use crate::json_fields::{self, FieldPicker};
 use crate::metrics::SqlMetrics;
 
 /// Rows per record batch.
@@ -441,7 +443,7 @@ impl BatchReader {
             {
                 continue;
             }
-            builder.push(&record, &self.fields);
+            builder.push(&record);
             left -= 1;
             if builder.rows == BATCH_ROWS || left == 0 {
                 let batch = builder.finish(&self.schema);
@@ -508,7 +510,9 @@ impl ColumnBuilder {
 /// Builds one batch of the projected columns.
 struct Builder {
     columns: Vec<(usize, ColumnBuilder)>,
-    parse_payload: bool,
+    /// Finds the selected schema columns' values, in column order; `None`
+    /// when no schema column is selected.
+    picker: Option<FieldPicker>,
     rows: usize,
 }
 
@@ -545,20 +549,22 @@ impl Builder {
                 (c, b)
             })
             .collect();
+        let schema_paths: Vec<&[String]> = columns
+            .iter()
+            .filter(|&&c| c > PAYLOAD_BYTES)
+            .map(|&c| fields[c - PAYLOAD_BYTES - 1].path.as_slice())
+            .collect();
         Builder {
             columns: built,
-            parse_payload: columns.iter().any(|&c| c > PAYLOAD_BYTES),
+            picker: (!schema_paths.is_empty()).then(|| FieldPicker::new(schema_paths)),
             rows: 0,
         }
     }
 
-    fn push(&mut self, record: &Record, fields: &[SchemaField]) {
+    fn push(&mut self, record: &Record) {
         let m = &record.message;
-        let json: Option<serde_json::Value> = if self.parse_payload {
-            serde_json::from_slice(&m.payload).ok()
-        } else {
-            None
-        };
+        let picked = self.picker.as_ref().map(|p| p.pick(&m.payload));
+        let mut schema_values = picked.iter().flatten();
         for (c, b) in &mut self.columns {
             match (*c, b) {
                 (0, ColumnBuilder::Int64(b)) => b.append_value(record.offset as i64),
@@ -571,12 +577,7 @@ impl Builder {
                     b.append_option(std::str::from_utf8(&m.payload).ok())
                 }
                 (PAYLOAD_BYTES, ColumnBuilder::Binary(b)) => b.append_value(&m.payload),
-                (c, b) => {
-                    let value = json
-                        .as_ref()
-                        .and_then(|j| lookup(j, &fields[c - PAYLOAD_BYTES - 1].path));
-                    append_json(b, value);
-                }
+                (_, b) => append_json(b, schema_values.next().copied().flatten()),
             }
         }
         self.rows += 1;
@@ -595,34 +596,17 @@ impl Builder {
     }
 }
 
-fn lookup<'a>(json: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_json::Value> {
-    path.iter().try_fold(json, |v, key| v.get(key))
-}
-
 /// Appends a JSON value to a typed schema column; a missing value or one
 /// of the wrong type is NULL.
-fn append_json(b: &mut ColumnBuilder, value: Option<&serde_json::Value>) {
-    use serde_json::Value;
+fn append_json(b: &mut ColumnBuilder, value: Option<&RawValue>) {
     match b {
-        ColumnBuilder::Int64(b) => b.append_option(value.and_then(|v| {
-            v.as_i64()
-                .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
-        })),
-        ColumnBuilder::Float64(b) => b.append_option(value.and_then(Value::as_f64)),
-        ColumnBuilder::Bool(b) => b.append_option(value.and_then(Value::as_bool)),
-        ColumnBuilder::Utf8(b) => match value {
-            Some(Value::String(s)) => b.append_value(s),
-            Some(Value::Null) | None => b.append_null(),
-            Some(other) => b.append_value(other.to_string()),
-        },
-        ColumnBuilder::Timestamp(b) => b.append_option(value.and_then(|v| {
-            match v {
-                Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
-                    .ok()
-                    .map(|t| t.timestamp_millis()),
-                other => other.as_i64(),
-            }
-        })),
+        ColumnBuilder::Int64(b) => b.append_option(value.and_then(json_fields::as_i64)),
+        ColumnBuilder::Float64(b) => b.append_option(value.and_then(json_fields::as_f64)),
+        ColumnBuilder::Bool(b) => b.append_option(value.and_then(json_fields::as_bool)),
+        ColumnBuilder::Utf8(b) => b.append_option(value.and_then(json_fields::as_text)),
+        ColumnBuilder::Timestamp(b) => {
+            b.append_option(value.and_then(json_fields::as_timestamp_ms))
+        }
         ColumnBuilder::Int8(b) => b.append_null(),
         ColumnBuilder::Binary(b) => b.append_null(),
     }
