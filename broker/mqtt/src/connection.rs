@@ -353,9 +353,12 @@ async fn serve_inner<S: Transport>(
         return Ok(());
     };
     let mut out = BytesMut::new();
-    let accepted = accept(
+    // Boxed, like `finish` below: the handshake's and the goodbye's
+    // states are large and short-lived; kept inline they would size every
+    // idle connection's future.
+    let accepted = Box::pin(accept(
         ctx, &codec, connect, props, will, will_props, login, &mut out,
-    )
+    ))
     .await;
     write_out(&mut io, &out).await?;
     let Some(conn) = accepted else {
@@ -363,7 +366,7 @@ async fn serve_inner<S: Transport>(
     };
     let mut conn = conn.with(io, read_buf, shutdown);
     let exit = conn.run().await;
-    conn.finish(exit).await;
+    Box::pin(conn.finish(exit)).await;
     Ok(())
 }
 
@@ -638,8 +641,10 @@ impl<S: Transport> Connection<S> {
     async fn run(&mut self) -> Exit {
         self.resend_inflight();
         self.pump();
-        // Packets that arrived together with CONNECT.
-        if let Some(exit) = self.handle_input().await {
+        // Packets that arrived together with CONNECT. Handling input (the
+        // publish path included) has a large state, boxed here and below
+        // so that an idle connection's future stays small.
+        if let Some(exit) = Box::pin(self.handle_input()).await {
             return exit;
         }
         let kick = self.state.attached.kick.clone();
@@ -678,7 +683,7 @@ impl<S: Transport> Connection<S> {
                         Ok(_) => {
                             self.read_full = self.read_buf.len() == self.read_buf.capacity();
                             self.last_read = Instant::now();
-                            if let Some(exit) = self.handle_input().await {
+                            if let Some(exit) = Box::pin(self.handle_input()).await {
                                 return exit;
                             }
                         }
