@@ -169,7 +169,9 @@ impl Socket {
                 frame = stream.next(), if self.acks.len() < settings.max_inflight_publishes => {
                     heard = Instant::now();
                     match frame {
-                        Some(Ok(Message::Text(text))) => match self.handle(text.as_str()).await {
+                        // Boxed: the publish path's state is large and an
+                        // idle socket should not carry it.
+                        Some(Ok(Message::Text(text))) => match Box::pin(self.handle(text.as_str())).await {
                             Some(reply) => send_reply(&self.gateway, &mut sink, reply).await,
                             None => Ok(()),
                         },
