@@ -270,8 +270,8 @@ impl From<Stored> for StoredView {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Reply {
-    /// A request succeeded: a QoS 1 publish is durable, a subscription or
-    /// watch is in place.
+    /// A request succeeded: a QoS 1 publish is durable; a subscription
+    /// (or unsubscription) with an id is in place; a watch is stopped.
     Ack {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<Value>,

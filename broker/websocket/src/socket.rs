@@ -460,7 +460,9 @@ impl Socket {
             .helpers
             .spawn(relay_windows(id.clone(), results, self.outbox.clone()));
         self.watches.insert(key, Watch { relay, owned_query });
-        Some(ack(id, "watch"))
+        // As the SPEC has it, a watch answers with results (or an error),
+        // not an ack.
+        None
     }
 
     fn stop_watch(&self, watch: Watch) {
