@@ -27,8 +27,8 @@ pub enum Command {
     Serve,
     /// Validate a config file without starting anything.
     CheckConfig {
-        /// The TOML file to check.
-        file: PathBuf,
+        /// The TOML file to check (or give it with `--config`).
+        file: Option<PathBuf>,
     },
     /// Publish one message over MQTT, like mosquitto_pub.
     Pub(PubArgs),

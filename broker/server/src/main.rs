@@ -23,7 +23,12 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::CheckConfig { file }) => match file.or(cli.serve.config) {
+            Some(file) => check_config(&file),
+            None => Err(anyhow::anyhow!(
+                "check-config needs a file: tidewire check-config FILE"
+            )),
+        },
         Some(Command::Serve) | None => serve(&cli.serve),
         Some(Command::Pub(args)) => client(async move { Ok(client::publish(&args).await?) }),
         Some(Command::Sub(args)) => {

@@ -47,6 +47,8 @@ use crate::metrics::WsMetrics;
 const SEND_BATCH: usize = 256;
 /// Results of queries and watches waiting to be sent.
 const OUTBOX: usize = 64;
+/// How long closing a socket may take.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Upgrades to the JSON protocol once the client is authenticated; bad
 /// credentials get 401 before any upgrade.
@@ -527,7 +529,13 @@ impl Socket {
             }
         }
         let (code, reason, metric) = match close {
-            Close::Gone => return,
+            Close::Gone => {
+                // Completes the closing handshake when the peer started it
+                // (its Close was answered by the WebSocket layer; this
+                // flushes the answer).
+                let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
+                return;
+            }
             Close::Shutdown => (close_code::AWAY, "server shutting down", "shutdown"),
             Close::Silent => (
                 close_code::POLICY,
@@ -542,11 +550,7 @@ impl Socket {
             code,
             reason: reason.into(),
         };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            sink.send(Message::Close(Some(frame))),
-        )
-        .await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
     }
 }
 

@@ -611,4 +611,11 @@ async fn sockets_over_the_cap_get_503_until_one_closes() {
     let mut ws = reopened.expect("a slot frees when the first socket closes");
     send(&mut ws, json!({"op":"ping","id":1})).await;
     assert_eq!(next_json(&mut ws).await["type"], "pong");
+
+    // A client's close is answered: the closing handshake completes.
+    ws.close(None).await.expect("send close");
+    let answer = tokio::time::timeout(FRAME_WAIT, ws.next())
+        .await
+        .expect("an answer in time");
+    assert!(matches!(answer, Some(Ok(Message::Close(_)))), "{answer:?}");
 }
