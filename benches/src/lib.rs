@@ -6,6 +6,19 @@ pub mod peers;
 
 use std::time::Duration;
 
+use rumqttc::{AsyncClient, EventLoop, MqttOptions};
+
+/// An MQTT client without Nagle's algorithm, which would hold small
+/// packets back for the peer's delayed ACK (40 ms on Linux) and show up as
+/// latency that belongs to neither broker.
+pub fn mqtt_client(options: MqttOptions, capacity: usize) -> (AsyncClient, EventLoop) {
+    let (client, mut events) = AsyncClient::new(options, capacity);
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    events.set_network_options(network);
+    (client, events)
+}
+
 /// Latency samples in microseconds, summarised as percentiles.
 #[derive(Debug, Default)]
 pub struct Latencies {

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use rumqttc::{Event, Incoming, MqttOptions, QoS};
 use tidewire_benches::peers::{Peer, start_mosquitto, start_tidewire, tidewire_bin};
-use tidewire_benches::{Latencies, print_table, rss_kib};
+use tidewire_benches::{Latencies, mqtt_client, print_table, rss_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -108,7 +108,7 @@ async fn subscriber(
     ready: tokio::sync::mpsc::Sender<()>,
     done_at: Arc<AtomicU64>,
 ) -> Result<(u64, Latencies)> {
-    let (client, mut events) = AsyncClient::new(options(id, addr), 10_000);
+    let (client, mut events) = mqtt_client(options(id, addr), 10_000);
     client.subscribe(TOPIC, qos).await?;
     let mut received = 0;
     let mut latencies = Latencies::default();
@@ -145,7 +145,7 @@ async fn publisher(
     size: usize,
     epoch: Instant,
 ) -> Result<()> {
-    let (client, mut events) = AsyncClient::new(options(id, addr), 1000);
+    let (client, mut events) = mqtt_client(options(id, addr), 1000);
     let sender = tokio::spawn(async move {
         for _ in 0..count {
             client

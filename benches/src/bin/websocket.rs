@@ -61,6 +61,10 @@ struct Args {
     /// Payload bytes.
     #[arg(long, default_value_t = 100)]
     payload: usize,
+    /// tidewire's fsync policy (`always`, `interval:MS`, `never`); with
+    /// `always` a message reaches subscribers after its fdatasync.
+    #[arg(long, default_value = "always")]
+    fsync: String,
 }
 
 /// How a subscriber receives.
@@ -131,7 +135,8 @@ impl Receiver {
                 request
                     .headers_mut()
                     .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
-                let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+                let (mut ws, _) =
+                    tokio_tungstenite::connect_async_with_config(request, None, true).await?;
                 ws.send(Message::Binary(connect_packet(id).into())).await?;
                 ws.send(Message::Binary(subscribe_packet(TOPIC).into()))
                     .await?;
@@ -141,10 +146,7 @@ impl Receiver {
                 Ok(receiver)
             }
             Route::Mqtt => {
-                let mut options =
-                    MqttOptions::new(id, peer.mqtt.ip().to_string(), peer.mqtt.port());
-                options.set_keep_alive(Duration::from_secs(60));
-                let (client, mut events) = AsyncClient::new(options, 10);
+                let (client, mut events) = mqtt_client(id, peer.mqtt, 10);
                 client.subscribe(TOPIC, QoS::AtMostOnce).await?;
                 loop {
                     if let Event::Incoming(Incoming::SubAck(_)) = events.poll().await? {
@@ -204,6 +206,12 @@ impl Receiver {
             },
         }
     }
+}
+
+fn mqtt_client(id: &str, addr: SocketAddr, capacity: usize) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(60));
+    tidewire_benches::mqtt_client(options, capacity)
 }
 
 /// MQTT 3.1.1 CONNECT, clean session, keepalive 60 s.
@@ -292,9 +300,7 @@ async fn publish(
     size: usize,
     epoch: Instant,
 ) -> Result<()> {
-    let mut options = MqttOptions::new("bench-publisher", addr.ip().to_string(), addr.port());
-    options.set_keep_alive(Duration::from_secs(60));
-    let (client, mut events) = AsyncClient::new(options, 1000);
+    let (client, mut events) = mqtt_client("bench-publisher", addr, 1000);
     let driver = tokio::spawn(async move {
         let mut sent = 0;
         while sent < count {
@@ -381,9 +387,14 @@ async fn run(
     Ok(outcome)
 }
 
-async fn start(which: &str, tidewire: &Path, mosquitto: &Path) -> Result<Peer> {
+async fn start(which: &str, tidewire: &Path, mosquitto: &Path, fsync: &str) -> Result<Peer> {
     match which {
-        "tidewire" => start_tidewire(tidewire, "[websocket]\nsend_queue = 10000\n").await,
+        "tidewire" => {
+            let config = format!(
+                "[websocket]\nsend_queue = 10000\n[[streams]]\nname = \"events\"\nfilters = [\"#\"]\nfsync = \"{fsync}\"\n"
+            );
+            start_tidewire(tidewire, &config).await
+        }
         _ => start_mosquitto(mosquitto, "max_queued_messages 10000", true).await,
     }
 }
@@ -401,13 +412,13 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let tidewire = tidewire_bin(args.tidewire.as_deref())?;
     println!(
-        "websocket: {} B payloads, QoS 0; latency runs {} s at {:?} msg/s; fan-out 1 -> {} x {} msgs",
-        args.payload, args.seconds, args.rates, args.fan_out, args.fan_out_messages
+        "websocket: {} B payloads, QoS 0; latency runs {} s at {:?} msg/s; fan-out 1 -> {} x {} msgs; tidewire fsync {}",
+        args.payload, args.seconds, args.rates, args.fan_out, args.fan_out_messages, args.fsync
     );
     let mut rows = Vec::new();
     for &rate in &args.rates {
         for (which, path) in PAIRS {
-            let peer = start(which, &tidewire, &args.mosquitto).await?;
+            let peer = start(which, &tidewire, &args.mosquitto, &args.fsync).await?;
             let mut o = run(&peer, path, 1, rate, rate * args.seconds, args.payload).await?;
             rows.push(vec![
                 format!("{rate} msg/s"),
@@ -436,7 +447,7 @@ async fn main() -> Result<()> {
     println!();
     let mut rows = Vec::new();
     for (which, path) in [PAIRS[0], PAIRS[1], PAIRS[3]] {
-        let peer = start(which, &tidewire, &args.mosquitto).await?;
+        let peer = start(which, &tidewire, &args.mosquitto, &args.fsync).await?;
         let mut o = run(
             &peer,
             path,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use prometheus_client::registry::Registry;
 use tidewire_bridge::{BridgeConfig, BridgeError, BridgeMetrics, Bridges};
 use tidewire_core::{Broker, PublishMetrics, StorageError, Streams};
@@ -216,7 +217,12 @@ impl Server {
             ));
         let http_stop = stop.clone();
         let mut serving = tokio::spawn(async move {
-            axum::serve(self.http, app)
+            // No Nagle: WebSocket frames and long-poll answers are small
+            // and must leave at once (as MQTT's TCP connections do).
+            let listener = self.http.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async move { http_stop.cancelled().await })
                 .await
         });
