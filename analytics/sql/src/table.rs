@@ -26,7 +26,6 @@ use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use serde_json::value::RawValue;
 use tidewire_core::{FieldType, Record, SchemaField};
 use tidewire_storage::StreamLog;
 use tokio::sync::mpsc;
@@ -598,7 +597,7 @@ impl Builder {
 
 /// Appends a JSON value to a typed schema column; a missing value or one
 /// of the wrong type is NULL.
-fn append_json(b: &mut ColumnBuilder, value: Option<&RawValue>) {
+fn append_json(b: &mut ColumnBuilder, value: Option<json_fields::Raw<'_>>) {
     match b {
         ColumnBuilder::Int64(b) => b.append_option(value.and_then(json_fields::as_i64)),
         ColumnBuilder::Float64(b) => b.append_option(value.and_then(json_fields::as_f64)),
