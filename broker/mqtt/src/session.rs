@@ -5,7 +5,7 @@
 //! Queue overflow policy (per session, `mqtt.max_queued_messages`): a QoS 0
 //! message that finds the queue full is dropped; a QoS 1/2 message evicts
 //! the oldest queued QoS 0 message, or is dropped when there is none. Every
-//! drop is counted in `tidewire_mqtt_messages_dropped_total{reason}`.
+//! drop is counted in `tidewire_mqtt_messages_dropped_total{reason,transport}`.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
