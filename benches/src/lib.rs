@@ -4,9 +4,29 @@
 
 pub mod peers;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, EventLoop, MqttOptions};
+
+/// A payload of `size` bytes (at least 21) carrying its send time, ns since
+/// `epoch`, as leading ASCII digits: text, so it travels unchanged through
+/// every protocol, JSON frames included.
+pub fn stamp(epoch: Instant, size: usize) -> Vec<u8> {
+    let mut payload = format!("{:020}", epoch.elapsed().as_nanos()).into_bytes();
+    payload.resize(size.max(payload.len() + 1), b'x');
+    payload
+}
+
+/// Time since the send time in a [`stamp`]ed payload.
+pub fn latency(epoch: Instant, payload: &[u8]) -> Duration {
+    let sent = payload
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .fold(0u64, |n, b| {
+            n.wrapping_mul(10).wrapping_add(u64::from(b - b'0'))
+        });
+    epoch.elapsed().saturating_sub(Duration::from_nanos(sent))
+}
 
 /// An MQTT client without Nagle's algorithm, which would hold small
 /// packets back for the peer's delayed ACK (40 ms on Linux) and show up as

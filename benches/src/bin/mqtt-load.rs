@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use rumqttc::{Event, Incoming, MqttOptions, QoS};
 use tidewire_benches::peers::{Peer, start_mosquitto, start_tidewire, tidewire_bin};
-use tidewire_benches::{Latencies, mqtt_client, print_table, rss_kib};
+use tidewire_benches::{Latencies, latency, mqtt_client, print_table, rss_kib, stamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -48,7 +48,7 @@ struct Args {
     /// Idle connections in the memory run.
     #[arg(long, default_value_t = 10_000)]
     idle: usize,
-    /// Payload bytes (at least 8: the send time travels in the payload).
+    /// Payload bytes (at least 21: the send time travels in the payload).
     #[arg(long, default_value_t = 100)]
     payload: usize,
 }
@@ -83,18 +83,6 @@ fn options(id: String, addr: SocketAddr) -> MqttOptions {
     o.set_inflight(1000);
     o.set_max_packet_size(1 << 20, 1 << 20);
     o
-}
-
-/// Nanoseconds since `epoch`, carried in the first 8 payload bytes.
-fn stamp(epoch: Instant, size: usize) -> Vec<u8> {
-    let mut payload = vec![b'x'; size.max(8)];
-    payload[..8].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
-    payload
-}
-
-fn latency(epoch: Instant, payload: &[u8]) -> Duration {
-    let sent = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
-    epoch.elapsed().saturating_sub(Duration::from_nanos(sent))
 }
 
 /// A subscriber that counts messages and records latencies until it has
@@ -305,7 +293,7 @@ fn rate_row(name: &str, scenario: &str, o: &mut Outcome) -> Vec<String> {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let tidewire = tidewire_bin(args.tidewire.as_deref())?;
-    let size = args.payload.max(8);
+    let size = args.payload.max(21);
     println!(
         "mqtt-load: {} B payloads; 1->1 {} msgs; fan-out 1->{}; fan-in {}->1; {} idle connections",
         size, args.messages, args.fan_out, args.fan_in, args.idle

@@ -27,7 +27,7 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tidewire_benches::peers::{Peer, start_mosquitto, start_tidewire, tidewire_bin};
-use tidewire_benches::{Latencies, print_table, rss_kib};
+use tidewire_benches::{Latencies, latency, print_table, rss_kib, stamp};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -89,23 +89,6 @@ impl Route {
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// The send time, ns since `epoch`, as leading ASCII digits, padded.
-fn stamp(epoch: Instant, size: usize) -> Vec<u8> {
-    let mut payload = epoch.elapsed().as_nanos().to_string().into_bytes();
-    payload.resize(size.max(payload.len() + 1), b'x');
-    payload
-}
-
-fn latency(epoch: Instant, payload: &[u8]) -> Duration {
-    let digits: String = payload
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .map(|&b| char::from(b))
-        .collect();
-    let sent = digits.parse::<u64>().unwrap_or(0);
-    epoch.elapsed().saturating_sub(Duration::from_nanos(sent))
-}
 
 /// Receives payloads; one implementation per path.
 enum Receiver {
@@ -208,6 +191,7 @@ impl Receiver {
     }
 }
 
+/// A bench MQTT client (Nagle off, see the library's `mqtt_client`).
 fn mqtt_client(id: &str, addr: SocketAddr, capacity: usize) -> (AsyncClient, rumqttc::EventLoop) {
     let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     options.set_keep_alive(Duration::from_secs(60));
