@@ -11,6 +11,18 @@ use tidewire_harness::{Api, Launch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidewire");
 
+/// Starts the binary with its data under `dir` and `config` (TOML) as its
+/// config file.
+async fn start_with(dir: &Path, config: &str) -> tidewire_harness::Broker {
+    let path = dir.join("tidewire.toml");
+    std::fs::write(&path, config).expect("write config");
+    Launch::new(BIN, dir.join("data"))
+        .args(["--config", path.to_str().expect("utf-8 path")])
+        .start()
+        .await
+        .expect("start")
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 fn payload(i: usize) -> Vec<u8> {
     let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -310,9 +322,8 @@ async fn environment_applies_and_flags_win() {
 #[tokio::test]
 async fn streams_keep_what_their_filters_match() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("tidewire.toml");
-    std::fs::write(
-        &config,
+    let broker = start_with(
+        dir.path(),
         r#"
 [[streams]]
 name = "sensors"
@@ -325,12 +336,7 @@ fsync = "interval:20"
 retention = { max_age = "1h", max_bytes = "100MiB" }
 "#,
     )
-    .expect("write");
-    let broker = Launch::new(BIN, dir.path().join("data"))
-        .args(["--config", config.to_str().expect("utf8")])
-        .start()
-        .await
-        .expect("start");
+    .await;
     let api = Api::new(broker.http_url());
     let (_, body) = api
         .publish("sensors/alert", "", "both")
@@ -378,17 +384,11 @@ retention = { max_age = "1h", max_bytes = "100MiB" }
 #[tokio::test]
 async fn bad_http_input_gets_clear_errors_and_stores_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("tidewire.toml");
-    std::fs::write(
-        &config,
+    let broker = start_with(
+        dir.path(),
         "[limits]\nmax_payload_bytes = \"1KiB\"\nmax_topic_bytes = 64\n",
     )
-    .expect("write");
-    let broker = Launch::new(BIN, dir.path().join("data"))
-        .args(["--config", config.to_str().expect("utf8")])
-        .start()
-        .await
-        .expect("start");
+    .await;
     let api = Api::new(broker.http_url());
     api.publish("ok/topic", "", "kept").await.expect("publish");
 
@@ -685,17 +685,11 @@ mod mqtt {
     #[tokio::test]
     async fn continuous_query_results_reach_an_mqtt_subscriber() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("queries.toml");
-        std::fs::write(
-            &config,
+        let broker = start_with(
+            dir.path(),
             "[[queries]]\nid = \"per-window\"\nsql = \"SELECT count(*) AS n FROM events WHERE topic LIKE 'meter/%'\"\nwindow = \"1s\"\npublish_topic = \"results/per-window\"\n",
         )
-        .expect("write config");
-        let broker = Launch::new(BIN, dir.path().join("data"))
-            .args(["--config", config.to_str().expect("utf-8")])
-            .start()
-            .await
-            .expect("start");
+        .await;
         let api = Api::new(broker.http_url());
         let (client, mut events) =
             AsyncClient::new(options("results-watcher", broker.mqtt_addr()), 100);

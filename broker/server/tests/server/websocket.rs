@@ -66,16 +66,6 @@ async fn next_of(ws: &mut Ws, kind: &str) -> Value {
     }
 }
 
-async fn start_with(dir: &Path, config: &str) -> Broker {
-    let path = dir.join("tidewire.toml");
-    std::fs::write(&path, config).expect("write config");
-    Launch::new(BIN, dir.join("data"))
-        .args(["--config", path.to_str().expect("utf-8 path")])
-        .start()
-        .await
-        .expect("start")
-}
-
 async fn metric(broker: &Broker, line_prefix: &str) -> f64 {
     let text = reqwest::get(format!("{}/metrics", broker.http_url()))
         .await
@@ -92,10 +82,7 @@ async fn metric(broker: &Broker, line_prefix: &str) -> f64 {
 #[tokio::test]
 async fn json_protocol_round_trip_acks_and_filters() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Launch::new(BIN, dir.path().join("data"))
-        .start()
-        .await
-        .expect("start");
+    let broker = start_with(dir.path(), "").await;
     let mut ws = connect(&broker).await;
     send(
         &mut ws,
@@ -317,10 +304,7 @@ async fn bad_frames_get_error_frames_and_the_socket_lives() {
 #[tokio::test]
 async fn queries_and_watches() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Launch::new(BIN, dir.path().join("data"))
-        .start()
-        .await
-        .expect("start");
+    let broker = start_with(dir.path(), "").await;
     let api = Api::new(broker.http_url());
     for i in 0..3 {
         let body = format!("{{\"device\":\"d{i}\",\"temp\":{}}}", 20 + i);
@@ -507,10 +491,7 @@ async fn a_slow_consumer_loses_only_its_own_messages_and_counts_them() {
 #[tokio::test]
 async fn sigterm_closes_sockets_with_going_away() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Launch::new(BIN, dir.path().join("data"))
-        .start()
-        .await
-        .expect("start");
+    let broker = start_with(dir.path(), "").await;
     let mut ws = connect(&broker).await;
     send(&mut ws, json!({"op":"subscribe","id":1,"filter":"#"})).await;
     assert_eq!(next_json(&mut ws).await["type"], "ack");
@@ -537,10 +518,7 @@ const PUBLISH: [u8; 9] = [0x30, 7, 0, 3, b't', b'/', b'a', b'h', b'i'];
 #[tokio::test]
 async fn mqtt_over_websocket_with_packets_split_and_packed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Launch::new(BIN, dir.path().join("data"))
-        .start()
-        .await
-        .expect("start");
+    let broker = start_with(dir.path(), "").await;
     let mut request = ws_url(&broker, "/mqtt")
         .into_client_request()
         .expect("request");
