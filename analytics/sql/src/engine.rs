@@ -2,7 +2,7 @@
 //! reused `SessionContext`, a per-query memory pool and a timeout.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -16,12 +16,16 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionConfig;
 use futures_util::StreamExt;
 use tidewire_core::Broker;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::SqlLimits;
 use crate::error::SqlError;
 use crate::metrics::{OutcomeLabel, SqlMetrics};
 use crate::sandbox;
 use crate::table::StreamTable;
+
+/// How often the column files are checked against the sealed segments.
+const COLUMN_FILE_CHECK: Duration = Duration::from_secs(1);
 
 /// A query's result: its schema and batches.
 #[derive(Debug, Clone)]
@@ -36,6 +40,7 @@ pub struct QueryOutput {
 #[derive(Clone)]
 pub struct SqlEngine {
     ctx: Arc<SessionContext>,
+    tables: Arc<[StreamTable]>,
     broker: Broker,
     limits: SqlLimits,
     metrics: SqlMetrics,
@@ -69,17 +74,43 @@ impl SqlEngine {
         let mut ctx = SessionContext::new_with_config_rt(config, runtime);
         datafusion_functions_json::register_all(&mut ctx)
             .map_err(|e| SqlError::Execution(e.to_string()))?;
+        let mut tables = Vec::new();
         for stream in broker.streams().iter() {
             let table = StreamTable::new(stream.log.clone(), &stream.spec.schema, metrics.clone());
-            ctx.register_table(stream.spec.name.as_str(), Arc::new(table))
+            ctx.register_table(stream.spec.name.as_str(), Arc::new(table.clone()))
                 .map_err(|e| SqlError::Execution(e.to_string()))?;
+            tables.push(table);
         }
         Ok(SqlEngine {
             ctx: Arc::new(ctx),
+            tables: tables.into(),
             broker,
             limits,
             metrics,
         })
+    }
+
+    /// Keeps every stream's column files in step with its sealed segments
+    /// until `shutdown`: builds a file soon after a segment is sealed, and
+    /// deletes it with its segment. Spawn it once per engine.
+    pub async fn maintain_column_files(self, shutdown: CancellationToken) {
+        loop {
+            self.sync_column_files(&shutdown).await;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(COLUMN_FILE_CHECK) => {}
+            }
+        }
+    }
+
+    /// One pass of [`SqlEngine::maintain_column_files`]: returns once every
+    /// segment sealed now has its column file (or failed to get one), or
+    /// `stop` is cancelled.
+    pub async fn sync_column_files(&self, stop: &CancellationToken) {
+        for table in self.tables.iter() {
+            let (table, stop) = (table.clone(), stop.clone());
+            let _ = tokio::task::spawn_blocking(move || table.sync_column_files(&stop)).await;
+        }
     }
 
     /// The broker whose streams this engine reads.

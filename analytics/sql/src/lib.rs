@@ -1,14 +1,18 @@
 //! SQL over live streams (Apache DataFusion): every stream is a table
-//! ([`table`]), ad-hoc read-only queries run in a sandbox with memory and
-//! time limits ([`engine`], [`sandbox`]), continuous windowed queries keep
-//! running and feed subscribers and topics ([`continuous`]), served over
-//! HTTP ([`http`]) and the `tidewire sql` CLI ([`cli`]).
+//! ([`table`]) that reads sealed segments' column files where it can
+//! ([`column_files`]), ad-hoc read-only queries run in a sandbox with
+//! memory and time limits ([`engine`], [`sandbox`]), continuous windowed
+//! queries keep running and feed subscribers and topics ([`continuous`]),
+//! served over HTTP ([`http`]) and the `tidewire sql` CLI ([`cli`]).
 //!
-//! Wiring: build a [`SqlEngine`] from the broker, a [`ContinuousQueries`]
+//! Wiring: build a [`SqlEngine`] from the broker, spawn
+//! [`SqlEngine::maintain_column_files`], build a [`ContinuousQueries`]
 //! from the engine and the shutdown token, start the `[[queries]]` from
 //! config, and merge [`http::router`] into the server's router.
 
 pub mod cli;
+mod column_files;
+mod columns;
 pub mod config;
 pub mod continuous;
 pub mod engine;

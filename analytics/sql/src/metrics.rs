@@ -26,6 +26,12 @@ pub struct SqlMetrics {
     pub bytes_scanned: Counter,
     /// Records a scan decoded.
     pub records_scanned: Counter,
+    /// Rows a scan read from column files instead of decoding records.
+    pub column_rows_scanned: Counter,
+    /// Column files built for sealed segments.
+    pub column_files_built: Counter,
+    /// Column files that failed to build or to read.
+    pub column_file_errors: Counter,
     /// Windows a continuous query closed and emitted.
     pub windows_emitted: Counter,
     /// Records that arrived after their window had closed.
@@ -43,6 +49,9 @@ impl SqlMetrics {
             segments_scanned: Counter::default(),
             bytes_scanned: Counter::default(),
             records_scanned: Counter::default(),
+            column_rows_scanned: Counter::default(),
+            column_files_built: Counter::default(),
+            column_file_errors: Counter::default(),
             windows_emitted: Counter::default(),
             late_records: Counter::default(),
             window_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
@@ -72,6 +81,21 @@ impl SqlMetrics {
             "scanned_records",
             "Records decoded by scans",
             metrics.records_scanned.clone(),
+        );
+        r.register(
+            "column_rows_scanned",
+            "Rows scans read from column files instead of decoding records",
+            metrics.column_rows_scanned.clone(),
+        );
+        r.register(
+            "column_files_built",
+            "Column files built for sealed segments",
+            metrics.column_files_built.clone(),
+        );
+        r.register(
+            "column_file_errors",
+            "Column files that failed to build or to read (scans then decode the records)",
+            metrics.column_file_errors.clone(),
         );
         r.register(
             "windows_emitted",

@@ -8,12 +8,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int8Builder, Int64Builder,
-    StringBuilder, TimestampMillisecondBuilder,
-};
 use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
@@ -26,22 +22,15 @@ use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
-use tidewire_core::{FieldType, Record, SchemaField};
+use tidewire_core::SchemaField;
 use tidewire_storage::StreamLog;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
+use crate::column_files::{self, ColumnFiles};
+use crate::columns::{BATCH_ROWS, BatchBuilder, OFFSET, TS, stream_schema};
 use crate::error::StorageFailure;
-use crate::json_fields::{self, FieldPicker};
 use crate::metrics::SqlMetrics;
-
-/// Rows per record batch.
-const BATCH_ROWS: usize = 8192;
-/// Index of the `offset` column.
-const OFFSET: usize = 0;
-/// Index of the `ts` column.
-const TS: usize = 1;
-/// Index of the `payload_bytes` column; schema columns follow it.
-const PAYLOAD_BYTES: usize = 7;
 
 /// A fixed restriction of a stream, used by continuous queries to show
 /// one window's records as the whole table.
@@ -58,48 +47,21 @@ pub struct Window {
 pub struct StreamTable {
     log: StreamLog,
     fields: Arc<[SchemaField]>,
+    files: Arc<ColumnFiles>,
     schema: SchemaRef,
     window: Option<Window>,
     metrics: SqlMetrics,
 }
 
-/// The columns of a stream with payload schema `fields`, in SPEC order.
-pub fn stream_schema(fields: &[SchemaField]) -> SchemaRef {
-    let utc = Some(Arc::from("UTC"));
-    let mut columns = vec![
-        Field::new("offset", DataType::Int64, false),
-        Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Millisecond, utc.clone()),
-            false,
-        ),
-        Field::new("topic", DataType::Utf8, false),
-        Field::new("client_id", DataType::Utf8, false),
-        Field::new("qos", DataType::Int8, false),
-        Field::new("retain", DataType::Boolean, false),
-        Field::new("payload", DataType::Utf8, true),
-        Field::new("payload_bytes", DataType::Binary, false),
-    ];
-    for field in fields {
-        let data_type = match field.kind {
-            FieldType::BigInt => DataType::Int64,
-            FieldType::Double => DataType::Float64,
-            FieldType::Varchar => DataType::Utf8,
-            FieldType::Boolean => DataType::Boolean,
-            FieldType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, utc.clone()),
-        };
-        columns.push(Field::new(&field.name, data_type, true));
-    }
-    Arc::new(Schema::new(columns))
-}
-
 impl StreamTable {
     /// The whole stream as a table.
     pub fn new(log: StreamLog, fields: &[SchemaField], metrics: SqlMetrics) -> StreamTable {
+        let fields: Arc<[SchemaField]> = fields.into();
         StreamTable {
+            files: Arc::new(ColumnFiles::new(&log, Arc::clone(&fields), metrics.clone())),
+            schema: stream_schema(&fields),
             log,
-            fields: fields.into(),
-            schema: stream_schema(fields),
+            fields,
             window: None,
             metrics,
         }
@@ -111,6 +73,12 @@ impl StreamTable {
             window: Some(window),
             ..self.clone()
         }
+    }
+
+    /// Builds the column files of segments sealed since the last call and
+    /// deletes those of deleted segments, until `stop`. Blocking file I/O.
+    pub(crate) fn sync_column_files(&self, stop: &CancellationToken) {
+        self.files.sync(&self.log, stop);
     }
 
     /// The offset the next record appended to the stream will get.
@@ -365,6 +333,7 @@ impl TableProvider for StreamTable {
         let partition = Arc::new(ScanPartition {
             reader: BatchReader {
                 log: self.log.clone(),
+                files: Arc::clone(&self.files),
                 fields: Arc::clone(&self.fields),
                 schema: Arc::clone(&schema),
                 columns,
@@ -405,11 +374,13 @@ impl PartitionStream for ScanPartition {
     }
 }
 
-/// Reads records and sends them as batches until done, the limit, or the
-/// receiver going away.
+/// Reads the scan's rows, from column files where they hold every
+/// projected column and from records elsewhere, and sends them as batches
+/// until done, the limit, or the receiver going away.
 #[derive(Debug, Clone)]
 struct BatchReader {
     log: StreamLog,
+    files: Arc<ColumnFiles>,
     fields: Arc<[SchemaField]>,
     schema: SchemaRef,
     columns: Vec<usize>,
@@ -421,10 +392,56 @@ struct BatchReader {
 
 impl BatchReader {
     fn run(self, tx: &mpsc::Sender<Result<RecordBatch>>) {
-        let mut scan = self.log.scan(self.range.clone());
-        let mut left = self.limit.unwrap_or(usize::MAX);
-        let mut builder = Builder::new(&self.columns, &self.fields);
-        let mut sent_any = false;
+        let mut out = Output {
+            tx,
+            left: self.limit.unwrap_or(usize::MAX),
+            sent_any: false,
+        };
+        let pieces = if self.ts.is_none() && column_files::hold(&self.columns) {
+            self.files.covering(&self.log, &self.range)
+        } else {
+            Vec::new()
+        };
+        let mut cursor = self.range.start;
+        for piece in pieces {
+            let extent = piece.extent();
+            if cursor < extent.base && !self.records(cursor..extent.base, &mut out) {
+                return;
+            }
+            cursor = cursor.max(extent.base);
+            let range = cursor..self.range.end.min(extent.end);
+            let read = self.files.read(
+                piece,
+                range,
+                &self.columns,
+                &self.schema,
+                &mut cursor,
+                |batch| out.send(Ok(batch)),
+            );
+            match read {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    // Derived data: read the rest of the segment's records.
+                    tracing::warn!(stream = self.log.name(), segment = extent.base, error = %e,
+                        "column file unreadable; deleted, and the records are read instead");
+                    self.files.discard(extent);
+                }
+            }
+        }
+        if cursor < self.range.end && !self.records(cursor..self.range.end, &mut out) {
+            return;
+        }
+        if !out.sent_any {
+            out.send(BatchBuilder::new(&self.columns, &self.fields).finish(&self.schema));
+        }
+    }
+
+    /// Decodes the records in `range` into batches. Returns whether the
+    /// scan goes on.
+    fn records(&self, range: Range<u64>, out: &mut Output<'_>) -> bool {
+        let mut scan = self.log.scan(range);
+        let mut builder = BatchBuilder::new(&self.columns, &self.fields);
         let mut progress = Progress::default();
         while let Some(record) = scan.next() {
             progress.records += 1;
@@ -433,8 +450,8 @@ impl BatchReader {
                 Err(e) => {
                     progress.report(&self.metrics, &scan);
                     let failure = StorageFailure(e.to_string());
-                    let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(failure))));
-                    return;
+                    out.send(Err(DataFusionError::External(Box::new(failure))));
+                    return false;
                 }
             };
             if let Some((from, until)) = self.ts
@@ -443,23 +460,41 @@ impl BatchReader {
                 continue;
             }
             builder.push(&record);
-            left -= 1;
-            if builder.rows == BATCH_ROWS || left == 0 {
-                let batch = builder.finish(&self.schema);
-                builder = Builder::new(&self.columns, &self.fields);
-                sent_any = true;
+            if builder.rows == BATCH_ROWS || builder.rows >= out.left {
+                let full =
+                    std::mem::replace(&mut builder, BatchBuilder::new(&self.columns, &self.fields));
                 // Counted before the batch is seen, so a finished query's
                 // reads are all in the metrics.
                 progress.report(&self.metrics, &scan);
-                if tx.blocking_send(batch).is_err() || left == 0 {
-                    return;
+                if !out.send(full.finish(&self.schema)) {
+                    return false;
                 }
             }
         }
         progress.report(&self.metrics, &scan);
-        if builder.rows > 0 || !sent_any {
-            let _ = tx.blocking_send(builder.finish(&self.schema));
-        }
+        builder.rows == 0 || out.send(builder.finish(&self.schema))
+    }
+}
+
+/// Where a scan's batches go, and how many more rows the limit allows.
+struct Output<'a> {
+    tx: &'a mpsc::Sender<Result<RecordBatch>>,
+    left: usize,
+    sent_any: bool,
+}
+
+impl Output<'_> {
+    /// Sends `batch`, cut to the limit. Returns whether the scan goes on:
+    /// not after an error, at the limit, or once the receiver has gone.
+    fn send(&mut self, batch: Result<RecordBatch>) -> bool {
+        let batch = batch.map(|b| {
+            let rows = b.num_rows().min(self.left);
+            self.left -= rows;
+            b.slice(0, rows)
+        });
+        let more = batch.is_ok() && self.left > 0;
+        self.sent_any = true;
+        self.tx.blocking_send(batch).is_ok() && more
     }
 }
 
@@ -478,135 +513,5 @@ impl Progress {
         let bytes = scan.bytes_opened();
         metrics.bytes_scanned.inc_by(bytes - self.bytes_reported);
         self.bytes_reported = bytes;
-    }
-}
-
-/// One column being built.
-enum ColumnBuilder {
-    Int64(Int64Builder),
-    Int8(Int8Builder),
-    Float64(Float64Builder),
-    Bool(BooleanBuilder),
-    Utf8(StringBuilder),
-    Binary(BinaryBuilder),
-    Timestamp(TimestampMillisecondBuilder),
-}
-
-impl ColumnBuilder {
-    fn finish(self) -> ArrayRef {
-        match self {
-            ColumnBuilder::Int64(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Int8(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Float64(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Bool(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Utf8(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Binary(mut b) => Arc::new(b.finish()),
-            ColumnBuilder::Timestamp(mut b) => Arc::new(b.finish().with_timezone("UTC")),
-        }
-    }
-}
-
-/// Builds one batch of the projected columns.
-struct Builder {
-    columns: Vec<(usize, ColumnBuilder)>,
-    /// Finds the selected schema columns' values, in column order; `None`
-    /// when no schema column is selected.
-    picker: Option<FieldPicker>,
-    rows: usize,
-}
-
-impl Builder {
-    fn new(columns: &[usize], fields: &[SchemaField]) -> Builder {
-        let built = columns
-            .iter()
-            .map(|&c| {
-                let b = match c {
-                    0 => ColumnBuilder::Int64(Int64Builder::with_capacity(BATCH_ROWS)),
-                    1 => ColumnBuilder::Timestamp(TimestampMillisecondBuilder::with_capacity(
-                        BATCH_ROWS,
-                    )),
-                    2..=3 | 6 => ColumnBuilder::Utf8(StringBuilder::new()),
-                    4 => ColumnBuilder::Int8(Int8Builder::with_capacity(BATCH_ROWS)),
-                    5 => ColumnBuilder::Bool(BooleanBuilder::with_capacity(BATCH_ROWS)),
-                    PAYLOAD_BYTES => ColumnBuilder::Binary(BinaryBuilder::new()),
-                    _ => match fields[c - PAYLOAD_BYTES - 1].kind {
-                        FieldType::BigInt => {
-                            ColumnBuilder::Int64(Int64Builder::with_capacity(BATCH_ROWS))
-                        }
-                        FieldType::Double => {
-                            ColumnBuilder::Float64(Float64Builder::with_capacity(BATCH_ROWS))
-                        }
-                        FieldType::Varchar => ColumnBuilder::Utf8(StringBuilder::new()),
-                        FieldType::Boolean => {
-                            ColumnBuilder::Bool(BooleanBuilder::with_capacity(BATCH_ROWS))
-                        }
-                        FieldType::Timestamp => ColumnBuilder::Timestamp(
-                            TimestampMillisecondBuilder::with_capacity(BATCH_ROWS),
-                        ),
-                    },
-                };
-                (c, b)
-            })
-            .collect();
-        let schema_paths: Vec<&[String]> = columns
-            .iter()
-            .filter(|&&c| c > PAYLOAD_BYTES)
-            .map(|&c| fields[c - PAYLOAD_BYTES - 1].path.as_slice())
-            .collect();
-        Builder {
-            columns: built,
-            picker: (!schema_paths.is_empty()).then(|| FieldPicker::new(schema_paths)),
-            rows: 0,
-        }
-    }
-
-    fn push(&mut self, record: &Record) {
-        let m = &record.message;
-        let picked = self.picker.as_ref().map(|p| p.pick(&m.payload));
-        let mut schema_values = picked.iter().flatten();
-        for (c, b) in &mut self.columns {
-            match (*c, b) {
-                (0, ColumnBuilder::Int64(b)) => b.append_value(record.offset as i64),
-                (1, ColumnBuilder::Timestamp(b)) => b.append_value(record.timestamp_ms),
-                (2, ColumnBuilder::Utf8(b)) => b.append_value(&m.topic),
-                (3, ColumnBuilder::Utf8(b)) => b.append_value(&m.client_id),
-                (4, ColumnBuilder::Int8(b)) => b.append_value(m.qos as i8),
-                (5, ColumnBuilder::Bool(b)) => b.append_value(m.retain),
-                (6, ColumnBuilder::Utf8(b)) => {
-                    b.append_option(std::str::from_utf8(&m.payload).ok())
-                }
-                (PAYLOAD_BYTES, ColumnBuilder::Binary(b)) => b.append_value(&m.payload),
-                (_, b) => append_json(b, schema_values.next().copied().flatten()),
-            }
-        }
-        self.rows += 1;
-    }
-
-    fn finish(self, schema: &SchemaRef) -> Result<RecordBatch> {
-        let rows = self.rows;
-        let arrays: Vec<ArrayRef> = self.columns.into_iter().map(|(_, b)| b.finish()).collect();
-        let options =
-            datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
-        Ok(RecordBatch::try_new_with_options(
-            Arc::clone(schema),
-            arrays,
-            &options,
-        )?)
-    }
-}
-
-/// Appends a JSON value to a typed schema column; a missing value or one
-/// of the wrong type is NULL.
-fn append_json(b: &mut ColumnBuilder, value: Option<json_fields::Raw<'_>>) {
-    match b {
-        ColumnBuilder::Int64(b) => b.append_option(value.and_then(json_fields::as_i64)),
-        ColumnBuilder::Float64(b) => b.append_option(value.and_then(json_fields::as_f64)),
-        ColumnBuilder::Bool(b) => b.append_option(value.and_then(json_fields::as_bool)),
-        ColumnBuilder::Utf8(b) => b.append_option(value.and_then(json_fields::as_text)),
-        ColumnBuilder::Timestamp(b) => {
-            b.append_option(value.and_then(json_fields::as_timestamp_ms))
-        }
-        ColumnBuilder::Int8(b) => b.append_null(),
-        ColumnBuilder::Binary(b) => b.append_null(),
     }
 }

@@ -3,8 +3,10 @@
 //! a JSON field grouped by topic, (c) the same over the last 1% of time
 //! (pruning), (d) (b) over a typed schema column. Beside it, in the same
 //! run: DataFusion over the same data as an in-memory Arrow table
-//! (MemTable), and DuckDB (Python `duckdb`) over the same data as NDJSON
-//! and as Parquet. Then the p50/p99 plan-and-execute latency of a small
+//! (MemTable), DuckDB (Python `duckdb`) over the same data as NDJSON and
+//! as Parquet, and DataFusion 55 (Python `datafusion`, the same engine
+//! version) over that Parquet for the queries without JSON functions,
+//! which its Python build lacks. Then the p50/p99 plan-and-execute latency of a small
 //! dashboard query (the time range of the last 1000 records, by topic; the
 //! bench loads far faster than devices publish, so "the last N seconds"
 //! would hold tens of thousands of records) on a stream of 100k and of M
@@ -184,6 +186,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         stats.bytes >> 20,
         stats.segments
     );
+    // What the server's background task does as segments are sealed.
+    let started = Instant::now();
+    engine
+        .sync_column_files(&tokio_util::sync::CancellationToken::new())
+        .await;
+    println!(
+        "column files for {} sealed segments built in {:.2} s",
+        stats.segments.saturating_sub(1),
+        started.elapsed().as_secs_f64()
+    );
     let first = stats.first_timestamp_ms.unwrap_or(0);
     let last = stats.last_timestamp_ms.unwrap_or(0);
     let cut = last - (last - first) / 100;
@@ -243,7 +255,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    let duck = if args.no_duckdb {
+    let peers = if args.no_duckdb {
         None
     } else {
         duckdb(log, dir.path(), cut)?
@@ -256,13 +268,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             format!("{:.1}", tidewire_ms[i]),
             format!("{:.1}", mem_ms[i]),
         ];
-        match &duck {
-            Some((nd, pq)) => {
-                row.push(format!("{:.1}", nd[i]));
-                row.push(format!("{:.1}", pq[i]));
+        match &peers {
+            Some(p) => {
+                row.push(format!("{:.1}", p.duck_ndjson[i]));
+                row.push(format!("{:.1}", p.duck_parquet[i]));
             }
             None => row.extend(["-".to_owned(), "-".to_owned()]),
         }
+        let datafusion_parquet = peers.as_ref().and_then(|p| p.datafusion_parquet);
+        row.push(match (i, datafusion_parquet) {
+            (0, Some((count, _))) => format!("{count:.1}"),
+            (3, Some((_, typed))) => format!("{typed:.1}"),
+            _ => "-".to_owned(),
+        });
         rows.push(row);
     }
     println!();
@@ -273,6 +291,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "DataFusion MemTable ms",
             "DuckDB NDJSON ms",
             "DuckDB Parquet ms",
+            "DataFusion Parquet ms",
         ],
         &rows,
     );
@@ -282,11 +301,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tidewire_ms[1] / tidewire_ms[2]
     );
     println!(
-        "(d) vs DataFusion MemTable typed avg: {:.2}x (target <= 1.5x vs Parquet)",
+        "(d) vs DataFusion MemTable typed avg: {:.2}x",
         tidewire_ms[3] / mem_ms[3]
     );
-    if let Some((_, pq)) = &duck {
-        println!("(d) vs DuckDB Parquet: {:.2}x", tidewire_ms[3] / pq[3]);
+    if let Some(p) = &peers {
+        if let Some((_, typed)) = p.datafusion_parquet {
+            println!(
+                "(d) vs DataFusion Parquet: {:.2}x (target <= 1.5x)",
+                tidewire_ms[3] / typed
+            );
+        }
+        println!("(d) vs DuckDB Parquet: {:.2}x", tidewire_ms[3] / p.duck_parquet[3]);
     }
 
     // Dashboard query at two stream sizes.
@@ -398,13 +423,63 @@ for src in (f"read_json_auto('{ndjson}')", f"read_parquet('{parquet}')"):
     print(" ".join(f"{med(q):.3f}" for q in qs))
 "#;
 
+const DATAFUSION_SCRIPT: &str = r#"
+import sys, time
+from datafusion import SessionContext
+ctx = SessionContext()
+ctx.register_parquet("bench", sys.argv[1])
+def med(sql):
+    times = []
+    for _ in range(3):
+        t = time.perf_counter(); ctx.sql(sql).collect(); times.append((time.perf_counter() - t) * 1000)
+    return sorted(times)[1]
+print(f"{med('SELECT count(*) FROM bench'):.3f} {med('SELECT topic, avg(temp) FROM bench GROUP BY topic'):.3f}")
+"#;
+
+/// Runs a Python benchmark script; its stdout, or `None` (after saying
+/// why) when it fails, e.g. because the Python package is missing.
+fn python(name: &str, script: &str, args: &[&Path], extra: &[String]) -> anyhow::Result<Option<String>> {
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .args(extra)
+        .output()?;
+    if !output.status.success() {
+        println!(
+            "{name} skipped: {}",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8(output.stdout)?))
+}
+
+/// Times in ms: DuckDB over NDJSON and over Parquet (the four queries),
+/// and DataFusion over Parquet ((a) and (d)); `None` where a Python
+/// package is missing.
+struct PeerTimes {
+    duck_ndjson: Vec<f64>,
+    duck_parquet: Vec<f64>,
+    datafusion_parquet: Option<(f64, f64)>,
+}
+
+fn parse_times(line: &str) -> Vec<f64> {
+    line.split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
+
 /// DuckDB's times over NDJSON and Parquet of the same records, or `None`
 /// when Python's `duckdb` is missing.
 fn duckdb(
     log: &tidewire_storage::StreamLog,
     dir: &Path,
     cut: i64,
-) -> anyhow::Result<Option<(Vec<f64>, Vec<f64>)>> {
+) -> anyhow::Result<Option<PeerTimes>> {
     let ndjson = dir.join("bench.ndjson");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&ndjson)?);
     for record in log.scan(0..u64::MAX) {
@@ -418,31 +493,20 @@ fn duckdb(
     }
     out.flush()?;
     let parquet = dir.join("bench.parquet");
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(DUCKDB_SCRIPT)
-        .arg(&ndjson)
-        .arg(&parquet)
-        .arg(cut.to_string())
-        .output()?;
-    if !output.status.success() {
-        println!(
-            "DuckDB skipped: {}",
-            String::from_utf8_lossy(&output.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
+    let Some(text) = python("DuckDB", DUCKDB_SCRIPT, &[&ndjson, &parquet], &[cut.to_string()])?
+    else {
         return Ok(None);
-    }
-    let text = String::from_utf8(output.stdout)?;
-    let mut lines = text.lines().map(|l| {
-        l.split_whitespace()
-            .filter_map(|v| v.parse().ok())
-            .collect::<Vec<f64>>()
-    });
+    };
+    let mut lines = text.lines().map(parse_times);
+    let datafusion_parquet = python("DataFusion (Python)", DATAFUSION_SCRIPT, &[&parquet], &[])?
+        .map(|text| parse_times(&text))
+        .and_then(|t| (t.len() == 2).then(|| (t[0], t[1])));
     match (lines.next(), lines.next()) {
-        (Some(nd), Some(pq)) if nd.len() == 4 && pq.len() == 4 => Ok(Some((nd, pq))),
+        (Some(nd), Some(pq)) if nd.len() == 4 && pq.len() == 4 => Ok(Some(PeerTimes {
+            duck_ndjson: nd,
+            duck_parquet: pq,
+            datafusion_parquet,
+        })),
         _ => anyhow::bail!("unexpected DuckDB output: {text}"),
     }
 }

@@ -129,6 +129,7 @@ impl Server {
             config.sql,
             SqlMetrics::register(&mut registry),
         )?;
+        tokio::spawn(sql.clone().maintain_column_files(background.clone()));
         let queries = ContinuousQueries::new(sql.clone(), background.clone());
         for query in &config.queries {
             queries.start(query.clone()).await?;

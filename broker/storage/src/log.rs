@@ -203,6 +203,12 @@ impl StreamLog {
         &self.shared.name
     }
 
+    /// The stream's directory. Its segment files belong to the log;
+    /// readers may keep derived files in subdirectories.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
     /// The stream's settings.
     pub fn config(&self) -> &LogConfig {
         &self.shared.config
