@@ -412,6 +412,16 @@ impl ColumnFiles {
         mut emit: impl FnMut(RecordBatch) -> bool,
     ) -> Result<bool, ArrowError> {
         let extent = piece.extent();
+        if columns.is_empty() && matches!(piece, Piece::File(_)) {
+            // Only a row count: a sealed segment has one row per offset.
+            let rows = range.end.min(extent.end) - range.start.max(extent.base);
+            let options = RecordBatchOptions::new().with_row_count(Some(rows as usize));
+            let batch =
+                RecordBatch::try_new_with_options(Arc::clone(schema), Vec::new(), &options)?;
+            self.metrics.column_rows_scanned.inc_by(rows);
+            *cursor = range.end.min(extent.end);
+            return Ok(emit(batch));
+        }
         let mut slicer = Slicer {
             range: range.clone(),
             schema,

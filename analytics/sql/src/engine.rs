@@ -64,7 +64,10 @@ impl SqlEngine {
     ) -> Result<SqlEngine, SqlError> {
         let config = SessionConfig::new()
             .with_information_schema(false)
-            .with_target_partitions(2);
+            // Scans split themselves by size (see `table`), so a small
+            // dashboard query runs without repartitioning while a large
+            // one still uses every core.
+            .with_target_partitions(1);
         let runtime = RuntimeEnvBuilder::new()
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),

@@ -5,7 +5,7 @@
 //! `ts` order.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::compute::SortOptions;
@@ -330,26 +330,55 @@ impl TableProvider for StreamTable {
                 orderings.extend(LexOrdering::new([sort]));
             }
         }
-        let partition = Arc::new(ScanPartition {
-            reader: BatchReader {
-                log: self.log.clone(),
-                files: Arc::clone(&self.files),
-                fields: Arc::clone(&self.fields),
-                schema: Arc::clone(&schema),
-                columns,
-                range,
-                ts: self.window.and_then(|w| w.ts),
-                limit,
-                metrics: self.metrics.clone(),
-            },
-        });
-        let partitions: Vec<Arc<dyn PartitionStream>> = vec![partition];
+        let reader = BatchReader {
+            log: self.log.clone(),
+            files: Arc::clone(&self.files),
+            fields: Arc::clone(&self.fields),
+            schema: Arc::clone(&schema),
+            columns,
+            range: range.clone(),
+            ts: self.window.and_then(|w| w.ts),
+            limit,
+            metrics: self.metrics.clone(),
+        };
+        let partitions: Vec<Arc<dyn PartitionStream>> = split(&range, limit)
+            .map(|range| {
+                Arc::new(ScanPartition {
+                    reader: BatchReader {
+                        range,
+                        ..reader.clone()
+                    },
+                }) as Arc<dyn PartitionStream>
+            })
+            .collect();
         let exec = StreamingTableExec::try_new(schema, partitions, None, orderings, false, limit)?;
         Ok(Arc::new(exec))
     }
 }
 
-/// The one partition of a scan: reads `range` on a blocking thread.
+/// Rows a scan partition should have at least (one batch): smaller scans
+/// are not split, as a parallel plan costs more than it saves on them.
+const MIN_PARTITION_ROWS: u64 = BATCH_ROWS as u64;
+
+/// Splits a scan of `range` into contiguous offset ranges, one per core
+/// for large scans and one for small ones or those with a limit. The
+/// engine plans with one target partition, so these partitions are the
+/// query's parallelism: each is decoded, filtered and partially
+/// aggregated on its own.
+fn split(range: &Range<u64>, limit: Option<usize>) -> impl Iterator<Item = Range<u64>> {
+    static CORES: OnceLock<u64> = OnceLock::new();
+    let cores =
+        *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
+    let len = range.end - range.start;
+    let parts = match limit {
+        Some(_) => 1,
+        None => (len / MIN_PARTITION_ROWS).clamp(1, cores),
+    };
+    let start = range.start;
+    (0..parts).map(move |i| start + len * i / parts..start + len * (i + 1) / parts)
+}
+
+/// One partition of a scan: reads its range on a blocking thread.
 #[derive(Debug)]
 struct ScanPartition {
     reader: BatchReader,

@@ -513,6 +513,72 @@ async fn column_files_give_the_same_answers_as_records() -> Result<()> {
 }
 
 #[tokio::test]
+async fn large_scans_split_across_cores_and_keep_their_answers_and_order() -> Result<()> {
+    let f = fixture_with(
+        &["name = \"big\"\nfsync = \"never\"\n[schema]\ni = { type = \"bigint\" }"],
+        SqlLimits::default(),
+    )?;
+    let n: i64 = 40_000;
+    for i in 0..n {
+        let topic = format!("t/{}", i % 5);
+        f.broker
+            .submit(Source::Http, message(&topic, json!({ "i": i }).to_string()))
+            .await?;
+    }
+    // The last submit is durable once it is visible.
+    while f
+        .broker
+        .streams()
+        .get("big")
+        .context("stream")?
+        .log
+        .next_offset()
+        < n as u64
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let got = rows(
+        &f.engine,
+        "SELECT count(*), sum(i), sum(json_get_int(payload, 'i')), count(DISTINCT topic) FROM big",
+    )
+    .await?;
+    let sum = n * (n - 1) / 2;
+    assert_eq!(got[0], vec![json!(n), json!(sum), json!(sum), json!(5)]);
+    let by_topic = rows(
+        &f.engine,
+        "SELECT topic, count(*) FROM big GROUP BY topic ORDER BY topic",
+    )
+    .await?;
+    assert_eq!(by_topic.len(), 5);
+    assert!(by_topic.iter().all(|r| r[1] == json!(n / 5)));
+    // Order across the partitions.
+    let out = f
+        .engine
+        .query("SELECT \"offset\", i FROM big ORDER BY \"offset\"")
+        .await?;
+    let batch = datafusion::arrow::compute::concat_batches(&out.schema, &out.batches)?;
+    let offsets = batch.column(0).as_primitive::<Int64Type>();
+    assert!(offsets.values().iter().copied().eq(0..n));
+    let last = rows(
+        &f.engine,
+        "SELECT \"offset\" FROM big ORDER BY \"offset\" DESC LIMIT 2",
+    )
+    .await?;
+    assert_eq!(last, vec![vec![json!(n - 1)], vec![json!(n - 2)]]);
+    let explain = rows(&f.engine, "EXPLAIN SELECT count(*) FROM big WHERE i > 3").await?;
+    // One partition per core, each of at least one 8192-row batch.
+    let parts = std::thread::available_parallelism()?
+        .get()
+        .min(n as usize / 8192);
+    let text = format!("{explain:?}");
+    assert!(
+        text.contains(&format!("partition_sizes={parts},")),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn limit_stops_the_scan() -> Result<()> {
     let f = fixture()?;
     for i in 0..100 {

@@ -311,7 +311,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 tidewire_ms[3] / typed
             );
         }
-        println!("(d) vs DuckDB Parquet: {:.2}x", tidewire_ms[3] / p.duck_parquet[3]);
+        println!(
+            "(d) vs DuckDB Parquet: {:.2}x",
+            tidewire_ms[3] / p.duck_parquet[3]
+        );
     }
 
     // Dashboard query at two stream sizes.
@@ -438,7 +441,12 @@ print(f"{med('SELECT count(*) FROM bench'):.3f} {med('SELECT topic, avg(temp) FR
 
 /// Runs a Python benchmark script; its stdout, or `None` (after saying
 /// why) when it fails, e.g. because the Python package is missing.
-fn python(name: &str, script: &str, args: &[&Path], extra: &[String]) -> anyhow::Result<Option<String>> {
+fn python(
+    name: &str,
+    script: &str,
+    args: &[&Path],
+    extra: &[String],
+) -> anyhow::Result<Option<String>> {
     let output = Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -493,7 +501,12 @@ fn duckdb(
     }
     out.flush()?;
     let parquet = dir.join("bench.parquet");
-    let Some(text) = python("DuckDB", DUCKDB_SCRIPT, &[&ndjson, &parquet], &[cut.to_string()])?
+    let Some(text) = python(
+        "DuckDB",
+        DUCKDB_SCRIPT,
+        &[&ndjson, &parquet],
+        &[cut.to_string()],
+    )?
     else {
         return Ok(None);
     };
