@@ -519,24 +519,17 @@ async fn large_scans_split_across_cores_and_keep_their_answers_and_order() -> Re
         SqlLimits::default(),
     )?;
     let n: i64 = 40_000;
+    // Submitted without waiting for each; the stream keeps their order.
+    let mut last = None;
     for i in 0..n {
         let topic = format!("t/{}", i % 5);
-        f.broker
+        let ticket = f
+            .broker
             .submit(Source::Http, message(&topic, json!({ "i": i }).to_string()))
             .await?;
+        last = Some(ticket);
     }
-    // The last submit is durable once it is visible.
-    while f
-        .broker
-        .streams()
-        .get("big")
-        .context("stream")?
-        .log
-        .next_offset()
-        < n as u64
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    last.context("tickets")?.durable().await?;
     let got = rows(
         &f.engine,
         "SELECT count(*), sum(i), sum(json_get_int(payload, 'i')), count(DISTINCT topic) FROM big",
