@@ -412,6 +412,7 @@ const DUCKDB_SCRIPT: &str = r#"
 import sys, time, duckdb
 ndjson, parquet, cut = sys.argv[1], sys.argv[2], int(sys.argv[3])
 con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
 con.execute(f"COPY (SELECT * FROM read_json_auto('{ndjson}')) TO '{parquet}' (FORMAT PARQUET)")
 def med(sql):
     times = []
