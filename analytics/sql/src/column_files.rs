@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::reader::FileReader;
@@ -38,6 +39,8 @@ use crate::metrics::SqlMetrics;
 const END_OFFSET_KEY: &str = "tidewire.end_offset";
 /// File name suffix of a finished column file.
 const SUFFIX: &str = ".arrow";
+/// Batches of [`BATCH_ROWS`] rows per block of a column file.
+const FILE_BLOCK_BATCHES: usize = 8;
 /// Suffix of a column file being written.
 const TMP_SUFFIX: &str = ".arrow.tmp";
 
@@ -373,16 +376,21 @@ impl ColumnFiles {
         let file = File::create(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
         let mut writer =
             FileWriter::try_new(BufWriter::new(file), &schema).map_err(|e| e.to_string())?;
-        for batch in batches {
+        // Fewer, larger blocks read faster; scans cut them to size.
+        let mut pending = Vec::new();
+        let mut batches = batches.peekable();
+        while let Some(batch) = batches.next() {
             if stop.is_cancelled() {
                 drop(writer);
                 let _ = fs::remove_file(&tmp);
                 return Ok(false);
             }
-            let batch = batch?.with_schema(Arc::clone(&schema));
-            writer
-                .write(&batch.map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
+            pending.push(batch?);
+            if pending.len() == FILE_BLOCK_BATCHES || batches.peek().is_none() {
+                let block = concat_batches(&schema, &std::mem::take(&mut pending))
+                    .map_err(|e| e.to_string())?;
+                writer.write(&block).map_err(|e| e.to_string())?;
+            }
         }
         writer.finish().map_err(|e| e.to_string())?;
         let file = writer
@@ -423,6 +431,7 @@ impl ColumnFiles {
             return Ok(emit(batch));
         }
         let mut slicer = Slicer {
+            base: extent.base,
             range: range.clone(),
             schema,
             cursor,
@@ -435,12 +444,15 @@ impl ColumnFiles {
             match piece {
                 Piece::Memory(_, batches) => (
                     Box::new(batches.into_iter().map(Ok)),
-                    OFFSET,
+                    Some(OFFSET),
                     columns.iter().map(|&c| self.file_column(c)).collect(),
                 ),
                 Piece::File(_) => {
-                    // Read the offset column first, then the wanted ones.
-                    let mut projection = vec![OFFSET];
+                    // A segment read whole needs no offsets: its rows are
+                    // its offsets, in order. Otherwise read the offset
+                    // column first, to slice by.
+                    let whole = range.start <= extent.base && range.end >= extent.end;
+                    let mut projection = if whole { Vec::new() } else { vec![OFFSET] };
                     let positions = columns
                         .iter()
                         .map(|&c| {
@@ -456,7 +468,7 @@ impl ColumnFiles {
                         .collect();
                     let file = File::open(self.path(extent.base, SUFFIX))?;
                     let reader = FileReader::try_new(BufReader::new(file), Some(projection))?;
-                    (Box::new(reader), 0, positions)
+                    (Box::new(reader), (!whole).then_some(0), positions)
                 }
             };
         let mut more = true;
@@ -496,27 +508,45 @@ impl ColumnFiles {
 
 /// Cuts batches of a piece to a scan's offset range and columns.
 struct Slicer<'a, F> {
+    /// The piece's first offset.
+    base: u64,
     range: Range<u64>,
     schema: &'a SchemaRef,
     cursor: &'a mut u64,
     emit: &'a mut F,
+    /// Rows emitted so far.
     rows: u64,
 }
 
 impl<F: FnMut(RecordBatch) -> bool> Slicer<'_, F> {
-    /// Emits the rows of `batch` in range, as the columns at `positions`;
-    /// `offsets` is the position of its offset column. Returns
-    /// `Some(true)` to go on, `Some(false)` once past the range, and `None`
-    /// when `emit` wants no more.
+    /// Emits the rows of `batch` in range, as the columns at `positions`.
+    /// `offsets` is the position of its offset column, `None` when the
+    /// whole piece is in range (so row `i` of the piece is offset
+    /// `base + i`). Returns `Some(true)` to go on, `Some(false)` once past
+    /// the range, and `None` when `emit` wants no more.
     fn next(
         &mut self,
         batch: &RecordBatch,
-        offsets: usize,
+        offsets: Option<usize>,
         positions: &[usize],
     ) -> Result<Option<bool>, ArrowError> {
-        let offsets = batch.column(offsets).as_primitive::<Int64Type>().values();
-        let lo = offsets.partition_point(|&o| (o as u64) < self.range.start);
-        let hi = offsets.partition_point(|&o| (o as u64) < self.range.end);
+        let (lo, hi, last) = match offsets {
+            Some(column) => {
+                let offsets = batch.column(column).as_primitive::<Int64Type>().values();
+                let lo = offsets.partition_point(|&o| (o as u64) < self.range.start);
+                let hi = offsets.partition_point(|&o| (o as u64) < self.range.end);
+                let last = hi.checked_sub(1).map_or(0, |i| offsets[i] as u64);
+                (lo, hi, last)
+            }
+            None => {
+                let rows = batch.num_rows();
+                (
+                    0,
+                    rows,
+                    (self.base + self.rows + rows as u64).saturating_sub(1),
+                )
+            }
+        };
         if lo < hi {
             let rows = batch.slice(lo, hi - lo);
             let arrays: Vec<ArrayRef> = positions
@@ -526,12 +556,12 @@ impl<F: FnMut(RecordBatch) -> bool> Slicer<'_, F> {
             let options = RecordBatchOptions::new().with_row_count(Some(rows.num_rows()));
             let out = RecordBatch::try_new_with_options(Arc::clone(self.schema), arrays, &options)?;
             self.rows += out.num_rows() as u64;
-            *self.cursor = offsets[hi - 1] as u64 + 1;
+            *self.cursor = last + 1;
             if !(self.emit)(out) {
                 return Ok(None);
             }
         }
-        Ok(Some(hi == offsets.len()))
+        Ok(Some(hi == batch.num_rows()))
     }
 }
 
