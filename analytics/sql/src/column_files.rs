@@ -28,6 +28,7 @@ use datafusion::arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
+use prometheus_client::metrics::counter::Counter;
 use tidewire_core::SchemaField;
 use tidewire_storage::{RecordScan, SegmentInfo, StreamLog};
 use tokio_util::sync::CancellationToken;
@@ -431,6 +432,7 @@ impl ColumnFiles {
             return Ok(emit(batch));
         }
         let mut slicer = Slicer {
+            counter: &self.metrics.column_rows_scanned,
             base: extent.base,
             range: range.clone(),
             schema,
@@ -482,7 +484,6 @@ impl ColumnFiles {
                 }
             }
         }
-        self.metrics.column_rows_scanned.inc_by(slicer.rows);
         if more {
             *slicer.cursor = (*slicer.cursor).max(range.end.min(extent.end));
         }
@@ -508,6 +509,9 @@ impl ColumnFiles {
 
 /// Cuts batches of a piece to a scan's offset range and columns.
 struct Slicer<'a, F> {
+    /// Counts rows read, before each batch is seen, so a finished query's
+    /// reads are all in the metrics.
+    counter: &'a Counter,
     /// The piece's first offset.
     base: u64,
     range: Range<u64>,
@@ -556,6 +560,7 @@ impl<F: FnMut(RecordBatch) -> bool> Slicer<'_, F> {
             let options = RecordBatchOptions::new().with_row_count(Some(rows.num_rows()));
             let out = RecordBatch::try_new_with_options(Arc::clone(self.schema), arrays, &options)?;
             self.rows += out.num_rows() as u64;
+            self.counter.inc_by(out.num_rows() as u64);
             *self.cursor = last + 1;
             if !(self.emit)(out) {
                 return Ok(None);

@@ -149,7 +149,10 @@ impl ContinuousQueries {
         let info = entry.info();
         running.insert(id.clone(), entry);
         drop(running);
-        tokio::spawn(drive(window, results, progress, cancel));
+        // Records from here on are checked for lateness, including those
+        // that arrive before the task first runs.
+        let checked = window.next_offset();
+        tokio::spawn(drive(window, results, progress, checked, cancel));
         tracing::info!(query = %id, "continuous query started");
         Ok(info)
     }
@@ -359,6 +362,7 @@ async fn drive(
     runner: WindowRunner,
     results: broadcast::Sender<Arc<WindowResult>>,
     progress: Arc<Progress>,
+    mut checked: u64,
     cancel: CancellationToken,
 ) {
     let spec = &runner.spec;
@@ -368,7 +372,6 @@ async fn drive(
     let k = (now - spec.lateness_ms - spec.window_ms).div_euclid(spec.hop_ms) + 1;
     let mut next_end = k * spec.hop_ms + spec.window_ms;
     let mut closed_until = next_end - spec.hop_ms;
-    let mut checked = runner.next_offset();
     loop {
         let wait = (next_end + spec.lateness_ms - now_ms()).max(0) as u64;
         tokio::select! {

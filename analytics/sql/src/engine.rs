@@ -67,7 +67,12 @@ impl SqlEngine {
             // Scans split themselves by size (see `table`), so a small
             // dashboard query runs without repartitioning while a large
             // one still uses every core.
-            .with_target_partitions(1);
+            .with_target_partitions(1)
+            // One pass of the logical optimizer reaches the plans stream
+            // queries need (constants folded, filters and limits pushed
+            // into the scan; the pruning tests check it); the default
+            // three passes cost a dashboard query about half a millisecond.
+            .set_usize("datafusion.optimizer.max_passes", 1);
         let runtime = RuntimeEnvBuilder::new()
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
