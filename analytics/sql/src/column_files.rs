@@ -15,7 +15,7 @@
 //! the scan reads the records instead. They live in
 //! `<stream dir>/columns/` and go when their segment does.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter};
 use std::ops::Range;
@@ -30,7 +30,7 @@ use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
 use prometheus_client::metrics::counter::Counter;
 use tidewire_core::SchemaField;
-use tidewire_storage::{RecordScan, SegmentInfo, StreamLog};
+use tidewire_storage::{RecordScan, StreamLog};
 use tokio_util::sync::CancellationToken;
 
 use crate::columns::{BATCH_ROWS, BatchBuilder, OFFSET, PAYLOAD, PAYLOAD_BYTES, stream_schema};
@@ -246,8 +246,7 @@ impl ColumnFiles {
         let Some(active) = segments.pop() else {
             return;
         };
-        let sealed: HashMap<u64, &SegmentInfo> =
-            segments.iter().map(|s| (s.base_offset, s)).collect();
+        let sealed: HashSet<u64> = segments.iter().map(|s| s.base_offset).collect();
         self.remove_stale(&sealed);
         for segment in &segments {
             if stop.is_cancelled() {
@@ -300,10 +299,8 @@ impl ColumnFiles {
 
     /// Deletes unfinished files and those of segments no longer sealed in
     /// the log (retention deleted them).
-    fn remove_stale(&self, sealed: &HashMap<u64, &SegmentInfo>) {
-        self.state()
-            .built
-            .retain(|base, _| sealed.contains_key(base));
+    fn remove_stale(&self, sealed: &HashSet<u64>) {
+        self.state().built.retain(|base, _| sealed.contains(base));
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return;
         };
@@ -313,7 +310,7 @@ impl ColumnFiles {
             let keep = name
                 .strip_suffix(SUFFIX)
                 .and_then(|base| base.parse::<u64>().ok())
-                .is_some_and(|base| sealed.contains_key(&base));
+                .is_some_and(|base| sealed.contains(&base));
             if !keep {
                 let _ = fs::remove_file(entry.path());
             }
