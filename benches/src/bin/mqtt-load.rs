@@ -6,7 +6,8 @@
 //!
 //! Scenarios: 1 -> 1 at QoS 0 and QoS 1 (100-byte payloads, publisher
 //! window 1000), 1 -> N fan-out, N -> 1 fan-in, and idle connections
-//! (server RSS per connection).
+//! (server RSS per connection). The clients are the minimal ones in
+//! `raw_mqtt`, so the brokers, not the clients, set the pace.
 //!
 //! `cargo build --release -p tidewire -p tidewire-benches && ulimit -n 65536 &&
 //!  target/release/mqtt-load`
@@ -19,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use rumqttc::{Event, Incoming, MqttOptions, QoS};
 use tidewire_benches::peers::{Peer, start_mosquitto, start_tidewire, tidewire_bin};
-use tidewire_benches::{Latencies, latency, mqtt_client, print_table, rss_kib, stamp};
+use tidewire_benches::{Latencies, latency, print_table, raw_mqtt, rss_kib, stamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 /// The topic every scenario publishes and subscribes to.
 const TOPIC: &str = "bench/topic";
@@ -77,92 +78,109 @@ async fn start(which: &str, tidewire: &Path, mosquitto: &Path) -> Result<Peer> {
     }
 }
 
-fn options(id: String, addr: SocketAddr) -> MqttOptions {
-    let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
-    o.set_keep_alive(Duration::from_secs(60));
-    o.set_inflight(1000);
-    o.set_max_packet_size(1 << 20, 1 << 20);
-    o
-}
+/// Publishes in batches of this many packets per write.
+const BATCH: u64 = 64;
+/// The publisher's in-flight window at QoS 1.
+const WINDOW: usize = 1000;
 
-/// A subscriber that counts messages and records latencies until it has
-/// `expect` messages or goes quiet for 3 s.
+/// A subscriber that counts messages, acknowledges QoS 1 ones and records
+/// latencies until it has `expect` messages or goes quiet for 3 s.
 async fn subscriber(
     addr: SocketAddr,
     id: String,
-    qos: QoS,
+    qos: u8,
     expect: u64,
     epoch: Instant,
     ready: tokio::sync::mpsc::Sender<()>,
     done_at: Arc<AtomicU64>,
 ) -> Result<(u64, Latencies)> {
-    let (client, mut events) = mqtt_client(options(id, addr), 10_000);
-    client.subscribe(TOPIC, qos).await?;
+    let (mut reader, mut writer) = raw_mqtt::connect(addr, &id).await?;
+    raw_mqtt::subscribe(&mut reader, &mut writer, TOPIC, qos).await?;
+    let _ = ready.send(()).await;
     let mut received = 0;
     let mut latencies = Latencies::default();
-    loop {
-        let event = match tokio::time::timeout(Duration::from_secs(3), events.poll()).await {
-            Ok(event) => event?,
+    let mut acks = Vec::new();
+    while received < expect {
+        let frame = match tokio::time::timeout(Duration::from_secs(3), reader.next()).await {
+            Ok(frame) => frame?,
             Err(_) => break, // quiet: whatever was lost is lost
         };
-        match event {
-            Event::Incoming(Incoming::SubAck(_)) => {
-                let _ = ready.send(()).await;
-            }
-            Event::Incoming(Incoming::Publish(p)) => {
-                received += 1;
-                latencies.record(latency(epoch, &p.payload));
-                if received >= expect {
-                    break;
-                }
-            }
-            _ => {}
+        let Some(frame) = frame else { break };
+        if !frame.is_publish() {
+            continue;
+        }
+        let (qos, pkid, payload) = frame.publish()?;
+        received += 1;
+        latencies.record(latency(epoch, payload));
+        if qos > 0 {
+            raw_mqtt::put_puback(&mut acks, pkid);
+        }
+        if !acks.is_empty() && !reader.has_frame() {
+            writer.write_all(&acks).await?;
+            acks.clear();
         }
     }
+    writer.write_all(&acks).await?;
     done_at.fetch_max(epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    let _ = client.disconnect().await;
+    let _ = raw_mqtt::disconnect(&mut writer).await;
     Ok((received, latencies))
 }
 
-/// Publishes `count` messages as fast as the window allows.
+/// Publishes `count` messages as fast as the broker reads them (QoS 0) or
+/// as the window of unacknowledged messages allows (QoS 1).
 async fn publisher(
     addr: SocketAddr,
     id: String,
-    qos: QoS,
+    qos: u8,
     count: u64,
     size: usize,
     epoch: Instant,
 ) -> Result<()> {
-    let (client, mut events) = mqtt_client(options(id, addr), 1000);
-    let sender = tokio::spawn(async move {
-        for _ in 0..count {
-            client
-                .publish(TOPIC, qos, false, stamp(epoch, size))
-                .await?;
-        }
-        anyhow::Ok(client)
+    let (mut reader, mut writer) = raw_mqtt::connect(addr, &id).await?;
+    let window = Arc::new(Semaphore::new(WINDOW));
+    let acks = (qos > 0).then(|| {
+        let window = Arc::clone(&window);
+        tokio::spawn(async move {
+            let mut acked = 0;
+            while acked < count {
+                let frame = reader.next().await?.context("closed before every PUBACK")?;
+                if frame.is_puback() {
+                    acked += 1;
+                    window.add_permits(1);
+                }
+            }
+            anyhow::Ok(())
+        })
     });
-    let mut acked = 0;
+    let mut batch = Vec::new();
     let mut sent = 0;
-    while (qos == QoS::AtMostOnce && sent < count) || (qos != QoS::AtMostOnce && acked < count) {
-        match events.poll().await? {
-            Event::Incoming(Incoming::PubAck(_)) => acked += 1,
-            Event::Outgoing(rumqttc::Outgoing::Publish(_)) => sent += 1,
-            _ => {}
+    let mut pkid = 0u16;
+    while sent < count {
+        let mut n = 1;
+        if qos > 0 {
+            window.acquire().await?.forget();
+            while n < BATCH.min(count - sent) {
+                match window.try_acquire() {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+        } else {
+            n = BATCH.min(count - sent);
         }
-    }
-    let client = sender.await??;
-    // Let the last QoS 0 packets leave the socket.
-    for _ in 0..10 {
-        if tokio::time::timeout(Duration::from_millis(20), events.poll())
-            .await
-            .is_err()
-        {
-            break;
+        batch.clear();
+        for _ in 0..n {
+            pkid = pkid.wrapping_add(1).max(1);
+            raw_mqtt::put_publish(&mut batch, TOPIC, qos, pkid, &stamp(epoch, size));
         }
+        writer.write_all(&batch).await?;
+        sent += n;
     }
-    let _ = client.disconnect().await;
-    Ok(())
+    if let Some(acks) = acks {
+        acks.await??;
+    }
+    raw_mqtt::disconnect(&mut writer).await
 }
 
 struct Outcome {
@@ -179,7 +197,7 @@ async fn scenario(
     publishers: usize,
     subscribers: usize,
     per_publisher: u64,
-    qos: QoS,
+    qos: u8,
     size: usize,
 ) -> Result<Outcome> {
     static RUN: AtomicU64 = AtomicU64::new(0);
@@ -301,12 +319,12 @@ async fn main() -> Result<()> {
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
     let mut idle = Vec::new();
-    type Scenario = (&'static str, usize, usize, u64, QoS);
+    type Scenario = (&'static str, usize, usize, u64, u8);
     let scenarios: Vec<Scenario> = vec![
-        ("1->1 QoS0", 1, 1, args.messages, QoS::AtMostOnce),
-        ("1->1 QoS1", 1, 1, args.messages, QoS::AtLeastOnce),
-        ("1->N QoS0", 1, args.fan_out, 100, QoS::AtMostOnce),
-        ("N->1 QoS1", args.fan_in, 1, 20, QoS::AtLeastOnce),
+        ("1->1 QoS0", 1, 1, args.messages, 0),
+        ("1->1 QoS1", 1, 1, args.messages, 1),
+        ("1->N QoS0", 1, args.fan_out, 100, 0),
+        ("N->1 QoS1", args.fan_in, 1, 20, 1),
     ];
     for (label, publishers, subscribers, per, qos) in scenarios {
         let mut rates = Vec::new();
