@@ -52,10 +52,17 @@ struct Args {
     /// Payload bytes (at least 21: the send time travels in the payload).
     #[arg(long, default_value_t = 100)]
     payload: usize,
+    /// Which scenarios to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "qos0,qos1,fan-out,fan-in,idle"
+    )]
+    only: Vec<String>,
+    /// Brokers to run them against (tidewire, mosquitto).
+    #[arg(long, value_delimiter = ',', default_value = "tidewire,mosquitto")]
+    brokers: Vec<String>,
 }
-
-/// The brokers compared, tidewire first.
-const BROKERS: [&str; 2] = ["tidewire", "mosquitto"];
 
 async fn start(which: &str, tidewire: &Path, mosquitto: &Path) -> Result<Peer> {
     match which {
@@ -67,7 +74,7 @@ async fn start(which: &str, tidewire: &Path, mosquitto: &Path) -> Result<Peer> {
             )
             .await
         }
-        _ => {
+        "mosquitto" => {
             start_mosquitto(
                 mosquitto,
                 "max_inflight_messages 1000\nmax_queued_messages 10000",
@@ -75,6 +82,7 @@ async fn start(which: &str, tidewire: &Path, mosquitto: &Path) -> Result<Peer> {
             )
             .await
         }
+        other => anyhow::bail!("unknown broker {other:?} (tidewire, mosquitto)"),
     }
 }
 
@@ -319,25 +327,31 @@ async fn main() -> Result<()> {
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
     let mut idle = Vec::new();
-    type Scenario = (&'static str, usize, usize, u64, u8);
+    type Scenario = (&'static str, &'static str, usize, usize, u64, u8);
     let scenarios: Vec<Scenario> = vec![
-        ("1->1 QoS0", 1, 1, args.messages, 0),
-        ("1->1 QoS1", 1, 1, args.messages, 1),
-        ("1->N QoS0", 1, args.fan_out, 100, 0),
-        ("N->1 QoS1", args.fan_in, 1, 20, 1),
+        ("qos0", "1->1 QoS0", 1, 1, args.messages, 0),
+        ("qos1", "1->1 QoS1", 1, 1, args.messages, 1),
+        ("fan-out", "1->N QoS0", 1, args.fan_out, 100, 0),
+        ("fan-in", "N->1 QoS1", args.fan_in, 1, 20, 1),
     ];
-    for (label, publishers, subscribers, per, qos) in scenarios {
+    let chosen = |name: &str| args.only.iter().any(|o| o == name);
+    for (name, label, publishers, subscribers, per, qos) in scenarios {
+        if !chosen(name) {
+            continue;
+        }
         let mut rates = Vec::new();
-        for which in BROKERS {
+        for which in &args.brokers {
             let server = start(which, &tidewire, &args.mosquitto).await?;
             let mut outcome =
                 scenario(server.mqtt, publishers, subscribers, per, qos, size).await?;
             rates.push(outcome.delivered as f64 / outcome.elapsed.as_secs_f64().max(1e-9));
             rows.push(rate_row(server.name, label, &mut outcome));
         }
-        ratios.push((label, rates[0] / rates[1]));
+        if let [ours, theirs] = rates[..] {
+            ratios.push((label, ours / theirs));
+        }
     }
-    for which in BROKERS {
+    for which in args.brokers.iter().filter(|_| chosen("idle")) {
         let server = start(which, &tidewire, &args.mosquitto).await?;
         let per_conn = idle_connections(&server, args.idle).await?;
         idle.push((server.name, per_conn));

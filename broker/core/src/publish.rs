@@ -4,11 +4,12 @@
 
 use std::sync::{Arc, OnceLock};
 
-use futures_util::future::{BoxFuture, join_all};
+use futures_util::future::BoxFuture;
+use smallvec::SmallVec;
 use tidewire_storage::{AppendTicket, Message};
 
 use crate::error::{PublishError, RejectReason};
-use crate::metrics::{PublishMetrics, RejectLabel, SourceLabel};
+use crate::metrics::{PublishMetrics, RejectLabel};
 use crate::streams::Streams;
 use crate::topic;
 
@@ -34,6 +35,15 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source, in declaration order.
+    pub const ALL: [Source; 5] = [
+        Source::Http,
+        Source::Mqtt,
+        Source::WebSocket,
+        Source::Nats,
+        Source::Query,
+    ];
+
     /// The metric label value.
     pub fn label(self) -> &'static str {
         match self {
@@ -68,7 +78,7 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     /// The stream's name.
-    pub stream: String,
+    pub stream: Arc<str>,
     /// The record's offset in it.
     pub offset: u64,
     /// The record's broker timestamp, ms since the Unix epoch.
@@ -79,10 +89,17 @@ pub struct Stored {
 /// the MQTT router (live subscribers, offline queues) and the retained
 /// store. Kept behind a trait so the core does not depend on MQTT.
 pub trait Fanout: Send + Sync + 'static {
-    /// Hands `message` on. Resolves once anything it keeps (such as a
-    /// retained message) is durable, so the publisher's ack can wait for it.
-    fn deliver(&self, message: Arc<Message>) -> BoxFuture<'static, Result<(), String>>;
+    /// Keeps a message published with the RETAIN flag. Resolves once it is
+    /// durable, so the publisher's ack can wait for it; called before
+    /// [`Fanout::deliver`].
+    fn retain(&self, message: Arc<Message>) -> BoxFuture<'static, Result<(), String>>;
+
+    /// Hands `message` to live subscribers and offline queues.
+    fn deliver(&self, message: &Arc<Message>);
 }
+
+/// The appends of one publish: almost always one stream, so kept inline.
+type Appends = SmallVec<[AppendTicket; 2]>;
 
 /// A cheap, cloneable handle to the broker core.
 #[derive(Clone)]
@@ -113,31 +130,37 @@ pub struct PublishTicket {
     broker: Broker,
     source: Source,
     message: Arc<Message>,
-    appends: Vec<(String, AppendTicket)>,
+    appends: Appends,
 }
 
 impl PublishTicket {
     /// Waits until the message is durable in every stream, then hands it to
     /// the fan-out (subscribers, retained store); resolves when all of that
-    /// is done. Tickets from one caller resolve in the order submitted.
+    /// is done, with where it was stored. Tickets from one caller resolve in
+    /// the order submitted.
     pub async fn durable(self) -> Result<Vec<Stored>, PublishError> {
+        let mut stored = Vec::with_capacity(self.appends.len());
+        self.complete(Some(&mut stored)).await?;
+        Ok(stored)
+    }
+
+    /// [`PublishTicket::durable`] for callers that need only the outcome
+    /// (MQTT acks), without collecting where it was stored.
+    pub async fn done(self) -> Result<(), PublishError> {
+        self.complete(None).await
+    }
+
+    async fn complete(self, stored: Option<&mut Vec<Stored>>) -> Result<(), PublishError> {
         let PublishTicket {
             broker,
             source,
             message,
             appends,
         } = self;
-        let outcome = broker.finish(message, appends).await;
+        let outcome = broker.finish(message, appends, stored).await;
         match &outcome {
-            Ok(_) => {
-                broker
-                    .inner
-                    .metrics
-                    .accepted
-                    .get_or_create(&SourceLabel {
-                        source: source.label(),
-                    })
-                    .inc();
+            Ok(()) => {
+                broker.inner.metrics.accepted(source).inc();
             }
             Err(e) => broker.count_rejected(source, e.reason()),
         }
@@ -220,39 +243,41 @@ impl Broker {
             .inc();
     }
 
+    /// Waits for every append (all are queued already, so waiting in turn
+    /// takes as long as waiting together), then fans the message out.
     async fn finish(
         &self,
         message: Arc<Message>,
-        appends: Vec<(String, AppendTicket)>,
-    ) -> Result<Vec<Stored>, PublishError> {
-        let waits = appends
-            .into_iter()
-            .map(|(stream, ticket)| async move { (stream, ticket.await) });
-        let mut stored = Vec::new();
-        for (stream, result) in join_all(waits).await {
-            let appended = result.map_err(|source| PublishError::Storage {
-                stream: stream.clone(),
+        appends: Appends,
+        mut stored: Option<&mut Vec<Stored>>,
+    ) -> Result<(), PublishError> {
+        for ticket in appends {
+            let stream = Arc::clone(ticket.stream());
+            let appended = ticket.await.map_err(|source| PublishError::Storage {
+                stream: stream.to_string(),
                 source,
             })?;
-            stored.push(Stored {
-                stream,
-                offset: appended.offset,
-                timestamp_ms: appended.timestamp_ms,
-            });
+            if let Some(stored) = stored.as_deref_mut() {
+                stored.push(Stored {
+                    stream,
+                    offset: appended.offset,
+                    timestamp_ms: appended.timestamp_ms,
+                });
+            }
         }
         if let Some(fanout) = self.inner.fanout.get() {
-            fanout
-                .deliver(message)
-                .await
-                .map_err(PublishError::Delivery)?;
+            if message.retain {
+                fanout
+                    .retain(Arc::clone(&message))
+                    .await
+                    .map_err(PublishError::Delivery)?;
+            }
+            fanout.deliver(&message);
         }
-        Ok(stored)
+        Ok(())
     }
 
-    async fn queue(
-        &self,
-        message: Message,
-    ) -> Result<(Arc<Message>, Vec<(String, AppendTicket)>), PublishError> {
+    async fn queue(&self, message: Message) -> Result<(Arc<Message>, Appends), PublishError> {
         let limits = self.inner.limits;
         topic::validate_name(&message.topic, limits.max_topic_bytes)?;
         if message.payload.len() > limits.max_payload_bytes {
@@ -262,7 +287,7 @@ impl Broker {
             });
         }
         let message = Arc::new(message);
-        let mut appends = Vec::new();
+        let mut appends = Appends::new();
         for stream in self.inner.streams.keeping(&message.topic) {
             let ticket = stream
                 .log
@@ -272,7 +297,7 @@ impl Broker {
                     stream: stream.spec.name.clone(),
                     source,
                 })?;
-            appends.push((stream.spec.name.clone(), ticket));
+            appends.push(ticket);
         }
         Ok((message, appends))
     }

@@ -181,23 +181,71 @@ fn publish_header(frame: &[u8], byte1: u8, at: usize) -> Result<PublishHeader, F
     })
 }
 
-/// Builds an outgoing PUBLISH (rumqttd only exposes these fields through
-/// its byte form).
-pub fn publish(
-    topic: &[u8],
-    payload: &[u8],
-    qos: u8,
-    pkid: u16,
-    dup: bool,
-    retain: bool,
-) -> Publish {
-    let mut raw = BytesMut::with_capacity(5 + topic.len() + payload.len());
-    raw.put_u8(0b0011_0000 | u8::from(retain) | ((qos & 0b11) << 1) | (u8::from(dup) << 3));
-    raw.put_u16(pkid);
-    raw.put_u16(u16::try_from(topic.len()).unwrap_or(u16::MAX));
-    raw.put_slice(topic);
-    raw.put_slice(payload);
-    Publish::deserialize(raw.freeze())
+/// An outgoing PUBLISH's fields.
+#[derive(Debug, Clone, Copy)]
+pub struct OutgoingPublish<'a> {
+    /// Topic name (empty when a topic alias stands in for it).
+    pub topic: &'a [u8],
+    /// Payload.
+    pub payload: &'a [u8],
+    /// QoS.
+    pub qos: u8,
+    /// Packet id (QoS 1/2).
+    pub pkid: u16,
+    /// DUP flag.
+    pub dup: bool,
+    /// RETAIN flag.
+    pub retain: bool,
+}
+
+impl OutgoingPublish<'_> {
+    fn first_byte(&self) -> u8 {
+        0b0011_0000 | u8::from(self.retain) | ((self.qos & 0b11) << 1) | (u8::from(self.dup) << 3)
+    }
+
+    /// As a rumqttd packet, which only exposes these fields through its
+    /// byte form.
+    pub fn packet(&self) -> Publish {
+        let mut raw = BytesMut::with_capacity(5 + self.topic.len() + self.payload.len());
+        raw.put_u8(self.first_byte());
+        raw.put_u16(self.pkid);
+        raw.put_u16(u16::try_from(self.topic.len()).unwrap_or(u16::MAX));
+        raw.put_slice(self.topic);
+        raw.put_slice(self.payload);
+        Publish::deserialize(raw.freeze())
+    }
+}
+
+impl Codec {
+    /// Appends a PUBLISH that carries no properties, the usual delivery,
+    /// straight to `out`: the same bytes [`Codec::encode`] writes for it,
+    /// without building a packet first and copying the payload twice.
+    pub fn encode_bare_publish(&self, publish: &OutgoingPublish<'_>, out: &mut BytesMut) {
+        let id_len = if publish.qos > 0 { 2 } else { 0 };
+        // MQTT 5: a property length of zero.
+        let props_len = usize::from(self.version == Version::V5);
+        let mut remaining = 2 + publish.topic.len() + id_len + props_len + publish.payload.len();
+        out.reserve(5 + remaining);
+        out.put_u8(publish.first_byte());
+        loop {
+            let byte = (remaining % 128) as u8;
+            remaining /= 128;
+            if remaining == 0 {
+                out.put_u8(byte);
+                break;
+            }
+            out.put_u8(byte | 0x80);
+        }
+        out.put_u16(u16::try_from(publish.topic.len()).unwrap_or(u16::MAX));
+        out.put_slice(publish.topic);
+        if publish.qos > 0 {
+            out.put_u16(publish.pkid);
+        }
+        if props_len > 0 {
+            out.put_u8(0);
+        }
+        out.put_slice(publish.payload);
+    }
 }
 
 fn strip_properties(packet: Packet) -> Packet {
@@ -244,7 +292,15 @@ mod tests {
                 (1, 7, true, true),
                 (2, 65535, false, true),
             ] {
-                let p = publish(b"a/b", b"payload", qos, pkid, dup, retain);
+                let p = OutgoingPublish {
+                    topic: b"a/b",
+                    payload: b"payload",
+                    qos,
+                    pkid,
+                    dup,
+                    retain,
+                }
+                .packet();
                 let props = (version == Version::V5).then(|| PublishProperties {
                     user_properties: vec![("k".into(), "v".into())],
                     ..PublishProperties::default()
@@ -266,10 +322,46 @@ mod tests {
     }
 
     #[test]
+    fn bare_publishes_are_the_bytes_rumqttd_encodes() {
+        let long = vec![7u8; 300];
+        for version in [Version::V311, Version::V5] {
+            for (payload, qos, pkid, dup, retain) in [
+                (&b""[..], 0, 0, false, false),
+                (&b"x"[..], 1, 9, true, false),
+                (&long[..], 2, 65535, false, true),
+            ] {
+                let publish = OutgoingPublish {
+                    topic: b"sensors/1",
+                    payload,
+                    qos,
+                    pkid,
+                    dup,
+                    retain,
+                };
+                let mut direct = BytesMut::new();
+                Codec::new(version, 1 << 20).encode_bare_publish(&publish, &mut direct);
+                let via_rumqttd = encoded(version, Packet::Publish(publish.packet(), None));
+                assert_eq!(direct, via_rumqttd, "{version:?} qos {qos}");
+            }
+        }
+    }
+
+    #[test]
     fn partial_frames_wait_and_oversize_frames_are_refused() {
         let full = encoded(
             Version::V5,
-            Packet::Publish(publish(b"t", &[0; 100], 1, 1, false, false), None),
+            Packet::Publish(
+                OutgoingPublish {
+                    topic: b"t",
+                    payload: &[0; 100],
+                    qos: 1,
+                    pkid: 1,
+                    dup: false,
+                    retain: false,
+                }
+                .packet(),
+                None,
+            ),
         );
         let codec = Codec::new(Version::V5, 1 << 20);
         for cut in 0..full.len() {

@@ -24,14 +24,14 @@ use rumqttd::protocol::{
     SubscribeProperties, SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe, qos,
 };
 use tidewire_core::topic::{self, TopicFilter};
-use tidewire_core::{Broker, Message, Properties, PublishError, Source, Stored};
+use tidewire_core::{Broker, Message, Properties, PublishError, Source};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Acl, AuthError};
-use crate::codec::{self, Codec, FrameError, PublishHeader, Version};
+use crate::codec::{self, Codec, FrameError, OutgoingPublish, PublishHeader, Version};
 use crate::config::MqttSettings;
 use crate::metrics::{self, DropReason, MqttMetrics};
 use crate::retained::{RetainedStore, now_ms};
@@ -230,7 +230,7 @@ enum Exit {
 struct PendingAck {
     pkid: u16,
     qos: u8,
-    done: Pin<Box<dyn Future<Output = Result<Vec<Stored>, PublishError>> + Send>>,
+    done: Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>,
 }
 
 /// Writes `bytes` and flushes: a no-op for TCP, but a WebSocket sends its
@@ -780,7 +780,7 @@ impl<S: Transport> Connection<S> {
         props: Option<PublishProperties>,
         header: PublishHeader,
     ) -> Option<Exit> {
-        MqttMetrics::qos(&self.ctx().metrics.received, header.qos);
+        self.ctx().metrics.received.inc(header.qos);
         let PublishHeader { qos, pkid, .. } = header;
         let props = props.unwrap_or_default();
 
@@ -851,7 +851,7 @@ impl<S: Transport> Connection<S> {
                 self.pending.push_back(PendingAck {
                     pkid,
                     qos,
-                    done: Box::pin(ticket.durable()),
+                    done: Box::pin(ticket.done()),
                 });
                 None
             }
@@ -906,7 +906,7 @@ impl<S: Transport> Connection<S> {
     }
 
     /// Acknowledges the oldest pending publish once it is durable.
-    fn acknowledge(&mut self, result: Result<Vec<Stored>, PublishError>) {
+    fn acknowledge(&mut self, result: Result<(), PublishError>) {
         let Some(done) = self.pending.pop_front() else {
             return;
         };
@@ -1058,8 +1058,7 @@ impl<S: Transport> Connection<S> {
                     None,
                 ));
             } else {
-                let packet = self.publish_packet(&entry.delivery, pkid, true, false);
-                self.send(packet);
+                self.send_publish(&entry.delivery, pkid, true, false);
             }
         }
     }
@@ -1112,8 +1111,7 @@ impl<S: Transport> Connection<S> {
             };
             let (delivery, pkid) = next;
             let before = self.out.len();
-            let packet = self.publish_packet(&delivery, pkid, false, true);
-            self.send(packet);
+            self.send_publish(&delivery, pkid, false, true);
             let too_large = self
                 .state
                 .client_max_packet
@@ -1128,19 +1126,14 @@ impl<S: Transport> Connection<S> {
                     .dropped(DropReason::TooLargeForClient, metrics::SessionKind::Mqtt);
                 continue;
             }
-            MqttMetrics::qos(&self.ctx().metrics.sent, delivery.qos);
+            self.ctx().metrics.sent.inc(delivery.qos);
         }
         // More may be waiting: come back after flushing.
         self.session.ready.notify_one();
     }
 
-    fn publish_packet(
-        &mut self,
-        delivery: &Delivery,
-        pkid: u16,
-        dup: bool,
-        use_alias: bool,
-    ) -> Packet {
+    /// Encodes a delivery as a PUBLISH into the output buffer.
+    fn send_publish(&mut self, delivery: &Delivery, pkid: u16, dup: bool, use_alias: bool) {
         let message = &delivery.message;
         let mut topic: &str = &message.topic;
         let mut alias = None;
@@ -1159,14 +1152,14 @@ impl<S: Transport> Connection<S> {
                 }
             }
         }
-        let publish = codec::publish(
-            topic.as_bytes(),
-            &message.payload,
-            delivery.qos,
+        let publish = OutgoingPublish {
+            topic: topic.as_bytes(),
+            payload: &message.payload,
+            qos: delivery.qos,
             pkid,
             dup,
-            delivery.retain,
-        );
+            retain: delivery.retain,
+        };
         let p = &message.properties;
         let props = PublishProperties {
             payload_format_indicator: p.payload_format_utf8.then_some(1),
@@ -1178,8 +1171,14 @@ impl<S: Transport> Connection<S> {
             subscription_identifiers: delivery.subscription_ids.clone(),
             content_type: p.content_type.clone(),
         };
-        let props = (props != PublishProperties::default()).then_some(props);
-        Packet::Publish(publish, props)
+        if props == PublishProperties::default() || !self.v5() {
+            self.state
+                .codec
+                .encode_bare_publish(&publish, &mut self.out);
+        } else {
+            let packet = Packet::Publish(publish.packet(), Some(props));
+            self.send(packet);
+        }
     }
 
     /// Ends the connection: finish acks, say goodbye, publish the will
@@ -1272,7 +1271,7 @@ fn pubrec_reason(reason: PubAckReason) -> PubRecReason {
 }
 
 /// Waits for the oldest pending publish to complete.
-async fn next_done(pending: &mut VecDeque<PendingAck>) -> Result<Vec<Stored>, PublishError> {
+async fn next_done(pending: &mut VecDeque<PendingAck>) -> Result<(), PublishError> {
     poll_fn(|cx| match pending.front_mut() {
         Some(front) => front.done.as_mut().poll(cx),
         None => std::task::Poll::Pending,
@@ -1280,9 +1279,7 @@ async fn next_done(pending: &mut VecDeque<PendingAck>) -> Result<Vec<Stored>, Pu
     .await
 }
 
-async fn poll_front(
-    pending: &mut VecDeque<PendingAck>,
-) -> Option<Result<Vec<Stored>, PublishError>> {
+async fn poll_front(pending: &mut VecDeque<PendingAck>) -> Option<Result<(), PublishError>> {
     if pending.is_empty() {
         return None;
     }

@@ -26,20 +26,19 @@ impl MqttFanout {
 }
 
 impl Fanout for MqttFanout {
-    fn deliver(&self, message: Arc<Message>) -> BoxFuture<'static, Result<(), String>> {
-        let router = Arc::clone(&self.router);
+    fn retain(&self, message: Arc<Message>) -> BoxFuture<'static, Result<(), String>> {
         let retained = Arc::clone(&self.retained);
         Box::pin(async move {
-            if message.retain {
-                retained
-                    .set(Arc::clone(&message))
-                    .await
-                    .map_err(|e| format!("storing retained message: {e}"))?;
-            }
-            for (session, delivery) in router.route(&message) {
-                session.enqueue(delivery);
-            }
-            Ok(())
+            retained
+                .set(message)
+                .await
+                .map_err(|e| format!("storing retained message: {e}"))
         })
+    }
+
+    fn deliver(&self, message: &Arc<Message>) {
+        for (session, delivery) in self.router.route(message) {
+            session.enqueue(delivery);
+        }
     }
 }

@@ -71,8 +71,8 @@ pub struct MqttMetrics {
     pub(crate) connections: Gauge,
     pub(crate) accepted: Counter,
     pub(crate) refused: Family<ReasonLabel, Counter>,
-    pub(crate) received: Family<QosLabel, Counter>,
-    pub(crate) sent: Family<QosLabel, Counter>,
+    pub(crate) received: QosCounters,
+    pub(crate) sent: QosCounters,
     pub(crate) dropped: Family<DropLabel, Counter>,
     pub(crate) denied: Family<ReasonLabel, Counter>,
     pub(crate) protocol_errors: Family<ReasonLabel, Counter>,
@@ -103,12 +103,12 @@ impl MqttMetrics {
         r.register(
             "messages_received",
             "PUBLISH packets received, by QoS",
-            m.received.clone(),
+            m.received.family.clone(),
         );
         r.register(
             "messages_sent",
             "PUBLISH packets sent, by QoS",
-            m.sent.clone(),
+            m.sent.family.clone(),
         );
         r.register(
             "messages_dropped",
@@ -146,8 +146,29 @@ impl MqttMetrics {
     pub(crate) fn count(family: &Family<ReasonLabel, Counter>, reason: &'static str) {
         family.get_or_create(&ReasonLabel { reason }).inc();
     }
+}
 
-    pub(crate) fn qos(family: &Family<QosLabel, Counter>, qos: u8) {
-        family.get_or_create(&QosLabel { qos }).inc();
+/// A family of per-QoS counters with each QoS's counter resolved once, so
+/// counting a packet is one atomic add, not a locked map lookup.
+#[derive(Debug, Clone)]
+pub(crate) struct QosCounters {
+    family: Family<QosLabel, Counter>,
+    by_qos: [Counter; 3],
+}
+
+impl Default for QosCounters {
+    fn default() -> Self {
+        let family = Family::<QosLabel, Counter>::default();
+        let by_qos = [0, 1, 2].map(|qos| family.get_or_create(&QosLabel { qos }).clone());
+        QosCounters { family, by_qos }
+    }
+}
+
+impl QosCounters {
+    /// Counts one packet at `qos`.
+    pub(crate) fn inc(&self, qos: u8) {
+        if let Some(counter) = self.by_qos.get(usize::from(qos)) {
+            counter.inc();
+        }
     }
 }

@@ -12,9 +12,20 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
+use smallvec::SmallVec;
+
 use tidewire_core::Message;
 
 use crate::session::{Delivery, Session, SubOptions};
+
+/// How many clients' deliveries [`Router::route`] keeps inline.
+pub const INLINE_ROUTES: usize = 4;
+
+/// The deliveries of one message, one per client.
+pub type Routes = SmallVec<[(Arc<Session>, Delivery); INLINE_ROUTES]>;
+
+/// Subscriptions matched by one topic.
+type Matches<'a> = SmallVec<[&'a Subscriber; 8]>;
 
 /// A subscription filter split into its shared-subscription group (if
 /// any) and the topic filter proper.
@@ -129,12 +140,13 @@ impl Router {
     }
 
     /// The deliveries for a message published to its topic, one per
-    /// client.
-    pub fn route(&self, message: &Arc<Message>) -> Vec<(Arc<Session>, Delivery)> {
+    /// client. Inline (no allocation) for up to [`INLINE_ROUTES`] clients,
+    /// the common case.
+    pub fn route(&self, message: &Arc<Message>) -> Routes {
         let root = self.root.read().unwrap_or_else(|p| p.into_inner());
-        let levels: Vec<&str> = message.topic.split('/').collect();
-        let mut matched: Vec<&Subscriber> = Vec::new();
-        let mut shared: Vec<&SharedGroup> = Vec::new();
+        let levels: SmallVec<[&str; 8]> = message.topic.split('/').collect();
+        let mut matched = Matches::new();
+        let mut shared = SmallVec::<[&SharedGroup; 2]>::new();
         collect(
             &root,
             &levels,
@@ -146,41 +158,43 @@ impl Router {
 
         let local =
             |sub: &Subscriber| sub.options.no_local && sub.session.client_id == message.client_id;
-        let mut chosen: Vec<&Subscriber> = matched.into_iter().filter(|s| !local(s)).collect();
+        matched.retain(|s| !local(s));
         for group in shared {
-            let eligible: Vec<&Subscriber> = group.members.iter().filter(|m| !local(m)).collect();
+            let eligible: SmallVec<[&Subscriber; 8]> =
+                group.members.iter().filter(|m| !local(m)).collect();
             if !eligible.is_empty() {
                 let turn = group.next.fetch_add(1, Ordering::Relaxed);
-                chosen.push(eligible[turn % eligible.len()]);
+                matched.push(eligible[turn % eligible.len()]);
             }
         }
-
+        // One delivery per client: its subscriptions sit side by side once
+        // sorted by session.
+        matched.sort_unstable_by_key(|sub| Arc::as_ptr(&sub.session));
         let expires_at = Delivery::expiry(message.properties.message_expiry_secs);
-        let mut by_client: HashMap<&str, (Arc<Session>, Delivery)> = HashMap::new();
-        for sub in chosen {
-            let (_, delivery) = by_client
-                .entry(sub.session.client_id.as_str())
-                .or_insert_with(|| {
-                    let delivery = Delivery {
-                        message: Arc::clone(message),
-                        qos: 0,
-                        retain: false,
-                        subscription_ids: Vec::new(),
-                        expires_at,
-                    };
-                    (Arc::clone(&sub.session), delivery)
-                });
+        let mut routes = Routes::new();
+        for sub in matched {
+            let same_client = routes
+                .last()
+                .is_some_and(|(session, _)| Arc::ptr_eq(session, &sub.session));
+            if !same_client {
+                let delivery = Delivery {
+                    message: Arc::clone(message),
+                    qos: 0,
+                    retain: false,
+                    subscription_ids: Vec::new(),
+                    expires_at,
+                };
+                routes.push((Arc::clone(&sub.session), delivery));
+            }
+            let (_, delivery) = routes.last_mut().unwrap_or_else(|| unreachable!());
             delivery.qos = delivery.qos.max(sub.options.qos.min(message.qos));
             delivery.retain |= sub.options.retain_as_published && message.retain;
             delivery.subscription_ids.extend(sub.options.id);
         }
-        by_client
-            .into_values()
-            .map(|(session, mut delivery)| {
-                delivery.subscription_ids.sort_unstable();
-                (session, delivery)
-            })
-            .collect()
+        for (_, delivery) in &mut routes {
+            delivery.subscription_ids.sort_unstable();
+        }
+        routes
     }
 
     /// Number of subscriptions, shared members included.
@@ -204,8 +218,8 @@ fn collect<'a>(
     levels: &[&str],
     depth: usize,
     dollar: bool,
-    matched: &mut Vec<&'a Subscriber>,
-    shared: &mut Vec<&'a SharedGroup>,
+    matched: &mut Matches<'a>,
+    shared: &mut SmallVec<[&'a SharedGroup; 2]>,
 ) {
     let wildcards_allowed = !(depth == 0 && dollar);
     if wildcards_allowed && let Some(hash) = node.children.get("#") {

@@ -789,7 +789,15 @@ mod v5 {
             None,
         );
         codec.encode(connect, &mut out).expect("encode");
-        let big = tidewire_mqtt::codec::publish(b"t", &[7; 4096], 1, 1, false, false);
+        let big = tidewire_mqtt::codec::OutgoingPublish {
+            topic: b"t",
+            payload: &[7; 4096],
+            qos: 1,
+            pkid: 1,
+            dup: false,
+            retain: false,
+        }
+        .packet();
         codec
             .encode(rumqttd::protocol::Packet::Publish(big, None), &mut out)
             .expect("encode");

@@ -93,7 +93,7 @@ pub(crate) struct State {
 
 /// What the writer and every handle share.
 pub(crate) struct Shared {
-    pub name: String,
+    pub name: Arc<str>,
     pub dir: PathBuf,
     pub config: LogConfig,
     pub state: RwLock<State>,
@@ -135,16 +135,23 @@ pub(crate) struct AppendRequest {
 #[derive(Debug)]
 pub struct AppendTicket {
     answer: oneshot::Receiver<Result<Appended>>,
-    stream: String,
+    stream: Arc<str>,
+}
+
+impl AppendTicket {
+    /// The stream it appends to.
+    pub fn stream(&self) -> &Arc<str> {
+        &self.stream
+    }
 }
 
 impl Future for AppendTicket {
     type Output = Result<Appended>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.answer)
-            .poll(cx)
-            .map(|answer| answer.unwrap_or_else(|_| Err(StorageError::Closed(self.stream.clone()))))
+        Pin::new(&mut self.answer).poll(cx).map(|answer| {
+            answer.unwrap_or_else(|_| Err(StorageError::Closed(self.stream.to_string())))
+        })
     }
 }
 
@@ -183,7 +190,7 @@ impl StreamLog {
             .back()
             .map_or(0, |s| s.summary.end_offset);
         let shared = Arc::new(Shared {
-            name: name.to_owned(),
+            name: name.into(),
             dir: dir.to_owned(),
             config,
             state: RwLock::new(State {
@@ -237,10 +244,10 @@ impl StreamLog {
         self.commands
             .send(Command::Append(request))
             .await
-            .map_err(|_| StorageError::Closed(self.shared.name.clone()))?;
+            .map_err(|_| StorageError::Closed(self.shared.name.to_string()))?;
         Ok(AppendTicket {
             answer,
-            stream: self.shared.name.clone(),
+            stream: Arc::clone(&self.shared.name),
         })
     }
 

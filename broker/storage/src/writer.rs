@@ -386,7 +386,7 @@ impl Writer {
 
     fn failed_error(&self, reason: String) -> StorageError {
         StorageError::Failed {
-            stream: self.shared.name.clone(),
+            stream: self.shared.name.to_string(),
             reason,
         }
     }

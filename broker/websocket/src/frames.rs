@@ -259,7 +259,7 @@ pub struct StoredView {
 impl From<Stored> for StoredView {
     fn from(s: Stored) -> Self {
         StoredView {
-            stream: s.stream,
+            stream: s.stream.to_string(),
             offset: s.offset,
             ts: s.timestamp_ms,
         }

@@ -80,7 +80,7 @@ pub async fn publish(
         stored: stored
             .into_iter()
             .map(|s| StoredView {
-                stream: s.stream,
+                stream: s.stream.to_string(),
                 offset: s.offset,
                 ts: s.timestamp_ms,
             })
