@@ -7,11 +7,12 @@
 //! acknowledged in arrival order as each becomes durable, so a client can
 //! keep many QoS 1/2 publishes in flight and they share fsyncs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -25,7 +26,7 @@ use rumqttd::protocol::{
 };
 use tidewire_core::topic::{self, TopicFilter};
 use tidewire_core::{Broker, Message, Properties, PublishError, Source};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -77,6 +78,8 @@ pub struct Context {
     /// Every connection, over every transport, so shutdown can wait for
     /// them before the sessions are saved.
     connections: TaskTracker,
+    /// Set once shutdown starts: connections say goodbye and close.
+    closing: AtomicBool,
 }
 
 impl Context {
@@ -99,6 +102,7 @@ impl Context {
             metrics,
             assigned_ids: AtomicU64::new(0),
             connections: TaskTracker::new(),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -109,17 +113,23 @@ impl Context {
     pub fn admit<S: Transport>(
         self: Arc<Self>,
         io: S,
-        shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
         self.connections.clone().track_future(async move {
             match Arc::clone(&self.slots).try_acquire_owned() {
-                Ok(_permit) => serve(io, self, shutdown).await,
+                Ok(_permit) => serve(io, self).await,
                 Err(_) => {
                     tracing::warn!("connection limit reached; refusing");
-                    refuse_busy(io, self).await;
+                    Box::pin(refuse_busy(io, self)).await;
                 }
             }
         })
+    }
+
+    /// Starts shutdown: every connection, now and from here on, says
+    /// goodbye and closes.
+    pub(crate) fn shut_down(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.sessions.kick_all();
     }
 
     /// Subscribes `session` to `full` (a filter, maybe `$share/...`) if it
@@ -227,6 +237,14 @@ enum Exit {
 }
 
 /// An inbound publish waiting to be durable before it is acknowledged.
+/// What woke a waiting connection.
+struct Woken {
+    /// Messages are queued for the client.
+    ready: bool,
+    /// Input was read.
+    read: bool,
+}
+
 struct PendingAck {
     pkid: u16,
     qos: u8,
@@ -241,11 +259,23 @@ async fn write_out<S: Transport>(io: &mut S, bytes: &[u8]) -> std::io::Result<()
 }
 
 /// Serves one connection until it ends.
-pub async fn serve<S: Transport>(io: S, ctx: Arc<Context>, shutdown: CancellationToken) {
+///
+/// Memory per idle connection is what this future holds while it waits,
+/// so it is kept small: the handshake runs in its own boxed future, the
+/// connection's state is one heap block, and the wait is a single poll
+/// over the socket, the session's waker and the pending acks, with no
+/// timer or notification futures of its own (keep alive and shutdown
+/// wake it through the session).
+pub async fn serve<S: Transport>(io: S, ctx: Arc<Context>) {
     ctx.metrics.connections.inc();
     ctx.metrics.accepted.inc();
-    if let Err(e) = serve_inner(io, &ctx, shutdown).await {
-        tracing::debug!(error = %e, "connection ended with an error");
+    match Box::pin(handshake(io, &ctx)).await {
+        Ok(Some(mut conn)) => {
+            let exit = conn.run().await;
+            Box::pin(conn.finish(exit)).await;
+        }
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
     }
     ctx.metrics.connections.dec();
 }
@@ -294,11 +324,11 @@ pub async fn refuse_busy<S: Transport>(mut io: S, ctx: Arc<Context>) {
     let _ = io.shutdown().await;
 }
 
-async fn serve_inner<S: Transport>(
+/// Reads CONNECT and answers it; returns the accepted connection.
+async fn handshake<S: Transport>(
     mut io: S,
     ctx: &Arc<Context>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
+) -> std::io::Result<Option<Box<Connection<S>>>> {
     let mut read_buf = BytesMut::with_capacity(IDLE_READ_BUFFER);
     let max_packet = ctx.settings.max_packet_bytes;
     let handshake = tokio::time::timeout(ctx.settings.connect_timeout, async {
@@ -334,11 +364,11 @@ async fn serve_inner<S: Transport>(
             {
                 write_out(&mut io, &out).await?;
             }
-            return Ok(());
+            return Ok(None);
         }
         _ => {
             MqttMetrics::count(&ctx.metrics.protocol_errors, "no_connect");
-            return Ok(());
+            return Ok(None);
         }
     };
     let codec = Codec::new(version, max_packet);
@@ -346,28 +376,23 @@ async fn serve_inner<S: Transport>(
         Ok(Some((packet, _))) => packet,
         _ => {
             MqttMetrics::count(&ctx.metrics.protocol_errors, "malformed_connect");
-            return Ok(());
+            return Ok(None);
         }
     };
     let Packet::Connect(connect, props, will, will_props, login) = packet else {
-        return Ok(());
+        return Ok(None);
     };
     let mut out = BytesMut::new();
-    // Boxed, like `finish` below: the handshake's and the goodbye's
-    // states are large and short-lived; kept inline they would size every
-    // idle connection's future.
-    let accepted = Box::pin(accept(
+    let accepted = accept(
         ctx, &codec, connect, props, will, will_props, login, &mut out,
-    ))
+    )
     .await;
     write_out(&mut io, &out).await?;
-    let Some(conn) = accepted else {
-        return Ok(());
-    };
-    let mut conn = conn.with(io, read_buf, shutdown);
-    let exit = conn.run().await;
-    Box::pin(conn.finish(exit)).await;
-    Ok(())
+    if read_buf.is_empty() {
+        // Nothing came with CONNECT: hold no read buffer while idle.
+        read_buf = BytesMut::new();
+    }
+    Ok(accepted.map(|accepted| accepted.with(io, read_buf)))
 }
 
 /// What an accepted CONNECT established.
@@ -380,7 +405,7 @@ struct Accepted {
     client_receive_max: u16,
     client_max_packet: Option<usize>,
     client_alias_max: u16,
-    will: Option<Will>,
+    will: Option<Box<Will>>,
 }
 
 /// A client's last will.
@@ -511,7 +536,7 @@ async fn accept(
                 );
             }
             let wp = will_props;
-            Some(Will {
+            Some(Box::new(Will {
                 delay_secs: wp.as_ref().and_then(|p| p.delay_interval).unwrap_or(0),
                 message: Message {
                     topic,
@@ -528,7 +553,7 @@ async fn accept(
                         payload_format_utf8: p.payload_format_indicator == Some(1),
                     }),
                 },
-            })
+            }))
         }
     };
 
@@ -584,26 +609,20 @@ async fn accept(
 }
 
 impl Accepted {
-    fn with<S: Transport>(
-        self,
-        io: S,
-        read_buf: BytesMut,
-        shutdown: CancellationToken,
-    ) -> Connection<S> {
-        Connection {
+    fn with<S: Transport>(self, io: S, read_buf: BytesMut) -> Box<Connection<S>> {
+        Box::new(Connection {
             io,
             read_buf,
             out: BytesMut::new(),
             session: Arc::clone(&self.attached.session),
             state: self,
-            shutdown,
             pending: VecDeque::new(),
             pending_qos: 0,
-            aliases_in: HashMap::new(),
-            aliases_out: HashMap::new(),
+            aliases_in: BTreeMap::new(),
+            aliases_out: BTreeMap::new(),
             last_read: Instant::now(),
             read_full: false,
-        }
+        })
     }
 }
 
@@ -613,11 +632,10 @@ struct Connection<S> {
     out: BytesMut,
     session: Arc<Session>,
     state: Accepted,
-    shutdown: CancellationToken,
     pending: VecDeque<PendingAck>,
     pending_qos: usize,
-    aliases_in: HashMap<u16, String>,
-    aliases_out: HashMap<String, u16>,
+    aliases_in: BTreeMap<u16, String>,
+    aliases_out: BTreeMap<String, u16>,
     last_read: Instant,
     /// The last read filled the buffer: more is probably waiting.
     read_full: bool,
@@ -647,8 +665,7 @@ impl<S: Transport> Connection<S> {
         if let Some(exit) = Box::pin(self.handle_input()).await {
             return exit;
         }
-        let kick = self.state.attached.kick.clone();
-        let shutdown = self.shutdown.clone();
+        self.note_read();
         loop {
             if !self.out.is_empty() {
                 if write_out(&mut self.io, &self.out).await.is_err() {
@@ -659,43 +676,102 @@ impl<S: Transport> Connection<S> {
                     self.out = BytesMut::new();
                 }
             }
-            // Grow the read buffer only while reads keep filling it.
-            if self.read_buf.capacity() == self.read_buf.len() {
-                self.read_buf.reserve(if self.read_full {
-                    BUSY_READ_BUFFER
-                } else {
-                    IDLE_READ_BUFFER
-                });
+            let woken = match poll_fn(|cx| self.poll_wake(cx)).await {
+                Ok(woken) => woken,
+                Err(exit) => return exit,
+            };
+            if woken.read {
+                self.note_read();
+                if let Some(exit) = Box::pin(self.handle_input()).await {
+                    return exit;
+                }
+                if self.read_buf.is_empty() && !self.read_full {
+                    // Idle again: hold no read buffer while waiting.
+                    self.read_buf = BytesMut::new();
+                }
             }
-            let keepalive = self.state.keepalive.map(|k| self.last_read + k);
-            let reading =
-                self.pending.len() < usize::from(self.ctx().settings.receive_maximum).max(64);
-            let session = Arc::clone(&self.session);
-            tokio::select! {
-                () = shutdown.cancelled() => return Exit::Shutdown,
-                () = kick.cancelled() => return Exit::TakenOver,
-                result = next_done(&mut self.pending), if !self.pending.is_empty() => {
-                    self.acknowledge(result);
-                }
-                read = self.io.read_buf(&mut self.read_buf), if reading => {
-                    match read {
-                        Ok(0) | Err(_) => return Exit::Closed,
-                        Ok(_) => {
-                            self.read_full = self.read_buf.len() == self.read_buf.capacity();
-                            self.last_read = Instant::now();
-                            if let Some(exit) = Box::pin(self.handle_input()).await {
-                                return exit;
-                            }
-                        }
-                    }
-                }
-                () = session.ready.notified() => self.pump(),
-                () = sleep_until(keepalive), if keepalive.is_some() => {
-                    MqttMetrics::count(&self.ctx().metrics.protocol_errors, "keepalive_timeout");
-                    return Exit::Refused(DisconnectReasonCode::KeepAliveTimeout);
-                }
+            if woken.ready {
+                self.pump();
             }
         }
+    }
+
+    /// Waits for something to do: acknowledges publishes that became
+    /// durable, reads input and notices queued messages, or says why the
+    /// connection must end.
+    fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<Woken, Exit>> {
+        // Register with the session before looking at the flags that
+        // wakes through it announce.
+        let ready = self.session.poll_ready(cx);
+        if self.state.attached.link.kicked() || self.ctx().closing.load(Ordering::Acquire) {
+            let exit = if self.ctx().closing.load(Ordering::Acquire) {
+                Exit::Shutdown
+            } else {
+                Exit::TakenOver
+            };
+            return Poll::Ready(Err(exit));
+        }
+        if self
+            .state
+            .keepalive
+            .is_some_and(|timeout| self.last_read.elapsed() >= timeout)
+        {
+            MqttMetrics::count(&self.ctx().metrics.protocol_errors, "keepalive_timeout");
+            return Poll::Ready(Err(Exit::Refused(DisconnectReasonCode::KeepAliveTimeout)));
+        }
+        let mut acked = false;
+        while let Some(front) = self.pending.front_mut() {
+            match front.done.as_mut().poll(cx) {
+                Poll::Ready(result) => {
+                    self.acknowledge(result);
+                    acked = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        let reading = self.pending.len() < usize::from(self.ctx().settings.receive_maximum).max(64);
+        let read = match reading.then(|| self.poll_read(cx)) {
+            Some(Poll::Ready(Ok(0) | Err(_))) => return Poll::Ready(Err(Exit::Closed)),
+            Some(Poll::Ready(Ok(_))) => true,
+            Some(Poll::Pending) | None => false,
+        };
+        if ready || acked || read {
+            Poll::Ready(Ok(Woken { ready, read }))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Reads what the socket has. An idle connection reads into the stack
+    /// and keeps only what arrived; one whose reads fill the buffer gets a
+    /// large buffer to read into directly.
+    fn poll_read(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<usize>> {
+        let io = Pin::new(&mut self.io);
+        if self.read_buf.capacity() > self.read_buf.len() || self.read_full {
+            if self.read_buf.capacity() == self.read_buf.len() {
+                self.read_buf.reserve(BUSY_READ_BUFFER);
+            }
+            let read = ready!(tokio_util::io::poll_read_buf(io, cx, &mut self.read_buf))?;
+            self.read_full = self.read_buf.len() == self.read_buf.capacity();
+            return Poll::Ready(Ok(read));
+        }
+        let mut stack = [0u8; IDLE_READ_BUFFER];
+        let mut buf = ReadBuf::new(&mut stack);
+        ready!(io.poll_read(cx, &mut buf))?;
+        let read = buf.filled().len();
+        self.read_full = read == IDLE_READ_BUFFER;
+        self.read_buf.extend_from_slice(buf.filled());
+        Poll::Ready(Ok(read))
+    }
+
+    /// Restarts the keep-alive clock after input arrived, and tells the
+    /// table's keep-alive sweep the new deadline.
+    fn note_read(&mut self) {
+        self.last_read = Instant::now();
+        let deadline = self.state.keepalive.map(|timeout| self.last_read + timeout);
+        self.ctx()
+            .sessions
+            .set_deadline(&self.state.attached.link, deadline);
     }
 
     /// Decodes and handles every whole packet in the read buffer.
@@ -1129,7 +1205,7 @@ impl<S: Transport> Connection<S> {
             self.ctx().metrics.sent.inc(delivery.qos);
         }
         // More may be waiting: come back after flushing.
-        self.session.ready.notify_one();
+        self.session.notify();
     }
 
     /// Encodes a delivery as a PUBLISH into the output buffer.
@@ -1187,7 +1263,8 @@ impl<S: Transport> Connection<S> {
         // Publishes already submitted finish (they are in the streams'
         // queues and reach subscribers); their acks go out if the peer is
         // still there.
-        while let Some(result) = poll_front(&mut self.pending).await {
+        while let Some(front) = self.pending.front_mut() {
+            let result = front.done.as_mut().await;
             self.acknowledge(result);
         }
         let reason = match exit {
@@ -1217,13 +1294,13 @@ impl<S: Transport> Connection<S> {
             .detach(&client_id, self.state.attached.connection);
         if let Some(will) = will {
             if self.state.acl.may_publish(&will.message.topic) {
-                self.schedule_will(will, ended);
+                self.schedule_will(*will, ended);
             } else {
                 MqttMetrics::count(&ctx.metrics.denied, "will_acl");
             }
         }
         tracing::debug!(client_id, ?exit, "client disconnected");
-        self.state.attached.closed.cancel();
+        self.state.attached.link.finish();
     }
 
     /// Publishes the will now, or after its delay unless the client comes
@@ -1267,28 +1344,5 @@ fn pubrec_reason(reason: PubAckReason) -> PubRecReason {
         PubAckReason::PacketIdentifierInUse => PubRecReason::PacketIdentifierInUse,
         PubAckReason::QuotaExceeded => PubRecReason::QuotaExceeded,
         PubAckReason::PayloadFormatInvalid => PubRecReason::PayloadFormatInvalid,
-    }
-}
-
-/// Waits for the oldest pending publish to complete.
-async fn next_done(pending: &mut VecDeque<PendingAck>) -> Result<(), PublishError> {
-    poll_fn(|cx| match pending.front_mut() {
-        Some(front) => front.done.as_mut().poll(cx),
-        None => std::task::Poll::Pending,
-    })
-    .await
-}
-
-async fn poll_front(pending: &mut VecDeque<PendingAck>) -> Option<Result<(), PublishError>> {
-    if pending.is_empty() {
-        return None;
-    }
-    Some(next_done(pending).await)
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }

@@ -73,7 +73,7 @@ pub struct MqttMetrics {
     pub(crate) refused: Family<ReasonLabel, Counter>,
     pub(crate) received: QosCounters,
     pub(crate) sent: QosCounters,
-    pub(crate) dropped: Family<DropLabel, Counter>,
+    pub(crate) dropped: Drops,
     pub(crate) denied: Family<ReasonLabel, Counter>,
     pub(crate) protocol_errors: Family<ReasonLabel, Counter>,
     pub(crate) sessions: Gauge,
@@ -113,7 +113,7 @@ impl MqttMetrics {
         r.register(
             "messages_dropped",
             "Messages not delivered to a subscriber, by reason and transport",
-            m.dropped.clone(),
+            m.dropped.0.clone(),
         );
         r.register(
             "denied",
@@ -135,16 +135,28 @@ impl MqttMetrics {
     }
 
     pub(crate) fn dropped(&self, reason: DropReason, transport: SessionKind) {
-        self.dropped
+        self.dropped.count(reason, transport);
+    }
+
+    pub(crate) fn count(family: &Family<ReasonLabel, Counter>, reason: &'static str) {
+        family.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}
+
+/// Undelivered messages, by reason and transport: the one metric a
+/// session keeps a handle to.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Drops(Family<DropLabel, Counter>);
+
+impl Drops {
+    /// Counts one message not delivered.
+    pub(crate) fn count(&self, reason: DropReason, transport: SessionKind) {
+        self.0
             .get_or_create(&DropLabel {
                 reason: reason.label(),
                 transport: transport.label(),
             })
             .inc();
-    }
-
-    pub(crate) fn count(family: &Family<ReasonLabel, Counter>, reason: &'static str) {
-        family.get_or_create(&ReasonLabel { reason }).inc();
     }
 }
 

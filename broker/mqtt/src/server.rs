@@ -26,6 +26,9 @@ use crate::sessions::SessionTable;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often offline sessions are checked for expiry.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
+/// How often connections past their keep-alive deadline are looked for: a
+/// silent client is closed at most this long after its deadline.
+const KEEPALIVE_SWEEP: Duration = Duration::from_millis(250);
 
 /// A started MQTT server: state loaded, listener bound, not yet serving.
 #[derive(Debug)]
@@ -130,9 +133,10 @@ impl MqttServer {
                 }
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(Arc::clone(&ctx).admit(stream, shutdown.clone()));
+            tokio::spawn(Arc::clone(&ctx).admit(stream));
         }
         drop(self.listener);
+        ctx.shut_down();
         if !ctx.drain(DRAIN_TIMEOUT).await {
             tracing::warn!("MQTT connections did not finish in time");
         }
@@ -143,13 +147,17 @@ impl MqttServer {
     }
 }
 
-/// Saves changed sessions and expires offline ones until shutdown.
+/// Saves changed sessions, expires offline ones and wakes connections
+/// whose clients are past their keep alive, until shutdown.
 async fn housekeeping(ctx: Arc<Context>, shutdown: CancellationToken) {
     let mut save = tokio::time::interval(ctx.settings.session_save_interval);
     let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
+    let mut keepalive = tokio::time::interval(KEEPALIVE_SWEEP);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
+            _ = keepalive.tick() => ctx.sessions.wake_overdue(),
             _ = save.tick() => save_sessions(&ctx).await,
             _ = sweep.tick() => {
                 // A delayed will is scheduled for min(will delay, session

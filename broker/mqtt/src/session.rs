@@ -7,16 +7,18 @@
 //! the oldest queued QoS 0 message, or is dropped when there is none. Every
 //! drop is counted in `tidewire_mqtt_messages_dropped_total{reason,transport}`.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use tidewire_core::Message;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{DropReason, MqttMetrics, SessionKind};
+use crate::metrics::{DropReason, Drops, MqttMetrics, SessionKind};
 
 /// Session Expiry Interval meaning "never expires".
 pub const NEVER_EXPIRES: u32 = u32::MAX;
@@ -84,7 +86,7 @@ pub struct Inflight {
 #[derive(Debug, Default)]
 pub struct SessionState {
     /// Subscriptions by full filter text (including any `$share/` prefix).
-    pub subscriptions: HashMap<String, SubOptions>,
+    pub subscriptions: BTreeMap<String, SubOptions>,
     /// Messages waiting to be sent.
     pub queue: VecDeque<Delivery>,
     /// Sent, unacknowledged QoS 1/2 messages, by packet id in send order.
@@ -93,7 +95,7 @@ pub struct SessionState {
     /// not send order).
     pub inflight_order: VecDeque<u16>,
     /// QoS 2 packet ids received and PUBREC'd, awaiting PUBREL.
-    pub awaiting_release: HashSet<u16>,
+    pub awaiting_release: BTreeSet<u16>,
     /// Session Expiry Interval in seconds; 0 ends the session with the
     /// connection, [`NEVER_EXPIRES`] keeps it forever.
     pub expiry_secs: u32,
@@ -149,10 +151,13 @@ pub struct Session {
     /// The client identifier.
     pub client_id: String,
     state: Mutex<SessionState>,
-    /// Woken when messages are queued.
-    pub ready: Notify,
+    /// The task serving the session: woken when messages are queued, and
+    /// when its connection is taken over, overdue or shut down.
+    waker: AtomicWaker,
+    /// Messages were queued since the server last looked.
+    ready: AtomicBool,
     max_queued: usize,
-    metrics: MqttMetrics,
+    drops: Drops,
     transport: SessionKind,
     /// Cancels a pending delayed will when the client comes back.
     pub pending_will: Mutex<Option<CancellationToken>>,
@@ -176,9 +181,10 @@ impl Session {
                 expiry_secs,
                 ..SessionState::default()
             }),
-            ready: Notify::new(),
+            waker: AtomicWaker::new(),
+            ready: AtomicBool::new(false),
             max_queued,
-            metrics,
+            drops: metrics.dropped,
             transport: SessionKind::Mqtt,
             pending_will: Mutex::new(None),
         }
@@ -199,6 +205,38 @@ impl Session {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Tells the serving task that messages are waiting.
+    pub fn notify(&self) {
+        self.ready.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Wakes the serving task without news of messages, so it looks at its
+    /// connection's state (taken over, overdue, shutting down).
+    pub fn wake(&self) {
+        self.waker.wake();
+    }
+
+    /// Registers the serving task to be woken, and returns whether messages
+    /// were queued since the last call. Only one task serves a session at a
+    /// time.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> bool {
+        self.waker.register(cx.waker());
+        self.ready.swap(false, Ordering::Acquire)
+    }
+
+    /// Waits until messages are queued.
+    pub async fn ready(&self) {
+        poll_fn(|cx| {
+            if self.poll_ready(cx) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
     /// Queues a delivery under the overflow policy and wakes the connection.
     /// Returns false when it was dropped.
     pub fn enqueue(&self, delivery: Delivery) -> bool {
@@ -208,22 +246,20 @@ impl Session {
                 state.queue.push_back(delivery);
                 true
             } else if delivery.qos == 0 {
-                self.metrics
-                    .dropped(DropReason::QueueFullQos0, self.transport);
+                self.drops.count(DropReason::QueueFullQos0, self.transport);
                 false
             } else if let Some(i) = state.queue.iter().position(|d| d.qos == 0) {
                 state.queue.remove(i);
-                self.metrics
-                    .dropped(DropReason::QueueFullQos0, self.transport);
+                self.drops.count(DropReason::QueueFullQos0, self.transport);
                 state.queue.push_back(delivery);
                 true
             } else {
-                self.metrics.dropped(DropReason::QueueFull, self.transport);
+                self.drops.count(DropReason::QueueFull, self.transport);
                 false
             }
         };
         if accepted {
-            self.ready.notify_one();
+            self.notify();
         } else {
             tracing::debug!(client_id = %self.client_id, "session queue full; message dropped");
         }
@@ -242,14 +278,14 @@ impl Session {
             (batch, !state.queue.is_empty())
         };
         if more {
-            self.ready.notify_one();
+            self.notify();
         }
         batch
             .into_iter()
             .filter(|d| {
                 let expired = d.expired(now);
                 if expired {
-                    self.metrics.dropped(DropReason::Expired, self.transport);
+                    self.drops.count(DropReason::Expired, self.transport);
                 }
                 !expired
             })

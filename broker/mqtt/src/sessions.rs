@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::metrics::MqttMetrics;
 use crate::persist;
@@ -18,18 +18,62 @@ use crate::session::{NEVER_EXPIRES, Session};
 /// How long a new connection waits for the one it takes over to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
-/// The connection that currently has a session.
-#[derive(Debug, Clone)]
-struct Live {
+/// What the table and the connection serving a session share: how the
+/// table takes the session away, and when the client is overdue. Waking
+/// goes through the session, so a connection waits on one thing.
+#[derive(Debug)]
+pub struct Link {
+    /// The connection's id in the table.
     id: u64,
-    kick: CancellationToken,
-    closed: CancellationToken,
+    /// Another connection took the client id over (or the server is
+    /// shutting down).
+    kicked: AtomicBool,
+    /// When the client is overdue under its keep alive, in ms on the
+    /// table's clock; 0 without keep alive.
+    deadline_ms: AtomicU64,
+    /// The connection has finished with the session.
+    finished: AtomicBool,
+    finished_notify: Notify,
+}
+
+impl Link {
+    fn new(id: u64) -> Link {
+        Link {
+            id,
+            kicked: AtomicBool::new(false),
+            deadline_ms: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+            finished_notify: Notify::new(),
+        }
+    }
+
+    /// True once the connection must give the session up.
+    pub fn kicked(&self) -> bool {
+        self.kicked.load(Ordering::Acquire)
+    }
+
+    /// Tells the table the connection is done with the session.
+    pub fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+        self.finished_notify.notify_waiters();
+    }
+
+    async fn finished(&self) {
+        loop {
+            let notified = self.finished_notify.notified();
+            if self.finished.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Entry {
     session: Arc<Session>,
-    live: Option<Live>,
+    /// The connection that has the session, if any.
+    live: Option<Arc<Link>>,
     offline_since: Option<Instant>,
 }
 
@@ -40,10 +84,8 @@ pub struct Attached {
     pub session: Arc<Session>,
     /// True when an existing session was resumed (CONNACK Session Present).
     pub present: bool,
-    /// Cancelled when another connection takes the client id over.
-    pub kick: CancellationToken,
-    /// Cancel when this connection has finished with the session.
-    pub closed: CancellationToken,
+    /// Shared with the table: kicks, keep alive, finishing.
+    pub link: Arc<Link>,
     /// This connection's id in the table.
     pub connection: u64,
 }
@@ -58,6 +100,7 @@ pub struct SessionTable {
     next_connection: AtomicU64,
     changed: Arc<AtomicBool>,
     file: PathBuf,
+    epoch: Instant,
 }
 
 impl SessionTable {
@@ -76,6 +119,7 @@ impl SessionTable {
             next_connection: AtomicU64::new(1),
             changed: Arc::default(),
             file,
+            epoch: Instant::now(),
         }
     }
 
@@ -87,21 +131,23 @@ impl SessionTable {
     /// connection (waiting for that one to finish), discards the old
     /// session on clean start, or resumes it.
     pub async fn attach(&self, client_id: &str, clean_start: bool, expiry_secs: u32) -> Attached {
-        let previous = self.lock().get_mut(client_id).and_then(|e| e.live.take());
-        if let Some(old) = previous {
-            old.kick.cancel();
-            if tokio::time::timeout(TAKEOVER_WAIT, old.closed.cancelled())
+        let previous = self
+            .lock()
+            .get_mut(client_id)
+            .and_then(|e| Some((e.live.take()?, Arc::clone(&e.session))));
+        if let Some((old, session)) = previous {
+            old.kicked.store(true, Ordering::Release);
+            session.wake();
+            if tokio::time::timeout(TAKEOVER_WAIT, old.finished())
                 .await
                 .is_err()
             {
                 tracing::warn!(client_id, "taken-over connection did not finish in time");
             }
         }
-        let live = Live {
-            id: self.next_connection.fetch_add(1, Ordering::Relaxed),
-            kick: CancellationToken::new(),
-            closed: CancellationToken::new(),
-        };
+        let link = Arc::new(Link::new(
+            self.next_connection.fetch_add(1, Ordering::Relaxed),
+        ));
         let mut entries = self.lock();
         let resumable = !clean_start && entries.contains_key(client_id);
         if !resumable {
@@ -127,7 +173,7 @@ impl SessionTable {
         let entry = entries
             .get_mut(client_id)
             .unwrap_or_else(|| unreachable!("inserted above"));
-        entry.live = Some(live.clone());
+        entry.live = Some(Arc::clone(&link));
         entry.offline_since = None;
         entry.session.lock().expiry_secs = expiry_secs;
         if let Some(will) = entry
@@ -145,9 +191,8 @@ impl SessionTable {
         Attached {
             session,
             present: resumable,
-            kick: live.kick,
-            closed: live.closed,
-            connection: live.id,
+            connection: link.id,
+            link,
         }
     }
 
@@ -159,7 +204,7 @@ impl SessionTable {
         let Some(entry) = entries.get_mut(client_id) else {
             return true;
         };
-        if entry.live.as_ref().is_none_or(|l| l.id != connection) {
+        if entry.live.as_ref().is_none_or(|link| link.id != connection) {
             return false; // taken over: the session lives on
         }
         entry.live = None;
@@ -174,6 +219,43 @@ impl SessionTable {
         self.metrics.sessions.set(entries.len() as i64);
         self.changed.store(true, Ordering::Relaxed);
         ended
+    }
+
+    /// Milliseconds on the table's clock, for keep-alive deadlines.
+    pub fn clock_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Sets when the client on `link` is overdue (`None`: no keep alive).
+    pub fn set_deadline(&self, link: &Link, deadline: Option<Instant>) {
+        let ms = deadline.map_or(0, |at| {
+            (at.saturating_duration_since(self.epoch).as_millis() as u64).max(1)
+        });
+        link.deadline_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Wakes every connection whose client is past its keep-alive
+    /// deadline, so it closes itself. Called periodically.
+    pub fn wake_overdue(&self) {
+        let now = self.clock_ms();
+        for entry in self.lock().values() {
+            if let Some(link) = &entry.live {
+                let deadline = link.deadline_ms.load(Ordering::Relaxed);
+                if deadline != 0 && deadline <= now {
+                    entry.session.wake();
+                }
+            }
+        }
+    }
+
+    /// Kicks every connection off its session, for shutdown.
+    pub fn kick_all(&self) {
+        for entry in self.lock().values() {
+            if let Some(link) = &entry.live {
+                link.kicked.store(true, Ordering::Release);
+                entry.session.wake();
+            }
+        }
     }
 
     /// Ends offline sessions whose expiry interval has passed and returns

@@ -33,9 +33,7 @@ pub(crate) async fn upgrade(State(gateway): State<Arc<Gateway>>, ws: WebSocketUp
             let open = gateway.metrics.connections("mqtt");
             open.inc();
             let stream = WsByteStream::new(socket);
-            Arc::clone(&gateway.mqtt)
-                .admit(stream, gateway.shutdown.clone())
-                .await;
+            Arc::clone(&gateway.mqtt).admit(stream).await;
             open.dec();
         })
 }

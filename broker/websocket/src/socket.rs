@@ -189,7 +189,7 @@ impl Socket {
                     Some(reply) => send_reply(&self.gateway, &mut sink, reply).await,
                     None => Ok(()),
                 },
-                () = self.session.ready.notified() => self.send_messages(&mut sink).await,
+                () = self.session.ready() => self.send_messages(&mut sink).await,
                 Some(reply) = self.results.recv() => send_reply(&self.gateway, &mut sink, reply).await,
                 // Reap finished query and relay tasks.
                 Some(_) = self.helpers.join_next(), if !self.helpers.is_empty() => Ok(()),
