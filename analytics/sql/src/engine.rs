@@ -1,5 +1,6 @@
 //! [`SqlEngine`]: runs ad-hoc read-only SQL over every stream, with one
-//! reused `SessionContext`, a per-query memory pool and a timeout.
+//! reused `SessionContext`, cached plans, a per-query memory pool and a
+//! timeout.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 use futures_util::StreamExt;
 use tidewire_core::Broker;
@@ -21,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SqlLimits;
 use crate::error::SqlError;
 use crate::metrics::{OutcomeLabel, SqlMetrics};
+use crate::plan_cache::{CachedPlan, PlanCache};
 use crate::sandbox;
 use crate::table::StreamTable;
 
@@ -41,6 +44,7 @@ pub struct QueryOutput {
 pub struct SqlEngine {
     ctx: Arc<SessionContext>,
     tables: Arc<[StreamTable]>,
+    plans: Arc<PlanCache>,
     broker: Broker,
     limits: SqlLimits,
     metrics: SqlMetrics,
@@ -92,6 +96,7 @@ impl SqlEngine {
         Ok(SqlEngine {
             ctx: Arc::new(ctx),
             tables: tables.into(),
+            plans: Arc::default(),
             broker,
             limits,
             metrics,
@@ -152,7 +157,7 @@ impl SqlEngine {
     pub async fn query(&self, sql: &str) -> Result<QueryOutput, SqlError> {
         let started = Instant::now();
         let state = self.state();
-        let outcome = self.run(state, sql).await;
+        let outcome = self.run_with(state, sql, Some(&self.plans)).await;
         let label = match &outcome {
             Ok(_) => {
                 self.metrics
@@ -180,24 +185,70 @@ impl SqlEngine {
         state: SessionState,
         sql: &str,
     ) -> Result<QueryOutput, SqlError> {
+        self.run_with(state, sql, None).await
+    }
+
+    /// [`SqlEngine::run`], reusing plans from `plans` when given. Only the
+    /// engine's own state may use the cache: a windowed state binds the same
+    /// table names to other tables.
+    async fn run_with(
+        &self,
+        state: SessionState,
+        sql: &str,
+        plans: Option<&PlanCache>,
+    ) -> Result<QueryOutput, SqlError> {
         let timeout = self.limits.query_timeout;
-        match tokio::time::timeout(timeout, self.plan_and_collect(state, sql)).await {
+        match tokio::time::timeout(timeout, self.plan_and_collect(state, sql, plans)).await {
             Ok(result) => result,
             Err(_) => Err(SqlError::Timeout(timeout)),
         }
+    }
+
+    /// The physical plan of `sql`, from a cached logical plan when there is
+    /// one.
+    async fn plan(
+        &self,
+        state: &SessionState,
+        sql: &str,
+        plans: Option<&PlanCache>,
+    ) -> Result<Arc<dyn ExecutionPlan>, SqlError> {
+        let df_err = |e: DataFusionError| SqlError::from_datafusion(e, self.limits.memory_limit);
+        let optimized = match plans.and_then(|p| p.get(sql)) {
+            Some(CachedPlan::Optimized(plan)) => {
+                self.metrics.plan_cache_hits.inc();
+                plan
+            }
+            Some(CachedPlan::Unoptimized(plan)) => {
+                self.metrics.plan_cache_hits.inc();
+                state.optimize(&plan).map_err(df_err)?
+            }
+            None => {
+                let statement = sandbox::parse(sql)?;
+                let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
+                verify(&plan)?;
+                let optimized = state.optimize(&plan).map_err(df_err)?;
+                if let Some(plans) = plans {
+                    plans.insert(sql, CachedPlan::of(plan, &optimized));
+                }
+                optimized
+            }
+        };
+        state
+            .query_planner()
+            .create_physical_plan(&optimized, state)
+            .await
+            .map_err(df_err)
     }
 
     async fn plan_and_collect(
         &self,
         state: SessionState,
         sql: &str,
+        plans: Option<&PlanCache>,
     ) -> Result<QueryOutput, SqlError> {
         let limit = self.limits.memory_limit;
         let df_err = |e: DataFusionError| SqlError::from_datafusion(e, limit);
-        let statement = sandbox::parse(sql)?;
-        let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
-        verify(&plan)?;
-        let physical = state.create_physical_plan(&plan).await.map_err(df_err)?;
+        let physical = self.plan(&state, sql, plans).await?;
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(limit));
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::clone(&pool))

@@ -21,6 +21,7 @@ pub mod http;
 mod json_fields;
 pub mod metrics;
 pub mod output;
+mod plan_cache;
 pub mod sandbox;
 pub mod table;
 

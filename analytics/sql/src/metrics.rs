@@ -20,6 +20,8 @@ pub struct SqlMetrics {
     pub queries: Family<OutcomeLabel, Counter>,
     /// Plan-and-execute time of successful ad-hoc queries.
     pub query_seconds: Histogram,
+    /// Ad-hoc queries planned from a cached plan.
+    pub plan_cache_hits: Counter,
     /// Stream segments a scan read, after pruning.
     pub segments_scanned: Counter,
     /// Stream segment bytes a scan opened, after pruning.
@@ -46,6 +48,7 @@ impl SqlMetrics {
         let metrics = SqlMetrics {
             queries: Family::default(),
             query_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            plan_cache_hits: Counter::default(),
             segments_scanned: Counter::default(),
             bytes_scanned: Counter::default(),
             records_scanned: Counter::default(),
@@ -66,6 +69,11 @@ impl SqlMetrics {
             "query_seconds",
             "Plan-and-execute time of successful queries",
             metrics.query_seconds.clone(),
+        );
+        r.register(
+            "plan_cache_hits",
+            "Ad-hoc queries planned from a cached plan (same SQL text as a recent query)",
+            metrics.plan_cache_hits.clone(),
         );
         r.register(
             "segments_scanned",

@@ -620,6 +620,41 @@ async fn limit_stops_the_scan() -> Result<()> {
 }
 
 #[tokio::test]
+async fn repeated_queries_reuse_their_plan_and_still_see_the_stream_as_it_is() -> Result<()> {
+    let f = fixture()?;
+    for i in 0..10 {
+        publish(&f.broker, "a", format!("{i}")).await?;
+    }
+    let count = "SELECT count(*) FROM events WHERE \"offset\" >= 2";
+    assert_eq!(one_i64(&f.engine, count).await?, 8);
+    assert_eq!(f.metrics.plan_cache_hits.get(), 0);
+    assert_eq!(one_i64(&f.engine, count).await?, 8);
+    assert_eq!(f.metrics.plan_cache_hits.get(), 1);
+    // The cached plan scans the records published since it was made.
+    for i in 10..15 {
+        publish(&f.broker, "a", format!("{i}")).await?;
+    }
+    assert_eq!(one_i64(&f.engine, count).await?, 13);
+    assert_eq!(f.metrics.plan_cache_hits.get(), 2);
+
+    // now() is not frozen at the time the plan was cached.
+    let now = "SELECT now() AS t";
+    let first = rows(&f.engine, now).await?;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = rows(&f.engine, now).await?;
+    assert_eq!(f.metrics.plan_cache_hits.get(), 3);
+    assert_ne!(first, second, "now() answered from the cached plan's time");
+
+    // Bad SQL is not cached, and stays an error.
+    for _ in 0..2 {
+        let err = f.engine.query("SELECT nope FROM events").await;
+        assert!(matches!(err, Err(SqlError::Invalid(_))), "{err:?}");
+    }
+    assert_eq!(f.metrics.plan_cache_hits.get(), 3);
+    Ok(())
+}
+
+#[tokio::test]
 async fn explain_shows_the_stream_scan_and_its_order() -> Result<()> {
     let f = fixture()?;
     publish(&f.broker, "t", "1").await?;
