@@ -80,6 +80,8 @@ pub struct Context {
     connections: TaskTracker,
     /// Set once shutdown starts: connections say goodbye and close.
     closing: AtomicBool,
+    /// Password checks running at once: one per core.
+    password_checks: Semaphore,
 }
 
 impl Context {
@@ -103,6 +105,9 @@ impl Context {
             assigned_ids: AtomicU64::new(0),
             connections: TaskTracker::new(),
             closing: AtomicBool::new(false),
+            password_checks: Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
         }
     }
 
@@ -460,16 +465,22 @@ async fn accept(
         );
     }
 
-    // Credentials (argon2 takes milliseconds of CPU: off the async workers).
+    // Credentials. Checking a password (argon2) takes milliseconds of CPU
+    // and ~19 MiB of memory, so it runs off the async workers, a few at a
+    // time; a client without a username needs no hashing.
     let auth = ctx.settings.auth.clone();
     let (username, password) = match login {
-        Some(l) => (Some(l.username), l.password.into_bytes()),
-        None => (None, Vec::new()),
+        Some(l) if !l.username.is_empty() => (Some(l.username), l.password.into_bytes()),
+        _ => (None, Vec::new()),
     };
-    let verdict =
+    let verdict = if username.is_none() {
+        auth.authenticate(None, &password)
+    } else {
+        let _slot = ctx.password_checks.acquire().await;
         tokio::task::spawn_blocking(move || auth.authenticate(username.as_deref(), &password))
             .await
-            .unwrap_or(Err(AuthError::BadCredentials));
+            .unwrap_or(Err(AuthError::BadCredentials))
+    };
     let acl = match verdict {
         Ok(acl) => acl,
         Err(AuthError::BadCredentials) => {
