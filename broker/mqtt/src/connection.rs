@@ -241,7 +241,6 @@ enum Exit {
     Shutdown,
 }
 
-/// An inbound publish waiting to be durable before it is acknowledged.
 /// What woke a waiting connection.
 struct Woken {
     /// Messages are queued for the client.
@@ -250,6 +249,7 @@ struct Woken {
     read: bool,
 }
 
+/// An inbound publish waiting to be durable before it is acknowledged.
 struct PendingAck {
     pkid: u16,
     qos: u8,
@@ -473,10 +473,20 @@ async fn accept(
         Some(l) if !l.username.is_empty() => (Some(l.username), l.password.into_bytes()),
         _ => (None, Vec::new()),
     };
+    let busy = if v5 {
+        ConnectReturnCode::ServerBusy
+    } else {
+        ConnectReturnCode::ServiceUnavailable
+    };
     let verdict = if username.is_none() {
         auth.authenticate(None, &password)
     } else {
-        let _slot = ctx.password_checks.acquire().await;
+        // A client waits for a check at most as long as for its CONNECT.
+        let Ok(Ok(_slot)) =
+            tokio::time::timeout(ctx.settings.connect_timeout, ctx.password_checks.acquire()).await
+        else {
+            return refuse(busy, "password_checks_busy", out);
+        };
         tokio::task::spawn_blocking(move || auth.authenticate(username.as_deref(), &password))
             .await
             .unwrap_or(Err(AuthError::BadCredentials))
@@ -579,6 +589,9 @@ async fn accept(
         server_keep_alive = Some(max);
     }
 
+    if ctx.closing.load(Ordering::Acquire) {
+        return refuse(busy, "shutting_down", out);
+    }
     let attached = ctx
         .sessions
         .attach(&client_id, clean_start, expiry_secs)
@@ -711,24 +724,16 @@ impl<S: Transport> Connection<S> {
     /// durable, reads input and notices queued messages, or says why the
     /// connection must end.
     fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<Woken, Exit>> {
-        // Register with the session before looking at the flags that
-        // wakes through it announce.
-        let ready = self.session.poll_ready(cx);
-        if self.state.attached.link.kicked() || self.ctx().closing.load(Ordering::Acquire) {
-            let exit = if self.ctx().closing.load(Ordering::Acquire) {
-                Exit::Shutdown
-            } else {
-                Exit::TakenOver
-            };
+        // A connection that must go does not register with the session: a
+        // successor may already be registered there.
+        if let Some(exit) = self.told_to_go() {
             return Poll::Ready(Err(exit));
         }
-        if self
-            .state
-            .keepalive
-            .is_some_and(|timeout| self.last_read.elapsed() >= timeout)
-        {
-            MqttMetrics::count(&self.ctx().metrics.protocol_errors, "keepalive_timeout");
-            return Poll::Ready(Err(Exit::Refused(DisconnectReasonCode::KeepAliveTimeout)));
+        // Register before looking again, so a kick in between still wakes
+        // this task.
+        let ready = self.session.poll_ready(cx);
+        if let Some(exit) = self.told_to_go() {
+            return Poll::Ready(Err(exit));
         }
         let mut acked = false;
         while let Some(front) = self.pending.front_mut() {
@@ -746,10 +751,33 @@ impl<S: Transport> Connection<S> {
             Some(Poll::Ready(Ok(_))) => true,
             Some(Poll::Pending) | None => false,
         };
+        // Input waiting in the socket counts, even if this task was busy
+        // (say, writing to a slow client) past the deadline.
+        if !read
+            && self
+                .state
+                .keepalive
+                .is_some_and(|timeout| self.last_read.elapsed() >= timeout)
+        {
+            MqttMetrics::count(&self.ctx().metrics.protocol_errors, "keepalive_timeout");
+            return Poll::Ready(Err(Exit::Refused(DisconnectReasonCode::KeepAliveTimeout)));
+        }
         if ready || acked || read {
             Poll::Ready(Ok(Woken { ready, read }))
         } else {
             Poll::Pending
+        }
+    }
+
+    /// Why the connection must end now, if it must: shutdown, or another
+    /// connection took the client id over.
+    fn told_to_go(&self) -> Option<Exit> {
+        if self.ctx().closing.load(Ordering::Acquire) {
+            Some(Exit::Shutdown)
+        } else if self.state.attached.link.kicked() {
+            Some(Exit::TakenOver)
+        } else {
+            None
         }
     }
 

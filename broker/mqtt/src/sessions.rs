@@ -52,6 +52,12 @@ impl Link {
         self.kicked.load(Ordering::Acquire)
     }
 
+    /// Tells the connection on `session` to give it up, and wakes it.
+    fn kick(&self, session: &Session) {
+        self.kicked.store(true, Ordering::Release);
+        session.wake();
+    }
+
     /// Tells the table the connection is done with the session.
     pub fn finish(&self) {
         self.finished.store(true, Ordering::Release);
@@ -131,18 +137,24 @@ impl SessionTable {
     /// connection (waiting for that one to finish), discards the old
     /// session on clean start, or resumes it.
     pub async fn attach(&self, client_id: &str, clean_start: bool, expiry_secs: u32) -> Attached {
-        let previous = self
-            .lock()
-            .get_mut(client_id)
-            .and_then(|e| Some((e.live.take()?, Arc::clone(&e.session))));
-        if let Some((old, session)) = previous {
-            old.kicked.store(true, Ordering::Release);
-            session.wake();
-            if tokio::time::timeout(TAKEOVER_WAIT, old.finished())
+        // Kick the connection that has the session and wait for it to
+        // finish; again if another one attached meanwhile.
+        let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+        loop {
+            let previous = self
+                .lock()
+                .get_mut(client_id)
+                .and_then(|e| Some((e.live.take()?, Arc::clone(&e.session))));
+            let Some((old, session)) = previous else {
+                break;
+            };
+            old.kick(&session);
+            if tokio::time::timeout_at(deadline, old.finished())
                 .await
                 .is_err()
             {
                 tracing::warn!(client_id, "taken-over connection did not finish in time");
+                break;
             }
         }
         let link = Arc::new(Link::new(
@@ -173,7 +185,10 @@ impl SessionTable {
         let entry = entries
             .get_mut(client_id)
             .unwrap_or_else(|| unreachable!("inserted above"));
-        entry.live = Some(Arc::clone(&link));
+        if let Some(other) = entry.live.replace(Arc::clone(&link)) {
+            // Attached while this one waited: the newest connection wins.
+            other.kick(&entry.session);
+        }
         entry.offline_since = None;
         entry.session.lock().expiry_secs = expiry_secs;
         if let Some(will) = entry
@@ -252,8 +267,7 @@ impl SessionTable {
     pub fn kick_all(&self) {
         for entry in self.lock().values() {
             if let Some(link) = &entry.live {
-                link.kicked.store(true, Ordering::Release);
-                entry.session.wake();
+                link.kick(&entry.session);
             }
         }
     }

@@ -636,6 +636,49 @@ async fn a_second_connection_takes_the_client_id_over() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn racing_takeovers_leave_one_connection_and_it_is_still_watched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestBroker::start(dir.path(), "").await;
+    // A persistent session with a 1 s keep alive, client id "flap".
+    let connect = [
+        0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 4, 0, 0, 1, 0, 4, b'f', b'l', b'a', b'p',
+    ];
+    let mut first = TcpStream::connect(server.addr).await.expect("connect");
+    first.write_all(&connect).await.expect("write");
+    let mut buf = [0u8; 16];
+    let n = first.read(&mut buf).await.expect("connack");
+    assert_eq!(&buf[..n], &[0x20, 2, 0, 0]);
+    // Two more connections for the same client id at once: each takes the
+    // session from whoever has it.
+    let mut racers = Vec::new();
+    for _ in 0..2 {
+        let mut raw = TcpStream::connect(server.addr).await.expect("connect");
+        raw.write_all(&connect).await.expect("write");
+        racers.push(raw);
+    }
+    // Every connection ends: taken over, or, for the one left with the
+    // session, closed by its keep alive once it stays silent. None is left
+    // running outside the session table.
+    for mut raw in std::iter::once(first).chain(racers) {
+        let ended = tokio::time::timeout(WAIT, async {
+            let mut buf = [0u8; 64];
+            loop {
+                match raw.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            ended.is_ok(),
+            "a connection outlived takeover and keep alive"
+        );
+    }
+    server.stop().await;
+}
+
 mod v5 {
     //! MQTT 5 behaviour, with rumqttc's v5 client.
 
