@@ -43,6 +43,11 @@ impl Frame {
         self.kind() == PUBLISH
     }
 
+    /// True for a SUBACK.
+    pub fn is_suback(&self) -> bool {
+        self.kind() == SUBACK
+    }
+
     /// True for a PUBACK.
     pub fn is_puback(&self) -> bool {
         self.kind() == PUBACK
@@ -105,19 +110,24 @@ impl Reader {
     }
 
     fn parse(&mut self) -> Result<Option<Frame>> {
-        let Some((first, len, at)) = header(&self.buf) else {
-            if self.buf.len() >= 5 {
-                bail!("malformed remaining length");
-            }
-            return Ok(None);
-        };
-        if self.buf.len() < at + len {
-            return Ok(None);
-        }
-        self.buf.advance(at);
-        let body = self.buf.split_to(len);
-        Ok(Some(Frame { first, body }))
+        split_frame(&mut self.buf)
     }
+}
+
+/// Splits one whole frame off the front of `buf`, if it holds one.
+pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Frame>> {
+    let Some((first, len, at)) = header(buf) else {
+        if buf.len() >= 5 {
+            bail!("malformed remaining length");
+        }
+        return Ok(None);
+    };
+    if buf.len() < at + len {
+        return Ok(None);
+    }
+    buf.advance(at);
+    let body = buf.split_to(len);
+    Ok(Some(Frame { first, body }))
 }
 
 /// The fixed header at the start of `buf`: first byte, remaining length,
@@ -171,20 +181,39 @@ pub fn put_puback(out: &mut Vec<u8>, pkid: u16) {
     out.extend_from_slice(&pkid.to_be_bytes());
 }
 
+/// A whole packet: `first` byte, remaining length, `body`.
+fn framed(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut packet = vec![first];
+    put_remaining_length(&mut packet, body.len());
+    packet.extend_from_slice(body);
+    packet
+}
+
+/// CONNECT with a clean session and `keep_alive` seconds (0: none).
+pub fn connect_packet(client_id: &str, keep_alive: u16) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_str(&mut body, "MQTT");
+    body.extend_from_slice(&[4, 0x02]);
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    put_str(&mut body, client_id);
+    framed(CONNECT, &body)
+}
+
+/// SUBSCRIBE (packet id 1) to `filter` at `qos`.
+pub fn subscribe_packet(filter: &str, qos: u8) -> Vec<u8> {
+    let mut body = vec![0, 1];
+    put_str(&mut body, filter);
+    body.push(qos);
+    framed(SUBSCRIBE, &body)
+}
+
 /// Connects with a clean session and no keep alive, and waits for a
 /// successful CONNACK. Nagle is off, as in every bench client.
 pub async fn connect(addr: SocketAddr, client_id: &str) -> Result<(Reader, OwnedWriteHalf)> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.into_split();
-    let mut packet = vec![CONNECT];
-    let mut body = Vec::new();
-    put_str(&mut body, "MQTT");
-    body.extend_from_slice(&[4, 0x02, 0, 0]);
-    put_str(&mut body, client_id);
-    put_remaining_length(&mut packet, body.len());
-    packet.extend_from_slice(&body);
-    write.write_all(&packet).await?;
+    write.write_all(&connect_packet(client_id, 0)).await?;
     let mut reader = Reader {
         io: read,
         buf: BytesMut::with_capacity(64 * 1024),
@@ -203,13 +232,7 @@ pub async fn subscribe(
     filter: &str,
     qos: u8,
 ) -> Result<()> {
-    let mut body = vec![0, 1];
-    put_str(&mut body, filter);
-    body.push(qos);
-    let mut packet = vec![SUBSCRIBE];
-    put_remaining_length(&mut packet, body.len());
-    packet.extend_from_slice(&body);
-    writer.write_all(&packet).await?;
+    writer.write_all(&subscribe_packet(filter, qos)).await?;
     let ack = reader.next().await?.context("closed before SUBACK")?;
     if ack.kind() != SUBACK || ack.body.get(2).is_none_or(|code| *code >= 0x80) {
         bail!("SUBSCRIBE refused: {:?}", &ack.body[..]);

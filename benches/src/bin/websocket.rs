@@ -22,12 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tidewire_benches::peers::{Peer, start_mosquitto, start_tidewire, tidewire_bin};
-use tidewire_benches::{Latencies, latency, print_table, rss_kib, stamp};
+use tidewire_benches::{Latencies, latency, print_table, raw_mqtt, rss_kib, stamp};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -120,12 +120,13 @@ impl Receiver {
                     .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
                 let (mut ws, _) =
                     tokio_tungstenite::connect_async_with_config(request, None, true).await?;
-                ws.send(Message::Binary(connect_packet(id).into())).await?;
-                ws.send(Message::Binary(subscribe_packet(TOPIC).into()))
+                ws.send(Message::Binary(raw_mqtt::connect_packet(id, 60).into()))
+                    .await?;
+                ws.send(Message::Binary(raw_mqtt::subscribe_packet(TOPIC, 0).into()))
                     .await?;
                 let mut receiver = Receiver::MqttWs(ws, BytesMut::new());
                 // CONNACK, then SUBACK.
-                while receiver.next_packet().await?.0 != 9 {}
+                while !receiver.next_packet().await?.is_suback() {}
                 Ok(receiver)
             }
             Route::Mqtt => {
@@ -142,14 +143,14 @@ impl Receiver {
         }
     }
 
-    /// The next MQTT packet over WebSocket: (type, body).
-    async fn next_packet(&mut self) -> Result<(u8, BytesMut)> {
+    /// The next MQTT packet over WebSocket.
+    async fn next_packet(&mut self) -> Result<raw_mqtt::Frame> {
         let Receiver::MqttWs(ws, buf) = self else {
             bail!("not MQTT over WebSocket");
         };
         loop {
-            if let Some(packet) = split_packet(buf) {
-                return Ok(packet);
+            if let Some(frame) = raw_mqtt::split_frame(buf)? {
+                return Ok(frame);
             }
             match ws.next().await.context("closed")?? {
                 Message::Binary(data) => buf.extend_from_slice(&data),
@@ -175,11 +176,9 @@ impl Receiver {
                 }
             },
             Receiver::MqttWs(..) => loop {
-                let (kind, mut body) = self.next_packet().await?;
-                if kind == 3 {
-                    let topic_len = usize::from(body.get_u16());
-                    body.advance(topic_len);
-                    return Ok(body.to_vec());
+                let frame = self.next_packet().await?;
+                if frame.is_publish() {
+                    return Ok(frame.publish()?.2.to_vec());
                 }
             },
             Receiver::Mqtt(events) => loop {
@@ -196,61 +195,6 @@ fn mqtt_client(id: &str, addr: SocketAddr, capacity: usize) -> (AsyncClient, rum
     let mut options = MqttOptions::new(id, addr.ip().to_string(), addr.port());
     options.set_keep_alive(Duration::from_secs(60));
     tidewire_benches::mqtt_client(options, capacity)
-}
-
-/// MQTT 3.1.1 CONNECT, clean session, keepalive 60 s.
-fn connect_packet(id: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60];
-    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    framed(0x10, &body)
-}
-
-/// SUBSCRIBE (packet id 1) to `topic` at QoS 0.
-fn subscribe_packet(topic: &str) -> Vec<u8> {
-    let mut body = vec![0, 1];
-    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-    body.extend_from_slice(topic.as_bytes());
-    body.push(0);
-    framed(0x82, &body)
-}
-
-fn framed(header: u8, body: &[u8]) -> Vec<u8> {
-    let mut packet = vec![header];
-    let mut len = body.len();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        packet.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-    packet.extend_from_slice(body);
-    packet
-}
-
-/// Splits one whole packet off `buf`, if there is one.
-fn split_packet(buf: &mut BytesMut) -> Option<(u8, BytesMut)> {
-    let mut len = 0usize;
-    let mut header_len = 1;
-    loop {
-        let byte = *buf.get(header_len)?;
-        len |= usize::from(byte & 0x7f) << (7 * (header_len - 1));
-        header_len += 1;
-        if byte & 0x80 == 0 {
-            break;
-        }
-    }
-    if buf.len() < header_len + len {
-        return None;
-    }
-    let kind = buf[0] >> 4;
-    buf.advance(header_len);
-    Some((kind, buf.split_to(len)))
 }
 
 /// Collects `expect` payloads (or stops after `QUIET`), recording latency;
