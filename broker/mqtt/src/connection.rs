@@ -1330,7 +1330,7 @@ impl<S: Transport> Connection<S> {
         let client_id = self.session.client_id.clone();
         let ended = ctx
             .sessions
-            .detach(&client_id, self.state.attached.connection);
+            .detach(&client_id, self.state.attached.link.id());
         if let Some(will) = will {
             if self.state.acl.may_publish(&will.message.topic) {
                 self.schedule_will(*will, ended);

@@ -47,6 +47,11 @@ impl Link {
         }
     }
 
+    /// The connection's id in the table.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// True once the connection must give the session up.
     pub fn kicked(&self) -> bool {
         self.kicked.load(Ordering::Acquire)
@@ -92,8 +97,6 @@ pub struct Attached {
     pub present: bool,
     /// Shared with the table: kicks, keep alive, finishing.
     pub link: Arc<Link>,
-    /// This connection's id in the table.
-    pub connection: u64,
 }
 
 /// All sessions.
@@ -206,7 +209,6 @@ impl SessionTable {
         Attached {
             session,
             present: resumable,
-            connection: link.id,
             link,
         }
     }
