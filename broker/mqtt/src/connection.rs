@@ -263,6 +263,14 @@ async fn write_out<S: Transport>(io: &mut S, bytes: &[u8]) -> std::io::Result<()
     io.flush().await
 }
 
+/// The CONNACK code for "try again later" in `version`.
+fn busy(version: Version) -> ConnectReturnCode {
+    match version {
+        Version::V311 => ConnectReturnCode::ServiceUnavailable,
+        Version::V5 => ConnectReturnCode::ServerBusy,
+    }
+}
+
 /// Serves one connection until it ends.
 ///
 /// Memory per idle connection is what this future holds while it waits,
@@ -307,10 +315,7 @@ pub async fn refuse_busy<S: Transport>(mut io: S, ctx: Arc<Context>) {
     .ok()
     .flatten();
     if let Some(version) = version {
-        let code = match version {
-            Version::V311 => ConnectReturnCode::ServiceUnavailable,
-            Version::V5 => ConnectReturnCode::ServerBusy,
-        };
+        let code = busy(version);
         let mut out = BytesMut::new();
         let connack = Packet::ConnAck(
             ConnAck {
@@ -473,11 +478,7 @@ async fn accept(
         Some(l) if !l.username.is_empty() => (Some(l.username), l.password.into_bytes()),
         _ => (None, Vec::new()),
     };
-    let busy = if v5 {
-        ConnectReturnCode::ServerBusy
-    } else {
-        ConnectReturnCode::ServiceUnavailable
-    };
+    let try_later = busy(codec.version());
     let verdict = if username.is_none() {
         auth.authenticate(None, &password)
     } else {
@@ -485,7 +486,7 @@ async fn accept(
         let Ok(Ok(_slot)) =
             tokio::time::timeout(ctx.settings.connect_timeout, ctx.password_checks.acquire()).await
         else {
-            return refuse(busy, "password_checks_busy", out);
+            return refuse(try_later, "password_checks_busy", out);
         };
         tokio::task::spawn_blocking(move || auth.authenticate(username.as_deref(), &password))
             .await
@@ -590,7 +591,7 @@ async fn accept(
     }
 
     if ctx.closing.load(Ordering::Acquire) {
-        return refuse(busy, "shutting_down", out);
+        return refuse(try_later, "shutting_down", out);
     }
     let attached = ctx
         .sessions
