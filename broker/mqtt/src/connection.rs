@@ -1276,6 +1276,13 @@ impl<S: Transport> Connection<S> {
             dup,
             retain: delivery.retain,
         };
+        if !self.v5() {
+            // 3.1.1 has no properties: nothing to build.
+            self.state
+                .codec
+                .encode_bare_publish(&publish, &mut self.out);
+            return;
+        }
         let p = &message.properties;
         let props = PublishProperties {
             payload_format_indicator: p.payload_format_utf8.then_some(1),
@@ -1287,7 +1294,7 @@ impl<S: Transport> Connection<S> {
             subscription_identifiers: delivery.subscription_ids.clone(),
             content_type: p.content_type.clone(),
         };
-        if props == PublishProperties::default() || !self.v5() {
+        if props == PublishProperties::default() {
             self.state
                 .codec
                 .encode_bare_publish(&publish, &mut self.out);
