@@ -88,6 +88,8 @@ async fn start(which: &str, tidewire: &Path, mosquitto: &Path) -> Result<Peer> {
 
 /// Publishes in batches of this many packets per write.
 const BATCH: u64 = 64;
+/// How long idle connections sit before RSS is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(3);
 /// The publisher's in-flight window at QoS 1.
 const WINDOW: usize = 1000;
 
@@ -271,30 +273,15 @@ async fn idle_connections(server: &Peer, n: usize) -> Result<f64> {
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         let mut s = TcpStream::connect(server.mqtt).await?;
-        let id = format!("idle{i:06}");
-        let mut connect = vec![
-            0x10,
-            (12 + id.len()) as u8,
-            0,
-            4,
-            b'M',
-            b'Q',
-            b'T',
-            b'T',
-            4,
-            2,
-            0,
-            0,
-            0,
-            id.len() as u8,
-        ];
-        connect.extend_from_slice(id.as_bytes());
+        let connect = raw_mqtt::connect_packet(&format!("idle{i:06}"), 0);
         s.write_all(&connect).await?;
         let mut ack = [0u8; 4];
         s.read_exact(&mut ack).await?;
         conns.push(s);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Idle means quiet for a while: tidewire parks a connection once it
+    // has been quiet for a second.
+    tokio::time::sleep(IDLE_SETTLE).await;
     let after = rss_kib(pid).context("rss")?;
     drop(conns);
     Ok(after.saturating_sub(before) as f64 / n as f64)

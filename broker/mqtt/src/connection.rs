@@ -9,14 +9,16 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Poll, ready};
+use std::task::{Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::future::poll_fn;
+use prometheus_client::metrics::gauge::Gauge;
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode, Disconnect,
     DisconnectProperties, DisconnectReasonCode, LastWill, LastWillProperties, Login, Packet,
@@ -27,14 +29,17 @@ use rumqttd::protocol::{
 use tidewire_core::topic::{self, TopicFilter};
 use tidewire_core::{Broker, Message, Properties, PublishError, Source};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::Semaphore;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::auth::{Acl, AuthError};
 use crate::codec::{self, Codec, FrameError, OutgoingPublish, PublishHeader, Version};
 use crate::config::MqttSettings;
 use crate::metrics::{self, DropReason, MqttMetrics};
+use crate::park::{Parkable, ParkingLot};
 use crate::retained::{RetainedStore, now_ms};
 use crate::router::{Router, parse_filter};
 use crate::session::{Delivery, NEVER_EXPIRES, Session, SubOptions};
@@ -82,6 +87,9 @@ pub struct Context {
     closing: AtomicBool,
     /// Password checks running at once: one per core.
     password_checks: Semaphore,
+    /// Where quiet TCP connections wait without a task; `None` if the
+    /// poller could not be set up (they keep their tasks then).
+    parking: Option<ParkingLot<Quiet>>,
 }
 
 impl Context {
@@ -101,17 +109,22 @@ impl Context {
             sessions,
             retained,
             settings,
-            metrics,
             assigned_ids: AtomicU64::new(0),
             connections: TaskTracker::new(),
             closing: AtomicBool::new(false),
             password_checks: Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
+            parking: ParkingLot::start(metrics.parked.clone())
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "quiet connections will keep their tasks");
+                })
+                .ok(),
+            metrics,
         }
     }
 
-    /// Serves a connection from any transport (TCP, WebSocket): counted
+    /// Serves a connection from any transport (WebSocket here): counted
     /// against `max_connections`, refused with a CONNACK when over it, and
     /// tracked (from this call on, not from the first poll) so shutdown
     /// waits for it.
@@ -119,15 +132,40 @@ impl Context {
         self: Arc<Self>,
         io: S,
     ) -> impl Future<Output = ()> + Send + 'static {
-        self.connections.clone().track_future(async move {
+        self.admit_with(io, None)
+    }
+
+    /// [`Context::admit`] for a TCP connection, which parks while quiet.
+    pub(crate) fn admit_tcp(
+        self: Arc<Self>,
+        stream: TcpStream,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        self.admit_with(stream, Some(park_tcp as Park<TcpStream>))
+    }
+
+    fn admit_with<S: Transport>(
+        self: Arc<Self>,
+        io: S,
+        park: Option<Park<S>>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let tracked = self.connections.token();
+        async move {
             match Arc::clone(&self.slots).try_acquire_owned() {
-                Ok(_permit) => serve(io, self).await,
+                Ok(permit) => {
+                    let slot = ConnectionSlot {
+                        _permit: permit,
+                        _tracked: tracked,
+                        open: self.metrics.connections.clone(),
+                    };
+                    slot.open.inc();
+                    serve(io, self, slot, park).await;
+                }
                 Err(_) => {
                     tracing::warn!("connection limit reached; refusing");
                     Box::pin(refuse_busy(io, self)).await;
                 }
             }
-        })
+        }
     }
 
     /// Starts shutdown: every connection, now and from here on, says
@@ -239,6 +277,8 @@ enum Exit {
     TakenOver,
     /// The server is stopping.
     Shutdown,
+    /// Nothing has happened for a while: the connection may park.
+    Quiet,
 }
 
 /// What woke a waiting connection.
@@ -271,26 +311,88 @@ fn busy(version: Version) -> ConnectReturnCode {
     }
 }
 
-/// Serves one connection until it ends.
+/// A connection's place under `max_connections`, held from admission to
+/// the end, parked or not: it counts in the open connections gauge, and
+/// shutdown waits for it.
+#[derive(Debug)]
+struct ConnectionSlot {
+    _permit: OwnedSemaphorePermit,
+    _tracked: TaskTrackerToken,
+    open: Gauge,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+/// Hands a quiet connection over to wait without its task, or gives it
+/// back to go on serving.
+type Park<S> = fn(Box<Connection<S>>) -> Option<Box<Connection<S>>>;
+
+/// Serves one connection until it ends or parks.
 ///
-/// Memory per idle connection is what this future holds while it waits,
-/// so it is kept small: the handshake runs in its own boxed future, the
-/// connection's state is one heap block, and the wait is a single poll
-/// over the socket, the session's waker and the pending acks, with no
-/// timer or notification futures of its own (keep alive and shutdown
-/// wake it through the session).
-pub async fn serve<S: Transport>(io: S, ctx: Arc<Context>) {
-    ctx.metrics.connections.inc();
+/// A connection waiting for input keeps small: the handshake runs in its
+/// own boxed future, the connection's state is one heap block, and the
+/// wait is a single poll over the socket, the session's waker and the
+/// pending acks, with no timer or notification futures of its own (keep
+/// alive and shutdown wake it through the session). Once quiet, a TCP
+/// connection gives up even that and parks.
+async fn serve<S: Transport>(
+    io: S,
+    ctx: Arc<Context>,
+    slot: ConnectionSlot,
+    park: Option<Park<S>>,
+) {
     ctx.metrics.accepted.inc();
-    match Box::pin(handshake(io, &ctx)).await {
-        Ok(Some(mut conn)) => {
-            let exit = conn.run().await;
-            Box::pin(conn.finish(exit)).await;
-        }
+    match Box::pin(handshake(io, &ctx, slot)).await {
+        Ok(Some(conn)) => drive(conn, park).await,
         Ok(None) => {}
         Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
     }
-    ctx.metrics.connections.dec();
+}
+
+/// Runs an accepted connection until it ends, or until it is quiet and
+/// `park` takes it.
+async fn drive<S: Transport>(mut conn: Box<Connection<S>>, park: Option<Park<S>>) {
+    conn.parkable = park.is_some();
+    let exit = loop {
+        let exit = conn.run().await;
+        let (Exit::Quiet, Some(park)) = (exit, park) else {
+            break exit;
+        };
+        match park(conn) {
+            None => return,
+            Some(back) => {
+                conn = back;
+                conn.parkable = false;
+            }
+        }
+    };
+    Box::pin(conn.finish(exit)).await;
+}
+
+/// Parks a quiet TCP connection: the lot keeps its socket (a duplicate of
+/// the descriptor, so dropping the tokio stream only takes it out of the
+/// runtime's reactor) and everything but its buffers.
+fn park_tcp(conn: Box<Connection<TcpStream>>) -> Option<Box<Connection<TcpStream>>> {
+    let ctx = Arc::clone(&conn.state.ctx);
+    let Some(lot) = ctx.parking.as_ref() else {
+        return Some(conn);
+    };
+    let socket = match conn.io.as_fd().try_clone_to_owned() {
+        Ok(fd) => std::net::TcpStream::from(fd),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not park a quiet connection");
+            return Some(conn);
+        }
+    };
+    let (io, quiet) = (*conn).into_quiet();
+    match lot.park(socket, quiet) {
+        Ok(()) => None,
+        Err((_, quiet)) => Some(quiet.into_connection(io, BytesMut::new())),
+    }
 }
 
 /// Answers a connection that is over the connection limit with a refusal.
@@ -338,6 +440,7 @@ pub async fn refuse_busy<S: Transport>(mut io: S, ctx: Arc<Context>) {
 async fn handshake<S: Transport>(
     mut io: S,
     ctx: &Arc<Context>,
+    slot: ConnectionSlot,
 ) -> std::io::Result<Option<Box<Connection<S>>>> {
     let mut read_buf = BytesMut::with_capacity(IDLE_READ_BUFFER);
     let max_packet = ctx.settings.max_packet_bytes;
@@ -402,7 +505,24 @@ async fn handshake<S: Transport>(
         // Nothing came with CONNECT: hold no read buffer while idle.
         read_buf = BytesMut::new();
     }
-    Ok(accepted.map(|accepted| accepted.with(io, read_buf)))
+    Ok(accepted.map(|state| {
+        let quiet = Quiet {
+            state,
+            aliases: None,
+            last_read: Instant::now(),
+            slot,
+        };
+        let mut conn = quiet.into_connection(io, read_buf);
+        conn.resend_inflight();
+        conn.note_read();
+        if conn.read_buf.is_empty() {
+            // Nothing came after CONNECT: the connection may park as soon
+            // as it waits, so clients connecting in a crowd do not each
+            // hold a task and buffers until their first second is up.
+            conn.state.attached.link.mark_quiet();
+        }
+        conn
+    }))
 }
 
 /// What an accepted CONNECT established.
@@ -413,7 +533,7 @@ struct Accepted {
     acl: Arc<Acl>,
     keepalive: Option<Duration>,
     client_receive_max: u16,
-    client_max_packet: Option<usize>,
+    client_max_packet: Option<u32>,
     client_alias_max: u16,
     will: Option<Box<Will>>,
 }
@@ -627,27 +747,137 @@ async fn accept(
         acl,
         keepalive: (keepalive > 0).then(|| Duration::from_millis(u64::from(keepalive) * 1500)),
         client_receive_max: props.receive_maximum.unwrap_or(u16::MAX).max(1),
-        client_max_packet: props.max_packet_size.map(|n| n as usize),
+        client_max_packet: props.max_packet_size,
         client_alias_max: props.topic_alias_max.unwrap_or(0),
         will,
     })
 }
 
 impl Accepted {
-    fn with<S: Transport>(self, io: S, read_buf: BytesMut) -> Box<Connection<S>> {
+    /// Why the connection must end now, if it must: shutdown, or another
+    /// connection took the client id over.
+    fn told_to_go(&self) -> Option<Exit> {
+        if self.ctx.closing.load(Ordering::Acquire) {
+            Some(Exit::Shutdown)
+        } else if self.attached.link.kicked() {
+            Some(Exit::TakenOver)
+        } else {
+            None
+        }
+    }
+
+    /// Lets the session go after the connection ended: publishes the will
+    /// when due and detaches from the session.
+    fn release(&mut self, exit: Exit) {
+        let publish_will = match exit {
+            Exit::Disconnected { with_will } => with_will,
+            Exit::Shutdown => false,
+            _ => true,
+        };
+        let will = self.will.take().filter(|_| publish_will);
+        let ctx = Arc::clone(&self.ctx);
+        let client_id = self.attached.session.client_id.clone();
+        let ended = ctx.sessions.detach(&client_id, self.attached.link.id());
+        if let Some(will) = will {
+            if self.acl.may_publish(&will.message.topic) {
+                self.schedule_will(*will, ended);
+            } else {
+                MqttMetrics::count(&ctx.metrics.denied, "will_acl");
+            }
+        }
+        tracing::debug!(client_id, ?exit, "client disconnected");
+        self.attached.link.finish();
+    }
+
+    /// Publishes the will now, or after its delay unless the client comes
+    /// back first (or its session ends first).
+    fn schedule_will(&self, will: Will, session_ended: bool) {
+        let broker = self.ctx.broker.clone();
+        let session = &self.attached.session;
+        let expiry = session.lock().expiry_secs;
+        let delay = if session_ended {
+            0
+        } else {
+            will.delay_secs.min(expiry)
+        };
+        let cancel = CancellationToken::new();
+        if delay > 0 {
+            *session
+                .pending_will
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(cancel.clone());
+        }
+        tokio::spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => {}
+            }
+            if let Err(e) = broker.publish(Source::Mqtt, will.message).await {
+                tracing::warn!(error = %e, "could not publish a will message");
+            }
+        });
+    }
+}
+
+/// A connection between packets, without its socket and buffers: all a
+/// parked connection keeps.
+struct Quiet {
+    state: Accepted,
+    aliases: Option<Box<TopicAliases>>,
+    last_read: Instant,
+    slot: ConnectionSlot,
+}
+
+/// MQTT 5 topic aliases in use on a connection, set up on first use.
+#[derive(Default)]
+struct TopicAliases {
+    /// Set by the client.
+    inbound: BTreeMap<u16, String>,
+    /// Set by us, up to the client's Topic Alias Maximum.
+    outbound: BTreeMap<String, u16>,
+}
+
+impl Quiet {
+    fn into_connection<S: Transport>(self, io: S, read_buf: BytesMut) -> Box<Connection<S>> {
         Box::new(Connection {
             io,
             read_buf,
             out: BytesMut::new(),
-            session: Arc::clone(&self.attached.session),
-            state: self,
+            session: Arc::clone(&self.state.attached.session),
+            state: self.state,
             pending: VecDeque::new(),
             pending_qos: 0,
-            aliases_in: BTreeMap::new(),
-            aliases_out: BTreeMap::new(),
-            last_read: Instant::now(),
+            aliases: self.aliases,
+            last_read: self.last_read,
             read_full: false,
+            parkable: false,
+            _slot: self.slot,
         })
+    }
+}
+
+impl Parkable for Quiet {
+    fn watch(&self, waker: &Waker) -> bool {
+        let mut cx = std::task::Context::from_waker(waker);
+        let ready = self.state.attached.session.poll_ready(&mut cx);
+        ready || self.state.told_to_go().is_some()
+    }
+
+    async fn resume(mut self, socket: std::net::TcpStream) {
+        match TcpStream::from_std(socket) {
+            Ok(io) => {
+                // Back to work: the runtime learns of any waiting input
+                // only now, so the connection is not quiet until it has
+                // had time to read it.
+                let ctx = &self.state.ctx;
+                ctx.sessions.touch(&self.state.attached.link);
+                drive(self.into_connection(io, BytesMut::new()), Some(park_tcp)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not resume a parked connection");
+                self.state.release(Exit::Closed);
+            }
+        }
     }
 }
 
@@ -659,11 +889,13 @@ struct Connection<S> {
     state: Accepted,
     pending: VecDeque<PendingAck>,
     pending_qos: usize,
-    aliases_in: BTreeMap<u16, String>,
-    aliases_out: BTreeMap<String, u16>,
+    aliases: Option<Box<TopicAliases>>,
     last_read: Instant,
     /// The last read filled the buffer: more is probably waiting.
     read_full: bool,
+    /// Quiet for long enough, it ends [`Connection::run`] to park.
+    parkable: bool,
+    _slot: ConnectionSlot,
 }
 
 impl<S: Transport> Connection<S> {
@@ -681,21 +913,33 @@ impl<S: Transport> Connection<S> {
         }
     }
 
+    /// Takes the socket out, leaving what a parked connection keeps.
+    fn into_quiet(self) -> (S, Quiet) {
+        let quiet = Quiet {
+            state: self.state,
+            aliases: self.aliases,
+            last_read: self.last_read,
+            slot: self._slot,
+        };
+        (self.io, quiet)
+    }
+
+    /// Serves the connection until it ends, or until it is quiet and may
+    /// park ([`Exit::Quiet`]). Runs again after a resume.
     async fn run(&mut self) -> Exit {
-        self.resend_inflight();
         self.pump();
         // Packets that arrived together with CONNECT. Handling input (the
         // publish path included) has a large state, boxed here and below
-        // so that an idle connection's future stays small.
+        // so that a waiting connection's future stays small.
         if let Some(exit) = Box::pin(self.handle_input()).await {
             return exit;
         }
-        self.note_read();
         loop {
             if !self.out.is_empty() {
                 if write_out(&mut self.io, &self.out).await.is_err() {
                     return Exit::Closed;
                 }
+                self.ctx().sessions.touch(&self.state.attached.link);
                 self.out.clear();
                 if self.out.capacity() > 4 * WRITE_HIGH_WATER {
                     self.out = BytesMut::new();
@@ -765,21 +1009,26 @@ impl<S: Transport> Connection<S> {
         }
         if ready || acked || read {
             Poll::Ready(Ok(Woken { ready, read }))
+        } else if self.quiet() {
+            Poll::Ready(Err(Exit::Quiet))
         } else {
             Poll::Pending
         }
     }
 
-    /// Why the connection must end now, if it must: shutdown, or another
-    /// connection took the client id over.
+    /// True when the connection may park: the session table found it quiet
+    /// for a while, and nothing is under way (acks, output, a partial
+    /// packet).
+    fn quiet(&self) -> bool {
+        self.parkable
+            && self.state.attached.link.quiet()
+            && self.pending.is_empty()
+            && self.out.is_empty()
+            && self.read_buf.is_empty()
+    }
+
     fn told_to_go(&self) -> Option<Exit> {
-        if self.ctx().closing.load(Ordering::Acquire) {
-            Some(Exit::Shutdown)
-        } else if self.state.attached.link.kicked() {
-            Some(Exit::TakenOver)
-        } else {
-            None
-        }
+        self.state.told_to_go()
     }
 
     /// Reads what the socket has. An idle connection reads into the stack
@@ -805,13 +1054,13 @@ impl<S: Transport> Connection<S> {
     }
 
     /// Restarts the keep-alive clock after input arrived, and tells the
-    /// table's keep-alive sweep the new deadline.
+    /// table's sweep the new deadline (and that the connection is active).
     fn note_read(&mut self) {
         self.last_read = Instant::now();
         let deadline = self.state.keepalive.map(|timeout| self.last_read + timeout);
         self.ctx()
             .sessions
-            .set_deadline(&self.state.attached.link, deadline);
+            .note_input(&self.state.attached.link, deadline);
     }
 
     /// Decodes and handles every whole packet in the read buffer.
@@ -910,12 +1159,15 @@ impl<S: Transport> Connection<S> {
                 return Some(Exit::Refused(DisconnectReasonCode::TopicAliasInvalid));
             }
             if topic.is_empty() {
-                match self.aliases_in.get(&alias) {
+                match self.aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
                     Some(known) => topic = known.clone(),
                     None => return Some(Exit::Refused(DisconnectReasonCode::ProtocolError)),
                 }
             } else {
-                self.aliases_in.insert(alias, topic.clone());
+                self.aliases
+                    .get_or_insert_default()
+                    .inbound
+                    .insert(alias, topic.clone());
             }
         }
 
@@ -1231,7 +1483,7 @@ impl<S: Transport> Connection<S> {
             let too_large = self
                 .state
                 .client_max_packet
-                .is_some_and(|max| self.out.len() - before > max);
+                .is_some_and(|max| self.out.len() - before > max as usize);
             if too_large {
                 self.out.truncate(before);
                 if pkid > 0 {
@@ -1254,15 +1506,17 @@ impl<S: Transport> Connection<S> {
         let mut topic: &str = &message.topic;
         let mut alias = None;
         if use_alias && self.v5() && self.state.client_alias_max > 0 {
-            match self.aliases_out.get(&message.topic) {
+            let max = self.state.client_alias_max;
+            let outbound = &mut self.aliases.get_or_insert_default().outbound;
+            match outbound.get(&message.topic) {
                 Some(known) => {
                     alias = Some(*known);
                     topic = "";
                 }
                 None => {
-                    let next = self.aliases_out.len() as u16 + 1;
-                    if next <= self.state.client_alias_max {
-                        self.aliases_out.insert(message.topic.clone(), next);
+                    let next = outbound.len() as u16 + 1;
+                    if next <= max {
+                        outbound.insert(message.topic.clone(), next);
                         alias = Some(next);
                     }
                 }
@@ -1327,56 +1581,7 @@ impl<S: Transport> Connection<S> {
             let _ = write_out(&mut self.io, &self.out).await;
         }
         let _ = self.io.shutdown().await;
-
-        let publish_will = match exit {
-            Exit::Disconnected { with_will } => with_will,
-            Exit::Shutdown => false,
-            _ => true,
-        };
-        let will = self.state.will.take().filter(|_| publish_will);
-        let ctx = Arc::clone(&self.state.ctx);
-        let client_id = self.session.client_id.clone();
-        let ended = ctx
-            .sessions
-            .detach(&client_id, self.state.attached.link.id());
-        if let Some(will) = will {
-            if self.state.acl.may_publish(&will.message.topic) {
-                self.schedule_will(*will, ended);
-            } else {
-                MqttMetrics::count(&ctx.metrics.denied, "will_acl");
-            }
-        }
-        tracing::debug!(client_id, ?exit, "client disconnected");
-        self.state.attached.link.finish();
-    }
-
-    /// Publishes the will now, or after its delay unless the client comes
-    /// back first (or its session ends first).
-    fn schedule_will(&self, will: Will, session_ended: bool) {
-        let broker = self.ctx().broker.clone();
-        let expiry = self.session.lock().expiry_secs;
-        let delay = if session_ended {
-            0
-        } else {
-            will.delay_secs.min(expiry)
-        };
-        let cancel = CancellationToken::new();
-        if delay > 0 {
-            *self
-                .session
-                .pending_will
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(cancel.clone());
-        }
-        tokio::spawn(async move {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => {}
-            }
-            if let Err(e) = broker.publish(Source::Mqtt, will.message).await {
-                tracing::warn!(error = %e, "could not publish a will message");
-            }
-        });
+        self.state.release(exit);
     }
 }
 

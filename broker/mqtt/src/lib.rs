@@ -16,6 +16,7 @@ pub mod connection;
 pub mod error;
 pub mod fanout;
 pub mod metrics;
+mod park;
 mod persist;
 pub mod retained;
 pub mod router;
@@ -25,6 +26,6 @@ pub mod sessions;
 
 pub use auth::hash_password;
 pub use config::{MqttConfig, MqttSettings};
-pub use connection::{Context, SubscribeError, Transport, serve};
+pub use connection::{Context, SubscribeError, Transport};
 pub use error::MqttError;
 pub use server::MqttServer;

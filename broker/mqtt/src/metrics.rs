@@ -69,6 +69,7 @@ impl DropReason {
 #[derive(Debug, Clone, Default)]
 pub struct MqttMetrics {
     pub(crate) connections: Gauge,
+    pub(crate) parked: Gauge,
     pub(crate) accepted: Counter,
     pub(crate) refused: Family<ReasonLabel, Counter>,
     pub(crate) received: QosCounters,
@@ -89,6 +90,11 @@ impl MqttMetrics {
             "connections",
             "Open MQTT connections",
             m.connections.clone(),
+        );
+        r.register(
+            "connections_parked",
+            "Quiet MQTT connections waiting without a task of their own",
+            m.parked.clone(),
         );
         r.register(
             "connections_accepted",

@@ -26,8 +26,9 @@ use crate::sessions::SessionTable;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often offline sessions are checked for expiry.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
-/// How often connections past their keep-alive deadline are looked for: a
-/// silent client is closed at most this long after its deadline.
+/// How often connections past their keep-alive deadline, or newly quiet,
+/// are looked for: a silent client is closed at most this long after its
+/// deadline.
 const KEEPALIVE_SWEEP: Duration = Duration::from_millis(250);
 
 /// A started MQTT server: state loaded, listener bound, not yet serving.
@@ -108,7 +109,7 @@ impl MqttServer {
     }
 
     /// The shared state, for serving sessions over other transports
-    /// (WebSocket) with [`connection::serve`].
+    /// (WebSocket) with [`Context::admit`].
     pub fn context(&self) -> Arc<Context> {
         Arc::clone(&self.ctx)
     }
@@ -133,7 +134,7 @@ impl MqttServer {
                 }
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(Arc::clone(&ctx).admit(stream));
+            tokio::spawn(Arc::clone(&ctx).admit_tcp(stream));
         }
         drop(self.listener);
         ctx.shut_down();
@@ -157,7 +158,7 @@ async fn housekeeping(ctx: Arc<Context>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = keepalive.tick() => ctx.sessions.wake_overdue(),
+            _ = keepalive.tick() => ctx.sessions.wake_overdue_and_quiet(),
             _ = save.tick() => save_sessions(&ctx).await,
             _ = sweep.tick() => {
                 // A delayed will is scheduled for min(will delay, session

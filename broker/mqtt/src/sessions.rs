@@ -17,6 +17,9 @@ use crate::session::{NEVER_EXPIRES, Session};
 
 /// How long a new connection waits for the one it takes over to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+/// How long a connection goes without input or output before it counts
+/// as quiet (and a TCP connection parks), in ms.
+const QUIET_AFTER_MS: u64 = 1000;
 
 /// What the table and the connection serving a session share: how the
 /// table takes the session away, and when the client is overdue. Waking
@@ -31,17 +34,23 @@ pub struct Link {
     /// When the client is overdue under its keep alive, in ms on the
     /// table's clock; 0 without keep alive.
     deadline_ms: AtomicU64,
+    /// When the connection last read or wrote, in ms on the table's clock.
+    active_ms: AtomicU64,
+    /// The sweep found the connection quiet since `active_ms`.
+    quiet: AtomicBool,
     /// The connection has finished with the session.
     finished: AtomicBool,
     finished_notify: Notify,
 }
 
 impl Link {
-    fn new(id: u64) -> Link {
+    fn new(id: u64, now_ms: u64) -> Link {
         Link {
             id,
             kicked: AtomicBool::new(false),
             deadline_ms: AtomicU64::new(0),
+            active_ms: AtomicU64::new(now_ms),
+            quiet: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             finished_notify: Notify::new(),
         }
@@ -55,6 +64,24 @@ impl Link {
     /// True once the connection must give the session up.
     pub fn kicked(&self) -> bool {
         self.kicked.load(Ordering::Acquire)
+    }
+
+    /// True once the connection has been quiet for a while (nothing read
+    /// or written).
+    pub fn quiet(&self) -> bool {
+        self.quiet.load(Ordering::Relaxed)
+    }
+
+    /// Lets the connection park as soon as it waits.
+    pub fn mark_quiet(&self) {
+        self.quiet.store(true, Ordering::Relaxed);
+    }
+
+    fn touch(&self, now_ms: u64) {
+        self.active_ms.store(now_ms, Ordering::Relaxed);
+        if self.quiet.load(Ordering::Relaxed) {
+            self.quiet.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Tells the connection on `session` to give it up, and wakes it.
@@ -162,6 +189,7 @@ impl SessionTable {
         }
         let link = Arc::new(Link::new(
             self.next_connection.fetch_add(1, Ordering::Relaxed),
+            self.clock_ms(),
         ));
         let mut entries = self.lock();
         let resumable = !clean_start && entries.contains_key(client_id);
@@ -243,24 +271,37 @@ impl SessionTable {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Sets when the client on `link` is overdue (`None`: no keep alive).
-    pub fn set_deadline(&self, link: &Link, deadline: Option<Instant>) {
+    /// The client on `link` was heard from: sets when it is overdue
+    /// (`None`: no keep alive), and marks the connection active.
+    pub fn note_input(&self, link: &Link, deadline: Option<Instant>) {
         let ms = deadline.map_or(0, |at| {
             (at.saturating_duration_since(self.epoch).as_millis() as u64).max(1)
         });
         link.deadline_ms.store(ms, Ordering::Relaxed);
+        link.touch(self.clock_ms());
+    }
+
+    /// Marks the connection on `link` active (it wrote).
+    pub fn touch(&self, link: &Link) {
+        link.touch(self.clock_ms());
     }
 
     /// Wakes every connection whose client is past its keep-alive
-    /// deadline, so it closes itself. Called periodically.
-    pub fn wake_overdue(&self) {
+    /// deadline, so it closes itself, and every connection that has just
+    /// gone quiet, so it can park. Called periodically.
+    pub fn wake_overdue_and_quiet(&self) {
         let now = self.clock_ms();
         for entry in self.lock().values() {
-            if let Some(link) = &entry.live {
-                let deadline = link.deadline_ms.load(Ordering::Relaxed);
-                if deadline != 0 && deadline <= now {
-                    entry.session.wake();
-                }
+            let Some(link) = &entry.live else { continue };
+            let deadline = link.deadline_ms.load(Ordering::Relaxed);
+            let overdue = deadline != 0 && deadline <= now;
+            let quiet = !link.quiet()
+                && now.saturating_sub(link.active_ms.load(Ordering::Relaxed)) >= QUIET_AFTER_MS;
+            if quiet {
+                link.quiet.store(true, Ordering::Relaxed);
+            }
+            if overdue || quiet {
+                entry.session.wake();
             }
         }
     }

@@ -27,6 +27,7 @@ const WAIT: Duration = Duration::from_secs(10);
 struct TestBroker {
     addr: SocketAddr,
     broker: Broker,
+    registry: Registry,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -68,9 +69,34 @@ impl TestBroker {
         TestBroker {
             addr,
             broker,
+            registry,
             shutdown,
             task,
         }
+    }
+
+    /// The value of an unlabelled metric, by its full name.
+    fn metric(&self, name: &str) -> i64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("encode");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    /// Waits until the metric `name` reads `value`.
+    async fn metric_reaches(&self, name: &str, value: i64) {
+        let reached = tokio::time::timeout(WAIT, async {
+            while self.metric(name) != value {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            reached.is_ok(),
+            "{name} stayed at {}, not {value}",
+            self.metric(name)
+        );
     }
 
     /// Stops gracefully and releases the data directory.
@@ -677,6 +703,110 @@ async fn racing_takeovers_leave_one_connection_and_it_is_still_watched() {
         );
     }
     server.stop().await;
+}
+
+/// Reads whole MQTT packets from a raw socket until one starts with a
+/// first byte in `want`; returns it.
+async fn read_packet(raw: &mut TcpStream, buf: &mut BytesMut, want: &[u8]) -> Vec<u8> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            // Fixed header: type byte, then a varint length (short here).
+            if buf.len() >= 2 && buf[1] < 0x80 && buf.len() >= 2 + usize::from(buf[1]) {
+                let packet = buf.split_to(2 + usize::from(buf[1])).to_vec();
+                if want.contains(&packet[0]) {
+                    return packet;
+                }
+                continue;
+            }
+            assert!(raw.read_buf(buf).await.expect("read") > 0, "closed");
+        }
+    })
+    .await
+    .expect("timed out waiting for a packet")
+}
+
+/// Reads until the peer closes; returns what came before.
+async fn read_to_close(raw: &mut TcpStream) -> Vec<u8> {
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, raw.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    rest
+}
+
+#[tokio::test]
+async fn quiet_connections_park_and_wake_for_input_messages_takeover_and_shutdown() {
+    const PARKED: &str = "tidewire_mqtt_connections_parked";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestBroker::start(dir.path(), "").await;
+    let mut buf = BytesMut::new();
+
+    // A 3.1.1 subscriber without keep alive ("sub") goes quiet and parks.
+    let mut sub = TcpStream::connect(server.addr).await.expect("connect");
+    sub.write_all(&[
+        0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 3, b's', b'u', b'b',
+    ])
+    .await
+    .expect("connect");
+    read_packet(&mut sub, &mut buf, &[0x20]).await;
+    sub.write_all(&[0x82, 8, 0, 1, 0, 3, b'p', b'/', b'#', 1])
+        .await
+        .expect("subscribe");
+    assert_eq!(
+        read_packet(&mut sub, &mut buf, &[0x90]).await,
+        [0x90, 3, 0, 1, 1]
+    );
+    server.metric_reaches(PARKED, 1).await;
+
+    // A message for it brings it back, and it parks again once quiet.
+    let mut publisher = Client::connect(server.addr, |_| {}).await;
+    publisher
+        .publish("p/1", QoS::AtLeastOnce, false, "wake")
+        .await;
+    let publish = read_packet(&mut sub, &mut buf, &[0x32]).await;
+    assert!(publish.ends_with(b"p/1\0\x01wake"), "{publish:?}");
+    sub.write_all(&[0x40, 2, 0, 1]).await.expect("puback");
+    drop(publisher);
+    server.metric_reaches(PARKED, 1).await;
+
+    // Input wakes it: a PINGREQ is answered.
+    sub.write_all(&[0xC0, 0]).await.expect("pingreq");
+    assert_eq!(read_packet(&mut sub, &mut buf, &[0xD0]).await, [0xD0, 0]);
+    server.metric_reaches(PARKED, 1).await;
+
+    // Takeover of a parked connection closes it.
+    let mut twin = TcpStream::connect(server.addr).await.expect("connect");
+    twin.write_all(&[
+        0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 3, b's', b'u', b'b',
+    ])
+    .await
+    .expect("connect");
+    read_to_close(&mut sub).await;
+
+    // A parked MQTT 5 connection hears the server shut down.
+    let mut twin_buf = BytesMut::new();
+    read_packet(&mut twin, &mut twin_buf, &[0x20]).await;
+    server.metric_reaches(PARKED, 1).await;
+    let mut v5 = TcpStream::connect(server.addr).await.expect("connect");
+    v5.write_all(&[
+        0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 0, 0, 0, 2, b'v', b'5',
+    ])
+    .await
+    .expect("connect");
+    let mut v5_buf = BytesMut::new();
+    read_packet(&mut v5, &mut v5_buf, &[0x20]).await;
+    server.metric_reaches(PARKED, 2).await;
+    server.shutdown.cancel();
+    let goodbye = read_to_close(&mut v5).await;
+    assert_eq!(
+        (goodbye.first(), goodbye.get(2)),
+        (Some(&0xE0), Some(&0x8B)),
+        "{goodbye:?}"
+    );
+    read_to_close(&mut twin).await;
+    server.task.await.expect("mqtt task");
+    server.broker.streams().close().await;
 }
 
 mod v5 {
