@@ -858,20 +858,34 @@ impl Quiet {
 
 impl Parkable for Quiet {
     fn watch(&self, waker: &Waker) -> bool {
+        // As in `poll_wake`: a connection that must go does not register
+        // with the session, where a successor may be registered already.
+        if self.state.told_to_go().is_some() {
+            return true;
+        }
         let mut cx = std::task::Context::from_waker(waker);
         let ready = self.state.attached.session.poll_ready(&mut cx);
         ready || self.state.told_to_go().is_some()
     }
 
     async fn resume(mut self, socket: std::net::TcpStream) {
+        // Read what input is waiting now: the runtime's reactor reports it
+        // only some time after the socket is registered, and a PINGREQ
+        // that arrived late must count before keep alive is judged. A
+        // close or an error shows again on the connection's next read.
+        let mut waiting = [0u8; IDLE_READ_BUFFER];
+        let read = std::io::Read::read(&mut &socket, &mut waiting).unwrap_or(0);
         match TcpStream::from_std(socket) {
             Ok(io) => {
-                // Back to work: the runtime learns of any waiting input
-                // only now, so the connection is not quiet until it has
-                // had time to read it.
-                let ctx = &self.state.ctx;
+                // Back to work, and not quiet until it has had time to
+                // read and answer.
+                let ctx = Arc::clone(&self.state.ctx);
                 ctx.sessions.touch(&self.state.attached.link);
-                drive(self.into_connection(io, BytesMut::new()), Some(park_tcp)).await;
+                let mut conn = self.into_connection(io, BytesMut::from(&waiting[..read]));
+                if read > 0 {
+                    conn.note_read();
+                }
+                drive(conn, Some(park_tcp)).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not resume a parked connection");
@@ -927,6 +941,11 @@ impl<S: Transport> Connection<S> {
     /// Serves the connection until it ends, or until it is quiet and may
     /// park ([`Exit::Quiet`]). Runs again after a resume.
     async fn run(&mut self) -> Exit {
+        // Resumed from the parking lot to be told to go: nothing goes out
+        // to this socket that belongs to a successor.
+        if let Some(exit) = self.told_to_go() {
+            return exit;
+        }
         self.pump();
         // Packets that arrived together with CONNECT. Handling input (the
         // publish path included) has a large state, boxed here and below

@@ -51,33 +51,32 @@ struct Shared<T> {
     woken: Mutex<Vec<Token>>,
     /// Wakes the watching thread, for `woken` and for `closed`.
     poll_waker: mio::Waker,
-    /// Ends the watching thread: the lot was dropped.
+    /// Ends the watching thread (the lot was dropped), or the thread has
+    /// failed: nothing parks any more.
     closed: AtomicBool,
     /// Where resumed connections are spawned.
     runtime: Handle,
     parked: Gauge,
 }
 
+/// The parked connections by slot. The slab holds only pointers, so it
+/// stays small as it grows.
 struct Slots<T> {
-    parked: Slab<Slot<T>>,
+    parked: Slab<Arc<Parked<T>>>,
     /// Tells a slot's occupants apart, so a stale event or waker is
     /// ignored rather than waking whoever took the slot next.
     generation: u32,
 }
 
-struct Slot<T> {
-    generation: u32,
-    socket: TcpStream,
-    value: T,
-}
-
-/// The waker of one parked connection.
-struct Unpark<T> {
+/// One parked connection, in the same allocation as its waker.
+struct Parked<T> {
     lot: Weak<Shared<T>>,
     token: Token,
-    /// Already queued: each connection is queued at most once, so the
-    /// queue never holds more tokens than the lot holds connections.
+    /// Already queued: each waker queues its connection at most once, so
+    /// the queue stays within about the number of parked connections.
     queued: AtomicBool,
+    /// Taken when the connection resumes.
+    held: Mutex<Option<(TcpStream, T)>>,
 }
 
 impl<T> std::fmt::Debug for ParkingLot<T> {
@@ -101,8 +100,8 @@ fn token(key: usize, generation: u32) -> Token {
     Token((key << 32) | generation as usize)
 }
 
-fn split(token: Token) -> (usize, u32) {
-    (token.0 >> 32, token.0 as u32)
+fn slot_of(token: Token) -> usize {
+    token.0 >> 32
 }
 
 impl<T: Parkable> ParkingLot<T> {
@@ -133,7 +132,10 @@ impl<T: Parkable> ParkingLot<T> {
     /// Parks `value` with its `socket` (non-blocking, and registered with
     /// no reactor). Gives both back if the poller refuses the socket.
     pub(crate) fn park(&self, socket: TcpStream, value: T) -> Result<(), (TcpStream, T)> {
-        let mut slots = self.shared.lock();
+        let mut slots = lock(&self.shared.slots);
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err((socket, value));
+        }
         slots.generation = slots.generation.wrapping_add(1);
         let generation = slots.generation;
         let entry = slots.parked.vacant_entry();
@@ -147,20 +149,26 @@ impl<T: Parkable> ParkingLot<T> {
             tracing::warn!(error = %e, "could not park a quiet connection");
             return Err((socket, value));
         }
-        let waker = Waker::from(Arc::new(Unpark {
-            lot: Arc::downgrade(&self.shared),
-            token,
-            queued: AtomicBool::new(false),
-        }));
-        if value.watch(&waker) {
-            waker.wake_by_ref();
-        }
-        entry.insert(Slot {
-            generation,
-            socket,
-            value,
-        });
+        let due = {
+            let parked = Arc::new(Parked {
+                lot: Arc::downgrade(&self.shared),
+                token,
+                queued: AtomicBool::new(false),
+                held: Mutex::new(None),
+            });
+            let waker = Waker::from(Arc::clone(&parked));
+            // A wake from here on is queued, and handled by the watching
+            // thread once the slot is filled and the lock released.
+            let due = value.watch(&waker);
+            *lock(&parked.held) = Some((socket, value));
+            entry.insert(parked);
+            due
+        };
         self.shared.parked.inc();
+        drop(slots);
+        if due {
+            self.shared.queue(token);
+        }
         Ok(())
     }
 }
@@ -173,13 +181,21 @@ fn watch<T: Parkable>(shared: &Shared<T>, mut poll: Poll) {
         if let Err(e) = poll.poll(&mut events, None)
             && e.kind() != io::ErrorKind::Interrupted
         {
-            tracing::error!(error = %e, "the parking lot's poller failed");
+            tracing::error!(error = %e, "the parking lot's poller failed; resuming every parked connection");
+            shared.closed.store(true, Ordering::Release);
+            let tokens: Vec<Token> = lock(&shared.slots)
+                .parked
+                .iter()
+                .map(|(_, parked)| parked.token)
+                .collect();
+            for token in tokens {
+                shared.unpark(token);
+            }
             return;
         }
         for event in &events {
             if event.token() == WAKE {
-                let woken =
-                    std::mem::take(&mut *shared.woken.lock().unwrap_or_else(|p| p.into_inner()));
+                let woken = std::mem::take(&mut *lock(&shared.woken));
                 for token in woken {
                     shared.unpark(token);
                 }
@@ -190,32 +206,43 @@ fn watch<T: Parkable>(shared: &Shared<T>, mut poll: Poll) {
     }
 }
 
+fn lock<V>(mutex: &Mutex<V>) -> MutexGuard<'_, V> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl<T: Parkable> Shared<T> {
-    fn lock(&self) -> MutexGuard<'_, Slots<T>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    /// Queues `token` for the watching thread to resume.
+    fn queue(&self, token: Token) {
+        lock(&self.woken).push(token);
+        if let Err(e) = self.poll_waker.wake() {
+            tracing::warn!(error = %e, "could not wake the parking lot's thread");
+        }
     }
 
     /// Takes the connection at `token` out of the lot, if it is still
     /// there, and spawns its task.
     fn unpark(&self, token: Token) {
-        let (key, generation) = split(token);
-        let slot = {
-            let mut slots = self.lock();
+        let key = slot_of(token);
+        let parked = {
+            let mut slots = lock(&self.slots);
             match slots.parked.get(key) {
-                Some(slot) if slot.generation == generation => slots.parked.remove(key),
+                Some(parked) if parked.token == token => slots.parked.remove(key),
                 _ => return,
             }
         };
         self.parked.dec();
-        let fd = slot.socket.as_raw_fd();
+        let Some((socket, value)) = lock(&parked.held).take() else {
+            return;
+        };
+        let fd = socket.as_raw_fd();
         if let Err(e) = self.registry.deregister(&mut SourceFd(&fd)) {
             tracing::debug!(error = %e, "deregistering a parked socket failed");
         }
-        self.runtime.spawn(slot.value.resume(slot.socket));
+        self.runtime.spawn(value.resume(socket));
     }
 }
 
-impl<T: Parkable> Wake for Unpark<T> {
+impl<T: Parkable> Wake for Parked<T> {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
@@ -225,13 +252,7 @@ impl<T: Parkable> Wake for Unpark<T> {
             return;
         }
         if let Some(lot) = self.lot.upgrade() {
-            lot.woken
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(self.token);
-            if let Err(e) = lot.poll_waker.wake() {
-                tracing::warn!(error = %e, "could not wake the parking lot's thread");
-            }
+            lot.queue(self.token);
         }
     }
 }
