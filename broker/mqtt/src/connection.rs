@@ -152,12 +152,7 @@ impl Context {
         async move {
             match Arc::clone(&self.slots).try_acquire_owned() {
                 Ok(permit) => {
-                    let slot = ConnectionSlot {
-                        _permit: permit,
-                        _tracked: tracked,
-                        open: self.metrics.connections.clone(),
-                    };
-                    slot.open.inc();
+                    let slot = ConnectionSlot::new(permit, tracked, &self.metrics.connections);
                     serve(io, self, slot, park).await;
                 }
                 Err(_) => {
@@ -319,6 +314,17 @@ struct ConnectionSlot {
     _permit: OwnedSemaphorePermit,
     _tracked: TaskTrackerToken,
     open: Gauge,
+}
+
+impl ConnectionSlot {
+    fn new(permit: OwnedSemaphorePermit, tracked: TaskTrackerToken, open: &Gauge) -> Self {
+        open.inc();
+        ConnectionSlot {
+            _permit: permit,
+            _tracked: tracked,
+            open: open.clone(),
+        }
+    }
 }
 
 impl Drop for ConnectionSlot {
@@ -501,11 +507,12 @@ async fn handshake<S: Transport>(
     )
     .await;
     write_out(&mut io, &out).await?;
-    if read_buf.is_empty() {
-        // Nothing came with CONNECT: hold no read buffer while idle.
-        read_buf = BytesMut::new();
-    }
     Ok(accepted.map(|state| {
+        let nothing_more = read_buf.is_empty();
+        if nothing_more {
+            // Hold no read buffer while waiting.
+            read_buf = BytesMut::new();
+        }
         let quiet = Quiet {
             state,
             aliases: None,
@@ -515,7 +522,7 @@ async fn handshake<S: Transport>(
         let mut conn = quiet.into_connection(io, read_buf);
         conn.resend_inflight();
         conn.note_read();
-        if conn.read_buf.is_empty() {
+        if nothing_more {
             // Nothing came after CONNECT: the connection may park as soon
             // as it waits, so clients connecting in a crowd do not each
             // hold a task and buffers until their first second is up.
@@ -1076,10 +1083,11 @@ impl<S: Transport> Connection<S> {
     /// table's sweep the new deadline (and that the connection is active).
     fn note_read(&mut self) {
         self.last_read = Instant::now();
-        let deadline = self.state.keepalive.map(|timeout| self.last_read + timeout);
-        self.ctx()
-            .sessions
-            .note_input(&self.state.attached.link, deadline);
+        self.ctx().sessions.note_input(
+            &self.state.attached.link,
+            self.last_read,
+            self.state.keepalive,
+        );
     }
 
     /// Decodes and handles every whole packet in the read buffer.

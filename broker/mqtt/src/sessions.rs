@@ -266,19 +266,23 @@ impl SessionTable {
         ended
     }
 
-    /// Milliseconds on the table's clock, for keep-alive deadlines.
+    /// Milliseconds on the table's clock now, for keep-alive deadlines
+    /// and activity.
     pub fn clock_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.ms_at(Instant::now())
+    }
+
+    /// `at` in milliseconds on the table's clock.
+    fn ms_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
     /// The client on `link` was heard from: sets when it is overdue
     /// (`None`: no keep alive), and marks the connection active.
-    pub fn note_input(&self, link: &Link, deadline: Option<Instant>) {
-        let ms = deadline.map_or(0, |at| {
-            (at.saturating_duration_since(self.epoch).as_millis() as u64).max(1)
-        });
-        link.deadline_ms.store(ms, Ordering::Relaxed);
-        link.touch(self.clock_ms());
+    pub fn note_input(&self, link: &Link, at: Instant, keepalive: Option<Duration>) {
+        let deadline = keepalive.map_or(0, |timeout| self.ms_at(at + timeout).max(1));
+        link.deadline_ms.store(deadline, Ordering::Relaxed);
+        link.touch(self.ms_at(at));
     }
 
     /// Marks the connection on `link` active (it wrote).
@@ -298,7 +302,7 @@ impl SessionTable {
             let quiet = !link.quiet()
                 && now.saturating_sub(link.active_ms.load(Ordering::Relaxed)) >= QUIET_AFTER_MS;
             if quiet {
-                link.quiet.store(true, Ordering::Relaxed);
+                link.mark_quiet();
             }
             if overdue || quiet {
                 entry.session.wake();
