@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_util::future::poll_fn;
-use prometheus_client::metrics::gauge::Gauge;
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode, Disconnect,
     DisconnectProperties, DisconnectReasonCode, LastWill, LastWillProperties, Login, Packet,
@@ -30,7 +29,7 @@ use tidewire_core::topic::{self, TopicFilter};
 use tidewire_core::{Broker, Message, Properties, PublishError, Source};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -79,7 +78,7 @@ pub struct Context {
     pub metrics: MqttMetrics,
     assigned_ids: AtomicU64,
     /// One permit per connection, over every transport.
-    slots: Arc<Semaphore>,
+    slots: Semaphore,
     /// Every connection, over every transport, so shutdown can wait for
     /// them before the sessions are saved.
     connections: TaskTracker,
@@ -103,7 +102,7 @@ impl Context {
         metrics: MqttMetrics,
     ) -> Context {
         Context {
-            slots: Arc::new(Semaphore::new(settings.max_connections)),
+            slots: Semaphore::new(settings.max_connections),
             broker,
             router,
             sessions,
@@ -150,12 +149,9 @@ impl Context {
     ) -> impl Future<Output = ()> + Send + 'static {
         let tracked = self.connections.token();
         async move {
-            match Arc::clone(&self.slots).try_acquire_owned() {
-                Ok(permit) => {
-                    let slot = ConnectionSlot::new(permit, tracked, &self.metrics.connections);
-                    serve(io, self, slot, park).await;
-                }
-                Err(_) => {
+            match ConnectionSlot::take(&self, tracked) {
+                Some(slot) => serve(io, slot, park).await,
+                None => {
                     tracing::warn!("connection limit reached; refusing");
                     Box::pin(refuse_busy(io, self)).await;
                 }
@@ -167,7 +163,7 @@ impl Context {
     /// goodbye and closes.
     pub(crate) fn shut_down(&self) {
         self.closing.store(true, Ordering::Release);
-        self.sessions.kick_all();
+        self.sessions.wake_all();
     }
 
     /// Subscribes `session` to `full` (a filter, maybe `$share/...`) if it
@@ -306,30 +302,33 @@ fn busy(version: Version) -> ConnectReturnCode {
     }
 }
 
-/// A connection's place under `max_connections`, held from admission to
-/// the end, parked or not: it counts in the open connections gauge, and
-/// shutdown waits for it.
+/// A connection's place under `max_connections`, and its handle on the
+/// context, held from admission to the end, parked or not: it counts in
+/// the open connections gauge, and shutdown waits for it.
 #[derive(Debug)]
 struct ConnectionSlot {
-    _permit: OwnedSemaphorePermit,
+    ctx: Arc<Context>,
     _tracked: TaskTrackerToken,
-    open: Gauge,
 }
 
 impl ConnectionSlot {
-    fn new(permit: OwnedSemaphorePermit, tracked: TaskTrackerToken, open: &Gauge) -> Self {
-        open.inc();
-        ConnectionSlot {
-            _permit: permit,
+    /// Takes a place for a new connection, if one is free.
+    fn take(ctx: &Arc<Context>, tracked: TaskTrackerToken) -> Option<Self> {
+        // The place goes back in `drop`, so the slot needs no permit of
+        // its own.
+        ctx.slots.try_acquire().ok()?.forget();
+        ctx.metrics.connections.inc();
+        Some(ConnectionSlot {
+            ctx: Arc::clone(ctx),
             _tracked: tracked,
-            open: open.clone(),
-        }
+        })
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.open.dec();
+        self.ctx.metrics.connections.dec();
+        self.ctx.slots.add_permits(1);
     }
 }
 
@@ -345,14 +344,9 @@ type Park<S> = fn(Box<Connection<S>>) -> Option<Box<Connection<S>>>;
 /// pending acks, with no timer or notification futures of its own (keep
 /// alive and shutdown wake it through the session). Once quiet, a TCP
 /// connection gives up even that and parks.
-async fn serve<S: Transport>(
-    io: S,
-    ctx: Arc<Context>,
-    slot: ConnectionSlot,
-    park: Option<Park<S>>,
-) {
-    ctx.metrics.accepted.inc();
-    match Box::pin(handshake(io, &ctx, slot)).await {
+async fn serve<S: Transport>(io: S, slot: ConnectionSlot, park: Option<Park<S>>) {
+    slot.ctx.metrics.accepted.inc();
+    match Box::pin(handshake(io, slot)).await {
         Ok(Some(conn)) => drive(conn, park).await,
         Ok(None) => {}
         Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
@@ -383,7 +377,7 @@ async fn drive<S: Transport>(mut conn: Box<Connection<S>>, park: Option<Park<S>>
 /// the descriptor, so dropping the tokio stream only takes it out of the
 /// runtime's reactor) and everything but its buffers.
 fn park_tcp(conn: Box<Connection<TcpStream>>) -> Option<Box<Connection<TcpStream>>> {
-    let ctx = Arc::clone(&conn.state.ctx);
+    let ctx = Arc::clone(conn.ctx());
     let Some(lot) = ctx.parking.as_ref() else {
         return Some(conn);
     };
@@ -445,9 +439,9 @@ pub async fn refuse_busy<S: Transport>(mut io: S, ctx: Arc<Context>) {
 /// Reads CONNECT and answers it; returns the accepted connection.
 async fn handshake<S: Transport>(
     mut io: S,
-    ctx: &Arc<Context>,
     slot: ConnectionSlot,
 ) -> std::io::Result<Option<Box<Connection<S>>>> {
+    let ctx = &slot.ctx;
     let mut read_buf = BytesMut::with_capacity(IDLE_READ_BUFFER);
     let max_packet = ctx.settings.max_packet_bytes;
     let handshake = tokio::time::timeout(ctx.settings.connect_timeout, async {
@@ -502,11 +496,18 @@ async fn handshake<S: Transport>(
         return Ok(None);
     };
     let mut out = BytesMut::new();
-    let accepted = accept(
-        ctx, &codec, connect, props, will, will_props, login, &mut out,
+    let mut accepted = accept(
+        slot, &codec, connect, props, will, will_props, login, &mut out,
     )
     .await;
-    write_out(&mut io, &out).await?;
+    if let Err(e) = write_out(&mut io, &out).await {
+        // Gone before its CONNACK: the session is let go as for any
+        // connection that closed.
+        if let Some(state) = accepted.as_mut() {
+            state.release(Exit::Closed);
+        }
+        return Err(e);
+    }
     Ok(accepted.map(|state| {
         let nothing_more = read_buf.is_empty();
         if nothing_more {
@@ -516,8 +517,6 @@ async fn handshake<S: Transport>(
         let quiet = Quiet {
             state,
             aliases: None,
-            last_read: Instant::now(),
-            slot,
         };
         let mut conn = quiet.into_connection(io, read_buf);
         conn.resend_inflight();
@@ -526,7 +525,7 @@ async fn handshake<S: Transport>(
             // Nothing came after CONNECT: the connection may park as soon
             // as it waits, so clients connecting in a crowd do not each
             // hold a task and buffers until their first second is up.
-            conn.state.attached.link.mark_quiet();
+            conn.session.link.mark_quiet();
         }
         conn
     }))
@@ -535,13 +534,18 @@ async fn handshake<S: Transport>(
 /// What an accepted CONNECT established.
 struct Accepted {
     codec: Codec,
-    ctx: Arc<Context>,
-    attached: Attached,
+    slot: ConnectionSlot,
+    session: Arc<Session>,
+    /// This connection's id in the session table.
+    connection: u64,
     acl: Arc<Acl>,
-    keepalive: Option<Duration>,
+    /// How long the client may stay silent (1.5 × its keep alive), in ms;
+    /// 0 for no limit.
+    keepalive_ms: u32,
     client_receive_max: u16,
-    client_max_packet: Option<u32>,
     client_alias_max: u16,
+    /// The largest packet the client takes, in bytes.
+    client_max_packet: u32,
     will: Option<Box<Will>>,
 }
 
@@ -554,7 +558,7 @@ struct Will {
 
 #[allow(clippy::too_many_arguments)]
 async fn accept(
-    ctx: &Arc<Context>,
+    slot: ConnectionSlot,
     codec: &Codec,
     connect: Connect,
     props: Option<ConnectProperties>,
@@ -563,6 +567,7 @@ async fn accept(
     login: Option<Login>,
     out: &mut BytesMut,
 ) -> Option<Accepted> {
+    let ctx = &Arc::clone(&slot.ctx);
     let v5 = codec.version() == Version::V5;
     let refuse = |code: ConnectReturnCode, reason: &'static str, out: &mut BytesMut| {
         MqttMetrics::count(&ctx.metrics.refused, reason);
@@ -720,7 +725,11 @@ async fn accept(
     if ctx.closing.load(Ordering::Acquire) {
         return refuse(try_later, "shutting_down", out);
     }
-    let attached = ctx
+    let Attached {
+        session,
+        present,
+        connection,
+    } = ctx
         .sessions
         .attach(&client_id, clean_start, expiry_secs)
         .await;
@@ -739,34 +748,39 @@ async fn accept(
     let _ = codec.encode(
         Packet::ConnAck(
             ConnAck {
-                session_present: attached.present,
+                session_present: present,
                 code: ConnectReturnCode::Success,
             },
             connack_props,
         ),
         out,
     );
-    tracing::debug!(client_id = %attached.session.client_id, present = attached.present, "client connected");
+    tracing::debug!(client_id = %session.client_id, present, "client connected");
     Some(Accepted {
         codec: *codec,
-        ctx: Arc::clone(ctx),
-        attached,
+        slot,
+        session,
+        connection,
         acl,
-        keepalive: (keepalive > 0).then(|| Duration::from_millis(u64::from(keepalive) * 1500)),
+        keepalive_ms: u32::from(keepalive) * 1500,
         client_receive_max: props.receive_maximum.unwrap_or(u16::MAX).max(1),
-        client_max_packet: props.max_packet_size,
+        client_max_packet: props.max_packet_size.unwrap_or(u32::MAX),
         client_alias_max: props.topic_alias_max.unwrap_or(0),
         will,
     })
 }
 
 impl Accepted {
+    fn ctx(&self) -> &Arc<Context> {
+        &self.slot.ctx
+    }
+
     /// Why the connection must end now, if it must: shutdown, or another
     /// connection took the client id over.
     fn told_to_go(&self) -> Option<Exit> {
-        if self.ctx.closing.load(Ordering::Acquire) {
+        if self.ctx().closing.load(Ordering::Acquire) {
             Some(Exit::Shutdown)
-        } else if self.attached.link.kicked() {
+        } else if !self.session.link.owned_by(self.connection) {
             Some(Exit::TakenOver)
         } else {
             None
@@ -782,9 +796,9 @@ impl Accepted {
             _ => true,
         };
         let will = self.will.take().filter(|_| publish_will);
-        let ctx = Arc::clone(&self.ctx);
-        let client_id = self.attached.session.client_id.clone();
-        let ended = ctx.sessions.detach(&client_id, self.attached.link.id());
+        let ctx = Arc::clone(self.ctx());
+        let client_id = &self.session.client_id;
+        let ended = ctx.sessions.detach(&self.session, self.connection);
         if let Some(will) = will {
             if self.acl.may_publish(&will.message.topic) {
                 self.schedule_will(*will, ended);
@@ -793,27 +807,26 @@ impl Accepted {
             }
         }
         tracing::debug!(client_id, ?exit, "client disconnected");
-        self.attached.link.finish();
+        ctx.sessions.finish(&self.session);
     }
 
     /// Publishes the will now, or after its delay unless the client comes
     /// back first (or its session ends first).
     fn schedule_will(&self, will: Will, session_ended: bool) {
-        let broker = self.ctx.broker.clone();
-        let session = &self.attached.session;
-        let expiry = session.lock().expiry_secs;
-        let delay = if session_ended {
-            0
-        } else {
-            will.delay_secs.min(expiry)
-        };
+        let broker = self.ctx().broker.clone();
         let cancel = CancellationToken::new();
-        if delay > 0 {
-            *session
-                .pending_will
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(cancel.clone());
-        }
+        let delay = {
+            let mut state = self.session.lock();
+            let delay = if session_ended {
+                0
+            } else {
+                will.delay_secs.min(state.expiry_secs)
+            };
+            if delay > 0 {
+                state.pending_will = Some(cancel.clone());
+            }
+            delay
+        };
         tokio::spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -831,8 +844,6 @@ impl Accepted {
 struct Quiet {
     state: Accepted,
     aliases: Option<Box<TopicAliases>>,
-    last_read: Instant,
-    slot: ConnectionSlot,
 }
 
 /// MQTT 5 topic aliases in use on a connection, set up on first use.
@@ -850,15 +861,13 @@ impl Quiet {
             io,
             read_buf,
             out: BytesMut::new(),
-            session: Arc::clone(&self.state.attached.session),
+            session: Arc::clone(&self.state.session),
             state: self.state,
             pending: VecDeque::new(),
             pending_qos: 0,
             aliases: self.aliases,
-            last_read: self.last_read,
             read_full: false,
             parkable: false,
-            _slot: self.slot,
         })
     }
 }
@@ -871,7 +880,7 @@ impl Parkable for Quiet {
             return true;
         }
         let mut cx = std::task::Context::from_waker(waker);
-        let ready = self.state.attached.session.poll_ready(&mut cx);
+        let ready = self.state.session.poll_ready(&mut cx);
         ready || self.state.told_to_go().is_some()
     }
 
@@ -886,8 +895,8 @@ impl Parkable for Quiet {
             Ok(io) => {
                 // Back to work, and not quiet until it has had time to
                 // read and answer.
-                let ctx = Arc::clone(&self.state.ctx);
-                ctx.sessions.touch(&self.state.attached.link);
+                let ctx = Arc::clone(self.state.ctx());
+                ctx.sessions.touch(&self.state.session.link);
                 let mut conn = self.into_connection(io, BytesMut::from(&waiting[..read]));
                 if read > 0 {
                     conn.note_read();
@@ -911,12 +920,10 @@ struct Connection<S> {
     pending: VecDeque<PendingAck>,
     pending_qos: usize,
     aliases: Option<Box<TopicAliases>>,
-    last_read: Instant,
     /// The last read filled the buffer: more is probably waiting.
     read_full: bool,
     /// Quiet for long enough, it ends [`Connection::run`] to park.
     parkable: bool,
-    _slot: ConnectionSlot,
 }
 
 impl<S: Transport> Connection<S> {
@@ -924,8 +931,8 @@ impl<S: Transport> Connection<S> {
         self.state.codec.version() == Version::V5
     }
 
-    fn ctx(&self) -> &Context {
-        &self.state.ctx
+    fn ctx(&self) -> &Arc<Context> {
+        self.state.ctx()
     }
 
     fn send(&mut self, packet: Packet) {
@@ -939,8 +946,6 @@ impl<S: Transport> Connection<S> {
         let quiet = Quiet {
             state: self.state,
             aliases: self.aliases,
-            last_read: self.last_read,
-            slot: self._slot,
         };
         (self.io, quiet)
     }
@@ -965,7 +970,7 @@ impl<S: Transport> Connection<S> {
                 if write_out(&mut self.io, &self.out).await.is_err() {
                     return Exit::Closed;
                 }
-                self.ctx().sessions.touch(&self.state.attached.link);
+                self.ctx().sessions.touch(&self.session.link);
                 self.out.clear();
                 if self.out.capacity() > 4 * WRITE_HIGH_WATER {
                     self.out = BytesMut::new();
@@ -1024,11 +1029,7 @@ impl<S: Transport> Connection<S> {
         };
         // Input waiting in the socket counts, even if this task was busy
         // (say, writing to a slow client) past the deadline.
-        if !read
-            && self
-                .state
-                .keepalive
-                .is_some_and(|timeout| self.last_read.elapsed() >= timeout)
+        if !read && self.state.keepalive_ms != 0 && self.ctx().sessions.overdue(&self.session.link)
         {
             MqttMetrics::count(&self.ctx().metrics.protocol_errors, "keepalive_timeout");
             return Poll::Ready(Err(Exit::Refused(DisconnectReasonCode::KeepAliveTimeout)));
@@ -1047,7 +1048,7 @@ impl<S: Transport> Connection<S> {
     /// packet).
     fn quiet(&self) -> bool {
         self.parkable
-            && self.state.attached.link.quiet()
+            && self.session.link.quiet()
             && self.pending.is_empty()
             && self.out.is_empty()
             && self.read_buf.is_empty()
@@ -1082,12 +1083,9 @@ impl<S: Transport> Connection<S> {
     /// Restarts the keep-alive clock after input arrived, and tells the
     /// table's sweep the new deadline (and that the connection is active).
     fn note_read(&mut self) {
-        self.last_read = Instant::now();
-        self.ctx().sessions.note_input(
-            &self.state.attached.link,
-            self.last_read,
-            self.state.keepalive,
-        );
+        self.ctx()
+            .sessions
+            .note_input(&self.session.link, Instant::now(), self.state.keepalive_ms);
     }
 
     /// Decodes and handles every whole packet in the read buffer.
@@ -1130,7 +1128,7 @@ impl<S: Transport> Connection<S> {
             }
             Packet::PubRec(rec, _) => self.on_pubrec(rec),
             Packet::PubRel(rel, _) => {
-                let known = self.session.lock().awaiting_release.remove(&rel.pkid);
+                let known = self.session.lock().release(rel.pkid);
                 let reason = if known || !self.v5() {
                     PubCompReason::Success
                 } else {
@@ -1200,7 +1198,7 @@ impl<S: Transport> Connection<S> {
 
         // A QoS 2 retry of a message we already have: acknowledge again.
         if qos == 2 {
-            let known = self.session.lock().awaiting_release.contains(&pkid);
+            let known = self.session.lock().awaits_release(pkid);
             if known {
                 self.send_ack(pkid, 2, Ok(()));
                 return None;
@@ -1286,7 +1284,7 @@ impl<S: Transport> Connection<S> {
             1 => self.send(Packet::PubAck(PubAck { pkid, reason }, None)),
             2 => {
                 if reason == PubAckReason::Success {
-                    self.session.lock().awaiting_release.insert(pkid);
+                    self.session.lock().await_release(pkid);
                 }
                 self.send(Packet::PubRec(
                     PubRec {
@@ -1341,13 +1339,7 @@ impl<S: Transport> Connection<S> {
             self.pump();
             return;
         }
-        let known = match self.session.lock().inflight.get_mut(&rec.pkid) {
-            Some(entry) => {
-                entry.released = true;
-                true
-            }
-            None => false,
-        };
+        let known = self.session.lock().mark_released(rec.pkid);
         let reason = if known || !self.v5() {
             PubRelReason::Success
         } else {
@@ -1476,7 +1468,7 @@ impl<S: Transport> Connection<S> {
                 let Some(front) = state.queue.front() else {
                     return;
                 };
-                if front.qos > 0 && state.inflight.len() >= window {
+                if front.qos > 0 && state.inflight_count() >= window {
                     return;
                 }
                 let Some(delivery) = state.queue.pop_front() else {
@@ -1507,10 +1499,7 @@ impl<S: Transport> Connection<S> {
             let (delivery, pkid) = next;
             let before = self.out.len();
             self.send_publish(&delivery, pkid, false, true);
-            let too_large = self
-                .state
-                .client_max_packet
-                .is_some_and(|max| self.out.len() - before > max as usize);
+            let too_large = self.out.len() - before > self.state.client_max_packet as usize;
             if too_large {
                 self.out.truncate(before);
                 if pkid > 0 {

@@ -13,7 +13,6 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -22,9 +21,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tidewire_core::{Message, Properties};
 
-use crate::metrics::MqttMetrics;
 use crate::retained::now_ms;
-use crate::session::{Delivery, Session, SubOptions};
+use crate::session::{Delivery, Session, SessionCommon, SessionState, SubOptions};
 
 const VERSION: u32 = 1;
 
@@ -139,49 +137,54 @@ impl SavedDelivery {
     }
 }
 
+impl SavedSession {
+    /// What is saved of a persistent session (none of a transient one), at
+    /// `now`, which is `wall` on the wall clock.
+    fn of(session: &Session, state: &SessionState, now: Instant, wall: i64) -> Option<Self> {
+        (state.expiry_secs > 0).then(|| SavedSession {
+            client_id: session.client_id.clone(),
+            expiry_secs: state.expiry_secs,
+            offline_since_ms: state.offline_since.map(|t| {
+                wall - i64::try_from(now.duration_since(t).as_millis()).unwrap_or(i64::MAX)
+            }),
+            subscriptions: state
+                .subscriptions
+                .iter()
+                .map(|(filter, o)| SavedSubscription {
+                    filter: filter.clone(),
+                    qos: o.qos,
+                    no_local: o.no_local,
+                    retain_as_published: o.retain_as_published,
+                    retain_handling: o.retain_handling,
+                    id: o.id,
+                })
+                .collect(),
+            queue: state
+                .queue
+                .iter()
+                .map(|d| SavedDelivery::of(d, now))
+                .collect(),
+            inflight: state
+                .inflight_in_order()
+                .into_iter()
+                .map(|(pkid, i)| SavedInflight {
+                    pkid,
+                    released: i.released,
+                    delivery: SavedDelivery::of(&i.delivery, now),
+                })
+                .collect(),
+            awaiting_release: state.awaiting_release(),
+        })
+    }
+}
+
 /// Writes every persistent session to `path` atomically and durably.
-pub fn save(path: &Path, sessions: &[(Arc<Session>, Option<Instant>)]) -> std::io::Result<()> {
+pub fn save(path: &Path, sessions: &[Arc<Session>]) -> std::io::Result<()> {
     let now = Instant::now();
     let wall = now_ms();
     let saved = sessions
         .iter()
-        .filter_map(|(session, offline_since)| {
-            let state = session.lock();
-            (state.expiry_secs > 0).then(|| SavedSession {
-                client_id: session.client_id.clone(),
-                expiry_secs: state.expiry_secs,
-                offline_since_ms: offline_since.map(|t| {
-                    wall - i64::try_from(now.duration_since(t).as_millis()).unwrap_or(i64::MAX)
-                }),
-                subscriptions: state
-                    .subscriptions
-                    .iter()
-                    .map(|(filter, o)| SavedSubscription {
-                        filter: filter.clone(),
-                        qos: o.qos,
-                        no_local: o.no_local,
-                        retain_as_published: o.retain_as_published,
-                        retain_handling: o.retain_handling,
-                        id: o.id,
-                    })
-                    .collect(),
-                queue: state
-                    .queue
-                    .iter()
-                    .map(|d| SavedDelivery::of(d, now))
-                    .collect(),
-                inflight: state
-                    .inflight_in_order()
-                    .into_iter()
-                    .map(|(pkid, i)| SavedInflight {
-                        pkid,
-                        released: i.released,
-                        delivery: SavedDelivery::of(&i.delivery, now),
-                    })
-                    .collect(),
-                awaiting_release: state.awaiting_release.iter().copied().collect(),
-            })
-        })
+        .filter_map(|session| session.inspect(|state| SavedSession::of(session, state, now, wall)))
         .collect();
     let file = File {
         version: VERSION,
@@ -202,13 +205,8 @@ pub fn save(path: &Path, sessions: &[(Arc<Session>, Option<Instant>)]) -> std::i
 }
 
 /// Loads the sessions saved at `path` (none if the file does not exist),
-/// each with the instant it went offline.
-pub fn load(
-    path: &Path,
-    max_queued: usize,
-    metrics: &MqttMetrics,
-    changed: &Arc<AtomicBool>,
-) -> std::io::Result<Vec<(Arc<Session>, Instant)>> {
+/// all offline.
+pub fn load(path: &Path, common: &Arc<SessionCommon>) -> std::io::Result<Vec<Arc<Session>>> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -226,15 +224,16 @@ pub fn load(
     let wall = now_ms();
     let mut sessions = Vec::with_capacity(file.sessions.len());
     for saved in file.sessions {
-        let session = Arc::new(Session::new(
-            saved.client_id,
-            saved.expiry_secs,
-            max_queued,
-            metrics.clone(),
-            Arc::clone(changed),
-        ));
+        let offline_for = saved
+            .offline_since_ms
+            .map_or(0, |t| u64::try_from(wall - t).unwrap_or(0));
+        let session = Session::new(saved.client_id, saved.expiry_secs, Arc::clone(common));
         {
             let mut state = session.lock();
+            state.offline_since = Some(
+                now.checked_sub(Duration::from_millis(offline_for))
+                    .unwrap_or(now),
+            );
             for s in saved.subscriptions {
                 state.subscriptions.insert(
                     s.filter,
@@ -252,19 +251,15 @@ pub fn load(
             }
             for i in saved.inflight {
                 state.track(i.pkid, i.delivery.restore(now)?);
-                if let Some(entry) = state.inflight.get_mut(&i.pkid) {
-                    entry.released = i.released;
+                if i.released {
+                    state.mark_released(i.pkid);
                 }
             }
-            state.awaiting_release.extend(saved.awaiting_release);
+            for pkid in saved.awaiting_release {
+                state.await_release(pkid);
+            }
         }
-        let offline_for = saved
-            .offline_since_ms
-            .map_or(0, |t| u64::try_from(wall - t).unwrap_or(0));
-        let offline_since = now
-            .checked_sub(Duration::from_millis(offline_for))
-            .unwrap_or(now);
-        sessions.push((session, offline_since));
+        sessions.push(Arc::new(session));
     }
     Ok(sessions)
 }
@@ -272,27 +267,15 @@ pub fn load(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::MqttMetrics;
 
     #[test]
     fn sessions_round_trip_through_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sessions.json");
-        let changed = Arc::new(AtomicBool::new(false));
-        let metrics = MqttMetrics::default();
-        let session = Arc::new(Session::new(
-            "c1".into(),
-            600,
-            10,
-            metrics.clone(),
-            Arc::clone(&changed),
-        ));
-        let transient = Arc::new(Session::new(
-            "c2".into(),
-            0,
-            10,
-            metrics.clone(),
-            Arc::clone(&changed),
-        ));
+        let common = SessionCommon::new(10, &MqttMetrics::default());
+        let session = Arc::new(Session::new("c1".into(), 600, Arc::clone(&common)));
+        let transient = Arc::new(Session::new("c2".into(), 0, Arc::clone(&common)));
         let message = Arc::new(Message {
             topic: "a/b".into(),
             client_id: "pub".into(),
@@ -327,16 +310,16 @@ mod tests {
             );
             state.queue.push_back(delivery.clone());
             state.track(9, delivery.clone());
-            state.awaiting_release.insert(4);
+            state.await_release(4);
         }
-        save(&path, &[(Arc::clone(&session), None), (transient, None)]).expect("save");
-        let loaded = load(&path, 10, &metrics, &changed).expect("load");
+        save(&path, &[Arc::clone(&session), transient]).expect("save");
+        let loaded = load(&path, &common).expect("load");
         assert_eq!(
             loaded.len(),
             1,
             "only sessions that outlive their connection are saved"
         );
-        let (restored, _) = &loaded[0];
+        let restored = &loaded[0];
         let state = restored.lock();
         let original = session.lock();
         assert_eq!(restored.client_id, "c1");
@@ -347,9 +330,10 @@ mod tests {
         assert_eq!(state.queue[0].subscription_ids, vec![3]);
         assert!(state.queue[0].expires_at.is_some());
         assert_eq!(state.inflight_in_order()[0].0, 9);
-        assert!(state.awaiting_release.contains(&4));
+        assert!(state.awaits_release(4));
+        assert!(state.offline_since.is_some(), "restored offline");
         assert!(
-            load(&dir.path().join("missing.json"), 10, &metrics, &changed)
+            load(&dir.path().join("missing.json"), &common)
                 .expect("no file is no sessions")
                 .is_empty()
         );

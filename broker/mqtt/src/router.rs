@@ -271,14 +271,13 @@ fn remove(node: &mut Node, levels: &[&str], group: Option<&str>, client_id: &str
 mod tests {
     use super::*;
     use crate::metrics::MqttMetrics;
+    use crate::session::SessionCommon;
 
     fn session(id: &str) -> Arc<Session> {
         Arc::new(Session::new(
             id.into(),
             0,
-            100,
-            MqttMetrics::default(),
-            Default::default(),
+            SessionCommon::new(100, &MqttMetrics::default()),
         ))
     }
 

@@ -19,6 +19,7 @@ use tidewire_core::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{DropReason, Drops, MqttMetrics, SessionKind};
+use crate::sessions::Link;
 
 /// Session Expiry Interval meaning "never expires".
 pub const NEVER_EXPIRES: u32 = u32::MAX;
@@ -82,6 +83,26 @@ pub struct Inflight {
     pub released: bool,
 }
 
+/// QoS 1/2 exchanges under way, in both directions. Allocated with the
+/// first one and freed when the last one completes, so a session that
+/// only waits carries none of it.
+#[derive(Debug, Default)]
+struct Exchanges {
+    /// Sent, unacknowledged messages by packet id.
+    inflight: BTreeMap<u16, Inflight>,
+    /// Send order of in-flight packet ids (ids wrap, so BTreeMap order is
+    /// not send order).
+    inflight_order: VecDeque<u16>,
+    /// QoS 2 packet ids received and PUBREC'd, awaiting PUBREL.
+    awaiting_release: BTreeSet<u16>,
+}
+
+impl Exchanges {
+    fn is_empty(&self) -> bool {
+        self.inflight.is_empty() && self.awaiting_release.is_empty()
+    }
+}
+
 /// Mutable session state, behind the session's lock.
 #[derive(Debug, Default)]
 pub struct SessionState {
@@ -89,25 +110,38 @@ pub struct SessionState {
     pub subscriptions: BTreeMap<String, SubOptions>,
     /// Messages waiting to be sent.
     pub queue: VecDeque<Delivery>,
-    /// Sent, unacknowledged QoS 1/2 messages, by packet id in send order.
-    pub inflight: BTreeMap<u16, Inflight>,
-    /// Send order of in-flight packet ids (ids wrap, so BTreeMap order is
-    /// not send order).
-    pub inflight_order: VecDeque<u16>,
-    /// QoS 2 packet ids received and PUBREC'd, awaiting PUBREL.
-    pub awaiting_release: BTreeSet<u16>,
+    exchanges: Option<Box<Exchanges>>,
     /// Session Expiry Interval in seconds; 0 ends the session with the
     /// connection, [`NEVER_EXPIRES`] keeps it forever.
     pub expiry_secs: u32,
     next_pkid: u16,
+    /// When the session went offline; `None` while a connection has it.
+    pub offline_since: Option<Instant>,
+    /// Cancels a pending delayed will when the client comes back.
+    pub pending_will: Option<CancellationToken>,
 }
 
 impl SessionState {
+    fn exchanges(&mut self) -> &mut Exchanges {
+        self.exchanges.get_or_insert_default()
+    }
+
+    /// Frees the exchanges once none is left.
+    fn tidy(&mut self) {
+        if self.exchanges.as_ref().is_some_and(|e| e.is_empty()) {
+            self.exchanges = None;
+        }
+    }
+
     /// The next free packet id for an outgoing QoS 1/2 message.
     pub fn next_pkid(&mut self) -> Option<u16> {
         for _ in 0..=u16::MAX {
             self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
-            if !self.inflight.contains_key(&self.next_pkid) {
+            let taken = self
+                .exchanges
+                .as_ref()
+                .is_some_and(|e| e.inflight.contains_key(&self.next_pkid));
+            if !taken {
                 return Some(self.next_pkid);
             }
         }
@@ -116,31 +150,116 @@ impl SessionState {
 
     /// Records a sent QoS 1/2 message.
     pub fn track(&mut self, pkid: u16, delivery: Delivery) {
-        self.inflight.insert(
-            pkid,
-            Inflight {
-                delivery,
-                released: false,
-            },
-        );
-        self.inflight_order.push_back(pkid);
+        let exchanges = self.exchanges();
+        let sent = Inflight {
+            delivery,
+            released: false,
+        };
+        if exchanges.inflight.insert(pkid, sent).is_none() {
+            exchanges.inflight_order.push_back(pkid);
+        }
     }
 
-    /// Forgets an acknowledged message.
+    /// Forgets an acknowledged message. Returns whether it was in flight.
     pub fn complete(&mut self, pkid: u16) -> bool {
-        let known = self.inflight.remove(&pkid).is_some();
+        let Some(exchanges) = self.exchanges.as_mut() else {
+            return false;
+        };
+        let known = exchanges.inflight.remove(&pkid).is_some();
         if known {
-            self.inflight_order.retain(|p| *p != pkid);
+            exchanges.inflight_order.retain(|p| *p != pkid);
+            self.tidy();
         }
         known
     }
 
+    /// Marks an in-flight QoS 2 message as PUBREC'd (PUBREL sent).
+    /// Returns whether it was in flight.
+    pub fn mark_released(&mut self, pkid: u16) -> bool {
+        let sent = self
+            .exchanges
+            .as_mut()
+            .and_then(|e| e.inflight.get_mut(&pkid));
+        sent.map(|i| i.released = true).is_some()
+    }
+
+    /// How many sent messages await their acknowledgement.
+    pub fn inflight_count(&self) -> usize {
+        self.exchanges.as_ref().map_or(0, |e| e.inflight.len())
+    }
+
     /// In-flight messages in send order, for resending after a reconnect.
     pub fn inflight_in_order(&self) -> Vec<(u16, Inflight)> {
-        self.inflight_order
+        let Some(exchanges) = &self.exchanges else {
+            return Vec::new();
+        };
+        exchanges
+            .inflight_order
             .iter()
-            .filter_map(|p| self.inflight.get(p).map(|i| (*p, i.clone())))
+            .filter_map(|p| exchanges.inflight.get(p).map(|i| (*p, i.clone())))
             .collect()
+    }
+
+    /// Notes a received QoS 2 message as PUBREC'd, awaiting PUBREL.
+    pub fn await_release(&mut self, pkid: u16) {
+        self.exchanges().awaiting_release.insert(pkid);
+    }
+
+    /// True if the received QoS 2 message `pkid` awaits its PUBREL.
+    pub fn awaits_release(&self, pkid: u16) -> bool {
+        self.exchanges
+            .as_ref()
+            .is_some_and(|e| e.awaiting_release.contains(&pkid))
+    }
+
+    /// Takes a PUBREL for `pkid`. Returns whether one was awaited.
+    pub fn release(&mut self, pkid: u16) -> bool {
+        let Some(exchanges) = self.exchanges.as_mut() else {
+            return false;
+        };
+        let known = exchanges.awaiting_release.remove(&pkid);
+        self.tidy();
+        known
+    }
+
+    /// Received QoS 2 packet ids awaiting PUBREL, in order.
+    pub fn awaiting_release(&self) -> Vec<u16> {
+        self.exchanges
+            .as_ref()
+            .map(|e| e.awaiting_release.iter().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// What the sessions of one owner (the session table, or one `/ws`
+/// socket) share.
+#[derive(Debug)]
+pub struct SessionCommon {
+    /// The bound on each session's queue.
+    pub max_queued: usize,
+    drops: Drops,
+    transport: SessionKind,
+    /// Set whenever a session's state may have changed, so it gets saved.
+    pub changed: AtomicBool,
+}
+
+impl SessionCommon {
+    /// What MQTT sessions share.
+    pub fn new(max_queued: usize, metrics: &MqttMetrics) -> Arc<SessionCommon> {
+        SessionCommon::for_transport(max_queued, metrics, SessionKind::Mqtt)
+    }
+
+    fn for_transport(
+        max_queued: usize,
+        metrics: &MqttMetrics,
+        transport: SessionKind,
+    ) -> Arc<SessionCommon> {
+        Arc::new(SessionCommon {
+            max_queued,
+            drops: metrics.dropped.clone(),
+            transport,
+            changed: AtomicBool::new(false),
+        })
     }
 }
 
@@ -156,26 +275,16 @@ pub struct Session {
     waker: AtomicWaker,
     /// Messages were queued since the server last looked.
     ready: AtomicBool,
-    max_queued: usize,
-    drops: Drops,
-    transport: SessionKind,
-    /// Cancels a pending delayed will when the client comes back.
-    pub pending_will: Mutex<Option<CancellationToken>>,
-    /// Set whenever the state may have changed, so it gets saved.
-    changed: Arc<AtomicBool>,
+    /// Which connection has the session, kept here so that an online
+    /// session is one allocation.
+    pub link: Link,
+    common: Arc<SessionCommon>,
 }
 
 impl Session {
     /// A new, empty session.
-    pub fn new(
-        client_id: String,
-        expiry_secs: u32,
-        max_queued: usize,
-        metrics: MqttMetrics,
-        changed: Arc<AtomicBool>,
-    ) -> Session {
+    pub fn new(client_id: String, expiry_secs: u32, common: Arc<SessionCommon>) -> Session {
         Session {
-            changed,
             client_id,
             state: Mutex::new(SessionState {
                 expiry_secs,
@@ -183,26 +292,27 @@ impl Session {
             }),
             waker: AtomicWaker::new(),
             ready: AtomicBool::new(false),
-            max_queued,
-            drops: metrics.dropped,
-            transport: SessionKind::Mqtt,
-            pending_will: Mutex::new(None),
+            link: Link::default(),
+            common,
         }
     }
 
     /// A session for one `/ws` socket: never saved, never expires on its
     /// own (the socket removes it), drops counted under its transport.
-    pub fn for_websocket(client_id: String, max_queued: usize, metrics: MqttMetrics) -> Session {
-        Session {
-            transport: SessionKind::WebSocketJson,
-            ..Session::new(client_id, 0, max_queued, metrics, Arc::default())
-        }
+    pub fn for_websocket(client_id: String, max_queued: usize, metrics: &MqttMetrics) -> Session {
+        let common = SessionCommon::for_transport(max_queued, metrics, SessionKind::WebSocketJson);
+        Session::new(client_id, 0, common)
     }
 
     /// Locks the session state (and marks it as changed, for saving).
     pub fn lock(&self) -> MutexGuard<'_, SessionState> {
-        self.changed.store(true, Ordering::Relaxed);
+        self.common.changed.store(true, Ordering::Relaxed);
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the session state without marking it as changed.
+    pub fn inspect<R>(&self, read: impl FnOnce(&SessionState) -> R) -> R {
+        read(&self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Tells the serving task that messages are waiting.
@@ -240,21 +350,26 @@ impl Session {
     /// Queues a delivery under the overflow policy and wakes the connection.
     /// Returns false when it was dropped.
     pub fn enqueue(&self, delivery: Delivery) -> bool {
+        let common = &*self.common;
         let accepted = {
             let mut state = self.lock();
-            if state.queue.len() < self.max_queued {
+            if state.queue.len() < common.max_queued {
                 state.queue.push_back(delivery);
                 true
             } else if delivery.qos == 0 {
-                self.drops.count(DropReason::QueueFullQos0, self.transport);
+                common
+                    .drops
+                    .count(DropReason::QueueFullQos0, common.transport);
                 false
             } else if let Some(i) = state.queue.iter().position(|d| d.qos == 0) {
                 state.queue.remove(i);
-                self.drops.count(DropReason::QueueFullQos0, self.transport);
+                common
+                    .drops
+                    .count(DropReason::QueueFullQos0, common.transport);
                 state.queue.push_back(delivery);
                 true
             } else {
-                self.drops.count(DropReason::QueueFull, self.transport);
+                common.drops.count(DropReason::QueueFull, common.transport);
                 false
             }
         };
@@ -280,12 +395,13 @@ impl Session {
         if more {
             self.notify();
         }
+        let common = &*self.common;
         batch
             .into_iter()
             .filter(|d| {
                 let expired = d.expired(now);
                 if expired {
-                    self.drops.count(DropReason::Expired, self.transport);
+                    common.drops.count(DropReason::Expired, common.transport);
                 }
                 !expired
             })
@@ -312,7 +428,11 @@ mod tests {
 
     #[test]
     fn overflow_drops_qos0_first() {
-        let session = Session::new("c".into(), 0, 3, MqttMetrics::default(), Default::default());
+        let session = Session::new(
+            "c".into(),
+            0,
+            SessionCommon::new(3, &MqttMetrics::default()),
+        );
         assert!(session.enqueue(delivery(0, "a")));
         assert!(session.enqueue(delivery(1, "b")));
         assert!(session.enqueue(delivery(0, "c")));
@@ -352,5 +472,7 @@ mod tests {
         assert!(state.complete(1));
         assert!(!state.complete(1));
         assert_eq!(state.inflight_in_order().len(), 1);
+        assert!(state.complete(2));
+        assert!(state.exchanges.is_none(), "freed with the last exchange");
     }
 }

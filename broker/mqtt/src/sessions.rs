@@ -2,9 +2,11 @@
 //! each, takeover of a client id by a new connection, expiry of offline
 //! sessions, and saving persistent sessions across restarts.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,7 @@ use tokio::sync::Notify;
 use crate::metrics::MqttMetrics;
 use crate::persist;
 use crate::router::Router;
-use crate::session::{NEVER_EXPIRES, Session};
+use crate::session::{NEVER_EXPIRES, Session, SessionCommon};
 
 /// How long a new connection waits for the one it takes over to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -21,49 +23,31 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 /// as quiet (and a TCP connection parks), in ms.
 const QUIET_AFTER_MS: u64 = 1000;
 
-/// What the table and the connection serving a session share: how the
-/// table takes the session away, and when the client is overdue. Waking
-/// goes through the session, so a connection waits on one thing.
-#[derive(Debug)]
+/// Which connection has a session, and what the table's sweep needs to
+/// know about it. Part of the session; waking goes through the session,
+/// so a connection waits on one thing.
+#[derive(Debug, Default)]
 pub struct Link {
-    /// The connection's id in the table.
-    id: u64,
-    /// Another connection took the client id over (or the server is
-    /// shutting down).
-    kicked: AtomicBool,
+    /// The connection that has the session; 0 when none has it (offline,
+    /// or its connection was told to give it up).
+    owner: AtomicU64,
+    /// Connections that were given the session and have not finished with
+    /// it: a taken-over connection holds it until it has let go.
+    holders: AtomicU32,
+    /// The sweep found the connection quiet since `active_ms`.
+    quiet: AtomicBool,
     /// When the client is overdue under its keep alive, in ms on the
     /// table's clock; 0 without keep alive.
     deadline_ms: AtomicU64,
     /// When the connection last read or wrote, in ms on the table's clock.
     active_ms: AtomicU64,
-    /// The sweep found the connection quiet since `active_ms`.
-    quiet: AtomicBool,
-    /// The connection has finished with the session.
-    finished: AtomicBool,
-    finished_notify: Notify,
 }
 
 impl Link {
-    fn new(id: u64, now_ms: u64) -> Link {
-        Link {
-            id,
-            kicked: AtomicBool::new(false),
-            deadline_ms: AtomicU64::new(0),
-            active_ms: AtomicU64::new(now_ms),
-            quiet: AtomicBool::new(false),
-            finished: AtomicBool::new(false),
-            finished_notify: Notify::new(),
-        }
-    }
-
-    /// The connection's id in the table.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// True once the connection must give the session up.
-    pub fn kicked(&self) -> bool {
-        self.kicked.load(Ordering::Acquire)
+    /// True while connection `connection` has the session; false once it
+    /// must give the session up (taken over).
+    pub fn owned_by(&self, connection: u64) -> bool {
+        self.owner.load(Ordering::Acquire) == connection
     }
 
     /// True once the connection has been quiet for a while (nothing read
@@ -84,36 +68,49 @@ impl Link {
         }
     }
 
-    /// Tells the connection on `session` to give it up, and wakes it.
-    fn kick(&self, session: &Session) {
-        self.kicked.store(true, Ordering::Release);
-        session.wake();
-    }
-
-    /// Tells the table the connection is done with the session.
-    pub fn finish(&self) {
-        self.finished.store(true, Ordering::Release);
-        self.finished_notify.notify_waiters();
-    }
-
-    async fn finished(&self) {
-        loop {
-            let notified = self.finished_notify.notified();
-            if self.finished.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
+    fn online(&self) -> bool {
+        self.owner.load(Ordering::Acquire) != 0
     }
 }
 
+/// Tells the connection that has `session`, if any, to give it up, and
+/// wakes it.
+fn kick(session: &Session) {
+    session.link.owner.store(0, Ordering::Release);
+    session.wake();
+}
+
+/// How a wait for a taken-over session ended.
+enum HandOver {
+    /// No connection holds it any more.
+    LetGo,
+    /// Another connection was given it meanwhile.
+    Attached,
+}
+
+/// A session in the table, found by its client id.
 #[derive(Debug)]
-struct Entry {
-    session: Arc<Session>,
-    /// The connection that has the session, if any.
-    live: Option<Arc<Link>>,
-    offline_since: Option<Instant>,
+struct Entry(Arc<Session>);
+
+impl Borrow<str> for Entry {
+    fn borrow(&self) -> &str {
+        &self.0.client_id
+    }
 }
+
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.client_id.as_str().hash(state);
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.0.client_id == other.0.client_id
+    }
+}
+
+impl Eq for Entry {}
 
 /// A connection's claim on a session.
 #[derive(Debug)]
@@ -122,19 +119,22 @@ pub struct Attached {
     pub session: Arc<Session>,
     /// True when an existing session was resumed (CONNACK Session Present).
     pub present: bool,
-    /// Shared with the table: kicks, keep alive, finishing.
-    pub link: Arc<Link>,
+    /// The connection's id: it has the session while the session's link
+    /// is [owned by](Link::owned_by) it.
+    pub connection: u64,
 }
 
 /// All sessions.
 #[derive(Debug)]
 pub struct SessionTable {
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashSet<Entry>>,
     router: Arc<Router>,
-    max_queued: usize,
+    common: Arc<SessionCommon>,
     metrics: MqttMetrics,
     next_connection: AtomicU64,
-    changed: Arc<AtomicBool>,
+    /// Signalled whenever a session is given to a connection, or a
+    /// connection finishes with its session.
+    handovers: Notify,
     file: PathBuf,
     epoch: Instant,
 }
@@ -148,19 +148,23 @@ impl SessionTable {
         file: PathBuf,
     ) -> SessionTable {
         SessionTable {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashSet::new()),
             router,
-            max_queued,
+            common: SessionCommon::new(max_queued, &metrics),
             metrics,
             next_connection: AtomicU64::new(1),
-            changed: Arc::default(),
+            handovers: Notify::new(),
             file,
             epoch: Instant::now(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, HashSet<Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn changed(&self) {
+        self.common.changed.store(true, Ordering::Relaxed);
     }
 
     /// Gives `client_id` to a new connection: takes it over from a live
@@ -171,99 +175,115 @@ impl SessionTable {
         // finish; again if another one attached meanwhile.
         let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
         loop {
-            let previous = self
-                .lock()
-                .get_mut(client_id)
-                .and_then(|e| Some((e.live.take()?, Arc::clone(&e.session))));
-            let Some((old, session)) = previous else {
+            let Some(session) = self.lock().get(client_id).map(|e| Arc::clone(&e.0)) else {
                 break;
             };
-            old.kick(&session);
-            if tokio::time::timeout_at(deadline, old.finished())
-                .await
-                .is_err()
-            {
-                tracing::warn!(client_id, "taken-over connection did not finish in time");
-                break;
+            kick(&session);
+            match tokio::time::timeout_at(deadline, self.handed_over(&session)).await {
+                Ok(HandOver::LetGo) => break,
+                Ok(HandOver::Attached) => {}
+                Err(_) => {
+                    tracing::warn!(client_id, "taken-over connection did not finish in time");
+                    break;
+                }
             }
         }
-        let link = Arc::new(Link::new(
-            self.next_connection.fetch_add(1, Ordering::Relaxed),
-            self.clock_ms(),
-        ));
+        let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let now_ms = self.clock_ms();
         let mut entries = self.lock();
-        let resumable = !clean_start && entries.contains_key(client_id);
+        let resumable = !clean_start && entries.contains(client_id);
         if !resumable {
-            if let Some(old) = entries.remove(client_id) {
-                self.drop_subscriptions(&old.session);
+            if let Some(old) = entries.take(client_id) {
+                self.drop_subscriptions(&old.0);
             }
-            let session = Arc::new(Session::new(
-                client_id.to_owned(),
-                expiry_secs,
-                self.max_queued,
-                self.metrics.clone(),
-                Arc::clone(&self.changed),
-            ));
-            entries.insert(
-                client_id.to_owned(),
-                Entry {
-                    session,
-                    live: None,
-                    offline_since: None,
-                },
-            );
+            let session = Session::new(client_id.to_owned(), expiry_secs, Arc::clone(&self.common));
+            entries.insert(Entry(Arc::new(session)));
         }
-        let entry = entries
-            .get_mut(client_id)
+        let session = entries
+            .get(client_id)
+            .map(|e| Arc::clone(&e.0))
             .unwrap_or_else(|| unreachable!("inserted above"));
-        if let Some(other) = entry.live.replace(Arc::clone(&link)) {
+        let link = &session.link;
+        if link.owner.swap(connection, Ordering::AcqRel) != 0 {
             // Attached while this one waited: the newest connection wins.
-            other.kick(&entry.session);
+            session.wake();
         }
-        entry.offline_since = None;
-        entry.session.lock().expiry_secs = expiry_secs;
-        if let Some(will) = entry
-            .session
-            .pending_will
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        link.holders.fetch_add(1, Ordering::AcqRel);
+        link.deadline_ms.store(0, Ordering::Relaxed);
+        link.quiet.store(false, Ordering::Relaxed);
+        link.touch(now_ms);
+        let pending_will = {
+            let mut state = session.lock();
+            state.offline_since = None;
+            state.expiry_secs = expiry_secs;
+            state.pending_will.take()
+        };
+        if let Some(will) = pending_will {
             will.cancel();
         }
-        let session = Arc::clone(&entry.session);
         self.metrics.sessions.set(entries.len() as i64);
-        self.changed.store(true, Ordering::Relaxed);
+        drop(entries);
+        self.handovers.notify_waiters();
         Attached {
             session,
             present: resumable,
-            link,
+            connection,
+        }
+    }
+
+    /// Waits until no connection holds `session`, or another connection
+    /// was given it meanwhile.
+    async fn handed_over(&self, session: &Session) -> HandOver {
+        loop {
+            let handed_over = self.handovers.notified();
+            if session.link.online() {
+                return HandOver::Attached;
+            }
+            if session.link.holders.load(Ordering::Acquire) == 0 {
+                return HandOver::LetGo;
+            }
+            handed_over.await;
         }
     }
 
     /// Called when connection `connection` ends: the session goes offline,
     /// or ends now if its expiry interval is 0. Returns true if the session
-    /// ended.
-    pub fn detach(&self, client_id: &str, connection: u64) -> bool {
+    /// ended. Call [`SessionTable::finish`] once done with the session.
+    pub fn detach(&self, session: &Arc<Session>, connection: u64) -> bool {
         let mut entries = self.lock();
-        let Some(entry) = entries.get_mut(client_id) else {
-            return true;
-        };
-        if entry.live.as_ref().is_none_or(|link| link.id != connection) {
+        let owned = session
+            .link
+            .owner
+            .compare_exchange(connection, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if !owned {
             return false; // taken over: the session lives on
         }
-        entry.live = None;
-        let ended = entry.session.lock().expiry_secs == 0;
-        if ended {
-            if let Some(entry) = entries.remove(client_id) {
-                self.drop_subscriptions(&entry.session);
+        let ended = {
+            let mut state = session.lock();
+            let ended = state.expiry_secs == 0;
+            if !ended {
+                state.offline_since = Some(Instant::now());
             }
-        } else {
-            entry.offline_since = Some(Instant::now());
+            ended
+        };
+        let listed = entries
+            .get(session.client_id.as_str())
+            .is_some_and(|e| Arc::ptr_eq(&e.0, session));
+        if ended && listed {
+            entries.remove(session.client_id.as_str());
+            self.drop_subscriptions(session);
         }
         self.metrics.sessions.set(entries.len() as i64);
-        self.changed.store(true, Ordering::Relaxed);
         ended
+    }
+
+    /// Tells the table a connection is done with `session`, after
+    /// [`SessionTable::detach`] and its will: a connection taking the
+    /// session over may go ahead.
+    pub fn finish(&self, session: &Session) {
+        session.link.holders.fetch_sub(1, Ordering::AcqRel);
+        self.handovers.notify_waiters();
     }
 
     /// Milliseconds on the table's clock now, for keep-alive deadlines
@@ -277,12 +297,24 @@ impl SessionTable {
         at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
-    /// The client on `link` was heard from: sets when it is overdue
-    /// (`None`: no keep alive), and marks the connection active.
-    pub fn note_input(&self, link: &Link, at: Instant, keepalive: Option<Duration>) {
-        let deadline = keepalive.map_or(0, |timeout| self.ms_at(at + timeout).max(1));
+    /// The client on `link` was heard from at `at`: sets when it is
+    /// overdue (keep alive `keepalive_ms`, 0 for none), and marks the
+    /// connection active.
+    pub fn note_input(&self, link: &Link, at: Instant, keepalive_ms: u32) {
+        let at_ms = self.ms_at(at);
+        let deadline = if keepalive_ms == 0 {
+            0
+        } else {
+            (at_ms + u64::from(keepalive_ms)).max(1)
+        };
         link.deadline_ms.store(deadline, Ordering::Relaxed);
-        link.touch(self.ms_at(at));
+        link.touch(at_ms);
+    }
+
+    /// True when the client on `link` is past its keep-alive deadline.
+    pub fn overdue(&self, link: &Link) -> bool {
+        let deadline = link.deadline_ms.load(Ordering::Relaxed);
+        deadline != 0 && deadline <= self.clock_ms()
     }
 
     /// Marks the connection on `link` active (it wrote).
@@ -295,8 +327,11 @@ impl SessionTable {
     /// gone quiet, so it can park. Called periodically.
     pub fn wake_overdue_and_quiet(&self) {
         let now = self.clock_ms();
-        for entry in self.lock().values() {
-            let Some(link) = &entry.live else { continue };
+        for Entry(session) in self.lock().iter() {
+            let link = &session.link;
+            if !link.online() {
+                continue;
+            }
             let deadline = link.deadline_ms.load(Ordering::Relaxed);
             let overdue = deadline != 0 && deadline <= now;
             let quiet = !link.quiet()
@@ -305,16 +340,17 @@ impl SessionTable {
                 link.mark_quiet();
             }
             if overdue || quiet {
-                entry.session.wake();
+                session.wake();
             }
         }
     }
 
-    /// Kicks every connection off its session, for shutdown.
-    pub fn kick_all(&self) {
-        for entry in self.lock().values() {
-            if let Some(link) = &entry.live {
-                link.kick(&entry.session);
+    /// Wakes every connection, for shutdown: each finds the server
+    /// closing and gives its session up.
+    pub fn wake_all(&self) {
+        for Entry(session) in self.lock().iter() {
+            if session.link.online() {
+                session.wake();
             }
         }
     }
@@ -324,35 +360,34 @@ impl SessionTable {
     pub fn expire(&self) -> Vec<Arc<Session>> {
         let now = Instant::now();
         let mut entries = self.lock();
-        let expired: Vec<String> = entries
+        let expired: Vec<Arc<Session>> = entries
             .iter()
-            .filter(|(_, e)| {
-                let secs = e.session.lock().expiry_secs;
-                e.live.is_none()
-                    && secs != NEVER_EXPIRES
-                    && e.offline_since.is_some_and(|t| {
-                        now.duration_since(t) >= Duration::from_secs(u64::from(secs))
+            .filter(|Entry(session)| {
+                !session.link.online()
+                    && session.inspect(|state| {
+                        let secs = state.expiry_secs;
+                        secs != NEVER_EXPIRES
+                            && state.offline_since.is_some_and(|t| {
+                                now.duration_since(t) >= Duration::from_secs(u64::from(secs))
+                            })
                     })
             })
-            .map(|(id, _)| id.clone())
+            .map(|e| Arc::clone(&e.0))
             .collect();
-        let ended: Vec<Arc<Session>> = expired
-            .iter()
-            .filter_map(|id| entries.remove(id))
-            .map(|e| {
-                self.drop_subscriptions(&e.session);
-                e.session
-            })
-            .collect();
-        if !ended.is_empty() {
-            self.metrics.sessions.set(entries.len() as i64);
-            self.changed.store(true, Ordering::Relaxed);
+        for session in &expired {
+            entries.remove(session.client_id.as_str());
+            self.drop_subscriptions(session);
         }
-        ended
+        if !expired.is_empty() {
+            self.metrics.sessions.set(entries.len() as i64);
+            self.changed();
+        }
+        expired
     }
 
     fn drop_subscriptions(&self, session: &Session) {
-        let filters: Vec<String> = session.lock().subscriptions.keys().cloned().collect();
+        let filters: Vec<String> =
+            session.inspect(|state| state.subscriptions.keys().cloned().collect());
         for filter in filters {
             self.router.unsubscribe(&filter, &session.client_id);
         }
@@ -361,17 +396,13 @@ impl SessionTable {
     /// Writes persistent sessions to disk if anything changed since the
     /// last save. Blocking.
     pub fn save_if_changed(&self) -> std::io::Result<()> {
-        if !self.changed.swap(false, Ordering::Relaxed) {
+        if !self.common.changed.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
-        let sessions: Vec<(Arc<Session>, Option<Instant>)> = self
-            .lock()
-            .values()
-            .map(|e| (Arc::clone(&e.session), e.offline_since))
-            .collect();
+        let sessions: Vec<Arc<Session>> = self.lock().iter().map(|e| Arc::clone(&e.0)).collect();
         let result = persist::save(&self.file, &sessions);
         if result.is_err() {
-            self.changed.store(true, Ordering::Relaxed);
+            self.changed();
         }
         result
     }
@@ -379,27 +410,21 @@ impl SessionTable {
     /// Loads the sessions saved by a previous run, all offline, with their
     /// subscriptions back in the router. Blocking.
     pub fn restore(&self) -> std::io::Result<usize> {
-        let restored = persist::load(&self.file, self.max_queued, &self.metrics, &self.changed)?;
+        let restored = persist::load(&self.file, &self.common)?;
         let mut entries = self.lock();
         let count = restored.len();
-        for (session, offline_since) in restored {
-            let subscriptions: Vec<_> = session
-                .lock()
-                .subscriptions
-                .iter()
-                .map(|(f, o)| (f.clone(), *o))
-                .collect();
+        for session in restored {
+            let subscriptions: Vec<_> = session.inspect(|state| {
+                state
+                    .subscriptions
+                    .iter()
+                    .map(|(f, o)| (f.clone(), *o))
+                    .collect()
+            });
             for (filter, options) in subscriptions {
                 self.router.subscribe(&filter, &session, options);
             }
-            entries.insert(
-                session.client_id.clone(),
-                Entry {
-                    session,
-                    live: None,
-                    offline_since: Some(offline_since),
-                },
-            );
+            entries.replace(Entry(session));
         }
         self.metrics.sessions.set(entries.len() as i64);
         Ok(count)

@@ -138,7 +138,7 @@ impl Socket {
         let session = Arc::new(Session::for_websocket(
             format!("$ws/{number}"),
             gateway.settings.send_queue,
-            gateway.mqtt.metrics.clone(),
+            &gateway.mqtt.metrics,
         ));
         let (outbox, results) = mpsc::channel(OUTBOX);
         Socket {
