@@ -430,3 +430,71 @@ impl SessionTable {
         Ok(count)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table_in(dir: &std::path::Path) -> SessionTable {
+        SessionTable::new(
+            Arc::default(),
+            10,
+            MqttMetrics::default(),
+            dir.join("sessions.json"),
+        )
+    }
+
+    #[tokio::test]
+    async fn sessions_are_saved_only_after_a_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = table_in(dir.path());
+        let file = dir.path().join("sessions.json");
+        let attached = table.attach("c1", false, 600).await;
+        assert!(!table.detach(&attached.session, attached.connection));
+        table.finish(&attached.session);
+        table.save_if_changed().expect("save");
+        assert!(file.exists(), "the new session is saved");
+
+        std::fs::remove_file(&file).expect("remove");
+        table.wake_overdue_and_quiet();
+        assert!(table.expire().is_empty());
+        table.save_if_changed().expect("save");
+        assert!(!file.exists(), "housekeeping changes nothing to save");
+
+        attached.session.lock().expiry_secs = 60;
+        table.save_if_changed().expect("save");
+        assert!(file.exists(), "a changed session is saved again");
+        let restored = table_in(dir.path());
+        assert_eq!(restored.restore().expect("restore"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_takeover_waits_for_the_old_connection_to_let_go() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = Arc::new(table_in(dir.path()));
+        let old = table.attach("c1", false, 600).await;
+        assert!(old.session.link.owned_by(old.connection));
+        let taking_over = tokio::spawn({
+            let table = Arc::clone(&table);
+            async move { table.attach("c1", false, 600).await }
+        });
+        // The old connection sees it was kicked, and lets go.
+        while old.session.link.owned_by(old.connection) {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !taking_over.is_finished(),
+            "waits until the old one finishes"
+        );
+        assert!(
+            !table.detach(&old.session, old.connection),
+            "a taken-over session lives on"
+        );
+        table.finish(&old.session);
+        let new = taking_over.await.expect("attach");
+        assert!(new.present, "the session was resumed");
+        assert!(Arc::ptr_eq(&new.session, &old.session));
+        assert!(new.session.link.owned_by(new.connection));
+        assert!(new.session.inspect(|s| s.offline_since.is_none()));
+    }
+}
