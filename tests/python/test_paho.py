@@ -31,7 +31,7 @@ def client(server, version, client_id="", websocket=False, **kwargs):
     c.on_connect = lambda _c, _u, flags, rc, props: connected.put((flags, rc))
     if "will" in kwargs:
         topic, payload = kwargs.pop("will")
-        c.will_set(topic, payload, qos=1)
+        c.will_set(topic, payload, qos=1, properties=kwargs.pop("will_properties", None))
     port = server.http_port if websocket else server.mqtt_port
     c.connect("127.0.0.1", port, keepalive=30, **kwargs)
     c.loop_start()
@@ -98,11 +98,58 @@ def test_will_is_sent_when_a_client_vanishes(tidewire):
     watcher = client(tidewire, mqtt.MQTTv5)
     subscribe(watcher, "paho/will", 1)
     doomed = client(tidewire, mqtt.MQTTv311, will=("paho/will", b"offline"))
-    doomed.loop_stop()
-    doomed.socket().shutdown(socket.SHUT_RDWR)
-    doomed.socket().close()
+    vanish(doomed)
     msg = watcher.received.get(timeout=TIMEOUT)
     assert (msg.topic, msg.payload) == ("paho/will", b"offline")
+
+
+def vanish(c):
+    """Drops a client's connection without a DISCONNECT."""
+    c.loop_stop()
+    c.socket().shutdown(socket.SHUT_RDWR)
+    c.socket().close()
+
+
+def test_will_delay_is_cancelled_by_a_resume_and_cut_short_by_a_clean_start(tidewire):
+    watcher = client(tidewire, mqtt.MQTTv5)
+    subscribe(watcher, "paho/will-delay/#", 1)
+    connect = Properties(PacketTypes.CONNECT)
+    connect.SessionExpiryInterval = 60
+
+    def delayed(secs):
+        props = Properties(PacketTypes.WILLMESSAGE)
+        props.WillDelayInterval = secs
+        return props
+
+    # Back within the delay, resuming the session: no will.
+    resumer = client(tidewire, mqtt.MQTTv5, client_id="paho-wd-resume", will=("paho/will-delay/resume", b"resume"),
+                     will_properties=delayed(2), clean_start=False, properties=connect)
+    vanish(resumer)
+    back = client(tidewire, mqtt.MQTTv5, client_id="paho-wd-resume", clean_start=False, properties=connect)
+    assert back.session_present
+    # The delay passes, and then some: nothing arrives.
+    try:
+        msg = watcher.received.get(timeout=4)
+        raise AssertionError(f"unexpected will {msg.topic}")
+    except queue.Empty:
+        pass
+
+    # Back within the delay but with a clean start: the old session ends,
+    # and its will is published then, not a minute later.
+    restarter = client(tidewire, mqtt.MQTTv5, client_id="paho-wd-clean", will=("paho/will-delay/clean", b"clean"),
+                       will_properties=delayed(60), clean_start=False, properties=connect)
+    vanish(restarter)
+    time.sleep(0.5)
+    client(tidewire, mqtt.MQTTv5, client_id="paho-wd-clean", clean_start=True, properties=connect)
+    msg = watcher.received.get(timeout=TIMEOUT)
+    assert (msg.topic, msg.payload) == ("paho/will-delay/clean", b"clean")
+
+    # Not back at all: the will follows its delay.
+    leaver = client(tidewire, mqtt.MQTTv5, client_id="paho-wd-gone", will=("paho/will-delay/gone", b"gone"),
+                    will_properties=delayed(1), clean_start=False, properties=connect)
+    vanish(leaver)
+    msg = watcher.received.get(timeout=TIMEOUT)
+    assert (msg.topic, msg.payload) == ("paho/will-delay/gone", b"gone")
 
 
 def test_persistent_session_resumes_with_queued_messages(tidewire):

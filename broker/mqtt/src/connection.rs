@@ -30,7 +30,6 @@ use tidewire_core::{Broker, Message, Properties, PublishError, Source};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
@@ -41,8 +40,8 @@ use crate::metrics::{self, DropReason, MqttMetrics};
 use crate::park::{Parkable, ParkingLot};
 use crate::retained::{RetainedStore, now_ms};
 use crate::router::{Router, parse_filter};
-use crate::session::{Delivery, NEVER_EXPIRES, Session, SubOptions};
-use crate::sessions::{Attached, SessionTable};
+use crate::session::{DelayedWill, Delivery, NEVER_EXPIRES, Session, SubOptions};
+use crate::sessions::{Attached, Detached, SessionTable};
 
 /// Topic aliases a client may set towards us (MQTT 5 Topic Alias Maximum).
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
@@ -496,18 +495,15 @@ async fn handshake<S: Transport>(
         return Ok(None);
     };
     let mut out = BytesMut::new();
-    let mut accepted = accept(
-        slot, &codec, connect, props, will, will_props, login, &mut out,
+    // A refused connection keeps its slot until the refusal is out.
+    let mut slot = Some(slot);
+    let accepted = accept(
+        &mut slot, &codec, connect, props, will, will_props, login, &mut out,
     )
     .await;
-    if let Err(e) = write_out(&mut io, &out).await {
-        // Gone before its CONNACK: the session is let go as for any
-        // connection that closed.
-        if let Some(state) = accepted.as_mut() {
-            state.release(Exit::Closed);
-        }
-        return Err(e);
-    }
+    // Gone before its CONNACK: dropping `accepted` lets the session go as
+    // for any connection that closed.
+    write_out(&mut io, &out).await?;
     Ok(accepted.map(|state| {
         let nothing_more = read_buf.is_empty();
         if nothing_more {
@@ -547,6 +543,16 @@ struct Accepted {
     /// The largest packet the client takes, in bytes.
     client_max_packet: u32,
     will: Option<Box<Will>>,
+    /// [`Accepted::release`] has run.
+    released: bool,
+}
+
+impl Drop for Accepted {
+    fn drop(&mut self) {
+        // A connection that ends without saying so (a panic, a runtime
+        // dropping its task) still lets its session go.
+        self.release(Exit::Closed);
+    }
 }
 
 /// A client's last will.
@@ -556,9 +562,10 @@ struct Will {
     delay_secs: u32,
 }
 
+/// Answers a CONNECT into `out`. An accepted connection takes its `slot`.
 #[allow(clippy::too_many_arguments)]
 async fn accept(
-    slot: ConnectionSlot,
+    slot: &mut Option<ConnectionSlot>,
     codec: &Codec,
     connect: Connect,
     props: Option<ConnectProperties>,
@@ -567,7 +574,7 @@ async fn accept(
     login: Option<Login>,
     out: &mut BytesMut,
 ) -> Option<Accepted> {
-    let ctx = &Arc::clone(&slot.ctx);
+    let ctx = &Arc::clone(&slot.as_ref()?.ctx);
     let v5 = codec.version() == Version::V5;
     let refuse = |code: ConnectReturnCode, reason: &'static str, out: &mut BytesMut| {
         MqttMetrics::count(&ctx.metrics.refused, reason);
@@ -758,13 +765,14 @@ async fn accept(
     tracing::debug!(client_id = %session.client_id, present, "client connected");
     Some(Accepted {
         codec: *codec,
-        slot,
+        slot: slot.take()?,
         session,
         connection,
         acl,
         keepalive_ms: u32::from(keepalive) * 1500,
         client_receive_max: props.receive_maximum.unwrap_or(u16::MAX).max(1),
         client_max_packet: props.max_packet_size.unwrap_or(u32::MAX),
+        released: false,
         client_alias_max: props.topic_alias_max.unwrap_or(0),
         will,
     })
@@ -788,8 +796,12 @@ impl Accepted {
     }
 
     /// Lets the session go after the connection ended: publishes the will
-    /// when due and detaches from the session.
+    /// when due and detaches from the session. Runs once, on drop at the
+    /// latest.
     fn release(&mut self, exit: Exit) {
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
         let publish_will = match exit {
             Exit::Disconnected { with_will } => with_will,
             Exit::Shutdown => false,
@@ -798,38 +810,49 @@ impl Accepted {
         let will = self.will.take().filter(|_| publish_will);
         let ctx = Arc::clone(self.ctx());
         let client_id = &self.session.client_id;
-        let ended = ctx.sessions.detach(&self.session, self.connection);
+        let detached = ctx.sessions.detach(&self.session, self.connection);
         if let Some(will) = will {
             if self.acl.may_publish(&will.message.topic) {
-                self.schedule_will(*will, ended);
+                self.schedule_will(*will, detached);
             } else {
                 MqttMetrics::count(&ctx.metrics.denied, "will_acl");
             }
         }
         tracing::debug!(client_id, ?exit, "client disconnected");
-        ctx.sessions.finish(&self.session);
+        ctx.sessions.finish(&self.session, self.connection);
     }
 
     /// Publishes the will now, or after its delay unless the client comes
-    /// back first (or its session ends first).
-    fn schedule_will(&self, will: Will, session_ended: bool) {
-        let broker = self.ctx().broker.clone();
-        let cancel = CancellationToken::new();
-        let delay = {
-            let mut state = self.session.lock();
-            let delay = if session_ended {
-                0
-            } else {
-                will.delay_secs.min(state.expiry_secs)
-            };
-            if delay > 0 {
-                state.pending_will = Some(cancel.clone());
+    /// back first (or its session ends first). A connection taking the
+    /// session over within the delay means no will.
+    fn schedule_will(&self, will: Will, detached: Detached) {
+        let (pending, decided) = DelayedWill::new();
+        let delay = match detached {
+            Detached::Ended => 0,
+            Detached::Resumed if will.delay_secs > 0 => return,
+            Detached::Resumed => 0,
+            Detached::Offline => {
+                let mut state = self.session.lock();
+                let delay = will.delay_secs.min(state.expiry_secs);
+                if delay > 0
+                    && let Some(earlier) = state.pending_will.replace(pending)
+                {
+                    // Left by a connection that lost a takeover race.
+                    earlier.cancel();
+                }
+                delay
             }
-            delay
         };
-        tokio::spawn(async move {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!("no runtime to publish a will message; the server is stopping");
+            return;
+        };
+        let broker = self.ctx().broker.clone();
+        runtime.spawn(async move {
             tokio::select! {
-                () = cancel.cancelled() => return,
+                decided = decided => if decided.is_ok() {
+                    return;
+                },
                 () = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => {}
             }
             if let Err(e) = broker.publish(Source::Mqtt, will.message).await {
@@ -1083,9 +1106,12 @@ impl<S: Transport> Connection<S> {
     /// Restarts the keep-alive clock after input arrived, and tells the
     /// table's sweep the new deadline (and that the connection is active).
     fn note_read(&mut self) {
-        self.ctx()
-            .sessions
-            .note_input(&self.session.link, Instant::now(), self.state.keepalive_ms);
+        self.ctx().sessions.note_input(
+            &self.session.link,
+            self.state.connection,
+            Instant::now(),
+            self.state.keepalive_ms,
+        );
     }
 
     /// Decodes and handles every whole packet in the read buffer.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 use tidewire_core::Message;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 
 use crate::metrics::{DropReason, Drops, MqttMetrics, SessionKind};
 use crate::sessions::Link;
@@ -103,6 +103,29 @@ impl Exchanges {
     }
 }
 
+/// A will waiting out its MQTT 5 Will Delay Interval. The client coming
+/// back cancels it; the session ending first publishes it at once, and so
+/// does dropping it.
+#[derive(Debug)]
+pub struct DelayedWill(oneshot::Sender<()>);
+
+impl DelayedWill {
+    /// A delayed will, and what its publisher waits on besides the delay:
+    /// `Ok` means cancelled, an error means due now.
+    pub fn new() -> (DelayedWill, oneshot::Receiver<()>) {
+        let (cancel, decided) = oneshot::channel();
+        (DelayedWill(cancel), decided)
+    }
+
+    /// The client came back: the will is not published.
+    pub fn cancel(self) {
+        let _ = self.0.send(());
+    }
+
+    /// The session ended: the will is published now.
+    pub fn publish_now(self) {}
+}
+
 /// Mutable session state, behind the session's lock.
 #[derive(Debug, Default)]
 pub struct SessionState {
@@ -117,8 +140,8 @@ pub struct SessionState {
     next_pkid: u16,
     /// When the session went offline; `None` while a connection has it.
     pub offline_since: Option<Instant>,
-    /// Cancels a pending delayed will when the client comes back.
-    pub pending_will: Option<CancellationToken>,
+    /// The will of the last connection, waiting out its delay.
+    pub pending_will: Option<DelayedWill>,
 }
 
 impl SessionState {

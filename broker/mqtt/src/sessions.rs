@@ -17,6 +17,8 @@ use crate::persist;
 use crate::router::Router;
 use crate::session::{NEVER_EXPIRES, Session, SessionCommon};
 
+/// Shards of the takeover notifications.
+const HANDOVER_SHARDS: u64 = 64;
 /// How long a new connection waits for the one it takes over to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 /// How long a connection goes without input or output before it counts
@@ -32,8 +34,12 @@ pub struct Link {
     /// or its connection was told to give it up).
     owner: AtomicU64,
     /// Connections that were given the session and have not finished with
-    /// it: a taken-over connection holds it until it has let go.
+    /// it (a taken-over connection holds it until it has let go), not
+    /// counting those a takeover gave up waiting for.
     holders: AtomicU32,
+    /// Connections with lower ids were given up on by a takeover that
+    /// waited too long for them; they no longer count as holders.
+    given_up_below: AtomicU64,
     /// The sweep found the connection quiet since `active_ms`.
     quiet: AtomicBool,
     /// When the client is overdue under its keep alive, in ms on the
@@ -56,6 +62,11 @@ impl Link {
         self.quiet.load(Ordering::Relaxed)
     }
 
+    /// True while a connection has the session.
+    pub fn online(&self) -> bool {
+        self.owner.load(Ordering::Acquire) != 0
+    }
+
     /// Lets the connection park as soon as it waits.
     pub fn mark_quiet(&self) {
         self.quiet.store(true, Ordering::Relaxed);
@@ -66,10 +77,6 @@ impl Link {
         if self.quiet.load(Ordering::Relaxed) {
             self.quiet.store(false, Ordering::Relaxed);
         }
-    }
-
-    fn online(&self) -> bool {
-        self.owner.load(Ordering::Acquire) != 0
     }
 }
 
@@ -86,6 +93,19 @@ enum HandOver {
     LetGo,
     /// Another connection was given it meanwhile.
     Attached,
+}
+
+/// What became of a session when its connection let go of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detached {
+    /// It lives on offline (or for a connection taking it over): a will
+    /// waits out its delay.
+    Offline,
+    /// It ended with the connection: a will is due now.
+    Ended,
+    /// A connection that took it over has it now: a will is due only
+    /// without a delay.
+    Resumed,
 }
 
 /// A session in the table, found by its client id.
@@ -133,8 +153,9 @@ pub struct SessionTable {
     metrics: MqttMetrics,
     next_connection: AtomicU64,
     /// Signalled whenever a session is given to a connection, or a
-    /// connection finishes with its session.
-    handovers: Notify,
+    /// connection finishes with its session; one per shard of client ids,
+    /// so a takeover is woken by its own client's handovers and few others.
+    handovers: Box<[Notify]>,
     file: PathBuf,
     epoch: Instant,
 }
@@ -153,7 +174,7 @@ impl SessionTable {
             common: SessionCommon::new(max_queued, &metrics),
             metrics,
             next_connection: AtomicU64::new(1),
-            handovers: Notify::new(),
+            handovers: (0..HANDOVER_SHARDS).map(|_| Notify::new()).collect(),
             file,
             epoch: Instant::now(),
         }
@@ -165,6 +186,14 @@ impl SessionTable {
 
     fn changed(&self) {
         self.common.changed.store(true, Ordering::Relaxed);
+    }
+
+    /// The notification for handovers of `client_id`'s session.
+    fn handovers(&self, client_id: &str) -> &Notify {
+        let mut hasher = std::hash::DefaultHasher::new();
+        client_id.hash(&mut hasher);
+        let shard = hasher.finish() % HANDOVER_SHARDS;
+        &self.handovers[shard as usize]
     }
 
     /// Gives `client_id` to a new connection: takes it over from a live
@@ -184,6 +213,7 @@ impl SessionTable {
                 Ok(HandOver::Attached) => {}
                 Err(_) => {
                     tracing::warn!(client_id, "taken-over connection did not finish in time");
+                    self.give_up_on_holders(&session);
                     break;
                 }
             }
@@ -191,10 +221,18 @@ impl SessionTable {
         let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let now_ms = self.clock_ms();
         let mut entries = self.lock();
-        let resumable = !clean_start && entries.contains(client_id);
+        // A session whose expiry is 0 ends with its connection, even one
+        // taken over.
+        let resumable = !clean_start
+            && entries
+                .get(client_id)
+                .is_some_and(|e| e.0.inspect(|state| state.expiry_secs > 0));
         if !resumable {
-            if let Some(old) = entries.take(client_id) {
-                self.drop_subscriptions(&old.0);
+            if let Some(Entry(old)) = entries.take(client_id) {
+                // Attached while this one waited: the newest connection
+                // wins, and the old session ends.
+                kick(&old);
+                self.end(&old);
             }
             let session = Session::new(client_id.to_owned(), expiry_secs, Arc::clone(&self.common));
             entries.insert(Entry(Arc::new(session)));
@@ -223,7 +261,7 @@ impl SessionTable {
         }
         self.metrics.sessions.set(entries.len() as i64);
         drop(entries);
-        self.handovers.notify_waiters();
+        self.handovers(client_id).notify_waiters();
         Attached {
             session,
             present: resumable,
@@ -235,7 +273,7 @@ impl SessionTable {
     /// was given it meanwhile.
     async fn handed_over(&self, session: &Session) -> HandOver {
         loop {
-            let handed_over = self.handovers.notified();
+            let handed_over = self.handovers(&session.client_id).notified();
             if session.link.online() {
                 return HandOver::Attached;
             }
@@ -246,44 +284,65 @@ impl SessionTable {
         }
     }
 
+    /// Stops counting the connections that hold `session` now: they were
+    /// told to go and did not finish in time.
+    fn give_up_on_holders(&self, session: &Session) {
+        let _entries = self.lock();
+        let link = &session.link;
+        let next = self.next_connection.load(Ordering::Relaxed);
+        link.given_up_below.store(next, Ordering::Relaxed);
+        link.holders.store(0, Ordering::Release);
+    }
+
     /// Called when connection `connection` ends: the session goes offline,
-    /// or ends now if its expiry interval is 0. Returns true if the session
-    /// ended. Call [`SessionTable::finish`] once done with the session.
-    pub fn detach(&self, session: &Arc<Session>, connection: u64) -> bool {
+    /// or ends now if its expiry interval is 0, unless another connection
+    /// has it now. Call [`SessionTable::finish`] once done with the session.
+    pub fn detach(&self, session: &Arc<Session>, connection: u64) -> Detached {
         let mut entries = self.lock();
         let owned = session
             .link
             .owner
             .compare_exchange(connection, 0, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
-        if !owned {
-            return false; // taken over: the session lives on
+        let listed = entries
+            .get(session.client_id.as_str())
+            .is_some_and(|e| Arc::ptr_eq(&e.0, session));
+        if !listed {
+            return Detached::Ended; // discarded by a clean start
+        }
+        if !owned && session.link.online() {
+            return Detached::Resumed;
         }
         let ended = {
             let mut state = session.lock();
             let ended = state.expiry_secs == 0;
             if !ended {
-                state.offline_since = Some(Instant::now());
+                state.offline_since.get_or_insert_with(Instant::now);
             }
             ended
         };
-        let listed = entries
-            .get(session.client_id.as_str())
-            .is_some_and(|e| Arc::ptr_eq(&e.0, session));
-        if ended && listed {
+        if ended {
             entries.remove(session.client_id.as_str());
-            self.drop_subscriptions(session);
+            self.end(session);
+            self.metrics.sessions.set(entries.len() as i64);
+            Detached::Ended
+        } else {
+            Detached::Offline
         }
-        self.metrics.sessions.set(entries.len() as i64);
-        ended
     }
 
-    /// Tells the table a connection is done with `session`, after
-    /// [`SessionTable::detach`] and its will: a connection taking the
+    /// Tells the table connection `connection` is done with `session`,
+    /// after [`SessionTable::detach`] and its will: a connection taking the
     /// session over may go ahead.
-    pub fn finish(&self, session: &Session) {
-        session.link.holders.fetch_sub(1, Ordering::AcqRel);
-        self.handovers.notify_waiters();
+    pub fn finish(&self, session: &Session, connection: u64) {
+        {
+            let _entries = self.lock();
+            let link = &session.link;
+            if connection >= link.given_up_below.load(Ordering::Relaxed) {
+                link.holders.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.handovers(&session.client_id).notify_waiters();
     }
 
     /// Milliseconds on the table's clock now, for keep-alive deadlines
@@ -297,10 +356,14 @@ impl SessionTable {
         at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
-    /// The client on `link` was heard from at `at`: sets when it is
-    /// overdue (keep alive `keepalive_ms`, 0 for none), and marks the
-    /// connection active.
-    pub fn note_input(&self, link: &Link, at: Instant, keepalive_ms: u32) {
+    /// The client of connection `connection` on `link` was heard from at
+    /// `at`: sets when it is overdue (keep alive `keepalive_ms`, 0 for
+    /// none), and marks the connection active. Nothing changes if the
+    /// connection no longer has the session.
+    pub fn note_input(&self, link: &Link, connection: u64, at: Instant, keepalive_ms: u32) {
+        if !link.owned_by(connection) {
+            return;
+        }
         let at_ms = self.ms_at(at);
         let deadline = if keepalive_ms == 0 {
             0
@@ -376,7 +439,7 @@ impl SessionTable {
             .collect();
         for session in &expired {
             entries.remove(session.client_id.as_str());
-            self.drop_subscriptions(session);
+            self.end(session);
         }
         if !expired.is_empty() {
             self.metrics.sessions.set(entries.len() as i64);
@@ -385,11 +448,19 @@ impl SessionTable {
         expired
     }
 
-    fn drop_subscriptions(&self, session: &Session) {
-        let filters: Vec<String> =
-            session.inspect(|state| state.subscriptions.keys().cloned().collect());
+    /// Ends a session taken out of the table: its subscriptions go, and a
+    /// will waiting out its delay is published now.
+    fn end(&self, session: &Session) {
+        let (filters, will) = {
+            let mut state = session.lock();
+            let filters: Vec<String> = state.subscriptions.keys().cloned().collect();
+            (filters, state.pending_will.take())
+        };
         for filter in filters {
             self.router.unsubscribe(&filter, &session.client_id);
+        }
+        if let Some(will) = will {
+            will.publish_now();
         }
     }
 
@@ -450,8 +521,11 @@ mod tests {
         let table = table_in(dir.path());
         let file = dir.path().join("sessions.json");
         let attached = table.attach("c1", false, 600).await;
-        assert!(!table.detach(&attached.session, attached.connection));
-        table.finish(&attached.session);
+        assert_eq!(
+            table.detach(&attached.session, attached.connection),
+            Detached::Offline
+        );
+        table.finish(&attached.session, attached.connection);
         table.save_if_changed().expect("save");
         assert!(file.exists(), "the new session is saved");
 
@@ -486,15 +560,66 @@ mod tests {
             !taking_over.is_finished(),
             "waits until the old one finishes"
         );
-        assert!(
-            !table.detach(&old.session, old.connection),
+        assert_eq!(
+            table.detach(&old.session, old.connection),
+            Detached::Offline,
             "a taken-over session lives on"
         );
-        table.finish(&old.session);
+        table.finish(&old.session, old.connection);
         let new = taking_over.await.expect("attach");
         assert!(new.present, "the session was resumed");
         assert!(Arc::ptr_eq(&new.session, &old.session));
         assert!(new.session.link.owned_by(new.connection));
         assert!(new.session.inspect(|s| s.offline_since.is_none()));
+    }
+
+    #[tokio::test]
+    async fn a_session_that_ends_with_its_connection_is_not_resumed_by_a_takeover() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = Arc::new(table_in(dir.path()));
+        let transient = table.attach("c1", false, 0).await;
+        let taking_over = tokio::spawn({
+            let table = Arc::clone(&table);
+            async move { table.attach("c1", false, 600).await }
+        });
+        while transient.session.link.owned_by(transient.connection) {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            table.detach(&transient.session, transient.connection),
+            Detached::Ended
+        );
+        table.finish(&transient.session, transient.connection);
+        let new = taking_over.await.expect("attach");
+        assert!(!new.present, "a fresh session");
+        assert!(!Arc::ptr_eq(&new.session, &transient.session));
+    }
+
+    #[tokio::test]
+    async fn connections_a_takeover_gave_up_on_no_longer_hold_the_session() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = table_in(dir.path());
+        let holders = |session: &Session| session.link.holders.load(Ordering::Acquire);
+        let stuck = table.attach("c1", false, 600).await;
+        // What a takeover does once the old connection is overdue.
+        kick(&stuck.session);
+        table.give_up_on_holders(&stuck.session);
+        let next = table.attach("c1", false, 600).await;
+        assert!(next.present);
+        assert_eq!(holders(&next.session), 1);
+        // The stuck connection lets go at last: the session is not its to
+        // release, and it does not count.
+        assert_eq!(
+            table.detach(&stuck.session, stuck.connection),
+            Detached::Resumed
+        );
+        table.finish(&stuck.session, stuck.connection);
+        assert_eq!(holders(&next.session), 1, "the new connection holds it");
+        assert_eq!(
+            table.detach(&next.session, next.connection),
+            Detached::Offline
+        );
+        table.finish(&next.session, next.connection);
+        assert_eq!(holders(&next.session), 0);
     }
 }
