@@ -5,8 +5,9 @@
 //! fsync at all.
 //!
 //! Scenarios: 1 -> 1 at QoS 0 and QoS 1 (100-byte payloads, publisher
-//! window 1000), 1 -> N fan-out, N -> 1 fan-in, and idle connections
-//! (server RSS per connection). The clients are the minimal ones in
+//! window 1000), 1 -> N fan-out, N -> 1 fan-in, 1 -> N to subscribers
+//! that sat idle first (tidewire has parked them: this measures waking
+//! them), and idle connections (server RSS per connection). The clients are the minimal ones in
 //! `raw_mqtt`, so the brokers, not the clients, set the pace.
 //!
 //! `cargo build --release -p tidewire -p tidewire-benches && ulimit -n 65536 &&
@@ -49,6 +50,9 @@ struct Args {
     /// Idle connections in the memory run.
     #[arg(long, default_value_t = 10_000)]
     idle: usize,
+    /// Subscribers, idle at first, in the wake run.
+    #[arg(long, default_value_t = 10_000)]
+    wake: usize,
     /// Payload bytes (at least 21: the send time travels in the payload).
     #[arg(long, default_value_t = 100)]
     payload: usize,
@@ -56,7 +60,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "qos0,qos1,fan-out,fan-in,idle"
+        default_value = "qos0,qos1,fan-out,fan-in,wake,idle"
     )]
     only: Vec<String>,
     /// Brokers to run them against (tidewire, mosquitto).
@@ -93,8 +97,12 @@ const IDLE_SETTLE: Duration = Duration::from_secs(3);
 /// The publisher's in-flight window at QoS 1.
 const WINDOW: usize = 1000;
 
+/// How long a subscriber waits for its first message (the others may still
+/// be subscribing, and then sit idle) and for each next one.
+const PATIENCE: [Duration; 2] = [Duration::from_secs(30), Duration::from_secs(3)];
+
 /// A subscriber that counts messages, acknowledges QoS 1 ones and records
-/// latencies until it has `expect` messages or goes quiet for 3 s.
+/// latencies until it has `expect` messages or waits too long for the next.
 async fn subscriber(
     addr: SocketAddr,
     id: String,
@@ -111,7 +119,8 @@ async fn subscriber(
     let mut latencies = Latencies::default();
     let mut acks = Vec::new();
     while received < expect {
-        let frame = match tokio::time::timeout(Duration::from_secs(3), reader.next()).await {
+        let patience = PATIENCE[usize::from(received > 0)];
+        let frame = match tokio::time::timeout(patience, reader.next()).await {
             Ok(frame) => frame?,
             Err(_) => break, // quiet: whatever was lost is lost
         };
@@ -200,16 +209,27 @@ struct Outcome {
     latencies: Latencies,
 }
 
-/// `publishers` publishers each send `per_publisher` messages to one topic
-/// with `subscribers` subscribers.
-async fn scenario(
-    addr: SocketAddr,
+/// One run: who publishes how much to how many.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
     publishers: usize,
     subscribers: usize,
     per_publisher: u64,
     qos: u8,
-    size: usize,
-) -> Result<Outcome> {
+    /// How long the subscribers sit idle before the publishers start.
+    settle: Duration,
+}
+
+/// `publishers` publishers each send `per_publisher` messages to one topic
+/// with `subscribers` subscribers.
+async fn scenario(addr: SocketAddr, shape: Shape, size: usize) -> Result<Outcome> {
+    let Shape {
+        publishers,
+        subscribers,
+        per_publisher,
+        qos,
+        settle,
+    } = shape;
     static RUN: AtomicU64 = AtomicU64::new(0);
     let run = RUN.fetch_add(1, Ordering::Relaxed);
     let epoch = Instant::now();
@@ -234,6 +254,7 @@ async fn scenario(
             .await
             .context("a subscriber failed to subscribe")?;
     }
+    tokio::time::sleep(settle).await;
     let started = epoch.elapsed();
     let mut pubs = Vec::new();
     for i in 0..publishers {
@@ -308,29 +329,43 @@ async fn main() -> Result<()> {
     let tidewire = tidewire_bin(args.tidewire.as_deref())?;
     let size = args.payload.max(21);
     println!(
-        "mqtt-load: {} B payloads; 1->1 {} msgs; fan-out 1->{}; fan-in {}->1; {} idle connections",
-        size, args.messages, args.fan_out, args.fan_in, args.idle
+        "mqtt-load: {} B payloads; 1->1 {} msgs; fan-out 1->{}; fan-in {}->1; \
+         1->{} idle subscribers; {} idle connections",
+        size, args.messages, args.fan_out, args.fan_in, args.wake, args.idle
     );
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
     let mut idle = Vec::new();
-    type Scenario = (&'static str, &'static str, usize, usize, u64, u8);
-    let scenarios: Vec<Scenario> = vec![
-        ("qos0", "1->1 QoS0", 1, 1, args.messages, 0),
-        ("qos1", "1->1 QoS1", 1, 1, args.messages, 1),
-        ("fan-out", "1->N QoS0", 1, args.fan_out, 100, 0),
-        ("fan-in", "N->1 QoS1", args.fan_in, 1, 20, 1),
+    let busy = |publishers, subscribers, per_publisher, qos| Shape {
+        publishers,
+        subscribers,
+        per_publisher,
+        qos,
+        settle: Duration::ZERO,
+    };
+    let scenarios = [
+        ("qos0", "1->1 QoS0", busy(1, 1, args.messages, 0)),
+        ("qos1", "1->1 QoS1", busy(1, 1, args.messages, 1)),
+        ("fan-out", "1->N QoS0", busy(1, args.fan_out, 100, 0)),
+        ("fan-in", "N->1 QoS1", busy(args.fan_in, 1, 20, 1)),
+        (
+            "wake",
+            "1->N idle",
+            Shape {
+                settle: IDLE_SETTLE,
+                ..busy(1, args.wake, 10, 0)
+            },
+        ),
     ];
     let chosen = |name: &str| args.only.iter().any(|o| o == name);
-    for (name, label, publishers, subscribers, per, qos) in scenarios {
+    for (name, label, shape) in scenarios {
         if !chosen(name) {
             continue;
         }
         let mut rates = Vec::new();
         for which in &args.brokers {
             let server = start(which, &tidewire, &args.mosquitto).await?;
-            let mut outcome =
-                scenario(server.mqtt, publishers, subscribers, per, qos, size).await?;
+            let mut outcome = scenario(server.mqtt, shape, size).await?;
             rates.push(outcome.delivered as f64 / outcome.elapsed.as_secs_f64().max(1e-9));
             rows.push(rate_row(server.name, label, &mut outcome));
         }
