@@ -527,7 +527,8 @@ async fn handshake<S: Transport>(
     }))
 }
 
-/// What an accepted CONNECT established.
+/// What an accepted CONNECT established, and the connection's state that
+/// outlives its socket while it is parked.
 struct Accepted {
     codec: Codec,
     slot: ConnectionSlot,
@@ -542,6 +543,10 @@ struct Accepted {
     client_alias_max: u16,
     /// The largest packet the client takes, in bytes.
     client_max_packet: u32,
+    /// QoS 2 messages from the client, received on this connection and
+    /// PUBREC'd, that await PUBREL: they count against our Receive Maximum
+    /// until PUBCOMP.
+    unreleased: u16,
     will: Option<Box<Will>>,
     /// [`Accepted::release`] has run.
     released: bool,
@@ -772,6 +777,7 @@ async fn accept(
         keepalive_ms: u32::from(keepalive) * 1500,
         client_receive_max: props.receive_maximum.unwrap_or(u16::MAX).max(1),
         client_max_packet: props.max_packet_size.unwrap_or(u32::MAX),
+        unreleased: 0,
         released: false,
         client_alias_max: props.topic_alias_max.unwrap_or(0),
         will,
@@ -1155,6 +1161,12 @@ impl<S: Transport> Connection<S> {
             Packet::PubRec(rec, _) => self.on_pubrec(rec),
             Packet::PubRel(rel, _) => {
                 let known = self.session.lock().release(rel.pkid);
+                if known {
+                    // A PUBREL for an exchange begun on an earlier
+                    // connection lowers the count too: the quota is per
+                    // connection, and this errs toward the client.
+                    self.state.unreleased = self.state.unreleased.saturating_sub(1);
+                }
                 let reason = if known || !self.v5() {
                     PubCompReason::Success
                 } else {
@@ -1235,7 +1247,8 @@ impl<S: Transport> Connection<S> {
         }
         if qos > 0
             && self.v5()
-            && self.pending_qos >= usize::from(self.ctx().settings.receive_maximum)
+            && self.pending_qos + usize::from(self.state.unreleased)
+                >= usize::from(self.ctx().settings.receive_maximum)
         {
             MqttMetrics::count(&self.ctx().metrics.protocol_errors, "receive_maximum");
             return Some(Exit::Refused(DisconnectReasonCode::ReceiveMaximumExceeded));
@@ -1309,8 +1322,8 @@ impl<S: Transport> Connection<S> {
         match qos {
             1 => self.send(Packet::PubAck(PubAck { pkid, reason }, None)),
             2 => {
-                if reason == PubAckReason::Success {
-                    self.session.lock().await_release(pkid);
+                if reason == PubAckReason::Success && self.session.lock().await_release(pkid) {
+                    self.state.unreleased = self.state.unreleased.saturating_add(1);
                 }
                 self.send(Packet::PubRec(
                     PubRec {

@@ -224,8 +224,9 @@ impl SessionState {
     }
 
     /// Notes a received QoS 2 message as PUBREC'd, awaiting PUBREL.
-    pub fn await_release(&mut self, pkid: u16) {
-        self.exchanges().awaiting_release.insert(pkid);
+    /// Returns false if it was noted already.
+    pub fn await_release(&mut self, pkid: u16) -> bool {
+        self.exchanges().awaiting_release.insert(pkid)
     }
 
     /// True if the received QoS 2 message `pkid` awaits its PUBREL.

@@ -567,6 +567,40 @@ async fn malformed_and_oversize_packets_close_only_that_client() {
 }
 
 #[tokio::test]
+async fn qos2_messages_count_against_receive_maximum_until_released() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestBroker::start(dir.path(), "receive_maximum = 2").await;
+    let mut raw = TcpStream::connect(server.addr).await.expect("connect");
+    let mut buf = BytesMut::new();
+    raw.write_all(&[
+        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 0, 0, 0, 1, b'r',
+    ])
+    .await
+    .expect("connect");
+    read_packet(&mut raw, &mut buf, &[0x20]).await;
+    let publish = |pkid: u8| [0x34, 7, 0, 1, b'q', 0, pkid, 0, b'x'];
+
+    for pkid in [1, 2] {
+        raw.write_all(&publish(pkid)).await.expect("publish");
+        let pubrec = read_packet(&mut raw, &mut buf, &[0x50]).await;
+        assert_eq!(pubrec[3], pkid);
+    }
+    // Releasing one makes room for one more.
+    raw.write_all(&[0x62, 2, 0, 1]).await.expect("pubrel");
+    assert_eq!(
+        read_packet(&mut raw, &mut buf, &[0x70]).await,
+        [0x70, 2, 0, 1]
+    );
+    raw.write_all(&publish(3)).await.expect("publish");
+    assert_eq!(read_packet(&mut raw, &mut buf, &[0x50]).await[3], 3);
+    // Two await PUBREL: a third is one too many.
+    raw.write_all(&publish(4)).await.expect("publish");
+    let goodbye = read_packet(&mut raw, &mut buf, &[0xE0]).await;
+    assert_eq!(goodbye[2], 0x93, "Receive Maximum exceeded: {goodbye:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn acl_and_passwords_are_enforced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hash = tidewire_mqtt::hash_password("s3cret").expect("hash");
