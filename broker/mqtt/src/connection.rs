@@ -54,6 +54,11 @@ const WRITE_HIGH_WATER: usize = 1024 * 1024;
 const IDLE_READ_BUFFER: usize = 256;
 /// Read buffer once a read fills the buffer: busy connections read in bulk.
 const BUSY_READ_BUFFER: usize = 64 * 1024;
+/// How long a goodbye may take to write, and how long a connection closed
+/// with a reason goes on reading what its client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// How much a connection closed with a reason reads before it closes.
+const LINGER_BYTES: usize = 64 * 1024;
 
 /// A byte stream a session can be served over: TCP here, WebSocket
 /// elsewhere.
@@ -1629,15 +1634,36 @@ impl<S: Transport> Connection<S> {
             Exit::Shutdown => Some(DisconnectReasonCode::ServerShuttingDown),
             _ => None,
         };
-        if let (Some(reason_code), true) = (reason, self.v5()) {
+        let goodbye = reason.filter(|_| self.v5());
+        if let Some(reason_code) = goodbye {
             self.send(Packet::Disconnect(Disconnect { reason_code }, None));
         }
         if !self.out.is_empty() {
-            let _ = write_out(&mut self.io, &self.out).await;
+            let _ = tokio::time::timeout(LINGER, write_out(&mut self.io, &self.out)).await;
         }
         let _ = self.io.shutdown().await;
         self.state.release(exit);
+        if goodbye.is_some() && exit != Exit::Shutdown {
+            linger(&mut self.io).await;
+        }
     }
+}
+
+/// Reads and discards what a client we said goodbye to still sends, for a
+/// while: closing a socket with unread input resets it, and a reset can
+/// destroy the DISCONNECT (and its reason) before the client reads it.
+async fn linger<S: Transport>(io: &mut S) {
+    let mut scratch = [0u8; IDLE_READ_BUFFER];
+    let mut discarded = 0;
+    let _ = tokio::time::timeout(LINGER, async {
+        while discarded < LINGER_BYTES {
+            match io.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => discarded += n,
+            }
+        }
+    })
+    .await;
 }
 
 fn pubrec_reason(reason: PubAckReason) -> PubRecReason {
