@@ -290,6 +290,9 @@ async fn scenario(addr: SocketAddr, shape: Shape, size: usize) -> Result<Outcome
 /// RSS growth per connection in KiB.
 async fn idle_connections(server: &Peer, n: usize) -> Result<f64> {
     let pid = server.child.id().context("pid")?;
+    // A server just started may still be settling in (threads, files):
+    // that is not what the connections cost.
+    tokio::time::sleep(IDLE_SETTLE).await;
     let before = rss_kib(pid).context("rss")?;
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
@@ -395,7 +398,7 @@ async fn main() -> Result<()> {
         println!("{label}: tidewire / mosquitto = {ratio:.2}x");
     }
     for (name, kib) in idle {
-        println!("{name}: {kib:.1} KiB RSS per idle connection");
+        println!("{name}: {kib:.2} KiB RSS per idle connection");
     }
     Ok(())
 }
