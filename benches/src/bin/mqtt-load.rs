@@ -248,11 +248,18 @@ async fn scenario(addr: SocketAddr, shape: Shape, size: usize) -> Result<Outcome
             Arc::clone(&done_at),
         )));
     }
+    // Only the subscribers hold senders now: if one fails before it is
+    // ready, the wait ends with its error instead of hanging.
+    drop(ready_tx);
     for _ in 0..subscribers {
-        ready
-            .recv()
-            .await
-            .context("a subscriber failed to subscribe")?;
+        if ready.recv().await.is_none() {
+            for s in subs {
+                if s.is_finished() {
+                    s.await??;
+                }
+            }
+            anyhow::bail!("a subscriber failed to subscribe");
+        }
     }
     tokio::time::sleep(settle).await;
     let started = epoch.elapsed();
