@@ -54,8 +54,9 @@ const WRITE_HIGH_WATER: usize = 1024 * 1024;
 const IDLE_READ_BUFFER: usize = 256;
 /// Read buffer once a read fills the buffer: busy connections read in bulk.
 const BUSY_READ_BUFFER: usize = 64 * 1024;
-/// How long a goodbye may take to write, and how long a connection closed
-/// with a reason goes on reading what its client still sends.
+/// How long a goodbye may take to write and close, and how long a
+/// connection closed with a reason goes on reading what its client still
+/// sends.
 const LINGER: Duration = Duration::from_secs(2);
 /// How much a connection closed with a reason reads before it closes.
 const LINGER_BYTES: usize = 64 * 1024;
@@ -742,6 +743,9 @@ async fn accept(
     if ctx.closing.load(Ordering::Acquire) {
         return refuse(try_later, "shutting_down", out);
     }
+    // Nothing refuses the connection from here on: the slot goes with the
+    // session it attaches to.
+    let slot = slot.take()?;
     let Attached {
         session,
         present,
@@ -775,7 +779,7 @@ async fn accept(
     tracing::debug!(client_id = %session.client_id, present, "client connected");
     Some(Accepted {
         codec: *codec,
-        slot: slot.take()?,
+        slot,
         session,
         connection,
         acl,
@@ -845,11 +849,16 @@ impl Accepted {
             Detached::Offline => {
                 let mut state = self.session.lock();
                 let delay = will.delay_secs.min(state.expiry_secs);
-                if delay > 0
-                    && let Some(earlier) = state.pending_will.replace(pending)
-                {
-                    // Left by a connection that lost a takeover race.
-                    earlier.cancel();
+                if delay > 0 {
+                    if self.session.link.online() {
+                        // A connection that stopped waiting for this one
+                        // has resumed the session meanwhile.
+                        return;
+                    }
+                    if let Some(earlier) = state.pending_will.replace(pending) {
+                        // Left by a connection that lost a takeover race.
+                        earlier.cancel();
+                    }
                 }
                 delay
             }
@@ -860,11 +869,14 @@ impl Accepted {
         };
         let broker = self.ctx().broker.clone();
         runtime.spawn(async move {
-            tokio::select! {
-                decided = decided => if decided.is_ok() {
+            if delay > 0 {
+                let due = tokio::select! {
+                    decided = decided => matches!(decided, Ok(true)),
+                    () = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => true,
+                };
+                if !due {
                     return;
-                },
-                () = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => {}
+                }
             }
             if let Err(e) = broker.publish(Source::Mqtt, will.message).await {
                 tracing::warn!(error = %e, "could not publish a will message");
@@ -1619,7 +1631,8 @@ impl<S: Transport> Connection<S> {
     }
 
     /// Ends the connection: finish acks, say goodbye, publish the will
-    /// when due, release the session.
+    /// when due, release the session, and read on for a while after a
+    /// goodbye with a reason.
     async fn finish(&mut self, exit: Exit) {
         // Publishes already submitted finish (they are in the streams'
         // queues and reach subscribers); their acks go out if the peer is
@@ -1638,12 +1651,18 @@ impl<S: Transport> Connection<S> {
         if let Some(reason_code) = goodbye {
             self.send(Packet::Disconnect(Disconnect { reason_code }, None));
         }
-        if !self.out.is_empty() {
-            let _ = tokio::time::timeout(LINGER, write_out(&mut self.io, &self.out)).await;
-        }
-        let _ = self.io.shutdown().await;
+        let (io, out) = (&mut self.io, &self.out);
+        let _ = tokio::time::timeout(LINGER, async {
+            if !out.is_empty() {
+                let _ = write_out(io, out).await;
+            }
+            // A WebSocket's close flushes its Close frame: a client that
+            // stopped reading could hold it up.
+            let _ = io.shutdown().await;
+        })
+        .await;
         self.state.release(exit);
-        if goodbye.is_some() && exit != Exit::Shutdown {
+        if goodbye.is_some() && !self.ctx().closing.load(Ordering::Acquire) {
             linger(&mut self.io).await;
         }
     }

@@ -104,26 +104,28 @@ impl Exchanges {
 }
 
 /// A will waiting out its MQTT 5 Will Delay Interval. The client coming
-/// back cancels it; the session ending first publishes it at once, and so
-/// does dropping it.
+/// back cancels it; the session ending first publishes it at once.
+/// Dropping it (the server stopping) cancels it.
 #[derive(Debug)]
-pub struct DelayedWill(oneshot::Sender<()>);
+pub struct DelayedWill(oneshot::Sender<bool>);
 
 impl DelayedWill {
     /// A delayed will, and what its publisher waits on besides the delay:
-    /// `Ok` means cancelled, an error means due now.
-    pub fn new() -> (DelayedWill, oneshot::Receiver<()>) {
-        let (cancel, decided) = oneshot::channel();
-        (DelayedWill(cancel), decided)
+    /// `Ok(true)` means due now; anything else, cancelled.
+    pub fn new() -> (DelayedWill, oneshot::Receiver<bool>) {
+        let (decide, decided) = oneshot::channel();
+        (DelayedWill(decide), decided)
     }
 
     /// The client came back: the will is not published.
     pub fn cancel(self) {
-        let _ = self.0.send(());
+        let _ = self.0.send(false);
     }
 
     /// The session ended: the will is published now.
-    pub fn publish_now(self) {}
+    pub fn publish_now(self) {
+        let _ = self.0.send(true);
+    }
 }
 
 /// Mutable session state, behind the session's lock.

@@ -218,9 +218,11 @@ impl SessionTable {
                 }
             }
         }
-        let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
         let now_ms = self.clock_ms();
         let mut entries = self.lock();
+        // Under the lock, so that a takeover giving up on this session's
+        // holders either counts this connection or sees it come later.
+        let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
         // A session whose expiry is 0 ends with its connection, even one
         // taken over.
         let resumable = !clean_start
@@ -229,8 +231,9 @@ impl SessionTable {
                 .is_some_and(|e| e.0.inspect(|state| state.expiry_secs > 0));
         if !resumable {
             if let Some(Entry(old)) = entries.take(client_id) {
-                // Attached while this one waited: the newest connection
-                // wins, and the old session ends.
+                // A clean start (or a transient session) ends the old
+                // session; a connection that attached to it while this
+                // one waited is told to go.
                 kick(&old);
                 self.end(&old);
             }
