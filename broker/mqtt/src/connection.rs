@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures_util::future::poll_fn;
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode, Disconnect,
@@ -1013,8 +1013,8 @@ impl<S: Transport> Connection<S> {
         }
         loop {
             if !self.out.is_empty() {
-                if write_out(&mut self.io, &self.out).await.is_err() {
-                    return Exit::Closed;
+                if let Err(exit) = poll_fn(|cx| self.poll_write_out(cx)).await {
+                    return exit;
                 }
                 self.ctx().sessions.touch(&self.session.link);
                 self.out.clear();
@@ -1086,6 +1086,35 @@ impl<S: Transport> Connection<S> {
             Poll::Ready(Err(Exit::Quiet))
         } else {
             Poll::Pending
+        }
+    }
+
+    /// Writes (and flushes) the output buffer, taking what is written off
+    /// it. A client that stops reading can hold a write up for as long as
+    /// TCP keeps trying; meanwhile the connection still hears that it must
+    /// go (taken over, shutting down).
+    fn poll_write_out(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Exit>> {
+        let mut io = Pin::new(&mut self.io);
+        let written = loop {
+            if self.out.is_empty() {
+                break io.as_mut().poll_flush(cx);
+            }
+            match io.as_mut().poll_write(cx, &self.out) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.out.advance(n),
+                other => break other.map_ok(|_| ()),
+            }
+        };
+        match written {
+            Poll::Ready(result) => Poll::Ready(result.map_err(|_| Exit::Closed)),
+            Poll::Pending => {
+                // Woken by a kick, not (more than once) by messages queued.
+                self.session.register(cx);
+                match self.told_to_go() {
+                    Some(exit) => Poll::Ready(Err(exit)),
+                    None => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -1640,6 +1669,11 @@ impl<S: Transport> Connection<S> {
         while let Some(front) = self.pending.front_mut() {
             let result = front.done.as_mut().await;
             self.acknowledge(result);
+        }
+        if exit == Exit::TakenOver {
+            // The client is back on a connection that waits for this one;
+            // what is left to send here can wait for a slow socket alone.
+            self.state.release(exit);
         }
         let reason = match exit {
             Exit::Refused(reason) => Some(reason),

@@ -341,10 +341,12 @@ impl Session {
         read(&self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Tells the serving task that messages are waiting.
+    /// Tells the serving task that messages are waiting. Only the first
+    /// notification since the task last looked wakes it.
     pub fn notify(&self) {
-        self.ready.store(true, Ordering::Release);
-        self.waker.wake();
+        if !self.ready.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
     }
 
     /// Wakes the serving task without news of messages, so it looks at its
@@ -357,8 +359,14 @@ impl Session {
     /// were queued since the last call. Only one task serves a session at a
     /// time.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> bool {
+        self.register(cx);
+        self.ready.swap(false, Ordering::AcqRel)
+    }
+
+    /// Registers the serving task to be woken, leaving news of queued
+    /// messages for [`Session::poll_ready`].
+    pub fn register(&self, cx: &mut Context<'_>) {
         self.waker.register(cx.waker());
-        self.ready.swap(false, Ordering::Acquire)
     }
 
     /// Waits until messages are queued.

@@ -706,6 +706,58 @@ async fn a_second_connection_takes_the_client_id_over() {
 }
 
 #[tokio::test]
+async fn a_subscriber_that_stopped_reading_can_still_be_taken_over() {
+    const OPEN: &str = "tidewire_mqtt_connections";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestBroker::start(dir.path(), "").await;
+    let connect = [
+        0x10, 17, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 5, b's', b't', b'a', b'l', b'l',
+    ];
+    let mut buf = BytesMut::new();
+    // A subscriber with a small receive buffer that never reads.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("buffer size");
+    let mut stalled = socket.connect(server.addr).await.expect("connect");
+    stalled.write_all(&connect).await.expect("connect");
+    read_packet(&mut stalled, &mut buf, &[0x20]).await;
+    stalled
+        .write_all(&[0x82, 10, 0, 1, 0, 5, b'f', b'l', b'o', b'o', b'd', 0])
+        .await
+        .expect("subscribe");
+    read_packet(&mut stalled, &mut buf, &[0x90]).await;
+
+    // More than the socket buffers hold: the server's write to it blocks.
+    let mut publisher = TcpStream::connect(server.addr).await.expect("connect");
+    publisher
+        .write_all(&[
+            0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 3, b'p', b'u', b'b',
+        ])
+        .await
+        .expect("connect");
+    read_packet(&mut publisher, &mut BytesMut::new(), &[0x20]).await;
+    let payload = vec![b'x'; 256 * 1024];
+    let mut publish = vec![0x30, 0x87, 0x80, 0x10, 0, 5];
+    publish.extend_from_slice(b"flood");
+    publish.extend_from_slice(&payload);
+    for _ in 0..64 {
+        publisher.write_all(&publish).await.expect("publish");
+    }
+    // A PINGREQ answered means every publish before it was handled.
+    publisher.write_all(&[0xC0, 0]).await.expect("ping");
+    read_packet(&mut publisher, &mut BytesMut::new(), &[0xD0]).await;
+    server.metric_reaches(OPEN, 2).await;
+
+    // The client comes back on a new connection: the stuck one gives its
+    // session up and closes, instead of waiting for TCP to give up.
+    let mut back = TcpStream::connect(server.addr).await.expect("connect");
+    back.write_all(&connect).await.expect("connect");
+    read_packet(&mut back, &mut BytesMut::new(), &[0x20]).await;
+    server.metric_reaches(OPEN, 2).await;
+    drop((stalled, publisher, back));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn racing_takeovers_leave_one_connection_and_it_is_still_watched() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestBroker::start(dir.path(), "").await;
