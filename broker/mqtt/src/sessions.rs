@@ -545,20 +545,28 @@ mod tests {
         assert_eq!(restored.restore().expect("restore"), 1);
     }
 
+    /// Starts a connection resuming `old`'s client id, and returns once
+    /// `old` has been told to go.
+    async fn take_over(
+        table: &Arc<SessionTable>,
+        old: &Attached,
+    ) -> tokio::task::JoinHandle<Attached> {
+        let table = Arc::clone(table);
+        let client_id = old.session.client_id.clone();
+        let taking_over = tokio::spawn(async move { table.attach(&client_id, false, 600).await });
+        while old.session.link.owned_by(old.connection) {
+            tokio::task::yield_now().await;
+        }
+        taking_over
+    }
+
     #[tokio::test]
     async fn a_takeover_waits_for_the_old_connection_to_let_go() {
         let dir = tempfile::tempdir().expect("tempdir");
         let table = Arc::new(table_in(dir.path()));
         let old = table.attach("c1", false, 600).await;
         assert!(old.session.link.owned_by(old.connection));
-        let taking_over = tokio::spawn({
-            let table = Arc::clone(&table);
-            async move { table.attach("c1", false, 600).await }
-        });
-        // The old connection sees it was kicked, and lets go.
-        while old.session.link.owned_by(old.connection) {
-            tokio::task::yield_now().await;
-        }
+        let taking_over = take_over(&table, &old).await;
         assert!(
             !taking_over.is_finished(),
             "waits until the old one finishes"
@@ -581,13 +589,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let table = Arc::new(table_in(dir.path()));
         let transient = table.attach("c1", false, 0).await;
-        let taking_over = tokio::spawn({
-            let table = Arc::clone(&table);
-            async move { table.attach("c1", false, 600).await }
-        });
-        while transient.session.link.owned_by(transient.connection) {
-            tokio::task::yield_now().await;
-        }
+        let taking_over = take_over(&table, &transient).await;
         assert_eq!(
             table.detach(&transient.session, transient.connection),
             Detached::Ended
