@@ -7,10 +7,12 @@ use std::sync::Arc;
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use tidewire_core::topic::TopicFilter;
 
-/// Topic filters one client may publish and subscribe to.
+/// Topic filters one client may publish and subscribe to. In an ACL, `#`
+/// means everything: unlike in a subscription, a wildcard at the first
+/// level covers `$` topics too.
 #[derive(Debug, Clone)]
 pub struct Acl {
-    /// A publish is allowed when one of these matches its topic.
+    /// A publish is allowed when one of these covers its topic.
     pub publish: Vec<TopicFilter>,
     /// A subscription is allowed when one of these covers every topic it
     /// could match.
@@ -20,7 +22,8 @@ pub struct Acl {
 impl Acl {
     /// May the client publish to `topic`?
     pub fn may_publish(&self, topic: &str) -> bool {
-        self.publish.iter().any(|f| f.matches(topic))
+        // A topic name is a filter that matches only itself.
+        self.publish.iter().any(|f| covers(f.as_str(), topic))
     }
 
     /// May the client subscribe to `filter` (without any `$share/` prefix)?
@@ -155,6 +158,23 @@ mod tests {
         assert!(!acl.may_subscribe("cmd/#"));
         assert!(!acl.may_subscribe("#"));
         assert!(!acl.may_subscribe("cmd/+/reboot"));
+    }
+
+    #[test]
+    fn a_wildcard_acl_covers_dollar_topics() {
+        let all = Acl {
+            publish: filters(&["#"]),
+            subscribe: filters(&["#"]),
+        };
+        assert!(all.may_publish("$app/status"));
+        assert!(all.may_subscribe("$app/#"));
+        let some = Acl {
+            publish: filters(&["+/status"]),
+            subscribe: filters(&["+/status"]),
+        };
+        assert!(some.may_publish("$app/status"));
+        assert!(some.may_subscribe("$app/status"));
+        assert!(!some.may_publish("$app/other"));
     }
 
     #[test]

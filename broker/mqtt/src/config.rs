@@ -72,7 +72,8 @@ pub struct MqttConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclConfig {
-    /// Filters of topics it may publish to (default `["#"]`).
+    /// Filters of topics it may publish to (default `["#"]`; in an ACL a
+    /// wildcard covers `$` topics too).
     #[serde(default = "everything")]
     pub publish: Vec<String>,
     /// Filters it may subscribe to; a subscription must lie inside one of
