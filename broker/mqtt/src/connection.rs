@@ -941,8 +941,7 @@ impl Parkable for Quiet {
             Ok(io) => {
                 // Back to work, and not quiet until it has had time to
                 // read and answer.
-                let ctx = Arc::clone(self.state.ctx());
-                ctx.sessions.touch(&self.state.session.link);
+                self.state.ctx().sessions.touch(&self.state.session.link);
                 let mut conn = self.into_connection(io, BytesMut::from(&waiting[..read]));
                 if read > 0 {
                     conn.note_read();

@@ -275,6 +275,11 @@ impl SessionCommon {
         SessionCommon::for_transport(max_queued, metrics, SessionKind::Mqtt)
     }
 
+    /// Counts one message not delivered to a session.
+    fn count_drop(&self, reason: DropReason) {
+        self.drops.count(reason, self.transport);
+    }
+
     fn for_transport(
         max_queued: usize,
         metrics: &MqttMetrics,
@@ -391,19 +396,15 @@ impl Session {
                 state.queue.push_back(delivery);
                 true
             } else if delivery.qos == 0 {
-                common
-                    .drops
-                    .count(DropReason::QueueFullQos0, common.transport);
+                common.count_drop(DropReason::QueueFullQos0);
                 false
             } else if let Some(i) = state.queue.iter().position(|d| d.qos == 0) {
                 state.queue.remove(i);
-                common
-                    .drops
-                    .count(DropReason::QueueFullQos0, common.transport);
+                common.count_drop(DropReason::QueueFullQos0);
                 state.queue.push_back(delivery);
                 true
             } else {
-                common.drops.count(DropReason::QueueFull, common.transport);
+                common.count_drop(DropReason::QueueFull);
                 false
             }
         };
@@ -429,13 +430,12 @@ impl Session {
         if more {
             self.notify();
         }
-        let common = &*self.common;
         batch
             .into_iter()
             .filter(|d| {
                 let expired = d.expired(now);
                 if expired {
-                    common.drops.count(DropReason::Expired, common.transport);
+                    self.common.count_drop(DropReason::Expired);
                 }
                 !expired
             })

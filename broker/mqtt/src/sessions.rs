@@ -72,6 +72,12 @@ impl Link {
         self.quiet.store(true, Ordering::Relaxed);
     }
 
+    /// True when the client is past its keep-alive deadline at `now_ms`.
+    fn overdue_at(&self, now_ms: u64) -> bool {
+        let deadline = self.deadline_ms.load(Ordering::Relaxed);
+        deadline != 0 && deadline <= now_ms
+    }
+
     fn touch(&self, now_ms: u64) {
         self.active_ms.store(now_ms, Ordering::Relaxed);
         if self.quiet.load(Ordering::Relaxed) {
@@ -251,7 +257,6 @@ impl SessionTable {
         }
         link.holders.fetch_add(1, Ordering::AcqRel);
         link.deadline_ms.store(0, Ordering::Relaxed);
-        link.quiet.store(false, Ordering::Relaxed);
         link.touch(now_ms);
         let pending_will = {
             let mut state = session.lock();
@@ -379,8 +384,7 @@ impl SessionTable {
 
     /// True when the client on `link` is past its keep-alive deadline.
     pub fn overdue(&self, link: &Link) -> bool {
-        let deadline = link.deadline_ms.load(Ordering::Relaxed);
-        deadline != 0 && deadline <= self.clock_ms()
+        link.overdue_at(self.clock_ms())
     }
 
     /// Marks the connection on `link` active (it wrote).
@@ -398,8 +402,7 @@ impl SessionTable {
             if !link.online() {
                 continue;
             }
-            let deadline = link.deadline_ms.load(Ordering::Relaxed);
-            let overdue = deadline != 0 && deadline <= now;
+            let overdue = link.overdue_at(now);
             let quiet = !link.quiet()
                 && now.saturating_sub(link.active_ms.load(Ordering::Relaxed)) >= QUIET_AFTER_MS;
             if quiet {
