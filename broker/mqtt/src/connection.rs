@@ -1630,31 +1630,26 @@ impl<S: Transport> Connection<S> {
             dup,
             retain: delivery.retain,
         };
-        if !self.v5() {
-            // 3.1.1 has no properties: nothing to build.
-            self.state
-                .codec
-                .encode_bare_publish(&publish, &mut self.out);
-            return;
-        }
-        let p = &message.properties;
-        let props = PublishProperties {
-            payload_format_indicator: p.payload_format_utf8.then_some(1),
-            message_expiry_interval: delivery.remaining_secs(Instant::now()),
-            topic_alias: alias,
-            response_topic: p.response_topic.clone(),
-            correlation_data: p.correlation_data.clone(),
-            user_properties: p.user.clone(),
-            subscription_identifiers: delivery.subscription_ids.clone(),
-            content_type: p.content_type.clone(),
-        };
-        if props == PublishProperties::default() {
-            self.state
-                .codec
-                .encode_bare_publish(&publish, &mut self.out);
-        } else {
-            let packet = Packet::Publish(publish.packet(), Some(props));
-            self.send(packet);
+        // 3.1.1 has no properties: nothing to build.
+        let props = self.v5().then(|| {
+            let p = &message.properties;
+            PublishProperties {
+                payload_format_indicator: p.payload_format_utf8.then_some(1),
+                message_expiry_interval: delivery.remaining_secs(Instant::now()),
+                topic_alias: alias,
+                response_topic: p.response_topic.clone(),
+                correlation_data: p.correlation_data.clone(),
+                user_properties: p.user.clone(),
+                subscription_identifiers: delivery.subscription_ids.clone(),
+                content_type: p.content_type.clone(),
+            }
+        });
+        let encoded = self
+            .state
+            .codec
+            .encode_publish(&publish, props.as_ref(), &mut self.out);
+        if let Err(e) = encoded {
+            tracing::warn!(error = %e, "could not encode a PUBLISH");
         }
     }
 

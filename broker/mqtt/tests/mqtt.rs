@@ -531,17 +531,20 @@ async fn malformed_and_oversize_packets_close_only_that_client() {
     let connect_v5 = [
         0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 1, b'm',
     ];
-    for bad in [
-        // A PUBLISH with a QoS of 3.
-        vec![0x36, 4, 0, 1, b'a', 0],
-        // A CONNACK, which only a server sends.
-        vec![0x20, 2, 0, 0],
-        // A PUBLISH bigger than the 1 KiB limit.
-        {
-            let mut p = vec![0x30, 0x88, 0x10, 0, 1, b'a', 0];
-            p.extend(std::iter::repeat_n(b'x', 2048));
-            p
-        },
+    for (bad, reason) in [
+        // A PUBLISH with a QoS of 3: malformed.
+        (vec![0x36, 4, 0, 1, b'a', 0], 0x81),
+        // A CONNACK, which only a server sends: a protocol error.
+        (vec![0x20, 2, 0, 0], 0x82),
+        // A PUBLISH bigger than the 1 KiB limit: packet too large.
+        (
+            {
+                let mut p = vec![0x30, 0x88, 0x10, 0, 1, b'a', 0];
+                p.extend(std::iter::repeat_n(b'x', 2048));
+                p
+            },
+            0x95,
+        ),
     ] {
         let mut raw = TcpStream::connect(server.addr).await.expect("connect");
         raw.write_all(&connect_v5).await.expect("connect");
@@ -549,13 +552,13 @@ async fn malformed_and_oversize_packets_close_only_that_client() {
         let n = raw.read(&mut buf).await.expect("connack");
         assert_eq!(buf[0], 0x20, "{:?}", &buf[..n]);
         let _ = raw.write_all(&bad).await;
-        // The server answers with DISCONNECT (0xE0) and closes.
+        // The server answers with DISCONNECT and the reason, and closes.
         let mut rest = Vec::new();
         tokio::time::timeout(WAIT, raw.read_to_end(&mut rest))
             .await
             .expect("closed in time")
             .ok();
-        assert_eq!(rest.first(), Some(&0xE0), "{bad:?} got {rest:?}");
+        assert_eq!(rest, [0xE0, 0x02, reason, 0x00], "{bad:?}");
     }
     let mut publisher = Client::connect(server.addr, |_| {}).await;
     publisher
@@ -563,6 +566,36 @@ async fn malformed_and_oversize_packets_close_only_that_client() {
         .await;
     assert_eq!(bystander.next_publish().await.payload, Bytes::from("fine"));
     drop((bystander, publisher));
+    server.stop().await;
+}
+
+/// The server's DISCONNECT, read off the socket byte for byte: for MQTT 5
+/// the reason code and a zero property length (Remaining Length 2, MQTT
+/// 5.0 §3.14), and nothing for 3.1.1, which has no DISCONNECT from the
+/// server. A second CONNECT is a protocol error (5.0 §3.1, 3.1.1 §3.1).
+#[tokio::test]
+async fn a_second_connect_gets_a_well_formed_disconnect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestBroker::start(dir.path(), "").await;
+    // Client id "d", keepalive 60, clean start; MQTT 5 adds a zero
+    // property length.
+    let v311 = vec![
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'd',
+    ];
+    let v5 = vec![
+        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 1, b'd',
+    ];
+    for (connect, goodbye) in [(v5, &[0xE0, 0x02, 0x82, 0x00][..]), (v311, &[][..])] {
+        let mut raw = TcpStream::connect(server.addr).await.expect("connect");
+        raw.write_all(&connect).await.expect("connect");
+        let mut buf = BytesMut::new();
+        let connack = read_packet(&mut raw, &mut buf, &[0x20]).await;
+        assert_eq!(connack[3], 0, "accepted: {connack:02x?}");
+        raw.write_all(&connect).await.expect("second connect");
+        let mut rest = buf.to_vec();
+        rest.extend(read_to_close(&mut raw).await);
+        assert_eq!(rest, goodbye, "after {connect:02x?}");
+    }
     server.stop().await;
 }
 
