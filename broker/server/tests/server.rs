@@ -783,5 +783,19 @@ mod mqtt {
     }
 }
 
+/// The sum of the metric lines starting with `line_prefix`.
+async fn metric(broker: &tidewire_harness::Broker, line_prefix: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", broker.http_url()))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(line_prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[path = "server/websocket.rs"]
 mod websocket;

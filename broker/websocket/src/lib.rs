@@ -28,6 +28,7 @@ use tidewire_core::Broker;
 use tidewire_mqtt::Context;
 use tidewire_sql::{ContinuousQueries, SqlEngine};
 use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -110,4 +111,13 @@ impl Gateway {
             .max_message_size(max_message)
             .max_frame_size(max_message)
     }
+}
+
+/// Whether a WebSocket read failed because the peer sent a frame or
+/// message over the configured limit; the socket must then be closed with
+/// status 1009 (Message Too Big).
+pub(crate) fn is_too_big(error: &axum::Error) -> bool {
+    std::error::Error::source(error)
+        .and_then(|inner| inner.downcast_ref::<tungstenite::Error>())
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }

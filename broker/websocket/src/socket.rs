@@ -107,6 +107,8 @@ enum Close {
     Silent,
     /// A frame could not be written in time.
     WriteTimeout,
+    /// The peer sent a frame or message over `websocket.max_frame_bytes`.
+    TooBig,
 }
 
 /// A watch running on this socket.
@@ -182,6 +184,7 @@ impl Socket {
                             send_reply(&self.gateway, &mut sink, reply).await
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                        Some(Err(e)) if crate::is_too_big(&e) => Err(Close::TooBig),
                         Some(Ok(Message::Close(_)) | Err(_)) | None => Err(Close::Gone),
                     }
                 }
@@ -543,6 +546,11 @@ impl Socket {
                 "silent",
             ),
             Close::WriteTimeout => (close_code::POLICY, "peer too slow to read", "write_timeout"),
+            Close::TooBig => (
+                close_code::SIZE,
+                "frame larger than websocket.max_frame_bytes",
+                "too_big",
+            ),
         };
         WsMetrics::count(&self.gateway.metrics.closed, metric);
         tracing::debug!(socket = self.number, reason, "closing /ws socket");

@@ -56,6 +56,21 @@ async fn next_json(ws: &mut Ws) -> Value {
     }
 }
 
+/// Reads until the server's close frame; its code (`None` when the
+/// connection ended without one).
+async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
+    loop {
+        match tokio::time::timeout(FRAME_WAIT, ws.next())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
 /// The next frame of `kind`, skipping others.
 async fn next_of(ws: &mut Ws, kind: &str) -> Value {
     loop {
@@ -64,19 +79,6 @@ async fn next_of(ws: &mut Ws, kind: &str) -> Value {
             return frame;
         }
     }
-}
-
-async fn metric(broker: &Broker, line_prefix: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", broker.http_url()))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|l| l.starts_with(line_prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]
@@ -278,19 +280,8 @@ async fn bad_frames_get_error_frames_and_the_socket_lives() {
     // A frame over the limit breaks the protocol: close 1009, server fine.
     let huge = "x".repeat(100 * 1024);
     let _ = ws.send(Message::Text(huge.into())).await;
-    let closed = loop {
-        match tokio::time::timeout(FRAME_WAIT, ws.next())
-            .await
-            .expect("close in time")
-        {
-            Some(Ok(Message::Close(frame))) => break frame,
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => break None,
-        }
-    };
-    if let Some(frame) = closed {
-        assert_eq!(frame.code, CloseCode::Size);
-    }
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Size));
+    assert!(metric(&broker, "tidewire_ws_closed_total{kind=\"too_big\"}").await >= 1.0);
     let (status, _) = Api::new(broker.http_url())
         .get("/healthz")
         .await
@@ -566,6 +557,40 @@ async fn mqtt_over_websocket_with_packets_split_and_packed() {
     })
     .await;
     assert!(ended.is_ok(), "the server closes the connection");
+}
+
+#[tokio::test]
+async fn an_oversize_mqtt_over_websocket_message_closes_with_1009() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Messages may hold two of the largest packets: 2 KiB here.
+    let broker = start_with(dir.path(), "[mqtt]\nmax_packet_bytes = \"1KiB\"\n").await;
+    for connect_first in [false, true] {
+        let mut request = ws_url(&broker, "/mqtt")
+            .into_client_request()
+            .expect("request");
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
+        let (mut ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("connect /mqtt");
+        if connect_first {
+            ws.send(Message::Binary(CONNECT.to_vec().into()))
+                .await
+                .expect("send");
+            let connack = tokio::time::timeout(FRAME_WAIT, ws.next()).await;
+            assert!(
+                matches!(connack, Ok(Some(Ok(Message::Binary(ref data)))) if data[..] == [0x20, 2, 0, 0]),
+                "{connack:?}"
+            );
+        }
+        let _ = ws.send(Message::Binary(vec![0x30; 3 * 1024].into())).await;
+        assert_eq!(
+            close_code(&mut ws).await,
+            Some(CloseCode::Size),
+            "after CONNECT: {connect_first}"
+        );
+    }
 }
 
 #[tokio::test]
