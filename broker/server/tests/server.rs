@@ -401,6 +401,10 @@ async fn bad_http_input_gets_clear_errors_and_stores_nothing() {
         ("ok".into(), "qos=high", b"x".to_vec(), 400, "qos"),
         ("ok".into(), "retain=maybe", b"x".to_vec(), 400, "retain"),
         ("ok".into(), "colour=blue", b"x".to_vec(), 400, "colour"),
+        ("a/%zz".into(), "", b"x".to_vec(), 400, "percent-escape"),
+        ("a/b%".into(), "", b"x".to_vec(), 400, "percent-escape"),
+        ("a/%4".into(), "", b"x".to_vec(), 400, "percent-escape"),
+        ("a/%C3%28".into(), "", b"x".to_vec(), 400, "UTF-8"),
     ];
     for (topic, query, body, status, text) in cases {
         let (got, answer) = api.publish(&topic, query, body).await.expect("publish");
@@ -413,6 +417,10 @@ async fn bad_http_input_gets_clear_errors_and_stores_nothing() {
         .await
         .expect("publish");
     assert_eq!(exactly_limit.0, 200);
+    // Valid escapes decode: this is the topic `a b/%`.
+    let escaped = api.publish("a%20b/%25", "", "z").await.expect("publish");
+    assert_eq!(escaped.0, 200, "{}", escaped.1);
+    assert_eq!(escaped.1["topic"], "a b/%");
 
     let reads = [
         (
@@ -458,7 +466,7 @@ async fn bad_http_input_gets_clear_errors_and_stores_nothing() {
         .collect();
     assert_eq!(
         topics,
-        ["ok/topic", "fits"],
+        ["ok/topic", "fits", "a b/%"],
         "rejected input stored nothing"
     );
     let metrics = api
@@ -477,7 +485,7 @@ async fn bad_http_input_gets_clear_errors_and_stores_nothing() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("tidewire_stream_records_total{stream=\"events\"} 2"),
+        metrics.contains("tidewire_stream_records_total{stream=\"events\"} 3"),
         "{metrics}"
     );
     assert!(

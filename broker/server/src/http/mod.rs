@@ -32,7 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route(
-            "/api/v1/publish/{*topic}",
+            &format!("{}{{*topic}}", publish::ROUTE_PREFIX),
             post(publish::publish).layer(DefaultBodyLimit::max(body_limit)),
         )
         .route("/api/v1/streams", get(streams::list))
