@@ -405,6 +405,9 @@ async fn bad_http_input_gets_clear_errors_and_stores_nothing() {
         ("a/b%".into(), "", b"x".to_vec(), 400, "percent-escape"),
         ("a/%4".into(), "", b"x".to_vec(), 400, "percent-escape"),
         ("a/%C3%28".into(), "", b"x".to_vec(), 400, "UTF-8"),
+        ("$SYS/x".into(), "", b"x".to_vec(), 400, "reserved"),
+        ("%24SYS/x".into(), "", b"x".to_vec(), 400, "reserved"),
+        ("$share/g/t".into(), "", b"x".to_vec(), 400, "reserved"),
     ];
     for (topic, query, body, status, text) in cases {
         let (got, answer) = api.publish(&topic, query, body).await.expect("publish");

@@ -3,7 +3,8 @@
 //!
 //! The topic is the rest of the path, percent-decoded strictly: an invalid
 //! escape (`%zz`, a `%` at the end) or bytes that are not UTF-8 are a 400,
-//! never taken as literal text.
+//! never taken as literal text. Topics starting with `$` are the broker's
+//! own (`$SYS/...`) and are refused.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -44,6 +45,9 @@ struct StoredView {
     ts: i64,
 }
 
+/// Why a publish to a `$` topic is refused.
+const DOLLAR_TOPICS: &str = "topics starting with $ are reserved for the broker";
+
 /// The path before the topic.
 pub(super) const ROUTE_PREFIX: &str = "/api/v1/publish/";
 
@@ -59,6 +63,11 @@ pub async fn publish(
         ApiError::internal(format!("publish answered a path outside {ROUTE_PREFIX}"))
     })?;
     let topic = decode_topic(raw).map_err(ApiError::bad_request)?;
+    if topic.starts_with('$') {
+        return Err(ApiError::bad_request(format!(
+            "cannot publish to {topic:?}: {DOLLAR_TOPICS}"
+        )));
+    }
     let Query(params) = extracted(params)?;
     let payload = body.inspect_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -277,6 +277,22 @@ async fn bad_frames_get_error_frames_and_the_socket_lives() {
     assert_eq!(next_json(&mut ws).await, json!({"type":"pong"}));
     assert!(metric(&broker, "tidewire_ws_errors_total").await >= 12.0);
 
+    // Publishing to a $ topic is refused; the socket carries on.
+    send(
+        &mut ws,
+        json!({"op":"publish","id":12,"topic":"$SYS/x","payload":1,"qos":1}),
+    )
+    .await;
+    let refused = next_json(&mut ws).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["id"], 12, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("reserved")),
+        "{refused}"
+    );
+
     // A frame over the limit breaks the protocol: close 1009, server fine.
     let huge = "x".repeat(100 * 1024);
     let _ = ws.send(Message::Text(huge.into())).await;
