@@ -215,7 +215,8 @@ impl Server {
             .merge(tidewire_sql::http::router(
                 self.sql.clone(),
                 self.queries.clone(),
-            ));
+            ))
+            .layer(axum::middleware::from_fn(http::json_errors));
         let http_stop = stop.clone();
         let mut serving = tokio::spawn(async move {
             // No Nagle: WebSocket frames and long-poll answers are small

@@ -808,5 +808,7 @@ async fn metric(broker: &tidewire_harness::Broker, line_prefix: &str) -> f64 {
         .sum()
 }
 
+#[path = "server/http.rs"]
+mod http;
 #[path = "server/websocket.rs"]
 mod websocket;

@@ -1,5 +1,6 @@
-//! The HTTP API (axum): routes, shared state and the JSON error shape
-//! `{"error": TEXT}` that every failure uses.
+//! The HTTP API (axum): routes, shared state, the JSON error shape
+//! `{"error": TEXT}` that every failure uses ([`json_errors`] holds the
+//! whole listener to it).
 
 mod ops;
 mod publish;
@@ -9,8 +10,10 @@ mod streams;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
@@ -103,4 +106,49 @@ where
         let message = rejection.to_string();
         ApiError::new(rejection.into_response().status(), message)
     })
+}
+
+/// Longest error text [`json_errors`] carries over; a longer body is
+/// replaced by the status's name.
+const MAX_ERROR_TEXT: usize = 64 * 1024;
+
+/// Middleware holding every route of the listener to the API's error
+/// shape: an error answer (4xx or 5xx) with a plain-text or empty body,
+/// which is what axum's extractors and layers produce (a 413 from a body
+/// limit, a 405 for a wrong method, ...), becomes `{"error": TEXT}` with
+/// the same status and headers. JSON errors, and the other formats a
+/// protocol asks for (XML, say), pass unchanged.
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|t| t.as_bytes().starts_with(b"text/plain"));
+    if !plain {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_ERROR_TEXT)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().map_or_else(
+            || format!("HTTP status {}", status.as_u16()),
+            str::to_lowercase,
+        )
+    } else {
+        text
+    };
+    let body = serde_json::json!({ "error": message }).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(body))
 }
