@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
@@ -19,6 +20,11 @@ use tidewire_websocket::{WebSocketConfig, WebSocketSettings};
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./tidewire-data";
+/// Default time a client has to send a request's headers, from the moment
+/// the connection waits for them (hyper's own default).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default HTTP connections one client address may hold open at once.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 
 /// The config file, as written. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +77,62 @@ pub struct DashboardsSection {
 pub struct HttpSection {
     /// Address to listen on, e.g. `"0.0.0.0:8080"`; port 0 picks a free port.
     pub listen: Option<SocketAddr>,
+    /// Longest a client may take to send a request's headers (default
+    /// `"30s"`); past it the connection is closed. The clock runs from when
+    /// the connection starts waiting for a request, so an idle keep-alive
+    /// connection is closed after this long too.
+    #[serde(default, with = "humantime_serde")]
+    pub header_read_timeout: Option<Duration>,
+    /// HTTP connections one client IP address may have open at once
+    /// (default 256); more are closed at once and counted. A WebSocket
+    /// stops counting once upgraded (`websocket.max_sockets` and
+    /// `mqtt.max_connections` cap those).
+    pub max_connections_per_ip: Option<usize>,
+}
+
+/// Validated limits of the HTTP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Deadline for a request's headers.
+    pub header_read_timeout: Duration,
+    /// Open connections allowed per client IP address.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+        }
+    }
+}
+
+impl HttpSection {
+    fn limits(&self) -> Result<HttpLimits, ConfigError> {
+        Ok(HttpLimits {
+            header_read_timeout: match self.header_read_timeout {
+                Some(d) if d.is_zero() => {
+                    return Err(ConfigError::new(
+                        "http.header_read_timeout",
+                        "must be longer than 0s",
+                    ));
+                }
+                Some(d) => d,
+                None => DEFAULT_HEADER_READ_TIMEOUT,
+            },
+            max_connections_per_ip: match self.max_connections_per_ip {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        "http.max_connections_per_ip",
+                        "must be at least 1",
+                    ));
+                }
+                Some(n) => n,
+                None => DEFAULT_MAX_CONNECTIONS_PER_IP,
+            },
+        })
+    }
 }
 
 /// `[limits]`.
@@ -104,6 +166,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// HTTP listener address.
     pub http_listen: SocketAddr,
+    /// Limits of the HTTP listener.
+    pub http: HttpLimits,
     /// MQTT settings, listener included.
     pub mqtt: MqttSettings,
     /// Input limits.
@@ -220,6 +284,7 @@ impl Config {
                 .http_listen
                 .or(file.http.listen)
                 .unwrap_or(default_listen),
+            http: file.http.limits()?,
             mqtt: file.mqtt.validate(overrides.mqtt_listen)?,
             nats_bridges: file.bridge.validate("bridge")?,
             sql: file.sql.validate("sql")?,
@@ -277,6 +342,15 @@ mod tests {
         assert_eq!(config.streams.len(), 1);
         assert_eq!(config.streams[0].name, "events");
         assert!(config.streams[0].keeps("any/topic"));
+        assert_eq!(config.http, HttpLimits::default());
+    }
+
+    #[test]
+    fn http_limits_from_the_file() {
+        let text = "[http]\nheader_read_timeout = \"2s\"\nmax_connections_per_ip = 3\n";
+        let config = load_text(text, Overrides::default()).expect("valid");
+        assert_eq!(config.http.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(config.http.max_connections_per_ip, 3);
     }
 
     #[test]
@@ -303,6 +377,18 @@ mod tests {
         let cases = [
             ("data_dirr = \"x\"", "data_dirr"),
             ("[http]\nlisten = \"nowhere\"", "listen"),
+            (
+                "[http]\nheader_read_timeout = \"0s\"",
+                "http.header_read_timeout",
+            ),
+            (
+                "[http]\nheader_read_timeout = \"soon\"",
+                "header_read_timeout",
+            ),
+            (
+                "[http]\nmax_connections_per_ip = 0",
+                "http.max_connections_per_ip",
+            ),
             ("[limits]\nmax_topic_bytes = 0", "limits.max_topic_bytes"),
             ("[mqtt]\nmax_inflight = 0", "mqtt.max_inflight"),
             ("[mqtt]\nlisten = \"x\"", "listen"),

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use prometheus_client::registry::Registry;
 use tidewire_bridge::{BridgeConfig, BridgeError, BridgeMetrics, Bridges};
 use tidewire_core::{Broker, PublishMetrics, StorageError, Streams};
@@ -17,8 +16,8 @@ use tidewire_websocket::{Gateway, WebSocketSettings, WsMetrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::config::{Config, HttpLimits};
+use crate::http::{self, AppState, HttpMetrics};
 
 /// How long in-flight HTTP requests get to finish once shutdown starts
 /// (MQTT connections get as long, concurrently). Together with the final
@@ -77,6 +76,8 @@ pub struct Server {
     background: CancellationToken,
     http: TcpListener,
     http_addr: SocketAddr,
+    http_limits: HttpLimits,
+    http_metrics: HttpMetrics,
     fatal: Arc<FatalError>,
 }
 
@@ -123,6 +124,7 @@ impl Server {
         )
         .await?;
         let websocket_metrics = WsMetrics::register(&mut registry);
+        let http_metrics = HttpMetrics::register(&mut registry);
         let background = CancellationToken::new();
         let sql = SqlEngine::new(
             broker.clone(),
@@ -172,6 +174,8 @@ impl Server {
             background,
             http,
             http_addr,
+            http_limits: config.http,
+            http_metrics,
             fatal,
         })
     }
@@ -217,17 +221,13 @@ impl Server {
                 self.queries.clone(),
             ))
             .layer(axum::middleware::from_fn(http::json_errors));
-        let http_stop = stop.clone();
-        let mut serving = tokio::spawn(async move {
-            // No Nagle: WebSocket frames and long-poll answers are small
-            // and must leave at once (as MQTT's TCP connections do).
-            let listener = self.http.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { http_stop.cancelled().await })
-                .await
-        });
+        let mut serving = tokio::spawn(http::serve(
+            self.http,
+            app,
+            self.http_limits,
+            self.http_metrics.clone(),
+            stop.clone(),
+        ));
 
         let mqtt = tokio::spawn(self.mqtt.run(stop.clone()));
 

@@ -1,11 +1,15 @@
 //! The HTTP API (axum): routes, shared state, the JSON error shape
 //! `{"error": TEXT}` that every failure uses ([`json_errors`] holds the
-//! whole listener to it).
+//! whole listener to it), and the listener's connection handling
+//! ([`serve`]).
 
 mod ops;
 mod publish;
 mod records;
+mod serve;
 mod streams;
+
+pub use serve::{HttpMetrics, serve};
 
 use std::sync::Arc;
 
