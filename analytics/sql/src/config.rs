@@ -11,6 +11,14 @@ use tidewire_core::ConfigError;
 pub const DEFAULT_MEMORY_LIMIT: ByteSize = ByteSize::mib(256);
 /// Default per-query timeout.
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default memory all queries together may use.
+pub const DEFAULT_TOTAL_MEMORY_LIMIT: ByteSize = ByteSize::mib(1024);
+/// Default number of queries that run at once.
+pub const DEFAULT_MAX_CONCURRENT: usize = 4;
+/// Default number of queries that wait for a turn; more get "busy" at once.
+pub const DEFAULT_MAX_QUEUED: usize = 32;
+/// Most threads, running or queued queries a setting may ask for.
+pub const MAX_SQL_SETTING: usize = 1024;
 /// Longest continuous query id.
 pub const MAX_QUERY_ID: usize = 64;
 
@@ -26,6 +34,23 @@ pub struct SqlConfig {
     /// How long one query may plan and run, e.g. `"30s"` (the default).
     #[serde(default = "default_query_timeout", with = "humantime_serde")]
     pub query_timeout: Duration,
+    /// Memory all running queries together may use, e.g. `"1GiB"` (the
+    /// default); at least `memory_limit`. A query that would pass it fails
+    /// as if over its own limit.
+    #[serde(default = "default_total_memory_limit")]
+    pub total_memory_limit: ByteSize,
+    /// Threads of the SQL executor, the runtime queries run on apart from
+    /// the one serving MQTT, WebSocket and HTTP. Default: one per core.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Queries (ad hoc and continuous windows) that run at once
+    /// (default 4).
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent_queries: usize,
+    /// Queries that wait for a turn (default 32); past it a query is
+    /// refused at once as busy (HTTP 503).
+    #[serde(default = "default_max_queued")]
+    pub max_queued_queries: usize,
 }
 
 impl Default for SqlConfig {
@@ -33,8 +58,24 @@ impl Default for SqlConfig {
         SqlConfig {
             memory_limit: DEFAULT_MEMORY_LIMIT,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            total_memory_limit: DEFAULT_TOTAL_MEMORY_LIMIT,
+            threads: None,
+            max_concurrent_queries: DEFAULT_MAX_CONCURRENT,
+            max_queued_queries: DEFAULT_MAX_QUEUED,
         }
     }
+}
+
+fn default_total_memory_limit() -> ByteSize {
+    DEFAULT_TOTAL_MEMORY_LIMIT
+}
+
+fn default_max_concurrent() -> usize {
+    DEFAULT_MAX_CONCURRENT
+}
+
+fn default_max_queued() -> usize {
+    DEFAULT_MAX_QUEUED
 }
 
 fn default_memory_limit() -> ByteSize {
@@ -50,8 +91,16 @@ fn default_query_timeout() -> Duration {
 pub struct SqlLimits {
     /// Bytes one query may use.
     pub memory_limit: usize,
-    /// How long one query may take.
+    /// How long one query may take, waiting for its turn included.
     pub query_timeout: Duration,
+    /// Bytes all queries together may use.
+    pub total_memory_limit: usize,
+    /// Threads of the SQL executor.
+    pub threads: usize,
+    /// Queries that run at once.
+    pub max_concurrent: usize,
+    /// Queries that wait for a turn.
+    pub max_queued: usize,
 }
 
 impl Default for SqlLimits {
@@ -59,8 +108,17 @@ impl Default for SqlLimits {
         SqlLimits {
             memory_limit: DEFAULT_MEMORY_LIMIT.as_u64() as usize,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
+            total_memory_limit: DEFAULT_TOTAL_MEMORY_LIMIT.as_u64() as usize,
+            threads: default_threads(),
+            max_concurrent: DEFAULT_MAX_CONCURRENT,
+            max_queued: DEFAULT_MAX_QUEUED,
         }
     }
+}
+
+/// One executor thread per core.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl SqlConfig {
@@ -78,9 +136,33 @@ impl SqlConfig {
                 "must be more than 0",
             ));
         }
+        let total_memory_limit = usize::try_from(self.total_memory_limit.as_u64())
+            .ok()
+            .filter(|&m| m >= memory_limit)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    format!("{key}.total_memory_limit"),
+                    "must be at least sql.memory_limit",
+                )
+            })?;
+        let within = |value: usize, least: usize, name: &str| {
+            (least..=MAX_SQL_SETTING)
+                .contains(&value)
+                .then_some(value)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{key}.{name}"),
+                        format!("must be between {least} and {MAX_SQL_SETTING}"),
+                    )
+                })
+        };
         Ok(SqlLimits {
             memory_limit,
             query_timeout: self.query_timeout,
+            total_memory_limit,
+            threads: within(self.threads.unwrap_or_else(default_threads), 1, "threads")?,
+            max_concurrent: within(self.max_concurrent_queries, 1, "max_concurrent_queries")?,
+            max_queued: within(self.max_queued_queries, 0, "max_queued_queries")?,
         })
     }
 }

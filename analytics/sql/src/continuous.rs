@@ -128,9 +128,16 @@ impl ContinuousQueries {
         if self.lock().contains_key(&spec.id) {
             return Err(SqlError::DuplicateQuery(spec.id));
         }
-        let window = WindowRunner::new(self.engine.clone(), spec)?;
-        // Plan once over nothing, so a bad query fails here, not later.
-        window.run(0, 0, 0..0).await?;
+        let engine = self.engine.clone();
+        let window = self
+            .engine
+            .execute(move || async move {
+                let window = WindowRunner::new(engine, spec)?;
+                // Plan once over nothing, so a bad query fails here, not later.
+                window.run_here(0, 0, 0..0).await?;
+                Ok(Arc::new(window))
+            })
+            .await?;
         let (results, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let progress = Arc::new(Progress::default());
         let cancel = self.shutdown.child_token();
@@ -208,7 +215,8 @@ impl Running {
     }
 }
 
-/// Runs a query's SQL over one window of its stream.
+/// Runs a query's SQL over one window of its stream. Everything that
+/// parses or plans runs on the SQL executor.
 struct WindowRunner {
     engine: SqlEngine,
     spec: QuerySpec,
@@ -292,8 +300,22 @@ impl WindowRunner {
         self.spec.event_time.as_deref().unwrap_or("ts")
     }
 
-    /// The query over window `[start, end)` with the records in `offsets`.
+    /// The query over window `[start, end)` with the records in `offsets`,
+    /// on the executor.
     async fn run(
+        self: &Arc<Self>,
+        start: i64,
+        end: i64,
+        offsets: std::ops::Range<u64>,
+    ) -> Result<QueryOutput, SqlError> {
+        let runner = Arc::clone(self);
+        self.engine
+            .execute(move || async move { runner.run_here(start, end, offsets).await })
+            .await
+    }
+
+    /// [`WindowRunner::run`], on the executor thread it is called from.
+    async fn run_here(
         &self,
         start: i64,
         end: i64,
@@ -316,18 +338,30 @@ impl WindowRunner {
             ts,
         };
         let state = self.session(window, filter).await?;
-        self.engine.run(state, &self.spec.sql).await
+        self.engine.collect(state, &self.spec.sql).await
     }
 
-    /// Records in `offsets` whose event time is before `closed_until`.
+    /// Records in `offsets` whose event time is before `closed_until`,
+    /// counted on the executor.
     async fn count_late(
-        &self,
+        self: &Arc<Self>,
         offsets: std::ops::Range<u64>,
         closed_until: i64,
     ) -> Result<u64, SqlError> {
         if offsets.is_empty() {
             return Ok(0);
         }
+        let runner = Arc::clone(self);
+        self.engine
+            .execute(move || async move { runner.count_late_here(offsets, closed_until).await })
+            .await
+    }
+
+    async fn count_late_here(
+        &self,
+        offsets: std::ops::Range<u64>,
+        closed_until: i64,
+    ) -> Result<u64, SqlError> {
         let window = Window {
             offsets: (offsets.start, offsets.end),
             ts: None,
@@ -338,7 +372,7 @@ impl WindowRunner {
             self.stream,
             self.event_time()
         );
-        let out = self.engine.run(state, &sql).await?;
+        let out = self.engine.collect(state, &sql).await?;
         let rows = output::to_objects(&out).map_err(|e| SqlError::Execution(e.to_string()))?;
         Ok(rows
             .first()
@@ -359,7 +393,7 @@ fn now_ms() -> i64 {
 
 /// The query's task: closes windows on the wall clock until cancelled.
 async fn drive(
-    runner: WindowRunner,
+    runner: Arc<WindowRunner>,
     results: broadcast::Sender<Arc<WindowResult>>,
     progress: Arc<Progress>,
     mut checked: u64,

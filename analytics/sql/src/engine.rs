@@ -1,27 +1,35 @@
 //! [`SqlEngine`]: runs ad-hoc read-only SQL over every stream, with one
-//! reused `SessionContext`, cached plans, a per-query memory pool and a
-//! timeout.
+//! reused `SessionContext` and cached plans. Each query is parsed, planned
+//! and run on the SQL executor ([`crate::executor`]: its own threads, a
+//! bounded number at once, a timeout that ends it) with a memory pool of
+//! its own inside the shared SQL budget ([`crate::memory`]), and every
+//! function bounded by the same limit ([`crate::bounded_functions`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::{SQLOptions, SessionContext, SessionState};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryConsumer, MemoryPool};
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::prelude::SessionConfig;
 use futures_util::StreamExt;
 use tidewire_core::Broker;
 use tokio_util::sync::CancellationToken;
 
+use crate::bounded_functions;
 use crate::config::SqlLimits;
 use crate::error::SqlError;
+use crate::executor::SqlExecutor;
+use crate::memory::SqlBudget;
 use crate::metrics::{OutcomeLabel, SqlMetrics};
 use crate::plan_cache::{CachedPlan, PlanCache};
 use crate::sandbox;
@@ -48,6 +56,8 @@ pub struct SqlEngine {
     broker: Broker,
     limits: SqlLimits,
     metrics: SqlMetrics,
+    executor: SqlExecutor,
+    budget: SqlBudget,
 }
 
 impl std::fmt::Debug for SqlEngine {
@@ -60,7 +70,8 @@ impl std::fmt::Debug for SqlEngine {
 
 impl SqlEngine {
     /// An engine over every stream of `broker`, each registered as a table
-    /// of the same name.
+    /// of the same name. Starts the executor's threads; they stop with
+    /// [`SqlEngine::shutdown`] or when the last clone is dropped.
     pub fn new(
         broker: Broker,
         limits: SqlLimits,
@@ -86,6 +97,7 @@ impl SqlEngine {
         let mut ctx = SessionContext::new_with_config_rt(config, runtime);
         datafusion_functions_json::register_all(&mut ctx)
             .map_err(|e| SqlError::Execution(e.to_string()))?;
+        bounded_functions::bound_all(&ctx, limits.memory_limit);
         let mut tables = Vec::new();
         for stream in broker.streams().iter() {
             let table = StreamTable::new(stream.log.clone(), &stream.spec.schema, metrics.clone());
@@ -98,9 +110,17 @@ impl SqlEngine {
             tables: tables.into(),
             plans: Arc::default(),
             broker,
+            executor: SqlExecutor::new(&limits, metrics.clone())?,
+            budget: SqlBudget::new(limits.total_memory_limit),
             limits,
             metrics,
         })
+    }
+
+    /// Ends every running and waiting query and refuses new ones; the
+    /// executor's threads go once what they run reaches a yield point.
+    pub fn shutdown(&self) {
+        self.executor.shutdown();
     }
 
     /// Keeps every stream's column files in step with its sealed segments
@@ -153,11 +173,19 @@ impl SqlEngine {
         self.ctx.state()
     }
 
-    /// Runs one read-only query under the memory limit and timeout.
+    /// Runs one read-only query on the executor, under the limits.
     pub async fn query(&self, sql: &str) -> Result<QueryOutput, SqlError> {
         let started = Instant::now();
-        let state = self.state();
-        let outcome = self.run_with(state, sql, Some(&self.plans)).await;
+        let (engine, sql) = (self.clone(), sql.to_owned());
+        let outcome = self
+            .executor
+            .run(move || async move {
+                let state = engine.state();
+                engine
+                    .plan_and_collect(state, &sql, Some(&engine.plans))
+                    .await
+            })
+            .await;
         let label = match &outcome {
             Ok(_) => {
                 self.metrics
@@ -165,10 +193,11 @@ impl SqlEngine {
                     .observe(started.elapsed().as_secs_f64());
                 "ok"
             }
-            Err(SqlError::Invalid(_)) => "invalid",
+            Err(SqlError::Invalid(_) | SqlError::Evaluation(_)) => "invalid",
             Err(SqlError::Rejected(_)) => "rejected",
             Err(SqlError::MemoryLimit { .. }) => "memory",
             Err(SqlError::Timeout(_)) => "timeout",
+            Err(SqlError::Busy { .. } | SqlError::ShuttingDown) => "busy",
             Err(_) => "error",
         };
         self.metrics
@@ -178,30 +207,27 @@ impl SqlEngine {
         outcome
     }
 
-    /// Runs `sql` against `state` (whose tables may be windowed views)
-    /// under the limits.
-    pub(crate) async fn run(
-        &self,
-        state: SessionState,
-        sql: &str,
-    ) -> Result<QueryOutput, SqlError> {
-        self.run_with(state, sql, None).await
+    /// Runs the future `job` makes on the executor, under its timeout and
+    /// concurrency limits. Whatever parses or plans SQL runs this way,
+    /// never on the caller's runtime.
+    pub(crate) async fn execute<T, F, Fut>(&self, job: F) -> Result<T, SqlError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, SqlError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.executor.run(job).await
     }
 
-    /// [`SqlEngine::run`], reusing plans from `plans` when given. Only the
-    /// engine's own state may use the cache: a windowed state binds the same
-    /// table names to other tables.
-    async fn run_with(
+    /// Plans and runs `sql` against `state` (whose tables may be windowed
+    /// views) under the memory limit. Call it inside
+    /// [`SqlEngine::execute`].
+    pub(crate) async fn collect(
         &self,
         state: SessionState,
         sql: &str,
-        plans: Option<&PlanCache>,
     ) -> Result<QueryOutput, SqlError> {
-        let timeout = self.limits.query_timeout;
-        match tokio::time::timeout(timeout, self.plan_and_collect(state, sql, plans)).await {
-            Ok(result) => result,
-            Err(_) => Err(SqlError::Timeout(timeout)),
-        }
+        self.plan_and_collect(state, sql, None).await
     }
 
     /// The physical plan of `sql`, from a cached logical plan when there is
@@ -233,11 +259,12 @@ impl SqlEngine {
                 optimized
             }
         };
-        state
+        let physical = state
             .query_planner()
             .create_physical_plan(&optimized, state)
             .await
-            .map_err(df_err)
+            .map_err(df_err)?;
+        yielding(physical).map_err(df_err)
     }
 
     async fn plan_and_collect(
@@ -249,7 +276,7 @@ impl SqlEngine {
         let limit = self.limits.memory_limit;
         let df_err = |e: DataFusionError| SqlError::from_datafusion(e, limit);
         let physical = self.plan(&state, sql, plans).await?;
-        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(limit));
+        let pool = self.budget.query_pool(limit);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::clone(&pool))
             .with_disk_manager_builder(
@@ -272,6 +299,23 @@ impl SqlEngine {
         }
         Ok(QueryOutput { schema, batches })
     }
+}
+
+/// `plan` with every operator wrapped in a [`CooperativeExec`], so each
+/// one gives Tokio a turn once it has produced its share of batches.
+/// DataFusion makes only the scans cooperative; an operator that builds
+/// its output from memory (a cross join, a nested-loop join) would
+/// otherwise loop for hours without yielding, and a query past its timeout
+/// could not be stopped.
+fn yielding(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+    plan.transform_up(|node| {
+        if node.is::<CooperativeExec>() {
+            return Ok(Transformed::no(node));
+        }
+        let wrapped: Arc<dyn ExecutionPlan> = Arc::new(CooperativeExec::new(node));
+        Ok(Transformed::yes(wrapped))
+    })
+    .data()
 }
 
 /// DataFusion's own read-only check, after [`sandbox::parse`].

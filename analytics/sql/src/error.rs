@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 
 /// Why a query or a continuous query definition failed.
@@ -15,13 +16,29 @@ pub enum SqlError {
     /// input).
     #[error("not allowed: {0}")]
     Rejected(String),
-    /// The query needed more memory than its limit (user input: the query
-    /// is too big for the configured `sql.memory_limit`).
+    /// The query needed more memory than its limit, or than is left of
+    /// what all queries together may use (user input: the query is too big
+    /// for `sql.memory_limit` or `sql.total_memory_limit`).
     #[error("query exceeded its memory limit of {limit} bytes (sql.memory_limit): {detail}")]
     MemoryLimit { limit: usize, detail: String },
     /// The query ran longer than its limit (user input).
     #[error("query timed out after {0:?} (sql.query_timeout)")]
     Timeout(Duration),
+    /// The query failed on its data or its arguments while it ran: a
+    /// division by zero, a value that does not cast, an overflow, a bad
+    /// function argument (user input).
+    #[error("query failed: {0}")]
+    Evaluation(String),
+    /// As many queries as may run and wait already do (overload; try
+    /// again).
+    #[error(
+        "too many queries: {running} running and {waiting} waiting \
+         (sql.max_concurrent_queries, sql.max_queued_queries); try again later"
+    )]
+    Busy { running: usize, waiting: usize },
+    /// The server is shutting down (try again once it is back).
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// No continuous query has this id (user input).
     #[error("no continuous query {0:?}")]
     UnknownQuery(String),
@@ -31,9 +48,9 @@ pub enum SqlError {
     /// Reading a stream failed (external: the disk).
     #[error("reading stream: {0}")]
     Storage(String),
-    /// DataFusion failed while executing (internal bug, or an
-    /// unsupported corner of the engine).
-    #[error("query failed: {0}")]
+    /// DataFusion failed while executing, or a query panicked (internal
+    /// bug, or an unsupported corner of the engine).
+    #[error("query failed inside the engine: {0}")]
     Execution(String),
 }
 
@@ -53,9 +70,30 @@ impl SqlError {
             DataFusionError::External(inner) if inner.is::<StorageFailure>() => {
                 SqlError::Storage(inner.to_string())
             }
+            DataFusionError::Execution(_) => SqlError::Evaluation(e.strip_backtrace()),
+            DataFusionError::ArrowError(arrow, _) if caused_by_input(arrow) => {
+                SqlError::Evaluation(e.strip_backtrace())
+            }
             _ => SqlError::Execution(e.strip_backtrace()),
         }
     }
+}
+
+/// Whether an Arrow kernel failed on the values it was given, rather than
+/// on a bug or the system.
+fn caused_by_input(e: &ArrowError) -> bool {
+    matches!(
+        e,
+        ArrowError::DivideByZero
+            | ArrowError::CastError(_)
+            | ArrowError::ParseError(_)
+            | ArrowError::ArithmeticOverflow(_)
+            | ArrowError::InvalidArgumentError(_)
+            | ArrowError::ComputeError(_)
+            | ArrowError::OffsetOverflowError(_)
+            | ArrowError::DictionaryKeyOverflowError
+            | ArrowError::RunEndIndexOverflowError
+    )
 }
 
 /// A storage error carried through DataFusion's error type.

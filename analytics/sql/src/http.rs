@@ -2,10 +2,12 @@
 //! `POST /api/v1/sql` and `POST|GET /api/v1/queries`,
 //! `GET|DELETE /api/v1/queries/{id}`.
 //!
-//! Status codes: 400 for SQL that does not parse or plan, or that the
-//! sandbox refuses; 404 for an unknown continuous query; 409 for a
-//! duplicate id; 413 when a query exceeds its memory limit; 408 when it
-//! exceeds its timeout; 503 when a stream cannot be read; 500 otherwise.
+//! Status codes: 400 for SQL that does not parse or plan, that the
+//! sandbox refuses, or that fails on its data (division by zero, a bad
+//! cast); 404 for an unknown continuous query; 409 for a duplicate id; 413
+//! when a query exceeds its memory limit; 408 when it exceeds its timeout;
+//! 503 (with `Retry-After`) when the executor is full or shutting down, or
+//! a stream cannot be read; 500 for a failure inside the engine.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -56,12 +58,18 @@ fn error(status: StatusCode, text: impl std::fmt::Display) -> Response {
 impl IntoResponse for SqlError {
     fn into_response(self) -> Response {
         let status = match &self {
-            SqlError::Invalid(_) | SqlError::Rejected(_) => StatusCode::BAD_REQUEST,
+            SqlError::Invalid(_) | SqlError::Rejected(_) | SqlError::Evaluation(_) => {
+                StatusCode::BAD_REQUEST
+            }
             SqlError::UnknownQuery(_) => StatusCode::NOT_FOUND,
             SqlError::DuplicateQuery(_) => StatusCode::CONFLICT,
             SqlError::MemoryLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             SqlError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             SqlError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            SqlError::Busy { .. } | SqlError::ShuttingDown => {
+                let retry = [(header::RETRY_AFTER, "1")];
+                return (retry, error(StatusCode::SERVICE_UNAVAILABLE, self)).into_response();
+            }
             SqlError::Execution(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         error(status, self)

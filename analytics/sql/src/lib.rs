@@ -1,7 +1,8 @@
 //! SQL over live streams (Apache DataFusion): every stream is a table
 //! ([`table`]) that reads sealed segments' column files where it can
 //! ([`column_files`]), ad-hoc read-only queries run in a sandbox with
-//! memory and time limits ([`engine`], [`sandbox`]), continuous windowed
+//! memory and time limits on an executor of their own ([`engine`],
+//! [`sandbox`], [`executor`]), continuous windowed
 //! queries keep running and feed subscribers and topics ([`continuous`]),
 //! served over HTTP ([`http`]) and the `tidewire sql` CLI ([`cli`]).
 //!
@@ -10,6 +11,7 @@
 //! from the engine and the shutdown token, start the `[[queries]]` from
 //! config, and merge [`http::router`] into the server's router.
 
+mod bounded_functions;
 pub mod cli;
 mod column_files;
 mod columns;
@@ -17,8 +19,10 @@ pub mod config;
 pub mod continuous;
 pub mod engine;
 pub mod error;
+pub mod executor;
 pub mod http;
 mod json_fields;
+mod memory;
 pub mod metrics;
 pub mod output;
 mod plan_cache;

@@ -3,13 +3,15 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Label: how a query ended.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct OutcomeLabel {
-    /// `ok`, `invalid`, `rejected`, `memory`, `timeout` or `error`.
+    /// `ok`, `invalid`, `rejected`, `memory`, `timeout`, `busy` or
+    /// `error`.
     pub outcome: &'static str,
 }
 
@@ -40,6 +42,10 @@ pub struct SqlMetrics {
     pub late_records: Counter,
     /// Time to compute one closed window.
     pub window_seconds: Histogram,
+    /// Queries (ad hoc and windows) running on the executor now.
+    pub running: Gauge,
+    /// Queries waiting for a turn on the executor now.
+    pub waiting: Gauge,
 }
 
 impl SqlMetrics {
@@ -58,6 +64,8 @@ impl SqlMetrics {
             windows_emitted: Counter::default(),
             late_records: Counter::default(),
             window_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            running: Gauge::default(),
+            waiting: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("tidewire_sql");
         r.register(
@@ -119,6 +127,16 @@ impl SqlMetrics {
             "window_seconds",
             "Time to compute one closed window",
             metrics.window_seconds.clone(),
+        );
+        r.register(
+            "running",
+            "Queries (ad hoc and continuous windows) running on the SQL executor",
+            metrics.running.clone(),
+        );
+        r.register(
+            "waiting",
+            "Queries waiting for a turn on the SQL executor (sql.max_queued_queries at most)",
+            metrics.waiting.clone(),
         );
         metrics
     }

@@ -19,6 +19,9 @@ use tidewire_sql::{ContinuousQueries, QueryConfig, SqlEngine, SqlError, SqlLimit
 use tidewire_storage::StorageMetrics;
 use tokio_util::sync::CancellationToken;
 
+#[path = "sql/hostile.rs"]
+mod hostile;
+
 /// A broker with the given streams in a temp dir, and an engine over it.
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -726,6 +729,7 @@ async fn memory_and_time_limits_fail_the_query_not_the_engine() -> Result<()> {
         SqlLimits {
             memory_limit: 1 << 20,
             query_timeout: Duration::from_millis(300),
+            ..SqlLimits::default()
         },
     )?;
     let big_sort = "SELECT value FROM generate_series(1, 3000000) ORDER BY value DESC";

@@ -237,6 +237,9 @@ impl Server {
             result = &mut serving => Some(result),
         };
         stop.cancel();
+        // Running queries end now (their requests answer 503), so no
+        // runaway query holds up the drain.
+        self.sql.shutdown();
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         if !gateway.drain(DRAIN_TIMEOUT).await {
             tracing::warn!("/ws sockets did not close in time");
