@@ -6,7 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use crate::publish::Source;
+use crate::source::Source;
 
 /// Labels of publish counters.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

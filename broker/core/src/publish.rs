@@ -10,6 +10,7 @@ use tidewire_storage::{AppendTicket, Message};
 
 use crate::error::{PublishError, RejectReason};
 use crate::metrics::{PublishMetrics, RejectLabel};
+use crate::source::Source;
 use crate::streams::Streams;
 use crate::topic;
 
@@ -17,44 +18,6 @@ use crate::topic;
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// Default longest topic name accepted.
 pub const DEFAULT_MAX_TOPIC_BYTES: usize = 4096;
-
-/// Where a message entered tidewire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// `POST /api/v1/publish`.
-    Http,
-    /// An MQTT client, over TCP or WebSocket.
-    Mqtt,
-    /// The WebSocket JSON protocol.
-    WebSocket,
-    /// The NATS bridge, inbound. Messages from here are never sent back to
-    /// NATS.
-    Nats,
-    /// A continuous query's results.
-    Query,
-}
-
-impl Source {
-    /// Every source, in declaration order.
-    pub const ALL: [Source; 5] = [
-        Source::Http,
-        Source::Mqtt,
-        Source::WebSocket,
-        Source::Nats,
-        Source::Query,
-    ];
-
-    /// The metric label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Source::Http => "http",
-            Source::Mqtt => "mqtt",
-            Source::WebSocket => "websocket",
-            Source::Nats => "nats",
-            Source::Query => "query",
-        }
-    }
-}
 
 /// Input limits of the publish path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

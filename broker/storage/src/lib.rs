@@ -16,11 +16,13 @@ pub mod reader;
 pub mod record;
 mod recovery;
 pub mod segment;
+mod shared;
 mod writer;
 
 pub use config::{FsyncPolicy, LogConfig, Retention};
 pub use error::{Result, StorageError};
-pub use log::{AppendTicket, Appended, OnFatal, SegmentInfo, StreamLog, StreamStats};
+pub use log::{AppendTicket, SegmentInfo, StreamLog, StreamStats};
 pub use metrics::StorageMetrics;
 pub use reader::RecordScan;
 pub use record::{Message, Properties, Record};
+pub use shared::{Appended, OnFatal};

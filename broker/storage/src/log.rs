@@ -6,12 +6,11 @@
 //! wait for their acknowledgement; readers read committed bytes straight from
 //! the segment files, guided by the shared segment list.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -19,28 +18,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
-use crate::index::{SegmentSummary, SparseIndex};
-use crate::metrics::{StorageMetrics, StreamMetrics};
+use crate::metrics::StorageMetrics;
 use crate::reader::RecordScan;
 use crate::record::{MAX_BODY_LEN, Message, frame_len};
+use crate::shared::{AppendRequest, Appended, Command, OnFatal, Shared, State};
 use crate::{recovery, writer};
 
 /// Appends waiting for the writer thread, per stream. When full, appenders
 /// wait: this is the backpressure towards publishers.
 const APPEND_QUEUE: usize = 8192;
-
-/// Called once when a stream fails for good (an fsync error), so the process
-/// can stop rather than carry on with data it cannot make durable.
-pub type OnFatal = Arc<dyn Fn(&StorageError) + Send + Sync>;
-
-/// Where an appended record landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Appended {
-    /// Its offset.
-    pub offset: u64,
-    /// Its broker timestamp, ms since the Unix epoch.
-    pub timestamp_ms: i64,
-}
 
 /// A snapshot of what a stream holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,61 +60,6 @@ pub struct SegmentInfo {
     pub max_timestamp_ms: Option<i64>,
     /// Committed bytes.
     pub size: u64,
-}
-
-/// One segment in the shared list.
-#[derive(Debug)]
-pub(crate) struct SegmentState {
-    pub base: u64,
-    pub index: SparseIndex,
-    pub summary: SegmentSummary,
-}
-
-/// The segment list and health, shared by the writer and readers.
-#[derive(Debug, Default)]
-pub(crate) struct State {
-    pub segments: VecDeque<SegmentState>,
-    pub failure: Option<String>,
-}
-
-/// What the writer and every handle share.
-pub(crate) struct Shared {
-    pub name: Arc<str>,
-    pub dir: PathBuf,
-    pub config: LogConfig,
-    pub state: RwLock<State>,
-    /// The offset after the last committed record; readers never read past it.
-    pub committed: watch::Sender<u64>,
-    pub metrics: StreamMetrics,
-}
-
-impl Shared {
-    pub fn read_state(&self) -> RwLockReadGuard<'_, State> {
-        // A panic while holding the lock leaves plain data behind: use it.
-        self.state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub fn write_state(&self) -> RwLockWriteGuard<'_, State> {
-        self.state
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// A request to the writer thread.
-pub(crate) enum Command {
-    Append(AppendRequest),
-    /// Sync everything and stop; answered when done.
-    Close(oneshot::Sender<()>),
-}
-
-pub(crate) struct AppendRequest {
-    pub message: Arc<Message>,
-    pub frame_len: usize,
-    pub enqueued: Instant,
-    pub reply: oneshot::Sender<Result<Appended>>,
 }
 
 /// A queued append; resolves to where the record landed once it is durable.

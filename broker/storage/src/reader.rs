@@ -6,9 +6,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::error::{CorruptReason, Result, StorageError};
-use crate::log::SegmentState;
 use crate::record::Record;
 use crate::segment::{FrameReader, HEADER_LEN, Stop, log_path};
+use crate::shared::SegmentState;
 
 /// The part of one segment a scan reads.
 #[derive(Debug)]

@@ -14,9 +14,12 @@ use std::path::Path;
 
 use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
-use crate::index::{SegmentSummary, SparseIndex};
-use crate::log::SegmentState;
-use crate::segment::{self, HEADER_LEN, Stop, has_valid_header, index_path, log_path};
+use crate::index::SparseIndex;
+use crate::segment::{
+    self, HEADER_LEN, Stop, create_segment, has_valid_header, index_path, log_path,
+    remove_if_exists, sync_dir,
+};
+use crate::shared::SegmentState;
 
 /// A recovered stream directory.
 pub(crate) struct Recovered {
@@ -37,7 +40,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig, stream: &str) -> Result<Re
 
     let Some((&active_base, sealed)) = bases.split_last() else {
         let active = create_segment(dir, 0)?;
-        segments.push_back(empty_segment(0));
+        segments.push_back(SegmentState::empty(0));
         return Ok(Recovered {
             segments,
             active,
@@ -158,45 +161,6 @@ fn repair_header(file: &File, path: &Path, base: u64, stream: &str) -> Result<()
         .map_err(|e| StorageError::io("fsync", path, e))
 }
 
-/// Creates a new, empty segment durably: file, header, fsync, directory fsync.
-pub(crate) fn create_segment(dir: &Path, base: u64) -> Result<File> {
-    let path = log_path(dir, base);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(|e| StorageError::io("create", &path, e))?;
-    file.write_all_at(&segment::header(base), 0)
-        .map_err(|e| StorageError::io("write", &path, e))?;
-    file.sync_all()
-        .map_err(|e| StorageError::io("fsync", &path, e))?;
-    sync_dir(dir)?;
-    Ok(file)
-}
-
-/// The state of a segment that has only its header.
-pub(crate) fn empty_segment(base: u64) -> SegmentState {
-    SegmentState {
-        base,
-        index: SparseIndex::default(),
-        summary: SegmentSummary {
-            end_offset: base,
-            size: HEADER_LEN,
-            min_ts: None,
-            max_ts: None,
-        },
-    }
-}
-
-/// Fsyncs a directory, making file creations and deletions in it durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io("fsync directory", dir, e))
-}
-
 fn create_dir(dir: &Path) -> Result<()> {
     if dir.is_dir() {
         return Ok(());
@@ -232,15 +196,6 @@ fn segment_bases(dir: &Path) -> Result<Vec<u64>> {
         }
     }
     Ok(logs)
-}
-
-pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(StorageError::io("remove", path, e))
-        }
-        _ => Ok(()),
-    }
 }
 
 fn file_len(file: &File, path: &Path) -> Result<u64> {

@@ -5,7 +5,7 @@
 //! offset`) followed by frames. The file name is authoritative for the base
 //! offset; the header marks the format.
 
-use std::fs::File;
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -211,6 +211,41 @@ pub fn scan(path: &Path, base: u64, file_len: u64, index_interval: u64) -> Resul
         summary,
         stop,
     })
+}
+
+/// Creates a new, empty segment durably: file, header, fsync, directory fsync.
+pub(crate) fn create_segment(dir: &Path, base: u64) -> Result<File> {
+    let path = log_path(dir, base);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| StorageError::io("create", &path, e))?;
+    file.write_all_at(&header(base), 0)
+        .map_err(|e| StorageError::io("write", &path, e))?;
+    file.sync_all()
+        .map_err(|e| StorageError::io("fsync", &path, e))?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+/// Fsyncs a directory, making file creations and deletions in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io("fsync directory", dir, e))
+}
+
+/// Removes a file; one already gone is fine.
+pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(StorageError::io("remove", path, e))
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -22,10 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::FsyncPolicy;
 use crate::error::{Result, StorageError};
 use crate::index::{IndexEntry, SegmentSummary, SparseIndex};
-use crate::log::{AppendRequest, Appended, Command, OnFatal, Shared};
 use crate::record::encode_frame;
-use crate::recovery::{create_segment, empty_segment, remove_if_exists, sync_dir};
-use crate::segment::{index_path, log_path};
+use crate::segment::{create_segment, index_path, log_path, remove_if_exists, sync_dir};
+use crate::shared::{AppendRequest, Appended, Command, OnFatal, SegmentState, Shared};
 
 /// The most records one commit takes from the queue.
 const MAX_BATCH_RECORDS: usize = 8192;
@@ -306,7 +305,7 @@ impl Writer {
         let base = self.committed.end_offset;
         self.active = create_segment(&dir, base)?;
         self.active_path = log_path(&dir, base);
-        let fresh = empty_segment(base);
+        let fresh = SegmentState::empty(base);
         self.base = base;
         self.committed = fresh.summary;
         self.staged = fresh.summary;
