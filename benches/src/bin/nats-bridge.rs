@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 use tidewire_benches::{peak_rss_mib, print_table};
 use tidewire_bridge::{BridgeConfig, BridgeContext, BridgeMetrics};
 use tidewire_core::{Broker, Limits, Message, PublishMetrics, Source, StreamConfig, Streams};
-use tidewire_nats::BridgeSection;
+use tidewire_nats::NatsBridgeConfig;
 use tidewire_nats_testkit::NatsServer;
 use tidewire_storage::StorageMetrics;
 use tokio_util::sync::CancellationToken;
@@ -211,13 +211,12 @@ async fn bridge(
         result?;
     }
 
-    let section: BridgeSection = toml::from_str(&format!(
+    let config: NatsBridgeConfig = toml::from_str(&format!(
         r#"
-        [[nats]]
         name = "bench"
         url = "{}"
         node = "n1"
-        [[nats.outbound]]
+        [[outbound]]
         from = "sensors/#"
         subject = "bridge.>"
         jetstream = true
@@ -227,7 +226,7 @@ async fn bridge(
         server.url(),
         args.in_flight
     ))?;
-    let nats = section.validate("bridge")?.remove(0);
+    let nats = config.validate("bridge.nats[0]")?;
     let state_dir = dir.path().join("bridge");
     std::fs::create_dir_all(&state_dir)?;
     let shutdown = CancellationToken::new();

@@ -12,5 +12,5 @@ pub mod status;
 
 pub use error::BridgeError;
 pub use metrics::BridgeMetrics;
-pub use registry::{BridgeConfig, BridgeContext, Bridges, Running};
+pub use registry::{BridgeConfig, BridgeContext, Bridges, Running, validate_kind};
 pub use status::{BridgeState, BridgeStatus, Direction, Health, LinkState, LinkStatus};

@@ -2,10 +2,11 @@
 //! kind's validated config implements, the [`BridgeContext`] it starts
 //! with, and [`Bridges`], the running set the server owns.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tidewire_core::Broker;
+use tidewire_core::{Broker, ConfigError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +49,39 @@ pub trait BridgeConfig: Send + Sync + std::fmt::Debug {
     fn start(&self, ctx: BridgeContext) -> Result<Running, BridgeError>;
 }
 
+/// Validates every configured bridge of one kind: `validate` turns each
+/// entry into its kind's [`BridgeConfig`] (with `key` = `<list_key>[i]`
+/// naming it in errors), and names must be unique within the kind. Each
+/// kind's `validate_all` is this with its own types.
+pub fn validate_kind<C, B>(
+    entries: &[C],
+    list_key: &str,
+    name: impl Fn(&C) -> &str,
+    validate: impl Fn(&C, &str) -> Result<B, ConfigError>,
+) -> Result<Vec<B>, ConfigError>
+where
+    B: BridgeConfig,
+{
+    let mut names = HashSet::new();
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let key = format!("{list_key}[{i}]");
+            if !names.insert(name(entry)) {
+                return Err(ConfigError::new(
+                    format!("{key}.name"),
+                    format!(
+                        "another bridge of this kind is already called {:?}",
+                        name(entry)
+                    ),
+                ));
+            }
+            validate(entry, &key)
+        })
+        .collect()
+}
+
 /// The running bridges.
 #[derive(Debug)]
 pub struct Bridges {
@@ -61,7 +95,7 @@ impl Bridges {
     /// its state directory and a child of `shutdown`. On an error, the
     /// bridges already started are stopped.
     pub async fn start(
-        configs: &[Box<dyn BridgeConfig>],
+        configs: &[Arc<dyn BridgeConfig>],
         broker: &Broker,
         data_dir: &std::path::Path,
         metrics: &BridgeMetrics,

@@ -16,7 +16,6 @@
 //! durable = "tidewire-node1"
 //! ```
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -42,49 +41,6 @@ pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_INBOUND_QOS: u8 = 1;
 /// The `{node}` placeholder in subjects.
 const NODE_PLACEHOLDER: &str = "{node}";
-
-/// `[bridge]`: every bridge, by kind.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BridgeSection {
-    /// `[[bridge.nats]]`.
-    #[serde(default)]
-    pub nats: Vec<NatsBridgeConfig>,
-}
-
-impl BridgeSection {
-    /// Validates every bridge; `key` is the section's path (`bridge`).
-    pub fn validate(&self, key: &str) -> Result<Vec<NatsBridge>, ConfigError> {
-        let mut names = HashSet::new();
-        self.nats
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                let key = format!("{key}.nats[{i}]");
-                if !names.insert(b.name.as_str()) {
-                    return Err(ConfigError::new(
-                        format!("{key}.name"),
-                        format!("another NATS bridge is already called {:?}", b.name),
-                    ));
-                }
-                b.validate(&key)
-            })
-            .collect()
-    }
-
-    /// Validates every bridge into the configs [`tidewire_bridge::Bridges::start`]
-    /// takes.
-    pub fn build(
-        &self,
-        key: &str,
-    ) -> Result<Vec<Box<dyn tidewire_bridge::BridgeConfig>>, ConfigError> {
-        Ok(self
-            .validate(key)?
-            .into_iter()
-            .map(|b| Box::new(b) as Box<dyn tidewire_bridge::BridgeConfig>)
-            .collect())
-    }
-}
 
 /// One or more server URLs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -299,6 +255,15 @@ pub struct Inbound {
 }
 
 impl NatsBridgeConfig {
+    /// Validates every `[[bridge.nats]]` entry; `list_key` is the list's
+    /// path (`bridge.nats`). Names are unique among NATS bridges.
+    pub fn validate_all(
+        entries: &[NatsBridgeConfig],
+        list_key: &str,
+    ) -> Result<Vec<NatsBridge>, ConfigError> {
+        tidewire_bridge::validate_kind(entries, list_key, |b| b.name.as_str(), Self::validate)
+    }
+
     /// Validates this bridge; `key` names it in errors (`bridge.nats[0]`).
     pub fn validate(&self, key: &str) -> Result<NatsBridge, ConfigError> {
         let err =
@@ -482,7 +447,20 @@ fn default_node() -> String {
 mod tests {
     use super::*;
 
-    fn section(text: &str) -> BridgeSection {
+    /// The `[bridge]` section as the server reads it, NATS only.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Section {
+        nats: Vec<NatsBridgeConfig>,
+    }
+
+    impl Section {
+        fn validate(&self, key: &str) -> Result<Vec<NatsBridge>, ConfigError> {
+            NatsBridgeConfig::validate_all(&self.nats, &format!("{key}.nats"))
+        }
+    }
+
+    fn section(text: &str) -> Section {
         toml::from_str(text).expect("parse")
     }
 
@@ -559,7 +537,7 @@ mod tests {
             let err = section(&text).validate("bridge").expect_err(&text);
             assert_eq!(err.key, key, "{text}");
         }
-        let typo = toml::from_str::<BridgeSection>(&format!("{base}{out}jetsream = true\n"))
+        let typo = toml::from_str::<Section>(&format!("{base}{out}jetsream = true\n"))
             .expect_err("unknown key");
         assert!(typo.to_string().contains("jetsream"), "{typo}");
     }

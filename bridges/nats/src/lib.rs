@@ -25,7 +25,7 @@ pub mod inbound;
 pub mod mapping;
 pub mod outbound;
 
-pub use config::{BridgeSection, NatsBridge, NatsBridgeConfig};
+pub use config::{NatsBridge, NatsBridgeConfig};
 pub use error::LinkError;
 
 /// The bridge kind, as in `[[bridge.nats]]`, metrics and the API.

@@ -12,7 +12,7 @@ use tidewire_bridge::{BridgeConfig, BridgeMetrics, BridgeStatus, Bridges, Health
 use tidewire_core::{
     Broker, Limits, Message, Properties, PublishMetrics, Source, StreamConfig, Streams,
 };
-use tidewire_nats::{BridgeSection, NatsBridge};
+use tidewire_nats::{NatsBridge, NatsBridgeConfig};
 use tidewire_nats_testkit::{NatsServer, free_port};
 use tidewire_storage::StorageMetrics;
 use tokio_util::sync::CancellationToken;
@@ -86,7 +86,7 @@ impl Node {
     }
 
     async fn start(&self, bridge: &NatsBridge, shutdown: &CancellationToken) -> Bridges {
-        let configs: Vec<Box<dyn BridgeConfig>> = vec![Box::new(bridge.clone())];
+        let configs: Vec<Arc<dyn BridgeConfig>> = vec![Arc::new(bridge.clone())];
         Bridges::start(
             &configs,
             &self.broker,
@@ -99,9 +99,17 @@ impl Node {
     }
 }
 
+/// The first bridge of a `[bridge]` section's text.
 fn bridge(toml_text: &str) -> NatsBridge {
-    let section: BridgeSection = toml::from_str(toml_text).expect("parse");
-    section.validate("bridge").expect("valid").remove(0)
+    let mut section: toml::Table = toml::from_str(toml_text).expect("parse");
+    let entries: Vec<NatsBridgeConfig> = section
+        .remove("nats")
+        .expect("[[nats]]")
+        .try_into()
+        .expect("parse");
+    NatsBridgeConfig::validate_all(&entries, "bridge.nats")
+        .expect("valid")
+        .remove(0)
 }
 
 async fn wait_for<F, Fut>(what: &str, mut condition: F)

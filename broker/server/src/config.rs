@@ -5,14 +5,16 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
+use tidewire_bridge::BridgeConfig;
 use tidewire_core::{ConfigError, Limits, StreamConfig, StreamSpec};
 use tidewire_dashboard::{Dashboard, definition as dashboard};
 use tidewire_mqtt::{MqttConfig, MqttSettings};
-use tidewire_nats::{BridgeSection, NatsBridge};
+use tidewire_nats::NatsBridgeConfig;
 use tidewire_sql::{QueryConfig, SqlConfig, SqlLimits};
 use tidewire_websocket::{WebSocketConfig, WebSocketSettings};
 
@@ -27,6 +29,28 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 
 /// The config file, as written. Every key is optional.
+/// `[bridge]`: the bridges to other systems, a list per kind. A new kind
+/// is a field here and a line in [`BridgeSection::validate`]; its config,
+/// validation and start live in its own crate.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeSection {
+    /// `[[bridge.nats]]`.
+    #[serde(default)]
+    pub nats: Vec<NatsBridgeConfig>,
+}
+
+impl BridgeSection {
+    /// Every bridge, validated; `key` is the section's path (`bridge`).
+    pub fn validate(&self, key: &str) -> Result<Vec<Arc<dyn BridgeConfig>>, ConfigError> {
+        let nats = NatsBridgeConfig::validate_all(&self.nats, &format!("{key}.nats"))?;
+        Ok(nats
+            .into_iter()
+            .map(|b| Arc::new(b) as Arc<dyn BridgeConfig>)
+            .collect())
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -174,8 +198,8 @@ pub struct Config {
     pub limits: Limits,
     /// The streams, in config order.
     pub streams: Vec<StreamSpec>,
-    /// The NATS bridges.
-    pub nats_bridges: Vec<NatsBridge>,
+    /// The bridges, of every kind.
+    pub bridges: Vec<Arc<dyn BridgeConfig>>,
     /// SQL limits.
     pub sql: SqlLimits,
     /// Continuous queries to start (each already validated).
@@ -286,7 +310,7 @@ impl Config {
                 .unwrap_or(default_listen),
             http: file.http.limits()?,
             mqtt: file.mqtt.validate(overrides.mqtt_listen)?,
-            nats_bridges: file.bridge.validate("bridge")?,
+            bridges: file.bridge.validate("bridge")?,
             sql: file.sql.validate("sql")?,
             queries: validated_queries(file.queries)?,
             websocket: file.websocket.validate()?,

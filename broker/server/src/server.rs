@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use tidewire_bridge::{BridgeConfig, BridgeError, BridgeMetrics, Bridges};
+use tidewire_bridge::{BridgeError, BridgeMetrics, Bridges};
 use tidewire_core::{Broker, PublishMetrics, StorageError, Streams};
 use tidewire_dashboard::Dashboard;
 use tidewire_mqtt::{MqttError, MqttServer};
@@ -136,14 +136,8 @@ impl Server {
         for query in &config.queries {
             queries.start(query.clone()).await?;
         }
-        let bridge_configs: Vec<Box<dyn BridgeConfig>> = config
-            .nats_bridges
-            .iter()
-            .cloned()
-            .map(|b| Box::new(b) as Box<dyn BridgeConfig>)
-            .collect();
         let bridges = Bridges::start(
-            &bridge_configs,
+            &config.bridges,
             &broker,
             &config.data_dir,
             &BridgeMetrics::register(&mut registry),
