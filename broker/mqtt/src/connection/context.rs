@@ -1,0 +1,308 @@
+//! What every connection shares ([`Context`]: the publish path,
+//! subscriptions, sessions, retained messages, settings, metrics), and
+//! admission: a connection takes a [`ConnectionSlot`] under
+//! `max_connections` or is refused with a CONNACK, and is tracked so
+//! shutdown can wait for it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rumqttd::protocol::{ConnAck, Packet};
+use tidewire_core::Broker;
+use tidewire_core::topic::TopicFilter;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use super::handshake::busy;
+use super::parking::{Park, Quiet, park_tcp};
+use super::{serve, write_out};
+use crate::auth::Acl;
+use crate::codec::{self, Codec};
+use crate::config::MqttSettings;
+use crate::metrics::MqttMetrics;
+use crate::park::ParkingLot;
+use crate::retained::{RetainedStore, now_ms};
+use crate::router::{Router, parse_filter};
+use crate::session::{Delivery, Session, SubOptions};
+use crate::sessions::SessionTable;
+
+/// A byte stream a session can be served over: TCP here, WebSocket
+/// elsewhere.
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
+
+/// Everything connections share.
+#[derive(Debug)]
+pub struct Context {
+    /// The publish path.
+    pub broker: Broker,
+    /// Subscriptions.
+    pub router: Arc<Router>,
+    /// Sessions.
+    pub sessions: Arc<SessionTable>,
+    /// Retained messages.
+    pub retained: Arc<RetainedStore>,
+    /// Limits and auth.
+    pub settings: MqttSettings,
+    /// Metrics.
+    pub metrics: MqttMetrics,
+    assigned_ids: AtomicU64,
+    /// One permit per connection, over every transport.
+    slots: Semaphore,
+    /// Every connection, over every transport, so shutdown can wait for
+    /// them before the sessions are saved.
+    connections: TaskTracker,
+    /// Set once shutdown starts: connections say goodbye and close.
+    closing: AtomicBool,
+    /// Password checks running at once: one per core.
+    pub(super) password_checks: Semaphore,
+    /// Where quiet TCP connections wait without a task; `None` if the
+    /// poller could not be set up (they keep their tasks then).
+    pub(super) parking: Option<ParkingLot<Quiet>>,
+}
+
+impl Context {
+    /// Bundles the shared parts.
+    pub fn new(
+        broker: Broker,
+        router: Arc<Router>,
+        sessions: Arc<SessionTable>,
+        retained: Arc<RetainedStore>,
+        settings: MqttSettings,
+        metrics: MqttMetrics,
+    ) -> Context {
+        Context {
+            slots: Semaphore::new(settings.max_connections),
+            broker,
+            router,
+            sessions,
+            retained,
+            settings,
+            assigned_ids: AtomicU64::new(0),
+            connections: TaskTracker::new(),
+            closing: AtomicBool::new(false),
+            password_checks: Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
+            parking: ParkingLot::start(metrics.parked.clone())
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "quiet connections will keep their tasks");
+                })
+                .ok(),
+            metrics,
+        }
+    }
+
+    /// Serves a connection from any transport (WebSocket here): counted
+    /// against `max_connections`, refused with a CONNACK when over it, and
+    /// tracked (from this call on, not from the first poll) so shutdown
+    /// waits for it.
+    pub fn admit<S: Transport>(
+        self: Arc<Self>,
+        io: S,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        self.admit_with(io, None)
+    }
+
+    /// [`Context::admit`] for a TCP connection, which parks while quiet.
+    pub(crate) fn admit_tcp(
+        self: Arc<Self>,
+        stream: TcpStream,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        self.admit_with(stream, Some(park_tcp as Park<TcpStream>))
+    }
+
+    fn admit_with<S: Transport>(
+        self: Arc<Self>,
+        io: S,
+        park: Option<Park<S>>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let tracked = self.connections.token();
+        async move {
+            match ConnectionSlot::take(&self, tracked) {
+                Some(slot) => serve(io, slot, park).await,
+                None => {
+                    tracing::warn!("connection limit reached; refusing");
+                    Box::pin(refuse_busy(io, self)).await;
+                }
+            }
+        }
+    }
+
+    /// Starts shutdown: every connection, now and from here on, says
+    /// goodbye and closes.
+    pub(crate) fn shut_down(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.sessions.wake_all();
+    }
+
+    /// Subscribes `session` to `full` (a filter, maybe `$share/...`) if it
+    /// is valid and `acl` allows it. Returns whether the retained messages
+    /// matching it are due under its Retain Handling; send them with
+    /// [`Context::queue_retained`] after acknowledging the subscription.
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        acl: &Acl,
+        full: &str,
+        options: SubOptions,
+    ) -> Result<bool, SubscribeError> {
+        let max_topic = self.broker.limits().max_topic_bytes;
+        let parsed = parse_filter(full)
+            .filter(|p| {
+                TopicFilter::new(p.filter, max_topic).is_ok()
+                    && !(p.group.is_some() && options.no_local)
+            })
+            .ok_or_else(|| {
+                MqttMetrics::count(&self.metrics.denied, "invalid_filter");
+                SubscribeError::InvalidFilter
+            })?;
+        if !acl.may_subscribe(parsed.filter) {
+            MqttMetrics::count(&self.metrics.denied, "subscribe_acl");
+            return Err(SubscribeError::NotAuthorized);
+        }
+        let existed = self.router.subscribe(full, session, options);
+        session
+            .lock()
+            .subscriptions
+            .insert(full.to_owned(), options);
+        let due = match options.retain_handling {
+            0 => true,
+            1 => !existed,
+            _ => false,
+        };
+        Ok(due && parsed.group.is_none())
+    }
+
+    /// Queues the retained messages matching the plain filter `filter` into
+    /// `session`, at most at the subscription's QoS.
+    pub fn queue_retained(&self, session: &Session, filter: &str, options: SubOptions) {
+        let now = now_ms();
+        for r in self.retained.matching(filter) {
+            let expires_at = r
+                .remaining_secs(now)
+                .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs)));
+            session.enqueue(Delivery {
+                qos: r.message.qos.min(options.qos),
+                message: r.message,
+                retain: true,
+                subscription_ids: options.id.into_iter().collect(),
+                expires_at,
+            });
+        }
+    }
+
+    /// Removes `session`'s subscription to `full`. Returns true if it
+    /// existed.
+    pub fn unsubscribe(&self, session: &Session, full: &str) -> bool {
+        session.lock().subscriptions.remove(full);
+        self.router.unsubscribe(full, &session.client_id)
+    }
+
+    /// Shutdown has started: connections say goodbye and close.
+    pub(super) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Stops tracking new connections and waits up to `deadline` for the
+    /// open ones to end. Returns false when some did not.
+    pub(crate) async fn drain(&self, deadline: Duration) -> bool {
+        self.connections.close();
+        tokio::time::timeout(deadline, self.connections.wait())
+            .await
+            .is_ok()
+    }
+
+    pub(super) fn assign_client_id(&self) -> String {
+        let n = self.assigned_ids.fetch_add(1, Ordering::Relaxed);
+        format!("tw-{:x}-{n}", now_ms())
+    }
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// Not a valid topic filter (or a shared one with No Local).
+    #[error("invalid topic filter")]
+    InvalidFilter,
+    /// The client's ACL does not cover it.
+    #[error("not authorized to subscribe to this filter")]
+    NotAuthorized,
+}
+
+/// A connection's place under `max_connections`, and its handle on the
+/// context, held from admission to the end, parked or not: it counts in
+/// the open connections gauge, and shutdown waits for it.
+#[derive(Debug)]
+pub(super) struct ConnectionSlot {
+    pub(super) ctx: Arc<Context>,
+    _tracked: TaskTrackerToken,
+}
+
+impl ConnectionSlot {
+    /// Takes a place for a new connection, if one is free.
+    fn take(ctx: &Arc<Context>, tracked: TaskTrackerToken) -> Option<Self> {
+        // The place goes back in `drop`, so the slot needs no permit of
+        // its own.
+        ctx.slots.try_acquire().ok()?.forget();
+        ctx.metrics.connections.inc();
+        Some(ConnectionSlot {
+            ctx: Arc::clone(ctx),
+            _tracked: tracked,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.ctx.metrics.connections.dec();
+        self.ctx.slots.add_permits(1);
+    }
+}
+
+/// Answers a connection that is over the connection limit with a refusal.
+pub async fn refuse_busy<S: Transport>(mut io: S, ctx: Arc<Context>) {
+    MqttMetrics::count(&ctx.metrics.refused, "max_connections");
+    let mut buf = BytesMut::with_capacity(512);
+    let deadline = Duration::from_secs(2);
+    let version = tokio::time::timeout(deadline, async {
+        loop {
+            match codec::connect_version(&buf, ctx.settings.max_packet_bytes) {
+                Ok(Some(v)) => return Some(v),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+            match io.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    if let Some(version) = version {
+        let code = busy(version);
+        let mut out = BytesMut::new();
+        let connack = Packet::ConnAck(
+            ConnAck {
+                session_present: false,
+                code,
+            },
+            None,
+        );
+        if Codec::new(version, ctx.settings.max_packet_bytes)
+            .encode(connack, &mut out)
+            .is_ok()
+        {
+            let _ = write_out(&mut io, &out).await;
+        }
+    }
+    let _ = io.shutdown().await;
+}

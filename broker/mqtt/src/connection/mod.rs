@@ -1,0 +1,74 @@
+//! One client connection, over any byte stream ([`Transport`]), from
+//! admission to goodbye, in four parts:
+//!
+//! - `context.rs`: what every connection shares ([`Context`]), admission
+//!   under `max_connections`, and the slot a connection holds;
+//! - `handshake.rs`: CONNECT, authentication, attaching the session, the
+//!   CONNACK, and the will when the connection ends;
+//! - `packet_loop.rs`: reading and dispatching packets, acknowledging
+//!   publishes once they are durable, sending queued messages within the
+//!   client's window, and watching keep alive, takeover and shutdown;
+//! - `parking.rs`: handing a quiet TCP connection to the parking lot
+//!   (`park.rs`) and taking it back when there is work.
+//!
+//! Inbound publishes are submitted to the broker as they arrive and
+//! acknowledged in arrival order as each becomes durable, so a client can
+//! keep many QoS 1/2 publishes in flight and they share fsyncs.
+
+mod context;
+mod handshake;
+mod packet_loop;
+mod parking;
+
+use rumqttd::protocol::DisconnectReasonCode;
+use tokio::io::AsyncWriteExt;
+
+pub use context::{Context, SubscribeError, Transport, refuse_busy};
+
+use context::ConnectionSlot;
+use handshake::handshake;
+use parking::{Park, drive};
+
+/// Topic aliases a client may set towards us (MQTT 5 Topic Alias Maximum).
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// DISCONNECT from the client; `true` asks for the will anyway (0x04).
+    Disconnected { with_will: bool },
+    /// The peer closed the stream or it failed.
+    Closed,
+    /// We close it with this MQTT 5 reason.
+    Refused(DisconnectReasonCode),
+    /// Another connection took the client id.
+    TakenOver,
+    /// The server is stopping.
+    Shutdown,
+    /// Nothing has happened for a while: the connection may park.
+    Quiet,
+}
+
+/// Writes `bytes` and flushes: a no-op for TCP, but a WebSocket sends its
+/// buffered messages only on flush.
+async fn write_out<S: Transport>(io: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// Serves one connection until it ends or parks.
+///
+/// A connection waiting for input keeps small: the handshake runs in its
+/// own boxed future, the connection's state is one heap block, and the
+/// wait is a single poll over the socket, the session's waker and the
+/// pending acks, with no timer or notification futures of its own (keep
+/// alive and shutdown wake it through the session). Once quiet, a TCP
+/// connection gives up even that and parks.
+async fn serve<S: Transport>(io: S, slot: ConnectionSlot, park: Option<Park<S>>) {
+    slot.ctx.metrics.accepted.inc();
+    match Box::pin(handshake(io, slot)).await {
+        Ok(Some(conn)) => drive(conn, park).await,
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
+    }
+}

@@ -1,0 +1,878 @@
+//! The packet loop of an accepted connection: it waits in one poll over
+//! the socket, the session's waker and the pending acks; reads and
+//! dispatches packets; submits inbound publishes and acknowledges them in
+//! order once durable; sends queued messages within the client's window
+//! (with MQTT 5 topic aliases); and ends with a goodbye when the client
+//! leaves, keep alive runs out, another connection takes over or the
+//! server stops.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use futures_util::future::poll_fn;
+use rumqttd::protocol::{
+    Disconnect, DisconnectProperties, DisconnectReasonCode, Packet, PingResp, PubAck,
+    PubAckProperties, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel,
+    PubRelReason, Publish, PublishProperties, RetainForwardRule, SubAck, Subscribe,
+    SubscribeProperties, SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe, qos,
+};
+use tidewire_core::{Message, Properties, PublishError, Source};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
+
+use super::context::{Context, SubscribeError, Transport};
+use super::handshake::Accepted;
+use super::{Exit, TOPIC_ALIAS_MAXIMUM, write_out};
+use crate::codec::{FrameError, OutgoingPublish, PublishHeader, Version};
+use crate::metrics::{self, DropReason, MqttMetrics};
+use crate::session::{Delivery, Session, SubOptions};
+
+/// Messages sent per wake-up before the loop flushes and looks at input.
+const SEND_BATCH: usize = 256;
+/// Bytes buffered for writing before the loop flushes.
+const WRITE_HIGH_WATER: usize = 1024 * 1024;
+/// Read buffer of a connection that sends little: idle connections stay
+/// small.
+pub(super) const IDLE_READ_BUFFER: usize = 256;
+/// Read buffer once a read fills the buffer: busy connections read in bulk.
+const BUSY_READ_BUFFER: usize = 64 * 1024;
+/// How long a goodbye may take to write and close, and how long a
+/// connection closed with a reason goes on reading what its client still
+/// sends.
+const LINGER: Duration = Duration::from_secs(2);
+/// How much a connection closed with a reason reads before it closes.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// What woke a waiting connection.
+struct Woken {
+    /// Messages are queued for the client.
+    ready: bool,
+    /// Input was read.
+    read: bool,
+}
+
+/// An inbound publish waiting to be durable before it is acknowledged.
+struct PendingAck {
+    pkid: u16,
+    qos: u8,
+    done: Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>,
+}
+
+/// MQTT 5 topic aliases in use on a connection, set up on first use.
+#[derive(Default)]
+pub(super) struct TopicAliases {
+    /// Set by the client.
+    inbound: BTreeMap<u16, String>,
+    /// Set by us, up to the client's Topic Alias Maximum.
+    outbound: BTreeMap<String, u16>,
+}
+
+/// An accepted connection with its socket and buffers.
+pub(super) struct Connection<S> {
+    io: S,
+    read_buf: BytesMut,
+    out: BytesMut,
+    session: Arc<Session>,
+    state: Accepted,
+    pending: VecDeque<PendingAck>,
+    pending_qos: usize,
+    aliases: Option<Box<TopicAliases>>,
+    /// The last read filled the buffer: more is probably waiting.
+    read_full: bool,
+    /// Quiet for long enough, it ends [`Connection::run`] to park.
+    parkable: bool,
+}
+
+impl<S: Transport> Connection<S> {
+    /// Serves the accepted `state` on `io`, with input already read in
+    /// `read_buf` and the topic aliases of an earlier run, if any.
+    pub(super) fn new(
+        io: S,
+        read_buf: BytesMut,
+        state: Accepted,
+        aliases: Option<Box<TopicAliases>>,
+    ) -> Box<Self> {
+        Box::new(Connection {
+            io,
+            read_buf,
+            out: BytesMut::new(),
+            session: Arc::clone(&state.session),
+            state,
+            pending: VecDeque::new(),
+            pending_qos: 0,
+            aliases,
+            read_full: false,
+            parkable: false,
+        })
+    }
+
+    /// Takes the connection apart: its socket, and what outlives it while
+    /// parked (buffers and pending acks go; there are none when quiet).
+    pub(super) fn into_parts(self) -> (S, Accepted, Option<Box<TopicAliases>>) {
+        (self.io, self.state, self.aliases)
+    }
+
+    /// The socket.
+    pub(super) fn io(&self) -> &S {
+        &self.io
+    }
+
+    /// Whether [`Connection::run`] may end to park once quiet.
+    pub(super) fn set_parkable(&mut self, parkable: bool) {
+        self.parkable = parkable;
+    }
+
+    /// Lets the session table's sweep find the connection quiet at once.
+    pub(super) fn mark_quiet(&self) {
+        self.session.link.mark_quiet();
+    }
+
+    fn v5(&self) -> bool {
+        self.state.codec.version() == Version::V5
+    }
+
+    pub(super) fn ctx(&self) -> &Arc<Context> {
+        self.state.ctx()
+    }
+
+    fn send(&mut self, packet: Packet) {
+        if let Err(e) = self.state.codec.encode(packet, &mut self.out) {
+            tracing::warn!(error = %e, "could not encode a packet");
+        }
+    }
+
+    /// Serves the connection until it ends, or until it is quiet and may
+    /// park ([`Exit::Quiet`]). Runs again after a resume.
+    pub(super) async fn run(&mut self) -> Exit {
+        // Resumed from the parking lot to be told to go: nothing goes out
+        // to this socket that belongs to a successor.
+        if let Some(exit) = self.told_to_go() {
+            return exit;
+        }
+        self.pump();
+        // Packets that arrived together with CONNECT. Handling input (the
+        // publish path included) has a large state, boxed here and below
+        // so that a waiting connection's future stays small.
+        if let Some(exit) = Box::pin(self.handle_input()).await {
+            return exit;
+        }
+        loop {
+            if !self.out.is_empty() {
+                if let Err(exit) = poll_fn(|cx| self.poll_write_out(cx)).await {
+                    return exit;
+                }
+                self.ctx().sessions.touch(&self.session.link);
+                self.out.clear();
+                if self.out.capacity() > 4 * WRITE_HIGH_WATER {
+                    self.out = BytesMut::new();
+                }
+            }
+            let woken = match poll_fn(|cx| self.poll_wake(cx)).await {
+                Ok(woken) => woken,
+                Err(exit) => return exit,
+            };
+            if woken.read {
+                self.note_read();
+                if let Some(exit) = Box::pin(self.handle_input()).await {
+                    return exit;
+                }
+                if self.read_buf.is_empty() && !self.read_full {
+                    // Idle again: hold no read buffer while waiting.
+                    self.read_buf = BytesMut::new();
+                }
+            }
+            if woken.ready {
+                self.pump();
+            }
+        }
+    }
+
+    /// Waits for something to do: acknowledges publishes that became
+    /// durable, reads input and notices queued messages, or says why the
+    /// connection must end.
+    fn poll_wake(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<Woken, Exit>> {
+        // A connection that must go does not register with the session: a
+        // successor may already be registered there.
+        if let Some(exit) = self.told_to_go() {
+            return Poll::Ready(Err(exit));
+        }
+        // Register before looking again, so a kick in between still wakes
+        // this task.
+        let ready = self.session.poll_ready(cx);
+        if let Some(exit) = self.told_to_go() {
+            return Poll::Ready(Err(exit));
+        }
+        let mut acked = false;
+        while let Some(front) = self.pending.front_mut() {
+            match front.done.as_mut().poll(cx) {
+                Poll::Ready(result) => {
+                    self.acknowledge(result);
+                    acked = true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        let reading = self.pending.len() < usize::from(self.ctx().settings.receive_maximum).max(64);
+        let read = match reading.then(|| self.poll_read(cx)) {
+            Some(Poll::Ready(Ok(0) | Err(_))) => return Poll::Ready(Err(Exit::Closed)),
+            Some(Poll::Ready(Ok(_))) => true,
+            Some(Poll::Pending) | None => false,
+        };
+        // Input waiting in the socket counts, even if this task was busy
+        // (say, writing to a slow client) past the deadline.
+        if !read && self.state.keepalive_ms != 0 && self.ctx().sessions.overdue(&self.session.link)
+        {
+            MqttMetrics::count(&self.ctx().metrics.protocol_errors, "keepalive_timeout");
+            return Poll::Ready(Err(Exit::Refused(DisconnectReasonCode::KeepAliveTimeout)));
+        }
+        if ready || acked || read {
+            Poll::Ready(Ok(Woken { ready, read }))
+        } else if self.quiet() {
+            Poll::Ready(Err(Exit::Quiet))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Writes (and flushes) the output buffer, taking what is written off
+    /// it. A client that stops reading can hold a write up for as long as
+    /// TCP keeps trying; meanwhile the connection still hears that it must
+    /// go (taken over, shutting down).
+    fn poll_write_out(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Exit>> {
+        let mut io = Pin::new(&mut self.io);
+        let written = loop {
+            if self.out.is_empty() {
+                break io.as_mut().poll_flush(cx);
+            }
+            match io.as_mut().poll_write(cx, &self.out) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.out.advance(n),
+                other => break other.map_ok(|_| ()),
+            }
+        };
+        match written {
+            Poll::Ready(result) => Poll::Ready(result.map_err(|_| Exit::Closed)),
+            Poll::Pending => {
+                // Woken by a kick, not (more than once) by messages queued.
+                self.session.register(cx);
+                match self.told_to_go() {
+                    Some(exit) => Poll::Ready(Err(exit)),
+                    None => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    /// True when the connection may park: the session table found it quiet
+    /// for a while, and nothing is under way (acks, output, a partial
+    /// packet).
+    fn quiet(&self) -> bool {
+        self.parkable
+            && self.session.link.quiet()
+            && self.pending.is_empty()
+            && self.out.is_empty()
+            && self.read_buf.is_empty()
+    }
+
+    fn told_to_go(&self) -> Option<Exit> {
+        self.state.told_to_go()
+    }
+
+    /// Reads what the socket has. An idle connection reads into the stack
+    /// and keeps only what arrived; one whose reads fill the buffer gets a
+    /// large buffer to read into directly.
+    fn poll_read(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<usize>> {
+        let io = Pin::new(&mut self.io);
+        if self.read_buf.capacity() > self.read_buf.len() || self.read_full {
+            if self.read_buf.capacity() == self.read_buf.len() {
+                self.read_buf.reserve(BUSY_READ_BUFFER);
+            }
+            let read = ready!(tokio_util::io::poll_read_buf(io, cx, &mut self.read_buf))?;
+            self.read_full = self.read_buf.len() == self.read_buf.capacity();
+            return Poll::Ready(Ok(read));
+        }
+        let mut stack = [0u8; IDLE_READ_BUFFER];
+        let mut buf = ReadBuf::new(&mut stack);
+        ready!(io.poll_read(cx, &mut buf))?;
+        let read = buf.filled().len();
+        self.read_full = read == IDLE_READ_BUFFER;
+        self.read_buf.extend_from_slice(buf.filled());
+        Poll::Ready(Ok(read))
+    }
+
+    /// Restarts the keep-alive clock after input arrived, and tells the
+    /// table's sweep the new deadline (and that the connection is active).
+    pub(super) fn note_read(&mut self) {
+        self.ctx().sessions.note_input(
+            &self.session.link,
+            self.state.connection,
+            Instant::now(),
+            self.state.keepalive_ms,
+        );
+    }
+
+    /// Decodes and handles every whole packet in the read buffer.
+    async fn handle_input(&mut self) -> Option<Exit> {
+        loop {
+            let decoded = self.state.codec.decode(&mut self.read_buf);
+            let (packet, header) = match decoded {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return None,
+                Err(e) => {
+                    let (reason, label) = match e {
+                        FrameError::TooLarge(_) => {
+                            (DisconnectReasonCode::PacketTooLarge, "packet_too_large")
+                        }
+                        FrameError::UnexpectedType(_) => {
+                            (DisconnectReasonCode::ProtocolError, "unexpected_packet")
+                        }
+                        _ => (DisconnectReasonCode::MalformedPacket, "malformed"),
+                    };
+                    tracing::debug!(client_id = %self.session.client_id, error = %e, "closing connection");
+                    MqttMetrics::count(&self.ctx().metrics.protocol_errors, label);
+                    return Some(Exit::Refused(reason));
+                }
+            };
+            if let Some(exit) = self.handle(packet, header).await {
+                return Some(exit);
+            }
+        }
+    }
+
+    async fn handle(&mut self, packet: Packet, header: Option<PublishHeader>) -> Option<Exit> {
+        match packet {
+            Packet::Publish(publish, props) => {
+                let header = header?;
+                return self.on_publish(publish, props, header).await;
+            }
+            Packet::PubAck(ack, _) => {
+                self.session.lock().complete(ack.pkid);
+                self.pump();
+            }
+            Packet::PubRec(rec, _) => self.on_pubrec(rec),
+            Packet::PubRel(rel, _) => {
+                let known = self.session.lock().release(rel.pkid);
+                if known {
+                    // A PUBREL for an exchange begun on an earlier
+                    // connection lowers the count too: the quota is per
+                    // connection, and this errs toward the client.
+                    self.state.unreleased = self.state.unreleased.saturating_sub(1);
+                }
+                let reason = if known || !self.v5() {
+                    PubCompReason::Success
+                } else {
+                    PubCompReason::PacketIdentifierNotFound
+                };
+                self.send(Packet::PubComp(
+                    PubComp {
+                        pkid: rel.pkid,
+                        reason,
+                    },
+                    None,
+                ));
+            }
+            Packet::PubComp(comp, _) => {
+                self.session.lock().complete(comp.pkid);
+                self.pump();
+            }
+            Packet::Subscribe(subscribe, props) => self.on_subscribe(subscribe, props),
+            Packet::Unsubscribe(unsubscribe, _) => self.on_unsubscribe(unsubscribe),
+            Packet::PingReq(_) => self.send(Packet::PingResp(PingResp)),
+            Packet::Disconnect(disconnect, props) => {
+                return Some(self.on_disconnect(disconnect, props));
+            }
+            Packet::Connect(..) => {
+                MqttMetrics::count(&self.ctx().metrics.protocol_errors, "second_connect");
+                return Some(Exit::Refused(DisconnectReasonCode::ProtocolError));
+            }
+            _ => {
+                MqttMetrics::count(&self.ctx().metrics.protocol_errors, "unexpected_packet");
+                return Some(Exit::Refused(DisconnectReasonCode::ProtocolError));
+            }
+        }
+        None
+    }
+
+    async fn on_publish(
+        &mut self,
+        publish: Publish,
+        props: Option<PublishProperties>,
+        header: PublishHeader,
+    ) -> Option<Exit> {
+        self.ctx().metrics.received.inc(header.qos);
+        let PublishHeader { qos, pkid, .. } = header;
+        let props = props.unwrap_or_default();
+
+        // Topic, resolving MQTT 5 topic aliases.
+        let Ok(mut topic) = String::from_utf8(publish.topic.to_vec()) else {
+            return Some(Exit::Refused(DisconnectReasonCode::MalformedPacket));
+        };
+        if let Some(alias) = props.topic_alias {
+            if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+                MqttMetrics::count(&self.ctx().metrics.protocol_errors, "topic_alias");
+                return Some(Exit::Refused(DisconnectReasonCode::TopicAliasInvalid));
+            }
+            if topic.is_empty() {
+                match self.aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
+                    Some(known) => topic = known.clone(),
+                    None => return Some(Exit::Refused(DisconnectReasonCode::ProtocolError)),
+                }
+            } else {
+                self.aliases
+                    .get_or_insert_default()
+                    .inbound
+                    .insert(alias, topic.clone());
+            }
+        }
+
+        // A QoS 2 retry of a message we already have: acknowledge again.
+        if qos == 2 {
+            let known = self.session.lock().awaits_release(pkid);
+            if known {
+                self.send_ack(pkid, 2, Ok(()));
+                return None;
+            }
+            if self.pending.iter().any(|p| p.pkid == pkid && p.qos == 2) {
+                return None;
+            }
+        }
+        if qos > 0
+            && self.v5()
+            && self.pending_qos + usize::from(self.state.unreleased)
+                >= usize::from(self.ctx().settings.receive_maximum)
+        {
+            MqttMetrics::count(&self.ctx().metrics.protocol_errors, "receive_maximum");
+            return Some(Exit::Refused(DisconnectReasonCode::ReceiveMaximumExceeded));
+        }
+        if !self.state.acl.may_publish(&topic) {
+            MqttMetrics::count(&self.ctx().metrics.denied, "publish_acl");
+            tracing::debug!(client_id = %self.session.client_id, topic, "publish denied by ACL");
+            self.send_ack(pkid, qos, Err(PubAckReason::NotAuthorized));
+            return None;
+        }
+
+        let message = Message {
+            topic,
+            client_id: self.session.client_id.clone(),
+            qos,
+            retain: publish.retain,
+            payload: publish.payload,
+            properties: Properties {
+                user: props.user_properties,
+                content_type: props.content_type,
+                response_topic: props.response_topic,
+                correlation_data: props.correlation_data,
+                message_expiry_secs: props.message_expiry_interval,
+                payload_format_utf8: props.payload_format_indicator == Some(1),
+            },
+        };
+        match self.ctx().broker.submit(Source::Mqtt, message).await {
+            Ok(ticket) => {
+                if qos > 0 {
+                    self.pending_qos += 1;
+                }
+                self.pending.push_back(PendingAck {
+                    pkid,
+                    qos,
+                    done: Box::pin(ticket.done()),
+                });
+                None
+            }
+            Err(e) => self.refused_publish(pkid, qos, &e),
+        }
+    }
+
+    /// Answers a publish the broker refused, by protocol version.
+    fn refused_publish(&mut self, pkid: u16, qos: u8, e: &PublishError) -> Option<Exit> {
+        tracing::debug!(client_id = %self.session.client_id, error = %e, "publish refused");
+        let reason = match e {
+            PublishError::InvalidTopic(_) => PubAckReason::TopicNameInvalid,
+            PublishError::PayloadTooLarge { .. } => PubAckReason::QuotaExceeded,
+            _ => PubAckReason::UnspecifiedError,
+        };
+        if !self.v5() {
+            // 3.1.1 has no negative ack: an invalid topic or a failed store
+            // closes the connection (the client will retry); an oversize
+            // payload is acknowledged and dropped, as Mosquitto does.
+            if reason != PubAckReason::QuotaExceeded {
+                return Some(Exit::Refused(DisconnectReasonCode::UnspecifiedError));
+            }
+        }
+        self.send_ack(pkid, qos, Err(reason));
+        None
+    }
+
+    /// Sends PUBACK/PUBREC for `pkid` (nothing for QoS 0). MQTT 3.1.1 has no
+    /// failure codes, so a refusal is acknowledged plainly there.
+    fn send_ack(&mut self, pkid: u16, qos: u8, outcome: Result<(), PubAckReason>) {
+        let reason = match outcome {
+            Ok(()) => PubAckReason::Success,
+            Err(_) if !self.v5() => PubAckReason::Success,
+            Err(reason) => reason,
+        };
+        match qos {
+            1 => self.send(Packet::PubAck(PubAck { pkid, reason }, None)),
+            2 => {
+                if reason == PubAckReason::Success && self.session.lock().await_release(pkid) {
+                    self.state.unreleased = self.state.unreleased.saturating_add(1);
+                }
+                self.send(Packet::PubRec(
+                    PubRec {
+                        pkid,
+                        reason: pubrec_reason(reason),
+                    },
+                    None,
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    /// Acknowledges the oldest pending publish once it is durable.
+    fn acknowledge(&mut self, result: Result<(), PublishError>) {
+        let Some(done) = self.pending.pop_front() else {
+            return;
+        };
+        if done.qos > 0 {
+            self.pending_qos -= 1;
+        }
+        match result {
+            Ok(_) => self.send_ack(done.pkid, done.qos, Ok(())),
+            Err(e) => {
+                tracing::warn!(client_id = %self.session.client_id, error = %e, "publish not stored");
+                let props = PubAckProperties {
+                    reason_string: Some(e.to_string()),
+                    user_properties: Vec::new(),
+                };
+                if self.v5() && done.qos == 1 {
+                    self.send(Packet::PubAck(
+                        PubAck {
+                            pkid: done.pkid,
+                            reason: PubAckReason::UnspecifiedError,
+                        },
+                        Some(props),
+                    ));
+                } else {
+                    self.send_ack(done.pkid, done.qos, Err(PubAckReason::UnspecifiedError));
+                }
+            }
+        }
+    }
+
+    fn on_pubrec(&mut self, rec: PubRec) {
+        let failed = !matches!(
+            rec.reason,
+            PubRecReason::Success | PubRecReason::NoMatchingSubscribers
+        );
+        if failed {
+            self.session.lock().complete(rec.pkid);
+            self.pump();
+            return;
+        }
+        let known = self.session.lock().mark_released(rec.pkid);
+        let reason = if known || !self.v5() {
+            PubRelReason::Success
+        } else {
+            PubRelReason::PacketIdentifierNotFound
+        };
+        self.send(Packet::PubRel(
+            PubRel {
+                pkid: rec.pkid,
+                reason,
+            },
+            None,
+        ));
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe, props: Option<SubscribeProperties>) {
+        let id = props.and_then(|p| p.id);
+        let v5 = self.v5();
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for filter in subscribe.filters {
+            let granted = (filter.qos as u8).min(2);
+            let options = SubOptions {
+                qos: granted,
+                no_local: v5 && filter.nolocal,
+                retain_as_published: v5 && filter.preserve_retain,
+                retain_handling: match filter.retain_forward_rule {
+                    RetainForwardRule::OnEverySubscribe => 0,
+                    RetainForwardRule::OnNewSubscribe => 1,
+                    RetainForwardRule::Never => 2,
+                },
+                id,
+            };
+            let outcome =
+                self.ctx()
+                    .subscribe(&self.session, &self.state.acl, &filter.path, options);
+            codes.push(match outcome {
+                Ok(send_retained) => {
+                    retained.extend(send_retained.then_some((filter.path, options)));
+                    SubscribeReasonCode::Success(qos(granted).unwrap_or_default())
+                }
+                Err(_) if !v5 => SubscribeReasonCode::Failure,
+                Err(SubscribeError::InvalidFilter) => SubscribeReasonCode::TopicFilterInvalid,
+                Err(SubscribeError::NotAuthorized) => SubscribeReasonCode::NotAuthorized,
+            });
+        }
+        self.send(Packet::SubAck(
+            SubAck {
+                pkid: subscribe.pkid,
+                return_codes: codes,
+            },
+            None,
+        ));
+        for (filter, options) in retained {
+            self.ctx().queue_retained(&self.session, &filter, options);
+        }
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let reasons = unsubscribe
+            .filters
+            .iter()
+            .map(|filter| {
+                if self.ctx().unsubscribe(&self.session, filter) {
+                    UnsubAckReason::Success
+                } else {
+                    UnsubAckReason::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        self.send(Packet::UnsubAck(
+            UnsubAck {
+                pkid: unsubscribe.pkid,
+                reasons,
+            },
+            None,
+        ));
+    }
+
+    fn on_disconnect(
+        &mut self,
+        disconnect: Disconnect,
+        props: Option<DisconnectProperties>,
+    ) -> Exit {
+        if let Some(expiry) = props.and_then(|p| p.session_expiry_interval) {
+            self.session.lock().expiry_secs = expiry;
+        }
+        Exit::Disconnected {
+            with_will: disconnect.reason_code == DisconnectReasonCode::DisconnectWithWillMessage,
+        }
+    }
+
+    /// After a reconnect: resend unacknowledged messages with DUP set, and
+    /// PUBREL for those already PUBREC'd.
+    pub(super) fn resend_inflight(&mut self) {
+        let inflight = self.session.lock().inflight_in_order();
+        for (pkid, entry) in inflight {
+            if entry.released {
+                self.send(Packet::PubRel(
+                    PubRel {
+                        pkid,
+                        reason: PubRelReason::Success,
+                    },
+                    None,
+                ));
+            } else {
+                self.send_publish(&entry.delivery, pkid, true, false);
+            }
+        }
+    }
+
+    /// Sends queued messages while the client's window allows.
+    fn pump(&mut self) {
+        let window = usize::from(
+            self.ctx()
+                .settings
+                .max_inflight
+                .min(self.state.client_receive_max),
+        );
+        let now = Instant::now();
+        for _ in 0..SEND_BATCH {
+            if self.out.len() >= WRITE_HIGH_WATER {
+                break;
+            }
+            let next = {
+                let mut state = self.session.lock();
+                let Some(front) = state.queue.front() else {
+                    return;
+                };
+                if front.qos > 0 && state.inflight_count() >= window {
+                    return;
+                }
+                let Some(delivery) = state.queue.pop_front() else {
+                    return;
+                };
+                if delivery.expired(now) {
+                    self.ctx()
+                        .metrics
+                        .dropped(DropReason::Expired, metrics::SessionKind::Mqtt);
+                    continue;
+                }
+                let pkid = if delivery.qos > 0 {
+                    match state.next_pkid() {
+                        Some(pkid) => {
+                            state.track(pkid, delivery.clone());
+                            pkid
+                        }
+                        None => {
+                            state.queue.push_front(delivery);
+                            return;
+                        }
+                    }
+                } else {
+                    0
+                };
+                (delivery, pkid)
+            };
+            let (delivery, pkid) = next;
+            let before = self.out.len();
+            self.send_publish(&delivery, pkid, false, true);
+            let too_large = self.out.len() - before > self.state.client_max_packet as usize;
+            if too_large {
+                self.out.truncate(before);
+                if pkid > 0 {
+                    self.session.lock().complete(pkid);
+                }
+                self.ctx()
+                    .metrics
+                    .dropped(DropReason::TooLargeForClient, metrics::SessionKind::Mqtt);
+                continue;
+            }
+            self.ctx().metrics.sent.inc(delivery.qos);
+        }
+        // More may be waiting: come back after flushing.
+        self.session.notify();
+    }
+
+    /// Encodes a delivery as a PUBLISH into the output buffer.
+    fn send_publish(&mut self, delivery: &Delivery, pkid: u16, dup: bool, use_alias: bool) {
+        let message = &delivery.message;
+        let mut topic: &str = &message.topic;
+        let mut alias = None;
+        if use_alias && self.v5() && self.state.client_alias_max > 0 {
+            let max = self.state.client_alias_max;
+            let outbound = &mut self.aliases.get_or_insert_default().outbound;
+            match outbound.get(&message.topic) {
+                Some(known) => {
+                    alias = Some(*known);
+                    topic = "";
+                }
+                None => {
+                    let next = outbound.len() as u16 + 1;
+                    if next <= max {
+                        outbound.insert(message.topic.clone(), next);
+                        alias = Some(next);
+                    }
+                }
+            }
+        }
+        let publish = OutgoingPublish {
+            topic: topic.as_bytes(),
+            payload: &message.payload,
+            qos: delivery.qos,
+            pkid,
+            dup,
+            retain: delivery.retain,
+        };
+        // 3.1.1 has no properties: nothing to build.
+        let props = self.v5().then(|| {
+            let p = &message.properties;
+            PublishProperties {
+                payload_format_indicator: p.payload_format_utf8.then_some(1),
+                message_expiry_interval: delivery.remaining_secs(Instant::now()),
+                topic_alias: alias,
+                response_topic: p.response_topic.clone(),
+                correlation_data: p.correlation_data.clone(),
+                user_properties: p.user.clone(),
+                subscription_identifiers: delivery.subscription_ids.clone(),
+                content_type: p.content_type.clone(),
+            }
+        });
+        let encoded = self
+            .state
+            .codec
+            .encode_publish(&publish, props.as_ref(), &mut self.out);
+        if let Err(e) = encoded {
+            tracing::warn!(error = %e, "could not encode a PUBLISH");
+        }
+    }
+
+    /// Ends the connection: finish acks, say goodbye, publish the will
+    /// when due, release the session, and read on for a while after a
+    /// goodbye with a reason.
+    pub(super) async fn finish(&mut self, exit: Exit) {
+        // Publishes already submitted finish (they are in the streams'
+        // queues and reach subscribers); their acks go out if the peer is
+        // still there.
+        while let Some(front) = self.pending.front_mut() {
+            let result = front.done.as_mut().await;
+            self.acknowledge(result);
+        }
+        if exit == Exit::TakenOver {
+            // The client is back on a connection that waits for this one;
+            // what is left to send here can wait for a slow socket alone.
+            self.state.release(exit);
+        }
+        let reason = match exit {
+            Exit::Refused(reason) => Some(reason),
+            Exit::TakenOver => Some(DisconnectReasonCode::SessionTakenOver),
+            Exit::Shutdown => Some(DisconnectReasonCode::ServerShuttingDown),
+            _ => None,
+        };
+        let goodbye = reason.filter(|_| self.v5());
+        if let Some(reason_code) = goodbye {
+            self.send(Packet::Disconnect(Disconnect { reason_code }, None));
+        }
+        let (io, out) = (&mut self.io, &self.out);
+        let _ = tokio::time::timeout(LINGER, async {
+            if !out.is_empty() {
+                let _ = write_out(io, out).await;
+            }
+            // A WebSocket's close flushes its Close frame: a client that
+            // stopped reading could hold it up.
+            let _ = io.shutdown().await;
+        })
+        .await;
+        self.state.release(exit);
+        if goodbye.is_some() && !self.ctx().is_closing() {
+            linger(&mut self.io).await;
+        }
+    }
+}
+
+/// Reads and discards what a client we said goodbye to still sends, for a
+/// while: closing a socket with unread input resets it, and a reset can
+/// destroy the DISCONNECT (and its reason) before the client reads it.
+async fn linger<S: Transport>(io: &mut S) {
+    let mut scratch = [0u8; IDLE_READ_BUFFER];
+    let mut discarded = 0;
+    let _ = tokio::time::timeout(LINGER, async {
+        while discarded < LINGER_BYTES {
+            match io.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => discarded += n,
+            }
+        }
+    })
+    .await;
+}
+
+fn pubrec_reason(reason: PubAckReason) -> PubRecReason {
+    match reason {
+        PubAckReason::Success => PubRecReason::Success,
+        PubAckReason::NoMatchingSubscribers => PubRecReason::NoMatchingSubscribers,
+        PubAckReason::UnspecifiedError => PubRecReason::UnspecifiedError,
+        PubAckReason::ImplementationSpecificError => PubRecReason::ImplementationSpecificError,
+        PubAckReason::NotAuthorized => PubRecReason::NotAuthorized,
+        PubAckReason::TopicNameInvalid => PubRecReason::TopicNameInvalid,
+        PubAckReason::PacketIdentifierInUse => PubRecReason::PacketIdentifierInUse,
+        PubAckReason::QuotaExceeded => PubRecReason::QuotaExceeded,
+        PubAckReason::PayloadFormatInvalid => PubRecReason::PayloadFormatInvalid,
+    }
+}
