@@ -373,7 +373,7 @@ impl WindowRunner {
             self.event_time()
         );
         let out = self.engine.collect(state, &sql).await?;
-        let rows = output::to_objects(&out).map_err(|e| SqlError::Execution(e.to_string()))?;
+        let rows = output::to_objects(&out).map_err(|e| SqlError::Internal(e.to_string()))?;
         Ok(rows
             .first()
             .and_then(|r| r.get("n"))
@@ -429,7 +429,7 @@ async fn drive(
                 .window_seconds
                 .observe(started.elapsed().as_secs_f64());
             let (rows, error) = match outcome.and_then(|out| {
-                output::to_objects(&out).map_err(|e| SqlError::Execution(e.to_string()))
+                output::to_objects(&out).map_err(|e| SqlError::Internal(e.to_string()))
             }) {
                 Ok(rows) => (rows, None),
                 Err(e) => (Vec::new(), Some(e.to_string())),

@@ -93,16 +93,16 @@ impl SqlEngine {
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
             .build_arc()
-            .map_err(|e| SqlError::Execution(e.to_string()))?;
+            .map_err(|e| SqlError::Internal(e.to_string()))?;
         let mut ctx = SessionContext::new_with_config_rt(config, runtime);
         datafusion_functions_json::register_all(&mut ctx)
-            .map_err(|e| SqlError::Execution(e.to_string()))?;
+            .map_err(|e| SqlError::Internal(e.to_string()))?;
         bounded_functions::bound_all(&ctx, limits.memory_limit);
         let mut tables = Vec::new();
         for stream in broker.streams().iter() {
             let table = StreamTable::new(stream.log.clone(), &stream.spec.schema, metrics.clone());
             ctx.register_table(stream.spec.name.as_str(), Arc::new(table.clone()))
-                .map_err(|e| SqlError::Execution(e.to_string()))?;
+                .map_err(|e| SqlError::Internal(e.to_string()))?;
             tables.push(table);
         }
         Ok(SqlEngine {

@@ -48,10 +48,10 @@ pub enum SqlError {
     /// Reading a stream failed (external: the disk).
     #[error("reading stream: {0}")]
     Storage(String),
-    /// DataFusion failed while executing, or a query panicked (internal
-    /// bug, or an unsupported corner of the engine).
+    /// DataFusion failed in a way no input should cause, or a query
+    /// panicked (internal: a bug here or in the engine).
     #[error("query failed inside the engine: {0}")]
-    Execution(String),
+    Internal(String),
 }
 
 impl SqlError {
@@ -74,7 +74,7 @@ impl SqlError {
             DataFusionError::ArrowError(arrow, _) if caused_by_input(arrow) => {
                 SqlError::Evaluation(e.strip_backtrace())
             }
-            _ => SqlError::Execution(e.strip_backtrace()),
+            _ => SqlError::Internal(e.strip_backtrace()),
         }
     }
 }

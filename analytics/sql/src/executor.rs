@@ -70,7 +70,7 @@ impl SqlExecutor {
             .thread_stack_size(THREAD_STACK_BYTES)
             .enable_all()
             .build()
-            .map_err(|e| SqlError::Execution(format!("starting the SQL executor: {e}")))?;
+            .map_err(|e| SqlError::Internal(format!("starting the SQL executor: {e}")))?;
         let handle = runtime.handle().clone();
         let capacity = limits.max_concurrent + limits.max_queued;
         Ok(SqlExecutor {
@@ -174,7 +174,7 @@ impl<T> AbortOnDrop<T> {
     async fn wait(mut self) -> Result<T, SqlError> {
         match (&mut self.0).await {
             Ok(result) => result,
-            Err(e) if e.is_panic() => Err(SqlError::Execution(format!("the query panicked: {e}"))),
+            Err(e) if e.is_panic() => Err(SqlError::Internal(format!("the query panicked: {e}"))),
             Err(_) => Err(SqlError::ShuttingDown),
         }
     }

@@ -70,7 +70,7 @@ impl IntoResponse for SqlError {
                 let retry = [(header::RETRY_AFTER, "1")];
                 return (retry, error(StatusCode::SERVICE_UNAVAILABLE, self)).into_response();
             }
-            SqlError::Execution(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            SqlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         error(status, self)
     }
