@@ -34,10 +34,10 @@ pub enum PublishError {
     /// The payload is over the configured limit (user input).
     #[error("payload is {size} bytes, more than the limit of {max}")]
     PayloadTooLarge { size: usize, max: usize },
-    /// The fan-out (retained store, subscribers) failed after the message
-    /// was stored (external).
-    #[error("delivery: {0}")]
-    Delivery(String),
+    /// The message was stored, but keeping it as the topic's retained
+    /// message failed (external: the disk).
+    #[error("storing the retained message: {0}")]
+    Retained(#[source] StorageError),
     /// A stream could not store the message (external, or shutdown).
     #[error("stream {stream}: {source}")]
     Storage {
@@ -75,7 +75,7 @@ impl PublishError {
         match self {
             PublishError::InvalidTopic(_) => RejectReason::InvalidTopic,
             PublishError::PayloadTooLarge { .. } => RejectReason::PayloadTooLarge,
-            PublishError::Storage { .. } | PublishError::Delivery(_) => RejectReason::Storage,
+            PublishError::Storage { .. } | PublishError::Retained(_) => RejectReason::Storage,
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use futures_util::future::BoxFuture;
 use smallvec::SmallVec;
-use tidewire_storage::{AppendTicket, Message};
+use tidewire_storage::{AppendTicket, Message, StorageError};
 
 use crate::error::{PublishError, RejectReason};
 use crate::metrics::{PublishMetrics, RejectLabel};
@@ -55,7 +55,7 @@ pub trait Fanout: Send + Sync + 'static {
     /// Keeps a message published with the RETAIN flag. Resolves once it is
     /// durable, so the publisher's ack can wait for it; called before
     /// [`Fanout::deliver`].
-    fn retain(&self, message: Arc<Message>) -> BoxFuture<'static, Result<(), String>>;
+    fn retain(&self, message: Arc<Message>) -> BoxFuture<'static, Result<(), StorageError>>;
 
     /// Hands `message` to live subscribers and offline queues.
     fn deliver(&self, message: &Arc<Message>);
@@ -233,7 +233,7 @@ impl Broker {
                 fanout
                     .retain(Arc::clone(&message))
                     .await
-                    .map_err(PublishError::Delivery)?;
+                    .map_err(PublishError::Retained)?;
             }
             fanout.deliver(&message);
         }

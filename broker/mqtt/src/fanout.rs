@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use tidewire_core::{Fanout, Message};
+use tidewire_core::{Fanout, Message, StorageError};
 
 use crate::retained::RetainedStore;
 use crate::router::Router;
@@ -26,14 +26,9 @@ impl MqttFanout {
 }
 
 impl Fanout for MqttFanout {
-    fn retain(&self, message: Arc<Message>) -> BoxFuture<'static, Result<(), String>> {
+    fn retain(&self, message: Arc<Message>) -> BoxFuture<'static, Result<(), StorageError>> {
         let retained = Arc::clone(&self.retained);
-        Box::pin(async move {
-            retained
-                .set(message)
-                .await
-                .map_err(|e| format!("storing retained message: {e}"))
-        })
+        Box::pin(async move { retained.set(message).await })
     }
 
     fn deliver(&self, message: &Arc<Message>) {
