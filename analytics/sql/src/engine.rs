@@ -3,14 +3,15 @@
 //! and run on the SQL executor ([`crate::executor`]: its own threads, a
 //! bounded number at once, a timeout that ends it) with a memory pool of
 //! its own inside the shared SQL budget ([`crate::memory`]), and every
-//! function bounded by the same limit ([`crate::bounded_functions`]).
+//! function bounded by the same limit ([`crate::bounded_functions`]), and
+//! every plan guarded so it yields and its joins count what they hold
+//! ([`crate::plan_guards`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::{SQLOptions, SessionContext, SessionState};
@@ -19,7 +20,6 @@ use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::prelude::SessionConfig;
 use futures_util::StreamExt;
 use tidewire_core::Broker;
@@ -32,6 +32,7 @@ use crate::executor::SqlExecutor;
 use crate::memory::SqlBudget;
 use crate::metrics::{OutcomeLabel, SqlMetrics};
 use crate::plan_cache::{CachedPlan, PlanCache};
+use crate::plan_guards;
 use crate::sandbox;
 use crate::table::StreamTable;
 
@@ -264,7 +265,7 @@ impl SqlEngine {
             .create_physical_plan(&optimized, state)
             .await
             .map_err(df_err)?;
-        yielding(physical).map_err(df_err)
+        plan_guards::guard(physical).map_err(df_err)
     }
 
     async fn plan_and_collect(
@@ -299,23 +300,6 @@ impl SqlEngine {
         }
         Ok(QueryOutput { schema, batches })
     }
-}
-
-/// `plan` with every operator wrapped in a [`CooperativeExec`], so each
-/// one gives Tokio a turn once it has produced its share of batches.
-/// DataFusion makes only the scans cooperative; an operator that builds
-/// its output from memory (a cross join, a nested-loop join) would
-/// otherwise loop for hours without yielding, and a query past its timeout
-/// could not be stopped.
-fn yielding(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
-    plan.transform_up(|node| {
-        if node.is::<CooperativeExec>() {
-            return Ok(Transformed::no(node));
-        }
-        let wrapped: Arc<dyn ExecutionPlan> = Arc::new(CooperativeExec::new(node));
-        Ok(Transformed::yes(wrapped))
-    })
-    .data()
 }
 
 /// DataFusion's own read-only check, after [`sandbox::parse`].

@@ -26,6 +26,7 @@ mod memory;
 pub mod metrics;
 pub mod output;
 mod plan_cache;
+mod plan_guards;
 pub mod sandbox;
 pub mod table;
 

@@ -176,6 +176,8 @@ async fn functions_that_build_huge_values_fail_under_the_memory_limit() -> Resul
         "SELECT regexp_replace(repeat('x', 100000), '', repeat('y', 100000), 'g')",
         "SELECT length(string_agg(repeat(payload, 100000), '')) FROM events",
         "SELECT cardinality(array_agg(repeat(a.payload, 1000))) FROM events a, events b",
+        // Billions of rows in column-less batches, collected by the joins.
+        "SELECT count(*) FROM events a, events b, events c, events d, events e",
     ];
     for sql in huge {
         match f.engine.query(sql).await {
