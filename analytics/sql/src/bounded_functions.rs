@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
+use datafusion::arrow::datatypes::{
+    DataType, FieldRef, Int64Type, IntervalMonthDayNanoType, IntervalUnit, TimeUnit,
+};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::{ExprSchema, Result, ScalarValue};
 use datafusion::error::DataFusionError;
@@ -225,8 +227,12 @@ pub fn output_bound(function: &str, args: &[ColumnarValue], rows: usize) -> Opti
             let matches = text_bytes.saturating_add(rows as u128);
             text_bytes.saturating_add(matches.saturating_mul(widest_value(replacement)))
         }
-        // Each row: `n` elements.
-        "array_resize" => total_count(arg(1)?, rows).saturating_mul(ELEMENT_BYTES),
+        // Each row: its list, padded to `n` elements with the fill value.
+        "array_resize" => {
+            let fill = arg(2).map_or(ELEMENT_BYTES, |f| widest_value(f).max(ELEMENT_BYTES));
+            let padding = total_count(arg(1)?, rows).saturating_mul(fill);
+            padding.saturating_add(value_bytes(arg(0)?, rows))
+        }
         "range" | "generate_series" => range_elements(args, rows)?.saturating_mul(ELEMENT_BYTES),
         _ => return None,
     };
@@ -234,13 +240,21 @@ pub fn output_bound(function: &str, args: &[ColumnarValue], rows: usize) -> Opti
 }
 
 /// Elements `range(start, stop, step)` (or `range(stop)`) yields over
-/// `rows` rows, for integer arguments; `None` for dates and times, which
-/// DataFusion bounds itself by refusing what it cannot allocate.
+/// `rows` rows: for integers, and for dates and timestamps (as
+/// nanoseconds, with the step at its shortest: a month as 28 days, a day
+/// as 23 hours). `None` when the arguments are of neither kind.
 fn range_elements(args: &[ColumnarValue], rows: usize) -> Option<u128> {
-    let ints: Vec<Vec<Option<i64>>> = args
-        .iter()
-        .map(|a| int_values(a, rows))
-        .collect::<Option<_>>()?;
+    let ints: Vec<Vec<Option<i64>>> = match args {
+        [start, stop, step] if is_temporal(start) => vec![
+            nanos_values(start, rows)?,
+            nanos_values(stop, rows)?,
+            interval_values(step, rows)?,
+        ],
+        _ => args
+            .iter()
+            .map(|a| int_values(a, rows))
+            .collect::<Option<_>>()?,
+    };
     let at = |column: &Vec<Option<i64>>, row: usize| column.get(row).copied().flatten();
     let mut total: u128 = 0;
     for row in 0..rows {
@@ -259,6 +273,37 @@ fn range_elements(args: &[ColumnarValue], rows: usize) -> Option<u128> {
         }
     }
     Some(total)
+}
+
+fn is_temporal(value: &ColumnarValue) -> bool {
+    value.data_type().is_temporal()
+}
+
+/// A date or timestamp argument as nanoseconds since the epoch, per row.
+fn nanos_values(value: &ColumnarValue, rows: usize) -> Option<Vec<Option<i64>>> {
+    let nanos = DataType::Timestamp(TimeUnit::Nanosecond, None);
+    let array = value.to_array(rows).ok()?;
+    let as_nanos = cast(&cast(&array, &nanos).ok()?, &DataType::Int64).ok()?;
+    Some(as_nanos.as_primitive::<Int64Type>().iter().collect())
+}
+
+/// An interval argument as its shortest length in nanoseconds, per row.
+fn interval_values(value: &ColumnarValue, rows: usize) -> Option<Vec<Option<i64>>> {
+    const DAY_NANOS: i64 = 23 * 3600 * 1_000_000_000;
+    let array = value.to_array(rows).ok()?;
+    let intervals = cast(&array, &DataType::Interval(IntervalUnit::MonthDayNano)).ok()?;
+    let intervals = intervals.as_primitive::<IntervalMonthDayNanoType>();
+    Some(
+        intervals
+            .iter()
+            .map(|i| {
+                i.map(|i| {
+                    let days = i64::from(i.months) * 28 + i64::from(i.days);
+                    days.saturating_mul(DAY_NANOS).saturating_add(i.nanoseconds)
+                })
+            })
+            .collect(),
+    )
 }
 
 /// The integer values of an argument, one per row (a scalar repeated).
@@ -339,6 +384,11 @@ fn value_bytes(value: &ColumnarValue, rows: usize) -> u128 {
 /// the whole array otherwise (an upper bound).
 fn widest_value(value: &ColumnarValue) -> u128 {
     match value {
+        ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+        ) => s.len() as u128,
         ColumnarValue::Scalar(s) => s.size() as u128,
         ColumnarValue::Array(a) => {
             let longest = match a.data_type() {

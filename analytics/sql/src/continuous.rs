@@ -225,8 +225,15 @@ struct WindowRunner {
 }
 
 impl WindowRunner {
-    fn new(engine: SqlEngine, spec: QuerySpec) -> Result<WindowRunner, SqlError> {
+    fn new(engine: SqlEngine, mut spec: QuerySpec) -> Result<WindowRunner, SqlError> {
         let statement = sandbox::parse(&spec.sql)?;
+        // The event time goes into SQL this runner writes: only as one
+        // expression that passed the sandbox, in canonical form.
+        spec.event_time = spec
+            .event_time
+            .as_deref()
+            .map(sandbox::parse_expression)
+            .transpose()?;
         let tables = engine
             .state()
             .resolve_table_references(&statement)

@@ -19,8 +19,13 @@ use std::ops::ControlFlow;
 
 use datafusion::error::DataFusionError;
 use datafusion::sql::parser::{DFParserBuilder, Statement};
-use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, Statement as Ast, Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{
+    Expr, Query, SelectItem, SetExpr, Statement as Ast, Visit, Visitor,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::error::SqlError;
 
@@ -56,7 +61,7 @@ pub fn parse(sql: &str) -> Result<Statement, SqlError> {
             sql.len()
         )));
     }
-    let brackets = bracket_depth(sql);
+    let brackets = bracket_depth(sql)?;
     if brackets > MAX_BRACKET_DEPTH {
         return Err(SqlError::Rejected(format!(
             "the query nests brackets or CASE {brackets} deep; at most {MAX_BRACKET_DEPTH} \
@@ -86,6 +91,34 @@ pub fn parse(sql: &str) -> Result<Statement, SqlError> {
         .ok_or_else(|| SqlError::Invalid("empty".into()))?;
     check(&statement)?;
     Ok(statement)
+}
+
+/// Parses `text` as one SQL expression, under the same limits as a query,
+/// and gives it back in canonical form (comments gone, brackets balanced),
+/// ready to be placed inside SQL that tidewire writes. Anything that is
+/// not a single expression (a second clause, `ts) OR (true`) is refused.
+pub fn parse_expression(text: &str) -> Result<String, SqlError> {
+    let statement = parse(&format!("SELECT {text}"))?;
+    let not_one = || SqlError::Invalid(format!("{text:?} is not one SQL expression"));
+    let Statement::Statement(ast) = &statement else {
+        return Err(not_one());
+    };
+    let Ast::Query(query) = ast.as_ref() else {
+        return Err(not_one());
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Err(not_one());
+    };
+    let [SelectItem::UnnamedExpr(expr)] = select.projection.as_slice() else {
+        return Err(not_one());
+    };
+    let canonical = expr.to_string();
+    // The whole statement printed is `SELECT <expr>` only when nothing
+    // else (FROM, WHERE, ORDER BY, ...) came with it.
+    if ast.to_string() != format!("SELECT {canonical}") {
+        return Err(not_one());
+    }
+    Ok(canonical)
 }
 
 fn check(statement: &Statement) -> Result<(), SqlError> {
@@ -131,57 +164,28 @@ fn rejected(what: &str) -> SqlError {
     ))
 }
 
-/// How deep brackets (`(`, `[`) and `CASE ... END` nest in `sql`, outside
-/// string literals, quoted identifiers and comments. Read from the text,
-/// before the parser sees it.
-pub fn bracket_depth(sql: &str) -> usize {
-    let bytes = sql.as_bytes();
-    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
-    // The index just past the first `end` at or after `from`.
-    let past = |end: &[u8], from: usize| {
-        bytes[from.min(bytes.len())..]
-            .windows(end.len())
-            .position(|w| w == end)
-            .map_or(bytes.len(), |p| from + p + end.len())
-    };
-    while i < bytes.len() {
-        match bytes[i] {
-            quote @ (b'\'' | b'"' | b'`') => {
-                // A doubled quote inside is an escaped quote: scanning on
-                // from the closing one reads it as a new (empty) literal.
-                i = past(&[quote], i + 1);
-                continue;
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = past(b"\n", i + 2);
-                continue;
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i = past(b"*/", i + 2);
-                continue;
-            }
-            b'(' | b'[' => depth += 1,
-            b')' | b']' => depth = depth.saturating_sub(1),
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                let word = &bytes[start..i];
-                if word.eq_ignore_ascii_case(b"case") {
-                    depth += 1;
-                } else if word.eq_ignore_ascii_case(b"end") {
-                    depth = depth.saturating_sub(1);
-                }
-                deepest = deepest.max(depth);
-                continue;
+/// How deep brackets (`(`, `[`, `{`) and `CASE ... END` nest in `sql`,
+/// counted over the tokens of the dialect the parser uses, so string
+/// literals of every form, quoted identifiers and comments do not count.
+/// The tokenizer works in one pass without recursion.
+pub fn bracket_depth(sql: &str) -> Result<usize, SqlError> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| SqlError::Invalid(e.to_string()))?;
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for token in &tokens {
+        match token {
+            Token::LParen | Token::LBracket | Token::LBrace => depth += 1,
+            Token::RParen | Token::RBracket | Token::RBrace => depth = depth.saturating_sub(1),
+            Token::Word(word) if word.keyword == Keyword::CASE => depth += 1,
+            Token::Word(word) if word.keyword == Keyword::END => {
+                depth = depth.saturating_sub(1);
             }
             _ => {}
         }
         deepest = deepest.max(depth);
-        i += 1;
     }
-    deepest
+    Ok(deepest)
 }
 
 /// Walks a query and stops at the first place it is too deep or too wide.
@@ -275,6 +279,10 @@ mod tests {
     #[test]
     fn bracket_depth_skips_literals_identifiers_and_comments() {
         let cases = [
+            ("SELECT $$'$$, ((1)), $$'$$", 2),
+            ("SELECT E'\\'((', (1)", 1),
+            ("SELECT /* /* */ ((( */ (1)", 1),
+            ("SELECT {'a': (1)}", 2),
             ("SELECT 1", 0),
             ("SELECT ((1))", 2),
             ("SELECT a[1][2] FROM t", 1),
@@ -289,8 +297,32 @@ mod tests {
             ("SELECT )))((", 2),
         ];
         for (sql, depth) in cases {
-            assert_eq!(bracket_depth(sql), depth, "{sql}");
+            assert_eq!(bracket_depth(sql).expect(sql), depth, "{sql}");
         }
+    }
+
+    #[test]
+    fn an_expression_is_one_expression_in_canonical_form() {
+        assert_eq!(
+            parse_expression("to_timestamp_millis(json_get_int(payload, 't')) -- when")
+                .expect("ok"),
+            "to_timestamp_millis(json_get_int(payload, 't'))"
+        );
+        for bad in [
+            "ts) OR (true",
+            "ts FROM events",
+            "ts, ts",
+            "ts WHERE true",
+            "1; DROP TABLE events",
+            "",
+        ] {
+            assert!(parse_expression(bad).is_err(), "{bad}");
+        }
+        let deep = format!("ts{}", " + 0".repeat(20_000));
+        assert!(matches!(
+            parse_expression(&deep),
+            Err(SqlError::Rejected(_))
+        ));
     }
 
     #[test]

@@ -172,6 +172,9 @@ async fn functions_that_build_huge_values_fail_under_the_memory_limit() -> Resul
         "SELECT cardinality(range(1, 1000000000))",
         "SELECT cardinality(generate_series(-9223372036854775807, 9223372036854775807))",
         "SELECT array_resize([1], 1000000000)",
+        "SELECT cardinality(array_resize(make_array('x'), 10000000, repeat('x', 1000000)))",
+        "SELECT cardinality(range(TIMESTAMP '1970-01-01', TIMESTAMP '2100-01-01', INTERVAL '1 second'))",
+        "SELECT cardinality(generate_series(DATE '1970-01-01', DATE '2100-01-01', INTERVAL '1 minute'))",
         "SELECT replace(repeat('x', 1000000), 'x', repeat('y', 1000))",
         "SELECT regexp_replace(repeat('x', 100000), '', repeat('y', 100000), 'g')",
         "SELECT length(string_agg(repeat(payload, 100000), '')) FROM events",
@@ -193,6 +196,19 @@ async fn functions_that_build_huge_values_fail_under_the_memory_limit() -> Resul
     assert_eq!(
         one_i64(&f.engine, "SELECT cardinality(range(1, 1001))").await?,
         1000
+    );
+    // A constant string is counted by its length: 5 MB of '-' is fine.
+    assert_eq!(
+        one_i64(&f.engine, "SELECT length(repeat('-', 5000000))").await?,
+        5_000_000
+    );
+    assert_eq!(
+        one_i64(
+            &f.engine,
+            "SELECT cardinality(range(DATE '2026-01-01', DATE '2027-01-01', INTERVAL '1 day'))"
+        )
+        .await?,
+        365
     );
     Ok(())
 }
