@@ -317,7 +317,7 @@ impl WindowRunner {
     ) -> Result<QueryOutput, SqlError> {
         let runner = Arc::clone(self);
         self.engine
-            .execute(move || async move { runner.run_here(start, end, offsets).await })
+            .execute_waiting(move || async move { runner.run_here(start, end, offsets).await })
             .await
     }
 
@@ -360,7 +360,9 @@ impl WindowRunner {
         }
         let runner = Arc::clone(self);
         self.engine
-            .execute(move || async move { runner.count_late_here(offsets, closed_until).await })
+            .execute_waiting(
+                move || async move { runner.count_late_here(offsets, closed_until).await },
+            )
             .await
     }
 

@@ -198,7 +198,9 @@ impl SqlEngine {
             Err(SqlError::Rejected(_)) => "rejected",
             Err(SqlError::MemoryLimit { .. }) => "memory",
             Err(SqlError::Timeout(_)) => "timeout",
-            Err(SqlError::Busy { .. } | SqlError::ShuttingDown) => "busy",
+            Err(SqlError::Busy { .. } | SqlError::BudgetExhausted(_) | SqlError::ShuttingDown) => {
+                "busy"
+            }
             Err(_) => "error",
         };
         self.metrics
@@ -218,6 +220,17 @@ impl SqlEngine {
         T: Send + 'static,
     {
         self.executor.run(job).await
+    }
+
+    /// [`SqlEngine::execute`] for a continuous query's window: it waits
+    /// for a turn instead of being refused when the executor is busy.
+    pub(crate) async fn execute_waiting<T, F, Fut>(&self, job: F) -> Result<T, SqlError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, SqlError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.executor.run_waiting(job).await
     }
 
     /// Plans and runs `sql` against `state` (whose tables may be windowed

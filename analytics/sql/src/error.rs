@@ -5,6 +5,8 @@ use std::time::Duration;
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 
+use crate::memory::BudgetExhausted;
+
 /// Why a query or a continuous query definition failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
@@ -36,6 +38,10 @@ pub enum SqlError {
          (sql.max_concurrent_queries, sql.max_queued_queries); try again later"
     )]
     Busy { running: usize, waiting: usize },
+    /// Other queries hold the shared SQL memory budget (overload; try
+    /// again).
+    #[error("the SQL memory budget is in use by other queries; try again later: {0}")]
+    BudgetExhausted(String),
     /// The server is shutting down (try again once it is back).
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -69,6 +75,9 @@ impl SqlError {
             | DataFusionError::NotImplemented(_) => SqlError::Invalid(e.strip_backtrace()),
             DataFusionError::External(inner) if inner.is::<StorageFailure>() => {
                 SqlError::Storage(inner.to_string())
+            }
+            DataFusionError::External(inner) if inner.is::<BudgetExhausted>() => {
+                SqlError::BudgetExhausted(inner.to_string())
             }
             DataFusionError::Execution(_) => SqlError::Evaluation(e.strip_backtrace()),
             DataFusionError::ArrowError(arrow, _) if caused_by_input(arrow) => {

@@ -3,11 +3,12 @@
 //! publish. Every query (ad hoc, and each window of a continuous query)
 //! is parsed, planned and run here as one job:
 //!
-//! - at most `max_concurrent` jobs run at once and `max_queued` wait for a
-//!   turn; one more is refused at once as busy;
-//! - the timeout covers the wait and the run, and ends the job: the task
-//!   is aborted, and DataFusion's operators, which yield to Tokio between
-//!   batches, stop at their next batch;
+//! - at most `max_concurrent` jobs run at once and `max_queued` ad-hoc
+//!   queries wait for a turn; one more is refused at once as busy.
+//!   Continuous queries' windows always wait for their turn;
+//! - the timeout (for an ad-hoc query, its wait included) ends the job:
+//!   the task is aborted, and DataFusion's operators, which yield to Tokio
+//!   between batches (see [`crate::plan_guards`]), stop at their next one;
 //! - a caller that goes away (a client that disconnects) aborts its job;
 //! - shutdown aborts every job and lets the threads go without waiting.
 //!
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -99,8 +100,10 @@ impl SqlExecutor {
         admitted.saturating_sub(self.running())
     }
 
-    /// Runs the future `job` makes on the executor, waiting for a turn,
-    /// under the timeout. Dropping the returned future aborts the job.
+    /// Runs the future `job` makes on the executor, waiting for a turn if
+    /// there is a place in the queue (else [`SqlError::Busy`] at once),
+    /// under the timeout, which counts the wait too. Dropping the returned
+    /// future aborts the job. For ad-hoc queries.
     pub async fn run<T, F, Fut>(&self, job: F) -> Result<T, SqlError>
     where
         F: FnOnce() -> Fut + Send + 'static,
@@ -116,10 +119,43 @@ impl SqlExecutor {
                 running: self.running(),
                 waiting: self.waiting(),
             })?;
+        let timeout = self.inner.timeout;
+        match tokio::time::timeout(timeout, self.spawn(Some(place), job).wait()).await {
+            Ok(result) => result,
+            Err(_) => Err(SqlError::Timeout(timeout)),
+        }
+    }
+
+    /// Runs the future `job` makes once a turn is free, however long that
+    /// takes, under the timeout from then on. For continuous queries'
+    /// windows, which must not be lost to ad-hoc load; each continuous
+    /// query waits for one window at a time, so these waits are bounded
+    /// by the number of continuous queries.
+    pub async fn run_waiting<T, F, Fut>(&self, job: F) -> Result<T, SqlError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, SqlError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.inner.stopped.is_cancelled() {
+            return Err(SqlError::ShuttingDown);
+        }
+        self.spawn(None, job).wait().await
+    }
+
+    /// Spawns `job` on the executor: it waits for a turn, then runs under
+    /// the timeout, until shutdown.
+    fn spawn<T, F, Fut>(&self, place: Option<OwnedSemaphorePermit>, job: F) -> AbortOnDrop<T>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, SqlError>> + Send + 'static,
+        T: Send + 'static,
+    {
         let running = Arc::clone(&self.inner.running);
         let stopped = self.inner.stopped.clone();
         let metrics = self.inner.metrics.clone();
-        let task = AbortOnDrop(self.inner.handle.spawn(async move {
+        let timeout = self.inner.timeout;
+        AbortOnDrop(self.inner.handle.spawn(async move {
             let _place = place;
             let waiting = GaugeGuard::new(&metrics.waiting);
             let _turn = tokio::select! {
@@ -129,15 +165,12 @@ impl SqlExecutor {
             drop(waiting);
             let _running = GaugeGuard::new(&metrics.running);
             tokio::select! {
-                result = job() => result,
+                result = tokio::time::timeout(timeout, job()) => {
+                    result.unwrap_or(Err(SqlError::Timeout(timeout)))
+                }
                 () = stopped.cancelled() => Err(SqlError::ShuttingDown),
             }
-        }));
-        let timeout = self.inner.timeout;
-        match tokio::time::timeout(timeout, task.wait()).await {
-            Ok(result) => result,
-            Err(_) => Err(SqlError::Timeout(timeout)),
-        }
+        }))
     }
 
     /// Refuses new jobs, aborts the running and waiting ones, and lets the

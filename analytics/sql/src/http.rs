@@ -66,7 +66,7 @@ impl IntoResponse for SqlError {
             SqlError::MemoryLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             SqlError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             SqlError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
-            SqlError::Busy { .. } | SqlError::ShuttingDown => {
+            SqlError::Busy { .. } | SqlError::BudgetExhausted(_) | SqlError::ShuttingDown => {
                 let retry = [(header::RETRY_AFTER, "1")];
                 return (retry, error(StatusCode::SERVICE_UNAVAILABLE, self)).into_response();
             }

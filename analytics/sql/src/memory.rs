@@ -43,6 +43,12 @@ impl SqlBudget {
     }
 }
 
+/// The shared budget is held by other queries: the query may succeed once
+/// they end (overload, not the query's fault).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BudgetExhausted(pub String);
+
 /// One query's pool: its own limit, and the shared budget.
 #[derive(Debug)]
 struct QueryPool {
@@ -69,13 +75,15 @@ impl MemoryPool for QueryPool {
         self.query.try_grow(reservation, additional)?;
         if self.budget.total.try_grow(reservation, additional).is_err() {
             self.query.shrink(reservation, additional);
-            return Err(DataFusionError::ResourcesExhausted(format!(
-                "{} needed {additional} more bytes, but all queries together hold {} of the \
+            return Err(DataFusionError::External(Box::new(BudgetExhausted(
+                format!(
+                    "{} needed {additional} more bytes, but all queries together hold {} of the \
                  {} bytes they may use (sql.total_memory_limit)",
-                reservation.consumer().name(),
-                self.budget.reserved(),
-                self.budget.limit
-            )));
+                    reservation.consumer().name(),
+                    self.budget.reserved(),
+                    self.budget.limit
+                ),
+            ))));
         }
         Ok(())
     }
@@ -114,6 +122,10 @@ mod tests {
         in_a.try_grow(600).expect("within both");
         let refused = in_b.try_grow(500).expect_err("over the budget");
         assert!(refused.to_string().contains("sql.total_memory_limit"));
+        assert!(matches!(
+            crate::SqlError::from_datafusion(refused, 600),
+            crate::SqlError::BudgetExhausted(_)
+        ));
         assert_eq!((b.reserved(), budget.reserved()), (0, 600));
         in_b.try_grow(400).expect("what is left");
         drop(in_a);

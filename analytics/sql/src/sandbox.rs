@@ -31,8 +31,10 @@ use crate::error::SqlError;
 
 /// Longest SQL text accepted.
 pub const MAX_SQL_BYTES: usize = 64 * 1024;
-/// Deepest nesting of expressions and subqueries, counted together.
-pub const MAX_NESTING: usize = 100;
+/// Deepest nesting of expressions and subqueries, counted together. A
+/// chain `a OR b OR ...` or `a || b || ...` nests as deep as it is long;
+/// the executor's stacks plan 400 levels with room to spare.
+pub const MAX_NESTING: usize = 400;
 /// Deepest nesting of brackets and `CASE ... END`, read from the text.
 /// DataFusion's simplifier copies some arguments (`coalesce` becomes a
 /// `CASE` that names its first argument twice), so planning time doubles
