@@ -176,6 +176,19 @@ impl SqlEngine {
 
     /// Runs one read-only query on the executor, under the limits.
     pub async fn query(&self, sql: &str) -> Result<QueryOutput, SqlError> {
+        self.query_into(sql, Ok).await
+    }
+
+    /// [`SqlEngine::query`], with the result turned into what the caller
+    /// sends (JSON, CSV, Arrow IPC) by `encode`, on the executor too and
+    /// while the result still counts against the query's memory limit, so
+    /// a large answer is neither encoded on the threads that serve MQTT and
+    /// HTTP nor held outside the budget.
+    pub async fn query_into<T, E>(&self, sql: &str, encode: E) -> Result<T, SqlError>
+    where
+        T: Send + 'static,
+        E: FnOnce(QueryOutput) -> Result<T, SqlError> + Send + 'static,
+    {
         let started = Instant::now();
         let (engine, sql) = (self.clone(), sql.to_owned());
         let outcome = self
@@ -183,7 +196,7 @@ impl SqlEngine {
             .run(move || async move {
                 let state = engine.state();
                 engine
-                    .plan_and_collect(state, &sql, Some(&engine.plans))
+                    .plan_and_collect(state, &sql, Some(&engine.plans), encode)
                     .await
             })
             .await;
@@ -241,7 +254,7 @@ impl SqlEngine {
         state: SessionState,
         sql: &str,
     ) -> Result<QueryOutput, SqlError> {
-        self.plan_and_collect(state, sql, None).await
+        self.plan_and_collect(state, sql, None, Ok).await
     }
 
     /// The physical plan of `sql`, from a cached logical plan when there is
@@ -281,12 +294,15 @@ impl SqlEngine {
         plan_guards::guard(physical).map_err(df_err)
     }
 
-    async fn plan_and_collect(
+    /// Plans and runs `sql`, then hands the result to `encode` while it
+    /// still counts against the query's pool.
+    async fn plan_and_collect<T>(
         &self,
         state: SessionState,
         sql: &str,
         plans: Option<&PlanCache>,
-    ) -> Result<QueryOutput, SqlError> {
+        encode: impl FnOnce(QueryOutput) -> Result<T, SqlError>,
+    ) -> Result<T, SqlError> {
         let limit = self.limits.memory_limit;
         let df_err = |e: DataFusionError| SqlError::from_datafusion(e, limit);
         let physical = self.plan(&state, sql, plans).await?;
@@ -311,7 +327,9 @@ impl SqlEngine {
                 .map_err(df_err)?;
             batches.push(batch);
         }
-        Ok(QueryOutput { schema, batches })
+        let encoded = encode(QueryOutput { schema, batches });
+        drop(held);
+        encoded
     }
 }
 

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::config::QueryConfig;
 use crate::continuous::ContinuousQueries;
-use crate::engine::SqlEngine;
+use crate::engine::{QueryOutput, SqlEngine};
 use crate::error::SqlError;
 use crate::output;
 
@@ -85,33 +85,42 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Res
     })
 }
 
+/// Turns a result into the bytes of one response format.
+type Encoder = fn(&QueryOutput) -> Result<Vec<u8>, String>;
+
 async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let request: SqlRequest = match parse_body(&body) {
         Ok(r) => r,
         Err(response) => return *response,
     };
-    let out = match state.engine.query(&request.sql).await {
-        Ok(out) => out,
-        Err(e) => return e.into_response(),
-    };
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let encoded = if accept.contains("text/csv") {
-        output::to_csv(&out).map(|b| ([(header::CONTENT_TYPE, "text/csv")], b).into_response())
+    let (content_type, encode): (&str, Encoder) = if accept.contains("text/csv") {
+        ("text/csv", |out| {
+            output::to_csv(out).map_err(|e| e.to_string())
+        })
     } else if accept.contains(ARROW_STREAM) {
-        output::to_arrow_ipc(&out)
-            .map(|b| ([(header::CONTENT_TYPE, ARROW_STREAM)], b).into_response())
+        (ARROW_STREAM, |out| {
+            output::to_arrow_ipc(out).map_err(|e| e.to_string())
+        })
     } else {
-        output::to_json(&out).map(|j| axum::Json(j).into_response())
+        ("application/json", |out| {
+            let json = output::to_json(out).map_err(|e| e.to_string())?;
+            serde_json::to_vec(&json).map_err(|e| e.to_string())
+        })
     };
-    encoded.unwrap_or_else(|e| {
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding the result: {e}"),
-        )
-    })
+    let encoded = state
+        .engine
+        .query_into(&request.sql, move |out| {
+            encode(&out).map_err(|e| SqlError::Internal(format!("encoding the result: {e}")))
+        })
+        .await;
+    match encoded {
+        Ok(bytes) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn create_query(State(state): State<ApiState>, body: Bytes) -> Response {

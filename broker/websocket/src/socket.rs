@@ -391,18 +391,23 @@ impl Socket {
         let outbox = self.outbox.clone();
         let errors = self.gateway.metrics.errors.clone();
         self.helpers.spawn(async move {
-            let reply = match engine.query(&sql).await {
-                Ok(result) => match output::to_json(&result) {
-                    Ok(result) => Reply::Result { id, result },
-                    Err(e) => Reply::error(Some(id), format!("encoding the result: {e}")),
-                },
+            let encoded = engine
+                .query_into(&sql, |out| {
+                    output::to_json(&out)
+                        .map_err(|e| SqlError::Internal(format!("encoding the result: {e}")))
+                })
+                .await;
+            let reply = match encoded {
+                Ok(result) => Reply::Result { id, result },
                 Err(e) => Reply::error(Some(id), e.to_string()),
             };
             if let Reply::Error { .. } = reply {
                 WsMetrics::count(&errors, "query");
             }
-            drop(permit);
+            // The slot is free only once the answer is on its way, so a
+            // client that stops reading cannot pile up finished results.
             let _ = outbox.send(reply).await;
+            drop(permit);
         });
         None
     }
