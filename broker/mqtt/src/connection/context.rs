@@ -172,12 +172,11 @@ impl Context {
             .lock()
             .subscriptions
             .insert(full.to_owned(), options);
-        let due = match options.retain_handling {
-            0 => true,
-            1 => !existed,
-            _ => false,
-        };
-        Ok(due && parsed.group.is_none())
+        Ok(retained_due(
+            options.retain_handling,
+            existed,
+            parsed.group.is_some(),
+        ))
     }
 
     /// Queues the retained messages matching the plain filter `filter` into
@@ -225,6 +224,18 @@ impl Context {
     }
 }
 
+/// Whether a subscription gets the retained messages that match it, by its
+/// Retain Handling (0: on every subscribe, 1: only when it is new, 2:
+/// never). A shared subscription gets none.
+fn retained_due(retain_handling: u8, existed: bool, shared: bool) -> bool {
+    let due = match retain_handling {
+        0 => true,
+        1 => !existed,
+        _ => false,
+    };
+    due && !shared
+}
+
 /// Why a subscription was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubscribeError {
@@ -256,6 +267,14 @@ impl ConnectionSlot {
             ctx: Arc::clone(ctx),
             _tracked: tracked,
         })
+    }
+}
+
+#[cfg(test)]
+impl ConnectionSlot {
+    /// A slot for a connection that a unit test drives by hand.
+    pub(super) fn for_test(ctx: &Arc<Context>) -> Option<Self> {
+        Self::take(ctx, ctx.connections.token())
     }
 }
 
@@ -305,4 +324,138 @@ pub async fn refuse_busy<S: Transport>(mut io: S, ctx: Arc<Context>) {
         }
     }
     let _ = io.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{TestContext, count};
+    use super::*;
+
+    fn options(retain_handling: u8, no_local: bool) -> SubOptions {
+        SubOptions {
+            qos: 1,
+            no_local,
+            retain_as_published: false,
+            retain_handling,
+            id: None,
+        }
+    }
+
+    #[test]
+    fn retain_handling_decides_when_retained_messages_are_sent() {
+        // (retain handling, subscription existed, shared) -> due
+        let cases = [
+            (0, false, false, true),
+            (0, true, false, true),
+            (1, false, false, true),
+            (1, true, false, false),
+            (2, false, false, false),
+            (2, true, false, false),
+            (0, false, true, false),
+            (1, false, true, false),
+        ];
+        for (handling, existed, shared, due) in cases {
+            assert_eq!(
+                retained_due(handling, existed, shared),
+                due,
+                "retain handling {handling}, existed {existed}, shared {shared}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_get_no_slot_until_one_ends() {
+        let test = TestContext::new("max_connections = 2");
+        let ctx = &test.ctx;
+        let first = ConnectionSlot::for_test(ctx).expect("first slot");
+        let second = ConnectionSlot::for_test(ctx).expect("second slot");
+        assert!(ConnectionSlot::for_test(ctx).is_none(), "over the cap");
+        assert_eq!(ctx.metrics.connections.get(), 2);
+        drop(first);
+        assert_eq!(ctx.metrics.connections.get(), 1);
+        let third = ConnectionSlot::for_test(ctx).expect("a slot freed by the first");
+        assert_eq!(ctx.metrics.connections.get(), 2);
+        drop((second, third));
+        assert_eq!(ctx.metrics.connections.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn shutdown_waits_for_connections_holding_a_slot() {
+        let test = TestContext::new("");
+        let ctx = &test.ctx;
+        let slot = ConnectionSlot::for_test(ctx).expect("slot");
+        assert!(!ctx.is_closing());
+        ctx.shut_down();
+        assert!(ctx.is_closing());
+        assert!(
+            !ctx.drain(Duration::from_millis(20)).await,
+            "a slot is held"
+        );
+        drop(slot);
+        assert!(ctx.drain(Duration::from_secs(5)).await, "no slot is held");
+    }
+
+    #[tokio::test]
+    async fn subscribe_checks_the_filter_and_the_acl_and_reports_retained_due() {
+        let test = TestContext::new(
+            r##"
+            [anonymous]
+            publish = ["#"]
+            subscribe = ["sensors/#"]
+            "##,
+        );
+        let ctx = &test.ctx;
+        let session = ctx.sessions.attach("subscriber", true, 0).await.session;
+        let acl = ctx
+            .settings
+            .auth
+            .authenticate(None, &[])
+            .expect("anonymous clients allowed");
+
+        assert_eq!(
+            ctx.subscribe(&session, &acl, "sensors/#/x", options(0, false)),
+            Err(SubscribeError::InvalidFilter)
+        );
+        assert_eq!(
+            ctx.subscribe(&session, &acl, "$share/g/sensors/a", options(0, true)),
+            Err(SubscribeError::InvalidFilter),
+            "a shared subscription with No Local"
+        );
+        assert_eq!(count(&ctx.metrics.denied, "invalid_filter"), 2);
+        assert_eq!(
+            ctx.subscribe(&session, &acl, "alarms/#", options(0, false)),
+            Err(SubscribeError::NotAuthorized)
+        );
+        assert_eq!(count(&ctx.metrics.denied, "subscribe_acl"), 1);
+
+        assert_eq!(
+            ctx.subscribe(&session, &acl, "sensors/+", options(1, false)),
+            Ok(true),
+            "new"
+        );
+        assert_eq!(
+            ctx.subscribe(&session, &acl, "sensors/+", options(1, false)),
+            Ok(false),
+            "existing, retain handling 1"
+        );
+        assert_eq!(
+            ctx.subscribe(&session, &acl, "$share/g/sensors/a", options(0, false)),
+            Ok(false),
+            "shared"
+        );
+        let subscribed = session.inspect(|s| s.subscriptions.len());
+        assert_eq!(subscribed, 2);
+
+        assert!(ctx.unsubscribe(&session, "sensors/+"));
+        assert!(!ctx.unsubscribe(&session, "sensors/+"), "already gone");
+        assert_eq!(session.inspect(|s| s.subscriptions.len()), 1);
+    }
+
+    #[tokio::test]
+    async fn assigned_client_ids_are_distinct_and_marked_as_ours() {
+        let test = TestContext::new("");
+        let (a, b) = (test.ctx.assign_client_id(), test.ctx.assign_client_id());
+        assert!(a.starts_with("tw-") && b.starts_with("tw-"), "{a} {b}");
+        assert_ne!(a, b);
+    }
 }

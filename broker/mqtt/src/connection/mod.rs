@@ -49,6 +49,29 @@ enum Exit {
     Quiet,
 }
 
+impl Exit {
+    /// Whether the will is published when the connection ends this way:
+    /// always, except after a plain DISCONNECT and at shutdown.
+    fn publishes_will(self) -> bool {
+        match self {
+            Exit::Disconnected { with_will } => with_will,
+            Exit::Shutdown => false,
+            Exit::Closed | Exit::Refused(_) | Exit::TakenOver | Exit::Quiet => true,
+        }
+    }
+
+    /// The reason an MQTT 5 client is given in a DISCONNECT when the
+    /// connection ends this way; `None` when the server says nothing.
+    fn disconnect_reason(self) -> Option<DisconnectReasonCode> {
+        match self {
+            Exit::Refused(reason) => Some(reason),
+            Exit::TakenOver => Some(DisconnectReasonCode::SessionTakenOver),
+            Exit::Shutdown => Some(DisconnectReasonCode::ServerShuttingDown),
+            Exit::Disconnected { .. } | Exit::Closed | Exit::Quiet => None,
+        }
+    }
+}
+
 /// Writes `bytes` and flushes: a no-op for TCP, but a WebSocket sends its
 /// buffered messages only on flush.
 async fn write_out<S: Transport>(io: &mut S, bytes: &[u8]) -> std::io::Result<()> {
@@ -70,5 +93,53 @@ async fn serve<S: Transport>(io: S, slot: ConnectionSlot, park: Option<Park<S>>)
         Ok(Some(conn)) => drive(conn, park).await,
         Ok(None) => {}
         Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
+    }
+}
+
+#[cfg(test)]
+mod test_support;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_will_is_published_unless_the_client_said_goodbye_or_the_server_stops() {
+        let publishes = [
+            (Exit::Disconnected { with_will: false }, false),
+            (Exit::Disconnected { with_will: true }, true),
+            (Exit::Shutdown, false),
+            (Exit::Closed, true),
+            (Exit::Refused(DisconnectReasonCode::KeepAliveTimeout), true),
+            (Exit::TakenOver, true),
+            (Exit::Quiet, true),
+        ];
+        for (exit, expected) in publishes {
+            assert_eq!(exit.publishes_will(), expected, "{exit:?}");
+        }
+    }
+
+    #[test]
+    fn a_goodbye_names_why_the_server_closed_the_connection() {
+        let reasons = [
+            (
+                Exit::Refused(DisconnectReasonCode::ReceiveMaximumExceeded),
+                Some(DisconnectReasonCode::ReceiveMaximumExceeded),
+            ),
+            (
+                Exit::TakenOver,
+                Some(DisconnectReasonCode::SessionTakenOver),
+            ),
+            (
+                Exit::Shutdown,
+                Some(DisconnectReasonCode::ServerShuttingDown),
+            ),
+            (Exit::Disconnected { with_will: true }, None),
+            (Exit::Closed, None),
+            (Exit::Quiet, None),
+        ];
+        for (exit, expected) in reasons {
+            assert_eq!(exit.disconnect_reason(), expected, "{exit:?}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use futures_util::future::poll_fn;
 use rumqttd::protocol::{
-    Disconnect, DisconnectProperties, DisconnectReasonCode, Packet, PingResp, PubAck,
+    Disconnect, DisconnectProperties, DisconnectReasonCode, Filter, Packet, PingResp, PubAck,
     PubAckProperties, PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel,
     PubRelReason, Publish, PublishProperties, RetainForwardRule, SubAck, Subscribe,
     SubscribeProperties, SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe, qos,
@@ -69,6 +69,58 @@ pub(super) struct TopicAliases {
     inbound: BTreeMap<u16, String>,
     /// Set by us, up to the client's Topic Alias Maximum.
     outbound: BTreeMap<String, u16>,
+}
+
+/// The topic alias an outbound PUBLISH goes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutboundAlias {
+    /// One the client knows: the topic can be left out.
+    Known(u16),
+    /// One set up by this PUBLISH, which carries the topic too.
+    New(u16),
+}
+
+impl TopicAliases {
+    /// The alias to send `topic` with to a client that takes up to `max`:
+    /// the one it has already, a new one, or none once all are in use.
+    fn outbound_alias(&mut self, topic: &str, max: u16) -> Option<OutboundAlias> {
+        if let Some(known) = self.outbound.get(topic) {
+            return Some(OutboundAlias::Known(*known));
+        }
+        let next = self.outbound.len() as u16 + 1;
+        if next > max {
+            return None;
+        }
+        self.outbound.insert(topic.to_owned(), next);
+        Some(OutboundAlias::New(next))
+    }
+}
+
+/// The topic of an inbound PUBLISH sent with MQTT 5 Topic Alias `alias`:
+/// one sent with a topic sets the alias, one sent with an empty topic uses
+/// it. `aliases` is set up when the first alias is set. Errors with why
+/// the connection is closed: an alias outside 1 to
+/// [`TOPIC_ALIAS_MAXIMUM`], or one used before it was set.
+fn resolve_inbound_alias(
+    aliases: &mut Option<Box<TopicAliases>>,
+    topic: String,
+    alias: u16,
+) -> Result<String, DisconnectReasonCode> {
+    if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+        return Err(DisconnectReasonCode::TopicAliasInvalid);
+    }
+    if topic.is_empty() {
+        match aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
+            Some(known) => Ok(known.clone()),
+            None => Err(DisconnectReasonCode::ProtocolError),
+        }
+    } else {
+        aliases
+            .get_or_insert_default()
+            .inbound
+            .insert(alias, topic.clone());
+        Ok(topic)
+    }
 }
 
 /// An accepted connection with its socket and buffers.
@@ -323,15 +375,7 @@ impl<S: Transport> Connection<S> {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return None,
                 Err(e) => {
-                    let (reason, label) = match e {
-                        FrameError::TooLarge(_) => {
-                            (DisconnectReasonCode::PacketTooLarge, "packet_too_large")
-                        }
-                        FrameError::UnexpectedType(_) => {
-                            (DisconnectReasonCode::ProtocolError, "unexpected_packet")
-                        }
-                        _ => (DisconnectReasonCode::MalformedPacket, "malformed"),
-                    };
+                    let (reason, label) = frame_error_reason(&e);
                     tracing::debug!(client_id = %self.session.client_id, error = %e, "closing connection");
                     MqttMetrics::count(&self.ctx().metrics.protocol_errors, label);
                     return Some(Exit::Refused(reason));
@@ -412,20 +456,14 @@ impl<S: Transport> Connection<S> {
             return Some(Exit::Refused(DisconnectReasonCode::MalformedPacket));
         };
         if let Some(alias) = props.topic_alias {
-            if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
-                MqttMetrics::count(&self.ctx().metrics.protocol_errors, "topic_alias");
-                return Some(Exit::Refused(DisconnectReasonCode::TopicAliasInvalid));
-            }
-            if topic.is_empty() {
-                match self.aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
-                    Some(known) => topic = known.clone(),
-                    None => return Some(Exit::Refused(DisconnectReasonCode::ProtocolError)),
+            match resolve_inbound_alias(&mut self.aliases, topic, alias) {
+                Ok(resolved) => topic = resolved,
+                Err(reason) => {
+                    if reason == DisconnectReasonCode::TopicAliasInvalid {
+                        MqttMetrics::count(&self.ctx().metrics.protocol_errors, "topic_alias");
+                    }
+                    return Some(Exit::Refused(reason));
                 }
-            } else {
-                self.aliases
-                    .get_or_insert_default()
-                    .inbound
-                    .insert(alias, topic.clone());
             }
         }
 
@@ -440,10 +478,14 @@ impl<S: Transport> Connection<S> {
                 return None;
             }
         }
-        if qos > 0
-            && self.v5()
-            && self.pending_qos + usize::from(self.state.unreleased)
-                >= usize::from(self.ctx().settings.receive_maximum)
+        let receive_maximum = self.ctx().settings.receive_maximum;
+        if self.v5()
+            && exceeds_receive_maximum(
+                qos,
+                self.pending_qos,
+                self.state.unreleased,
+                receive_maximum,
+            )
         {
             MqttMetrics::count(&self.ctx().metrics.protocol_errors, "receive_maximum");
             return Some(Exit::Refused(DisconnectReasonCode::ReceiveMaximumExceeded));
@@ -489,31 +531,19 @@ impl<S: Transport> Connection<S> {
     /// Answers a publish the broker refused, by protocol version.
     fn refused_publish(&mut self, pkid: u16, qos: u8, e: &PublishError) -> Option<Exit> {
         tracing::debug!(client_id = %self.session.client_id, error = %e, "publish refused");
-        let reason = match e {
-            PublishError::InvalidTopic(_) => PubAckReason::TopicNameInvalid,
-            PublishError::PayloadTooLarge { .. } => PubAckReason::QuotaExceeded,
-            _ => PubAckReason::UnspecifiedError,
-        };
-        if !self.v5() {
-            // 3.1.1 has no negative ack: an invalid topic or a failed store
-            // closes the connection (the client will retry); an oversize
-            // payload is acknowledged and dropped, as Mosquitto does.
-            if reason != PubAckReason::QuotaExceeded {
-                return Some(Exit::Refused(DisconnectReasonCode::UnspecifiedError));
+        match publish_refusal(e, self.v5()) {
+            Ok(reason) => {
+                self.send_ack(pkid, qos, Err(reason));
+                None
             }
+            Err(reason) => Some(Exit::Refused(reason)),
         }
-        self.send_ack(pkid, qos, Err(reason));
-        None
     }
 
     /// Sends PUBACK/PUBREC for `pkid` (nothing for QoS 0). MQTT 3.1.1 has no
     /// failure codes, so a refusal is acknowledged plainly there.
     fn send_ack(&mut self, pkid: u16, qos: u8, outcome: Result<(), PubAckReason>) {
-        let reason = match outcome {
-            Ok(()) => PubAckReason::Success,
-            Err(_) if !self.v5() => PubAckReason::Success,
-            Err(reason) => reason,
-        };
+        let reason = ack_reason(outcome, self.v5());
         match qos {
             1 => self.send(Packet::PubAck(PubAck { pkid, reason }, None)),
             2 => {
@@ -594,29 +624,16 @@ impl<S: Transport> Connection<S> {
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         for filter in subscribe.filters {
-            let granted = (filter.qos as u8).min(2);
-            let options = SubOptions {
-                qos: granted,
-                no_local: v5 && filter.nolocal,
-                retain_as_published: v5 && filter.preserve_retain,
-                retain_handling: match filter.retain_forward_rule {
-                    RetainForwardRule::OnEverySubscribe => 0,
-                    RetainForwardRule::OnNewSubscribe => 1,
-                    RetainForwardRule::Never => 2,
-                },
-                id,
-            };
+            let options = sub_options(&filter, v5, id);
             let outcome =
                 self.ctx()
                     .subscribe(&self.session, &self.state.acl, &filter.path, options);
             codes.push(match outcome {
                 Ok(send_retained) => {
                     retained.extend(send_retained.then_some((filter.path, options)));
-                    SubscribeReasonCode::Success(qos(granted).unwrap_or_default())
+                    SubscribeReasonCode::Success(qos(options.qos).unwrap_or_default())
                 }
-                Err(_) if !v5 => SubscribeReasonCode::Failure,
-                Err(SubscribeError::InvalidFilter) => SubscribeReasonCode::TopicFilterInvalid,
-                Err(SubscribeError::NotAuthorized) => SubscribeReasonCode::NotAuthorized,
+                Err(e) => refused_subscription_code(e, v5),
             });
         }
         self.send(Packet::SubAck(
@@ -757,19 +774,14 @@ impl<S: Transport> Connection<S> {
         let mut alias = None;
         if use_alias && self.v5() && self.state.client_alias_max > 0 {
             let max = self.state.client_alias_max;
-            let outbound = &mut self.aliases.get_or_insert_default().outbound;
-            match outbound.get(&message.topic) {
-                Some(known) => {
-                    alias = Some(*known);
+            let aliases = self.aliases.get_or_insert_default();
+            match aliases.outbound_alias(&message.topic, max) {
+                Some(OutboundAlias::Known(known)) => {
+                    alias = Some(known);
                     topic = "";
                 }
-                None => {
-                    let next = outbound.len() as u16 + 1;
-                    if next <= max {
-                        outbound.insert(message.topic.clone(), next);
-                        alias = Some(next);
-                    }
-                }
+                Some(OutboundAlias::New(new)) => alias = Some(new),
+                None => {}
             }
         }
         let publish = OutgoingPublish {
@@ -819,13 +831,7 @@ impl<S: Transport> Connection<S> {
             // what is left to send here can wait for a slow socket alone.
             self.state.release(exit);
         }
-        let reason = match exit {
-            Exit::Refused(reason) => Some(reason),
-            Exit::TakenOver => Some(DisconnectReasonCode::SessionTakenOver),
-            Exit::Shutdown => Some(DisconnectReasonCode::ServerShuttingDown),
-            _ => None,
-        };
-        let goodbye = reason.filter(|_| self.v5());
+        let goodbye = exit.disconnect_reason().filter(|_| self.v5());
         if let Some(reason_code) = goodbye {
             self.send(Packet::Disconnect(Disconnect { reason_code }, None));
         }
@@ -863,6 +869,81 @@ async fn linger<S: Transport>(io: &mut S) {
     .await;
 }
 
+/// Why a connection is closed when its input cannot be framed, and the
+/// label it is counted under.
+fn frame_error_reason(e: &FrameError) -> (DisconnectReasonCode, &'static str) {
+    match e {
+        FrameError::TooLarge(_) => (DisconnectReasonCode::PacketTooLarge, "packet_too_large"),
+        FrameError::UnexpectedType(_) => (DisconnectReasonCode::ProtocolError, "unexpected_packet"),
+        _ => (DisconnectReasonCode::MalformedPacket, "malformed"),
+    }
+}
+
+/// Whether a QoS `qos` publish from an MQTT 5 client goes over our Receive
+/// Maximum: publishes waiting to be durable count against it, and so do
+/// QoS 2 ones waiting for PUBREL. QoS 0 never does.
+fn exceeds_receive_maximum(
+    qos: u8,
+    awaiting_durability: usize,
+    awaiting_release: u16,
+    receive_maximum: u16,
+) -> bool {
+    qos > 0 && awaiting_durability + usize::from(awaiting_release) >= usize::from(receive_maximum)
+}
+
+/// How a publish the broker refused is answered: `Ok` acknowledged with
+/// this reason, `Err` the connection closed with this one. MQTT 3.1.1 has
+/// no negative ack: an invalid topic or a failed store closes the
+/// connection (the client will retry); an oversize payload is acknowledged
+/// and dropped, as Mosquitto does.
+fn publish_refusal(e: &PublishError, v5: bool) -> Result<PubAckReason, DisconnectReasonCode> {
+    let reason = match e {
+        PublishError::InvalidTopic(_) => PubAckReason::TopicNameInvalid,
+        PublishError::PayloadTooLarge { .. } => PubAckReason::QuotaExceeded,
+        _ => PubAckReason::UnspecifiedError,
+    };
+    if !v5 && reason != PubAckReason::QuotaExceeded {
+        return Err(DisconnectReasonCode::UnspecifiedError);
+    }
+    Ok(reason)
+}
+
+/// The reason code of a PUBACK/PUBREC: MQTT 3.1.1 has no failure codes,
+/// so a refusal is acknowledged plainly there.
+fn ack_reason(outcome: Result<(), PubAckReason>, v5: bool) -> PubAckReason {
+    match outcome {
+        Ok(()) => PubAckReason::Success,
+        Err(_) if !v5 => PubAckReason::Success,
+        Err(reason) => reason,
+    }
+}
+
+/// The options a SUBSCRIBE asks for one filter (QoS at most 2), with
+/// subscription identifier `id`. No Local and Retain As Published are
+/// MQTT 5's.
+fn sub_options(filter: &Filter, v5: bool, id: Option<usize>) -> SubOptions {
+    SubOptions {
+        qos: (filter.qos as u8).min(2),
+        no_local: v5 && filter.nolocal,
+        retain_as_published: v5 && filter.preserve_retain,
+        retain_handling: match filter.retain_forward_rule {
+            RetainForwardRule::OnEverySubscribe => 0,
+            RetainForwardRule::OnNewSubscribe => 1,
+            RetainForwardRule::Never => 2,
+        },
+        id,
+    }
+}
+
+/// The SUBACK code for a refused subscription: 3.1.1 has only "failure".
+fn refused_subscription_code(e: SubscribeError, v5: bool) -> SubscribeReasonCode {
+    match e {
+        _ if !v5 => SubscribeReasonCode::Failure,
+        SubscribeError::InvalidFilter => SubscribeReasonCode::TopicFilterInvalid,
+        SubscribeError::NotAuthorized => SubscribeReasonCode::NotAuthorized,
+    }
+}
+
 fn pubrec_reason(reason: PubAckReason) -> PubRecReason {
     match reason {
         PubAckReason::Success => PubRecReason::Success,
@@ -874,5 +955,450 @@ fn pubrec_reason(reason: PubAckReason) -> PubRecReason {
         PubAckReason::PacketIdentifierInUse => PubRecReason::PacketIdentifierInUse,
         PubAckReason::QuotaExceeded => PubRecReason::QuotaExceeded,
         PubAckReason::PayloadFormatInvalid => PubRecReason::PayloadFormatInvalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rumqttd::protocol::{ConnectProperties, QoS};
+    use tidewire_core::topic::TopicError;
+    use tokio::io::DuplexStream;
+
+    use super::super::handshake::no_connect_properties;
+    use super::super::test_support::{TestContext, connect, count, delivery};
+    use super::*;
+    use crate::codec::Codec;
+
+    #[test]
+    fn frame_errors_close_with_a_reason_that_says_what_was_wrong() {
+        assert_eq!(
+            frame_error_reason(&FrameError::TooLarge(1 << 30)),
+            (DisconnectReasonCode::PacketTooLarge, "packet_too_large")
+        );
+        assert_eq!(
+            frame_error_reason(&FrameError::UnexpectedType(2)),
+            (DisconnectReasonCode::ProtocolError, "unexpected_packet")
+        );
+        assert_eq!(
+            frame_error_reason(&FrameError::Malformed("bad length".into())),
+            (DisconnectReasonCode::MalformedPacket, "malformed")
+        );
+    }
+
+    #[test]
+    fn inbound_topic_aliases_are_set_with_a_topic_and_used_without_one() {
+        let mut aliases = None;
+        assert_eq!(
+            resolve_inbound_alias(&mut aliases, String::new(), 3),
+            Err(DisconnectReasonCode::ProtocolError),
+            "used before it was set"
+        );
+        assert!(aliases.is_none(), "nothing set up for a failed lookup");
+        assert_eq!(
+            resolve_inbound_alias(&mut aliases, "plant/a".into(), 3),
+            Ok("plant/a".to_owned())
+        );
+        assert_eq!(
+            resolve_inbound_alias(&mut aliases, String::new(), 3),
+            Ok("plant/a".to_owned())
+        );
+        assert_eq!(
+            resolve_inbound_alias(&mut aliases, "plant/b".into(), 3),
+            Ok("plant/b".to_owned()),
+            "set again"
+        );
+        assert_eq!(
+            resolve_inbound_alias(&mut aliases, String::new(), 3),
+            Ok("plant/b".to_owned())
+        );
+        for invalid in [0, TOPIC_ALIAS_MAXIMUM + 1, u16::MAX] {
+            assert_eq!(
+                resolve_inbound_alias(&mut aliases, "plant/c".into(), invalid),
+                Err(DisconnectReasonCode::TopicAliasInvalid),
+                "alias {invalid}"
+            );
+        }
+        assert_eq!(
+            resolve_inbound_alias(&mut aliases, "plant/c".into(), TOPIC_ALIAS_MAXIMUM),
+            Ok("plant/c".to_owned())
+        );
+    }
+
+    #[test]
+    fn outbound_topic_aliases_are_numbered_up_to_the_client_s_maximum() {
+        let mut aliases = TopicAliases::default();
+        assert_eq!(aliases.outbound_alias("a", 2), Some(OutboundAlias::New(1)));
+        assert_eq!(aliases.outbound_alias("b", 2), Some(OutboundAlias::New(2)));
+        assert_eq!(aliases.outbound_alias("c", 2), None, "all in use");
+        assert_eq!(
+            aliases.outbound_alias("a", 2),
+            Some(OutboundAlias::Known(1))
+        );
+        assert_eq!(
+            aliases.outbound_alias("b", 2),
+            Some(OutboundAlias::Known(2))
+        );
+    }
+
+    #[test]
+    fn receive_maximum_counts_publishes_awaiting_durability_or_release() {
+        // (qos, awaiting durability, awaiting PUBREL, receive maximum)
+        let cases = [
+            (1, 0, 0, 1, false),
+            (1, 1, 0, 1, true),
+            (2, 0, 1, 1, true),
+            (1, 1, 1, 3, false),
+            (1, 2, 1, 3, true),
+            (0, 10, 10, 1, false),
+        ];
+        for (qos, durable, release, max, exceeds) in cases {
+            assert_eq!(
+                exceeds_receive_maximum(qos, durable, release, max),
+                exceeds,
+                "qos {qos}, awaiting durability {durable}, PUBREL {release}, maximum {max}"
+            );
+        }
+    }
+
+    #[test]
+    fn refused_publishes_are_answered_in_each_version_s_terms() {
+        let invalid = PublishError::InvalidTopic(TopicError::Empty);
+        let too_large = PublishError::PayloadTooLarge { size: 10, max: 5 };
+        assert_eq!(
+            publish_refusal(&invalid, true),
+            Ok(PubAckReason::TopicNameInvalid)
+        );
+        assert_eq!(
+            publish_refusal(&too_large, true),
+            Ok(PubAckReason::QuotaExceeded)
+        );
+        assert_eq!(
+            publish_refusal(&invalid, false),
+            Err(DisconnectReasonCode::UnspecifiedError),
+            "3.1.1 closes"
+        );
+        assert_eq!(
+            publish_refusal(&too_large, false),
+            Ok(PubAckReason::QuotaExceeded),
+            "acknowledged and dropped"
+        );
+        assert_eq!(
+            ack_reason(Err(PubAckReason::QuotaExceeded), false),
+            PubAckReason::Success,
+            "3.1.1 acknowledges plainly"
+        );
+        assert_eq!(
+            ack_reason(Err(PubAckReason::QuotaExceeded), true),
+            PubAckReason::QuotaExceeded
+        );
+        assert_eq!(ack_reason(Ok(()), true), PubAckReason::Success);
+    }
+
+    #[test]
+    fn pubrec_carries_the_reason_a_puback_would() {
+        let pairs = [
+            (PubAckReason::Success, PubRecReason::Success),
+            (PubAckReason::NotAuthorized, PubRecReason::NotAuthorized),
+            (
+                PubAckReason::TopicNameInvalid,
+                PubRecReason::TopicNameInvalid,
+            ),
+            (PubAckReason::QuotaExceeded, PubRecReason::QuotaExceeded),
+            (
+                PubAckReason::UnspecifiedError,
+                PubRecReason::UnspecifiedError,
+            ),
+        ];
+        for (ack, rec) in pairs {
+            assert_eq!(pubrec_reason(ack), rec);
+        }
+    }
+
+    #[test]
+    fn subscription_options_and_refusals_follow_the_version() {
+        let filter = Filter {
+            path: "plant/#".into(),
+            qos: QoS::ExactlyOnce,
+            nolocal: true,
+            preserve_retain: true,
+            retain_forward_rule: RetainForwardRule::OnNewSubscribe,
+        };
+        let v5 = sub_options(&filter, true, Some(7));
+        assert_eq!(
+            (
+                v5.qos,
+                v5.no_local,
+                v5.retain_as_published,
+                v5.retain_handling,
+                v5.id
+            ),
+            (2, true, true, 1, Some(7))
+        );
+        let v311 = sub_options(&filter, false, None);
+        assert_eq!((v311.no_local, v311.retain_as_published), (false, false));
+        let never = Filter {
+            retain_forward_rule: RetainForwardRule::Never,
+            ..filter
+        };
+        assert_eq!(sub_options(&never, true, None).retain_handling, 2);
+
+        assert_eq!(
+            refused_subscription_code(SubscribeError::InvalidFilter, true),
+            SubscribeReasonCode::TopicFilterInvalid
+        );
+        assert_eq!(
+            refused_subscription_code(SubscribeError::NotAuthorized, true),
+            SubscribeReasonCode::NotAuthorized
+        );
+        for e in [SubscribeError::InvalidFilter, SubscribeError::NotAuthorized] {
+            assert_eq!(
+                refused_subscription_code(e, false),
+                SubscribeReasonCode::Failure
+            );
+        }
+    }
+
+    /// A client's PUBLISH, as bytes.
+    fn publish(version: Version, topic: &str, qos: u8, pkid: u16) -> BytesMut {
+        let mut out = BytesMut::new();
+        let publish = OutgoingPublish {
+            topic: topic.as_bytes(),
+            payload: b"21.5",
+            qos,
+            pkid,
+            dup: false,
+            retain: false,
+        };
+        let props = (version == Version::V5).then(PublishProperties::default);
+        Codec::new(version, 1 << 20)
+            .encode_publish(&publish, props.as_ref(), &mut out)
+            .expect("encode PUBLISH");
+        out
+    }
+
+    /// A client's packet other than PUBLISH, as bytes.
+    fn packet(version: Version, packet: Packet) -> BytesMut {
+        let mut out = BytesMut::new();
+        Codec::new(version, 1 << 20)
+            .encode(packet, &mut out)
+            .expect("encode");
+        out
+    }
+
+    /// Takes what the connection has sent, decoded, with the header of
+    /// each PUBLISH.
+    fn sent_frames(conn: &mut Connection<DuplexStream>) -> Vec<(Packet, Option<PublishHeader>)> {
+        let codec = Codec::new(conn.state.codec.version(), 1 << 20);
+        let mut out = std::mem::take(&mut conn.out);
+        let mut frames = Vec::new();
+        while let Some(frame) = codec.decode(&mut out).expect("a valid packet") {
+            frames.push(frame);
+        }
+        frames
+    }
+
+    /// Takes what the connection has sent, decoded.
+    fn sent(conn: &mut Connection<DuplexStream>) -> Vec<Packet> {
+        sent_frames(conn)
+            .into_iter()
+            .map(|(packet, _)| packet)
+            .collect()
+    }
+
+    /// Waits for every pending publish to be durable and acknowledges it.
+    async fn acknowledge_durable(conn: &mut Connection<DuplexStream>) {
+        while let Some(front) = conn.pending.front_mut() {
+            let result = front.done.as_mut().await;
+            conn.acknowledge(result);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_v5_client_over_the_receive_maximum_is_disconnected() {
+        let test = TestContext::new("receive_maximum = 2");
+        let (mut conn, _client) = test.connection(Version::V5, "sensor").await;
+        for (qos, pkid) in [(1, 1), (1, 2), (0, 0)] {
+            conn.read_buf
+                .extend_from_slice(&publish(Version::V5, "plant/t", qos, pkid));
+        }
+        assert_eq!(conn.handle_input().await, None, "QoS 0 does not count");
+        assert_eq!((conn.pending.len(), conn.pending_qos), (3, 2));
+        conn.read_buf
+            .extend_from_slice(&publish(Version::V5, "plant/t", 1, 3));
+        assert_eq!(
+            conn.handle_input().await,
+            Some(Exit::Refused(DisconnectReasonCode::ReceiveMaximumExceeded))
+        );
+        assert_eq!(
+            count(&test.ctx.metrics.protocol_errors, "receive_maximum"),
+            1
+        );
+        acknowledge_durable(&mut conn).await;
+        assert_eq!(conn.pending_qos, 0);
+        let acks: Vec<u16> = sent(&mut conn)
+            .into_iter()
+            .map(|p| match p {
+                Packet::PubAck(ack, _) if ack.reason == PubAckReason::Success => ack.pkid,
+                other => panic!("expected a PUBACK, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(acks, [1, 2], "in arrival order, once durable");
+    }
+
+    #[tokio::test]
+    async fn a_3_1_1_client_has_no_receive_maximum() {
+        let test = TestContext::new("receive_maximum = 1");
+        let (mut conn, _client) = test.connection(Version::V311, "sensor").await;
+        for pkid in 1..=3 {
+            conn.read_buf
+                .extend_from_slice(&publish(Version::V311, "plant/t", 1, pkid));
+        }
+        assert_eq!(conn.handle_input().await, None);
+        assert_eq!(conn.pending_qos, 3);
+    }
+
+    #[tokio::test]
+    async fn qos2_publishes_count_against_the_receive_maximum_until_pubrel() {
+        let test = TestContext::new("receive_maximum = 1");
+        let (mut conn, _client) = test.connection(Version::V5, "sensor").await;
+        conn.read_buf
+            .extend_from_slice(&publish(Version::V5, "plant/t", 2, 7));
+        assert_eq!(conn.handle_input().await, None);
+        acknowledge_durable(&mut conn).await;
+        assert_eq!((conn.pending_qos, conn.state.unreleased), (0, 1));
+        assert!(matches!(
+            sent(&mut conn)[..],
+            [Packet::PubRec(
+                PubRec {
+                    pkid: 7,
+                    reason: PubRecReason::Success
+                },
+                _
+            )]
+        ));
+
+        // A retry before PUBREL is acknowledged again, and not counted twice.
+        conn.read_buf
+            .extend_from_slice(&publish(Version::V5, "plant/t", 2, 7));
+        assert_eq!(conn.handle_input().await, None);
+        assert!(conn.pending.is_empty(), "not submitted again");
+        assert_eq!(conn.state.unreleased, 1);
+        assert!(matches!(
+            sent(&mut conn)[..],
+            [Packet::PubRec(PubRec { pkid: 7, .. }, _)]
+        ));
+
+        // PUBREL frees the place.
+        let release = PubRel {
+            pkid: 7,
+            reason: PubRelReason::Success,
+        };
+        conn.read_buf
+            .extend_from_slice(&packet(Version::V5, Packet::PubRel(release, None)));
+        assert_eq!(conn.handle_input().await, None);
+        assert_eq!(conn.state.unreleased, 0);
+        assert!(matches!(
+            sent(&mut conn)[..],
+            [Packet::PubComp(
+                PubComp {
+                    pkid: 7,
+                    reason: PubCompReason::Success
+                },
+                _
+            )]
+        ));
+        conn.read_buf
+            .extend_from_slice(&publish(Version::V5, "plant/t", 2, 8));
+        assert_eq!(conn.handle_input().await, None, "room again");
+        acknowledge_durable(&mut conn).await;
+
+        // Unreleased, 8 holds the only place.
+        conn.read_buf
+            .extend_from_slice(&publish(Version::V5, "plant/t", 1, 9));
+        assert_eq!(
+            conn.handle_input().await,
+            Some(Exit::Refused(DisconnectReasonCode::ReceiveMaximumExceeded))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_publish_the_acl_denies_is_refused_in_v5_and_acknowledged_in_3_1_1() {
+        let test = TestContext::new("[anonymous]\npublish = [\"plant/#\"]");
+        for (version, reason) in [
+            (Version::V5, PubAckReason::NotAuthorized),
+            (Version::V311, PubAckReason::Success),
+        ] {
+            let (mut conn, _client) = test.connection(version, "sensor").await;
+            conn.read_buf
+                .extend_from_slice(&publish(version, "office/t", 1, 4));
+            assert_eq!(conn.handle_input().await, None);
+            assert!(conn.pending.is_empty(), "not submitted");
+            assert_eq!(
+                sent(&mut conn),
+                [Packet::PubAck(PubAck { pkid: 4, reason }, None)],
+                "{version:?}"
+            );
+        }
+        assert_eq!(count(&test.ctx.metrics.denied, "publish_acl"), 2);
+    }
+
+    /// Takes the topics and packet ids of the PUBLISH packets sent.
+    fn published(conn: &mut Connection<DuplexStream>) -> Vec<(String, u16)> {
+        sent_frames(conn)
+            .into_iter()
+            .map(|frame| match frame {
+                (Packet::Publish(publish, _), Some(header)) => (
+                    String::from_utf8(publish.topic.to_vec()).expect("UTF-8"),
+                    header.pkid,
+                ),
+                other => panic!("expected a PUBLISH, got {other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn messages_are_sent_within_the_client_s_window() {
+        let test = TestContext::new("");
+        let props = ConnectProperties {
+            receive_maximum: Some(1),
+            ..no_connect_properties()
+        };
+        let (mut conn, _client) = test
+            .connection_with(Version::V5, connect("display", true), Some(props))
+            .await;
+        for topic in ["plant/a", "plant/b", "plant/c"] {
+            conn.session.enqueue(delivery(topic, 1));
+        }
+        conn.pump();
+        let first = published(&mut conn);
+        assert_eq!(first.len(), 1, "a window of one: {first:?}");
+        assert_eq!(first[0].0, "plant/a");
+        assert_eq!(conn.session.inspect(|s| s.inflight_count()), 1);
+
+        let ack = PubAck {
+            pkid: first[0].1,
+            reason: PubAckReason::Success,
+        };
+        conn.read_buf
+            .extend_from_slice(&packet(Version::V5, Packet::PubAck(ack, None)));
+        assert_eq!(conn.handle_input().await, None);
+        let next: Vec<String> = published(&mut conn)
+            .into_iter()
+            .map(|(topic, _)| topic)
+            .collect();
+        assert_eq!(next, ["plant/b"], "the PUBACK made room for one more");
+        assert_eq!(conn.session.inspect(|s| s.queue.len()), 1);
+    }
+
+    #[tokio::test]
+    async fn expired_messages_are_dropped_not_sent() {
+        let test = TestContext::new("");
+        let (mut conn, _client) = test.connection(Version::V5, "display").await;
+        let mut stale = delivery("plant/old", 0);
+        stale.expires_at = Some(Instant::now());
+        conn.session.enqueue(stale);
+        conn.session.enqueue(delivery("plant/new", 0));
+        conn.pump();
+        assert_eq!(published(&mut conn), [("plant/new".to_owned(), 0)]);
     }
 }

@@ -120,3 +120,85 @@ impl Parkable for Quiet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+    use std::time::Duration;
+
+    use tokio::io::DuplexStream;
+
+    use super::super::test_support::{TestContext, delivery};
+    use super::*;
+    use crate::codec::Version;
+
+    /// A waker that counts its wakes, standing in for the lot's.
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl CountingWaker {
+        fn wakes(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_parked_connection_is_woken_by_queued_messages_and_by_shutdown() {
+        let test = TestContext::new("");
+        let (conn, _client) = test.connection(Version::V5, "meter").await;
+        let (_io, quiet) = Quiet::from_connection(*conn);
+        let counter = Arc::new(CountingWaker::default());
+        let waker = Waker::from(Arc::clone(&counter));
+
+        assert!(!quiet.watch(&waker), "nothing to do yet");
+        quiet.state.session.enqueue(delivery("plant/valve", 1));
+        assert_eq!(counter.wakes(), 1, "a queued message wakes it");
+        assert!(quiet.watch(&waker), "and it has work");
+        assert!(!quiet.watch(&waker), "seen once");
+
+        test.ctx.shut_down();
+        assert_eq!(counter.wakes(), 2, "shutdown wakes it");
+        assert!(quiet.watch(&waker), "told to go");
+    }
+
+    static OFFERED: AtomicUsize = AtomicUsize::new(0);
+
+    /// A lot that gives every connection back.
+    fn give_back(conn: Box<Connection<DuplexStream>>) -> Option<Box<Connection<DuplexStream>>> {
+        OFFERED.fetch_add(1, Ordering::SeqCst);
+        Some(conn)
+    }
+
+    #[tokio::test]
+    async fn a_connection_given_back_by_the_lot_serves_on_until_its_client_leaves() {
+        let test = TestContext::new("");
+        let (conn, client) = test.connection(Version::V5, "meter").await;
+        conn.mark_quiet();
+        let task = tokio::spawn(drive(conn, Some(give_back as Park<DuplexStream>)));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while OFFERED.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("a quiet connection is offered to the lot");
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished(), "given back, it serves on");
+        assert_eq!(test.ctx.metrics.connections.get(), 1);
+
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("ends when the client leaves")
+            .expect("no panic");
+        assert_eq!(OFFERED.load(Ordering::SeqCst), 1, "offered only once");
+        assert_eq!(test.ctx.metrics.connections.get(), 0, "its slot went back");
+    }
+}
