@@ -26,6 +26,19 @@ pub enum TopicError {
     /// A wildcard that does not fill a whole level, or `#` not at the end.
     #[error("topic filter {0:?} has a misplaced wildcard")]
     BadWildcard(String),
+    /// A `$` topic, published through a front door that does not let
+    /// clients use them.
+    #[error("cannot publish to {0:?}: topics starting with $ are reserved for the broker")]
+    Reserved(String),
+}
+
+/// Refuses a `$` topic. The HTTP API and the `/ws` JSON protocol call it;
+/// MQTT leaves `$` topics to the ACLs, as MQTT brokers do.
+pub fn refuse_reserved(topic: &str) -> Result<(), TopicError> {
+    if topic.starts_with('$') {
+        return Err(TopicError::Reserved(topic.to_owned()));
+    }
+    Ok(())
 }
 
 /// Checks a topic name that a message is published to.

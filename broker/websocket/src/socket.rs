@@ -49,9 +49,6 @@ const SEND_BATCH: usize = 256;
 const OUTBOX: usize = 64;
 /// How long closing a socket may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
-/// Why a publish to a `$` topic is refused (MQTT publishes are left to
-/// the ACLs).
-const DOLLAR_TOPICS: &str = "topics starting with $ are reserved for the broker";
 
 /// Upgrades to the JSON protocol once the client is authenticated; bad
 /// credentials get 401 before any upgrade.
@@ -308,12 +305,8 @@ impl Socket {
         if qos > 1 {
             return Some(self.error(id, "bad_request", format!("qos must be 0 or 1, not {qos}")));
         }
-        if topic.starts_with('$') {
-            return Some(self.error(
-                id,
-                "bad_request",
-                format!("cannot publish to {topic:?}: {DOLLAR_TOPICS}"),
-            ));
+        if let Err(e) = tidewire_core::topic::refuse_reserved(&topic) {
+            return Some(self.error(id, "bad_request", e.to_string()));
         }
         if !self.acl.may_publish(&topic) {
             return Some(self.error(

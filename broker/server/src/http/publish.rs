@@ -45,9 +45,6 @@ struct StoredView {
     ts: i64,
 }
 
-/// Why a publish to a `$` topic is refused.
-const DOLLAR_TOPICS: &str = "topics starting with $ are reserved for the broker";
-
 /// The path before the topic.
 pub(super) const ROUTE_PREFIX: &str = "/api/v1/publish/";
 
@@ -63,11 +60,8 @@ pub async fn publish(
         ApiError::internal(format!("publish answered a path outside {ROUTE_PREFIX}"))
     })?;
     let topic = decode_topic(raw).map_err(ApiError::bad_request)?;
-    if topic.starts_with('$') {
-        return Err(ApiError::bad_request(format!(
-            "cannot publish to {topic:?}: {DOLLAR_TOPICS}"
-        )));
-    }
+    tidewire_core::topic::refuse_reserved(&topic)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let Query(params) = extracted(params)?;
     let payload = body.inspect_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
