@@ -10,20 +10,19 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use rumqttd::protocol::{ConnAck, Packet};
+use rumqttd::protocol::{ConnAck, ConnectReturnCode, Packet};
 use tidewire_core::Broker;
 use tidewire_core::topic::TopicFilter;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use super::handshake::busy;
 use super::parking::{Park, Quiet, park_tcp};
-use super::{serve, write_out};
+use super::{Transport, serve, write_out};
 use crate::auth::Acl;
-use crate::codec::{self, Codec};
+use crate::codec::{self, Codec, Version};
 use crate::config::MqttSettings;
 use crate::metrics::MqttMetrics;
 use crate::park::ParkingLot;
@@ -31,11 +30,6 @@ use crate::retained::{RetainedStore, now_ms};
 use crate::router::{Router, parse_filter};
 use crate::session::{Delivery, Session, SubOptions};
 use crate::sessions::SessionTable;
-
-/// A byte stream a session can be served over: TCP here, WebSocket
-/// elsewhere.
-pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
 
 /// Everything connections share.
 #[derive(Debug)]
@@ -285,6 +279,14 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// The CONNACK code for "try again later" in `version`.
+pub(super) fn busy(version: Version) -> ConnectReturnCode {
+    match version {
+        Version::V311 => ConnectReturnCode::ServiceUnavailable,
+        Version::V5 => ConnectReturnCode::ServerBusy,
+    }
+}
+
 /// Answers a connection that is over the connection limit with a refusal.
 pub async fn refuse_busy<S: Transport>(mut io: S, ctx: Arc<Context>) {
     MqttMetrics::count(&ctx.metrics.refused, "max_connections");
@@ -339,6 +341,12 @@ mod tests {
             retain_handling,
             id: None,
         }
+    }
+
+    #[test]
+    fn try_again_later_has_a_code_in_each_version() {
+        assert_eq!(busy(Version::V311), ConnectReturnCode::ServiceUnavailable);
+        assert_eq!(busy(Version::V5), ConnectReturnCode::ServerBusy);
     }
 
     #[test]

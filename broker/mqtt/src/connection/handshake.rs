@@ -16,28 +16,20 @@ use tidewire_core::topic;
 use tidewire_core::{Message, Properties, Source};
 use tokio::io::AsyncReadExt;
 
-use super::context::{ConnectionSlot, Context, Transport};
-use super::packet_loop::{Connection, IDLE_READ_BUFFER};
-use super::{Exit, TOPIC_ALIAS_MAXIMUM, write_out};
+use super::context::{ConnectionSlot, Context, busy};
+use super::{Exit, IDLE_READ_BUFFER, TOPIC_ALIAS_MAXIMUM, Transport, write_out};
 use crate::auth::{Acl, AuthError};
 use crate::codec::{self, Codec, FrameError, Version};
 use crate::metrics::MqttMetrics;
 use crate::session::{DelayedWill, NEVER_EXPIRES, Session};
 use crate::sessions::{Attached, Detached};
 
-/// The CONNACK code for "try again later" in `version`.
-pub(super) fn busy(version: Version) -> ConnectReturnCode {
-    match version {
-        Version::V311 => ConnectReturnCode::ServiceUnavailable,
-        Version::V5 => ConnectReturnCode::ServerBusy,
-    }
-}
-
-/// Reads CONNECT and answers it; returns the accepted connection.
+/// Reads CONNECT and answers it; returns the accepted connection's
+/// stream, what the client sent after CONNECT, and what was accepted.
 pub(super) async fn handshake<S: Transport>(
     mut io: S,
     slot: ConnectionSlot,
-) -> std::io::Result<Option<Box<Connection<S>>>> {
+) -> std::io::Result<Option<(S, BytesMut, Accepted)>> {
     let ctx = &slot.ctx;
     let mut read_buf = BytesMut::with_capacity(IDLE_READ_BUFFER);
     let max_packet = ctx.settings.max_packet_bytes;
@@ -102,23 +94,7 @@ pub(super) async fn handshake<S: Transport>(
     // Gone before its CONNACK: dropping `accepted` lets the session go as
     // for any connection that closed.
     write_out(&mut io, &out).await?;
-    Ok(accepted.map(|state| {
-        let nothing_more = read_buf.is_empty();
-        if nothing_more {
-            // Hold no read buffer while waiting.
-            read_buf = BytesMut::new();
-        }
-        let mut conn = Connection::new(io, read_buf, state, None);
-        conn.resend_inflight();
-        conn.note_read();
-        if nothing_more {
-            // Nothing came after CONNECT: the connection may park as soon
-            // as it waits, so clients connecting in a crowd do not each
-            // hold a task and buffers until their first second is up.
-            conn.mark_quiet();
-        }
-        conn
-    }))
+    Ok(accepted.map(|state| (io, read_buf, state)))
 }
 
 /// What an accepted CONNECT established, and the connection's state that
@@ -544,12 +520,6 @@ mod tests {
 
     use super::super::test_support::{TestContext, connack, connect, count};
     use super::*;
-
-    #[test]
-    fn try_again_later_has_a_code_in_each_version() {
-        assert_eq!(busy(Version::V311), ConnectReturnCode::ServiceUnavailable);
-        assert_eq!(busy(Version::V5), ConnectReturnCode::ServerBusy);
-    }
 
     #[test]
     fn turned_down_credentials_say_which_check_failed() {

@@ -21,16 +21,25 @@ mod packet_loop;
 mod parking;
 
 use rumqttd::protocol::DisconnectReasonCode;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-pub use context::{Context, SubscribeError, Transport, refuse_busy};
+pub use context::{Context, SubscribeError, refuse_busy};
 
 use context::ConnectionSlot;
 use handshake::handshake;
+use packet_loop::Connection;
 use parking::{Park, drive};
 
 /// Topic aliases a client may set towards us (MQTT 5 Topic Alias Maximum).
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
+/// Read buffer of a connection that sends little: idle connections stay
+/// small.
+const IDLE_READ_BUFFER: usize = 256;
+
+/// A byte stream a session can be served over: TCP here, WebSocket
+/// elsewhere.
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +99,9 @@ async fn write_out<S: Transport>(io: &mut S, bytes: &[u8]) -> std::io::Result<()
 async fn serve<S: Transport>(io: S, slot: ConnectionSlot, park: Option<Park<S>>) {
     slot.ctx.metrics.accepted.inc();
     match Box::pin(handshake(io, slot)).await {
-        Ok(Some(conn)) => drive(conn, park).await,
+        Ok(Some((io, read_buf, accepted))) => {
+            drive(Connection::start(io, read_buf, accepted), park).await;
+        }
         Ok(None) => {}
         Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
     }

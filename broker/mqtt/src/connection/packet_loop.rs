@@ -24,9 +24,9 @@ use rumqttd::protocol::{
 use tidewire_core::{Message, Properties, PublishError, Source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 
-use super::context::{Context, SubscribeError, Transport};
+use super::context::{Context, SubscribeError};
 use super::handshake::Accepted;
-use super::{Exit, TOPIC_ALIAS_MAXIMUM, write_out};
+use super::{Exit, IDLE_READ_BUFFER, TOPIC_ALIAS_MAXIMUM, Transport, write_out};
 use crate::codec::{FrameError, OutgoingPublish, PublishHeader, Version};
 use crate::metrics::{self, DropReason, MqttMetrics};
 use crate::session::{Delivery, Session, SubOptions};
@@ -35,9 +35,6 @@ use crate::session::{Delivery, Session, SubOptions};
 const SEND_BATCH: usize = 256;
 /// Bytes buffered for writing before the loop flushes.
 const WRITE_HIGH_WATER: usize = 1024 * 1024;
-/// Read buffer of a connection that sends little: idle connections stay
-/// small.
-pub(super) const IDLE_READ_BUFFER: usize = 256;
 /// Read buffer once a read fills the buffer: busy connections read in bulk.
 const BUSY_READ_BUFFER: usize = 64 * 1024;
 /// How long a goodbye may take to write and close, and how long a
@@ -140,6 +137,27 @@ pub(super) struct Connection<S> {
 }
 
 impl<S: Transport> Connection<S> {
+    /// A connection just accepted by the handshake, with what the client
+    /// sent after CONNECT in `read_buf`: resends what its session has in
+    /// flight and starts the keep-alive clock.
+    pub(super) fn start(io: S, mut read_buf: BytesMut, state: Accepted) -> Box<Self> {
+        let nothing_more = read_buf.is_empty();
+        if nothing_more {
+            // Hold no read buffer while waiting.
+            read_buf = BytesMut::new();
+        }
+        let mut conn = Connection::new(io, read_buf, state, None);
+        conn.resend_inflight();
+        conn.note_read();
+        if nothing_more {
+            // Nothing came after CONNECT: the connection may park as soon
+            // as it waits, so clients connecting in a crowd do not each
+            // hold a task and buffers until their first second is up.
+            conn.session.link.mark_quiet();
+        }
+        conn
+    }
+
     /// Serves the accepted `state` on `io`, with input already read in
     /// `read_buf` and the topic aliases of an earlier run, if any.
     pub(super) fn new(
@@ -176,11 +194,6 @@ impl<S: Transport> Connection<S> {
     /// Whether [`Connection::run`] may end to park once quiet.
     pub(super) fn set_parkable(&mut self, parkable: bool) {
         self.parkable = parkable;
-    }
-
-    /// Lets the session table's sweep find the connection quiet at once.
-    pub(super) fn mark_quiet(&self) {
-        self.session.link.mark_quiet();
     }
 
     fn v5(&self) -> bool {
@@ -684,7 +697,7 @@ impl<S: Transport> Connection<S> {
 
     /// After a reconnect: resend unacknowledged messages with DUP set, and
     /// PUBREL for those already PUBREC'd.
-    pub(super) fn resend_inflight(&mut self) {
+    fn resend_inflight(&mut self) {
         let inflight = self.session.lock().inflight_in_order();
         for (pkid, entry) in inflight {
             if entry.released {

@@ -11,10 +11,9 @@ use std::task::Waker;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-use super::Exit;
-use super::context::Transport;
 use super::handshake::Accepted;
-use super::packet_loop::{Connection, IDLE_READ_BUFFER, TopicAliases};
+use super::packet_loop::{Connection, TopicAliases};
+use super::{Exit, IDLE_READ_BUFFER, Transport};
 use crate::park::Parkable;
 
 /// Hands a quiet connection over to wait without its task, or gives it
@@ -179,8 +178,8 @@ mod tests {
     #[tokio::test]
     async fn a_connection_given_back_by_the_lot_serves_on_until_its_client_leaves() {
         let test = TestContext::new("");
+        // Quiet at once: nothing came after CONNECT.
         let (conn, client) = test.connection(Version::V5, "meter").await;
-        conn.mark_quiet();
         let task = tokio::spawn(drive(conn, Some(give_back as Park<DuplexStream>)));
         tokio::time::timeout(Duration::from_secs(5), async {
             while OFFERED.load(Ordering::SeqCst) == 0 {

@@ -101,7 +101,8 @@ impl TestContext {
     }
 
     /// An accepted connection for `client_id` (clean start) on one end of
-    /// an in-memory stream; the other end is the client's.
+    /// an in-memory stream; the other end is the client's. Nothing came
+    /// after CONNECT, so the connection counts as quiet.
     pub(super) async fn connection(
         &self,
         version: Version,
@@ -122,10 +123,7 @@ impl TestContext {
         assert_eq!(connack(&out).1, 0, "accepted");
         let accepted = accepted.expect("accepted");
         let (server, client) = tokio::io::duplex(64 * 1024);
-        (
-            Connection::new(server, BytesMut::new(), accepted, None),
-            client,
-        )
+        (Connection::start(server, BytesMut::new(), accepted), client)
     }
 }
 
