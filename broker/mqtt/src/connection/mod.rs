@@ -30,7 +30,8 @@ use handshake::handshake;
 use packet_loop::Connection;
 use parking::{Park, drive};
 
-/// Topic aliases a client may set towards us (MQTT 5 Topic Alias Maximum).
+/// Topic aliases a client may set towards us (MQTT 5 Topic Alias Maximum),
+/// and the most we set towards a client.
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 /// Read buffer of a connection that sends little: idle connections stay
 /// small.

@@ -79,13 +79,16 @@ enum OutboundAlias {
 
 impl TopicAliases {
     /// The alias to send `topic` with to a client that takes up to `max`:
-    /// the one it has already, a new one, or none once all are in use.
+    /// the one it has already, a new one, or none once all are in use. We
+    /// set at most [`TOPIC_ALIAS_MAXIMUM`] ourselves, whatever the client
+    /// allows, so a client allowing 65,535 cannot make the connection keep
+    /// 65,535 topic names.
     fn outbound_alias(&mut self, topic: &str, max: u16) -> Option<OutboundAlias> {
         if let Some(known) = self.outbound.get(topic) {
             return Some(OutboundAlias::Known(*known));
         }
-        let next = self.outbound.len() as u16 + 1;
-        if next > max {
+        let next = u16::try_from(self.outbound.len() + 1).ok()?;
+        if next > max.min(TOPIC_ALIAS_MAXIMUM) {
             return None;
         }
         self.outbound.insert(topic.to_owned(), next);
@@ -1051,6 +1054,15 @@ mod tests {
             aliases.outbound_alias("b", 2),
             Some(OutboundAlias::Known(2))
         );
+        let mut generous = TopicAliases::default();
+        for i in 1..=TOPIC_ALIAS_MAXIMUM {
+            let topic = format!("t/{i}");
+            assert_eq!(
+                generous.outbound_alias(&topic, u16::MAX),
+                Some(OutboundAlias::New(i))
+            );
+        }
+        assert_eq!(generous.outbound_alias("one/more", u16::MAX), None);
     }
 
     #[test]
