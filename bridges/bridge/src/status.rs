@@ -276,6 +276,26 @@ impl LinkState {
     }
 }
 
+/// A delivery pump reports an outbound link's progress straight onto the
+/// link's board.
+impl tidewire_delivery::Report for LinkState {
+    fn delivered(&self, n: u64) {
+        LinkState::delivered(self, n);
+    }
+
+    fn lost(&self, n: u64) {
+        LinkState::lost(self, n);
+    }
+
+    fn error(&self, error: &str) {
+        LinkState::error(self, error);
+    }
+
+    fn position(&self, cursor: u64, stream_end: u64) {
+        self.set_position(cursor, stream_end);
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Plain data: a panic elsewhere leaves it usable.
     mutex

@@ -3,7 +3,8 @@
 //! from the committed cursor (outbound) or the unacknowledged messages
 //! (inbound).
 
-use tidewire_core::{PublishError, StorageError};
+use tidewire_core::PublishError;
+use tidewire_delivery::DeliveryError;
 
 /// A link failure.
 #[derive(Debug, thiserror::Error)]
@@ -11,27 +12,15 @@ pub enum LinkError {
     /// NATS or JetStream refused or did not answer (external).
     #[error("nats: {what}: {message}")]
     Nats { what: &'static str, message: String },
-    /// The tidewire stream could not be read (external: disk).
-    #[error("reading stream {stream}: {source}")]
-    Read {
-        stream: String,
-        #[source]
-        source: StorageError,
-    },
+    /// Outbound delivery stopped: NATS did not take a record (external),
+    /// the stream or cursor could not be read or written (external: disk),
+    /// or a helper task died (internal bug).
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
     /// Storing an inbound message in tidewire failed (external: disk, or
     /// shutdown).
     #[error("storing inbound message: {0}")]
     Store(#[source] PublishError),
-    /// The cursor file could not be written (external: disk).
-    #[error("cursor {path}: {source}")]
-    Cursor {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A blocking helper task died (internal bug).
-    #[error("internal error (a bug): {0}")]
-    Internal(String),
 }
 
 impl LinkError {

@@ -5,10 +5,10 @@
 //!
 //! Layout: [`config`] (`[[bridge.nats]]` and its validation), [`mapping`]
 //! (topic <-> subject rules), [`headers`] (MQTT 5 properties <-> headers),
-//! [`cursor`] (the fsynced outbound position), [`connection`] (connect
-//! and session end), [`outbound`] and [`inbound`] (the links), and
-//! `bridge` (the [`tidewire_bridge::BridgeConfig`] impl and the
-//! reconnecting task).
+//! [`connection`] (connect and session end), [`outbound`] (the outbound
+//! links: a `tidewire_delivery` sink, on that crate's cursor and pump),
+//! [`inbound`] (the inbound links), and `bridge` (the
+//! [`tidewire_bridge::BridgeConfig`] impl and the reconnecting task).
 //!
 //! Loop prevention: messages bridged in are stored with the client id
 //! `$nats:<bridge name>` ([`client_id`]); outbound links skip every record
@@ -18,7 +18,6 @@
 mod bridge;
 pub mod config;
 pub mod connection;
-pub mod cursor;
 pub mod error;
 pub mod headers;
 pub mod inbound;

@@ -1,0 +1,24 @@
+//! The delivery layer: everything that sends a stream's records somewhere
+//! else, at least once, from a durable cursor.
+//!
+//! Layout: [`cursor`] (the fsynced position of one consumer), [`sink`]
+//! (the small trait a target implements: send one record, answer skipped,
+//! accepted or pending, and flush), [`pump`] (the one loop that reads
+//! from the cursor, tails the stream, keeps acknowledgements in flight,
+//! commits past accepted records and counts losses) and [`status`] (what
+//! the pump reports, and a ready-made board for consumers without one).
+//!
+//! A target writes only what is its own: the NATS bridge's outbound link
+//! is a [`Sink`] that maps topics to subjects and publishes.
+
+pub mod cursor;
+pub mod error;
+pub mod pump;
+pub mod sink;
+pub mod status;
+
+pub use cursor::Cursor;
+pub use error::DeliveryError;
+pub use pump::{Pump, PumpConfig, Start};
+pub use sink::{Sent, Sink, SinkError};
+pub use status::{DeliveryStatus, Report, StatusSnapshot};
