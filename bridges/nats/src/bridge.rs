@@ -208,12 +208,7 @@ async fn connect_loop(
                 tracing::info!(bridge = %spec.name, "NATS bridge connected");
                 state.set_health(Health::Connected, None);
                 let reason = session_run(&session, &mut outbound, &inbound).await;
-                if tokio::time::timeout(DRAIN_TIMEOUT, session.client.drain())
-                    .await
-                    .is_err()
-                {
-                    tracing::debug!(bridge = %spec.name, "old NATS connection did not drain");
-                }
+                session.close(DRAIN_TIMEOUT).await;
                 reason
             }
             Err(reason) => reason,

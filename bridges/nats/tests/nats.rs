@@ -17,6 +17,11 @@ use tidewire_nats_testkit::{NatsServer, free_port};
 use tidewire_storage::StorageMetrics;
 use tokio_util::sync::CancellationToken;
 
+#[path = "nats/proxy.rs"]
+mod proxy;
+#[path = "nats/reconnects.rs"]
+mod reconnects;
+
 /// How long a test waits for something that should happen soon.
 const PATIENCE: Duration = Duration::from_secs(60);
 
