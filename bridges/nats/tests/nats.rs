@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 mod proxy;
 #[path = "nats/reconnects.rs"]
 mod reconnects;
+#[path = "nats/sigkill.rs"]
+mod sigkill;
 
 /// How long a test waits for something that should happen soon.
 const PATIENCE: Duration = Duration::from_secs(60);
