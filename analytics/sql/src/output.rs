@@ -1,8 +1,11 @@
 //! Encodes query results as the SPEC's JSON, as CSV, or as Arrow IPC.
 
-use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::writer::{JsonArray, WriterBuilder};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -79,12 +82,35 @@ pub fn to_json(output: &QueryOutput) -> Result<JsonResult, ArrowError> {
             kind: sql_type(f.data_type()),
         })
         .collect();
-    let rows = to_objects(output)?
+    // Rows are read back by position: two columns may share a name
+    // (`SELECT a.offset, b.offset`), and objects keyed by name would keep
+    // only one of them. So each column is named by its index here.
+    let by_position = Arc::new(Schema::new(
+        output
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| f.as_ref().clone().with_name(i.to_string()))
+            .collect::<Vec<_>>(),
+    ));
+    let batches = output
+        .batches
+        .iter()
+        .map(|b| {
+            let rows = RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+            RecordBatch::try_new_with_options(Arc::clone(&by_position), b.columns().to_vec(), &rows)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let positional = QueryOutput {
+        schema: by_position,
+        batches,
+    };
+    let rows = to_objects(&positional)?
         .into_iter()
         .map(|mut object| {
-            columns
-                .iter()
-                .map(|c| object.remove(&c.name).unwrap_or(Value::Null))
+            (0..columns.len())
+                .map(|i| object.remove(&i.to_string()).unwrap_or(Value::Null))
                 .collect()
         })
         .collect();
@@ -126,4 +152,41 @@ pub fn to_arrow_ipc(output: &QueryOutput) -> Result<Vec<u8>, ArrowError> {
         writer.finish()?;
     }
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::Field;
+
+    use super::*;
+
+    #[test]
+    fn columns_that_share_a_name_keep_their_own_values() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("offset", DataType::Int64, false),
+            Field::new("offset", DataType::Int64, false),
+            Field::new("0", DataType::Utf8, true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![1, 3])),
+            Arc::new(Int64Array::from(vec![2, 4])),
+            Arc::new(StringArray::from(vec![Some("a"), None])),
+        ];
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns).expect("batch");
+        let json = to_json(&QueryOutput {
+            schema,
+            batches: vec![batch],
+        })
+        .expect("encode");
+        let names: Vec<&str> = json.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["offset", "offset", "0"]);
+        assert_eq!(
+            json.rows,
+            [
+                vec![Value::from(1), Value::from(2), Value::from("a")],
+                vec![Value::from(3), Value::from(4), Value::Null],
+            ]
+        );
+    }
 }
