@@ -18,7 +18,8 @@ use datafusion::execution::context::{SQLOptions, SessionContext, SessionState};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 use futures_util::StreamExt;
@@ -286,6 +287,7 @@ impl SqlEngine {
                 optimized
             }
         };
+        refuse_large_constants(&optimized, self.limits.memory_limit, state)?;
         let physical = state
             .query_planner()
             .create_physical_plan(&optimized, state)
@@ -331,6 +333,44 @@ impl SqlEngine {
         drop(held);
         encoded
     }
+}
+
+/// Refuses a plan holding a constant too large to copy into every row of
+/// a batch within `limit`. Constant folding computes `range(1, 1000000)`
+/// or `repeat('x', 1000000)` once, at plan time (where the function bounds
+/// see one row), and a projection then copies the value into each row:
+/// 300 records took 2.5 GB. The largest constant allowed is the limit
+/// divided by the batch size (32 KiB with the defaults).
+fn refuse_large_constants(
+    plan: &LogicalPlan,
+    limit: usize,
+    state: &SessionState,
+) -> Result<(), SqlError> {
+    let batch_rows = state.config().batch_size().max(1);
+    let most = limit / batch_rows;
+    let mut largest = 0;
+    let walked = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::Literal(value, _) = e {
+                    largest = largest.max(value.size());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    walked.map_err(|e| SqlError::from_datafusion(e, limit))?;
+    if largest > most {
+        return Err(SqlError::MemoryLimit {
+            limit,
+            detail: format!(
+                "a constant of {largest} bytes (from a function such as repeat() or range() \
+                 over constants) would be copied into each of up to {batch_rows} rows; \
+                 constants may be at most {most} bytes"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// DataFusion's own read-only check, after [`sandbox::parse`].

@@ -193,6 +193,9 @@ async fn functions_that_build_huge_values_fail_under_the_memory_limit() -> Resul
         "SELECT regexp_replace(repeat('x', 100000), '', repeat('y', 100000), 'g')",
         "SELECT length(string_agg(repeat(payload, 100000), '')) FROM events",
         "SELECT cardinality(array_agg(repeat(a.payload, 1000))) FROM events a, events b",
+        // Constants folded once, then copied into every row.
+        "SELECT range(1, 1000000) AS r FROM events",
+        "SELECT count(array_append(array_repeat(1, 1000000), length(payload))) FROM events",
         // Billions of rows in column-less batches, collected by the joins.
         "SELECT count(*) FROM events a, events b, events c, events d, events e",
     ];
