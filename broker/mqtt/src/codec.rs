@@ -135,6 +135,19 @@ impl Codec {
         if !matches!(kind, 1 | 3..=8 | 10 | 12 | 14) {
             return Err(FrameError::UnexpectedType(kind));
         }
+        // The flags are fixed for every type but PUBLISH (3.1.1 §2.2.2,
+        // 5.0 §2.1.3): 0010 for PUBREL, SUBSCRIBE and UNSUBSCRIBE, else 0.
+        let flags = header.byte1 & 0x0F;
+        let required = if matches!(kind, 6 | 8 | 10) {
+            0b0010
+        } else {
+            0
+        };
+        if kind != 3 && flags != required {
+            return Err(FrameError::Malformed(format!(
+                "packet type {kind} with reserved flags {flags:04b}"
+            )));
+        }
         let publish = if kind == 3 {
             Some(publish_header(
                 &buf[..header.frame_length()],
@@ -330,6 +343,39 @@ mod tests {
             small.decode(&mut buf),
             Err(FrameError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn reserved_fixed_header_flags_are_malformed() {
+        // SUBSCRIBE 0000 and 0011, UNSUBSCRIBE 0000, PUBREL 0000,
+        // PINGREQ 0001, PUBACK 0010, DISCONNECT 1000.
+        let bad: [&[u8]; 7] = [
+            &[0x80, 6, 0, 1, 0, 1, b'a', 0],
+            &[0x83, 6, 0, 1, 0, 1, b'a', 0],
+            &[0xA0, 5, 0, 1, 0, 1, b'a'],
+            &[0x60, 2, 0, 1],
+            &[0xC1, 0],
+            &[0x42, 2, 0, 1],
+            &[0xE8, 0],
+        ];
+        for frame in bad {
+            for version in [Version::V311, Version::V5] {
+                let mut buf = BytesMut::from(frame);
+                let err = Codec::new(version, 1024)
+                    .decode(&mut buf)
+                    .expect_err("reserved flags");
+                assert!(
+                    matches!(err, FrameError::Malformed(_)),
+                    "{frame:02x?}: {err}"
+                );
+            }
+        }
+        // The right flags decode.
+        for frame in [&[0x62u8, 2, 0, 1][..], &[0xC0, 0]] {
+            let mut buf = BytesMut::from(frame);
+            let decoded = Codec::new(Version::V311, 1024).decode(&mut buf);
+            assert!(matches!(decoded, Ok(Some(_))), "{frame:02x?}: {decoded:?}");
+        }
     }
 
     #[test]

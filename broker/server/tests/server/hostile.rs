@@ -1884,10 +1884,8 @@ async fn sql_defects_found_by_the_hostile_suite() {
 
 /// MQTT 3.1.1 §2.2.2 and 5.0 §2.1.3: reserved flags of the fixed header
 /// must be exactly as the spec says, and a server must close the
-/// connection when they are not. Today SUBSCRIBE, UNSUBSCRIBE, PUBREL and
-/// PINGREQ are served with any flags. Ignored until that is fixed.
+/// connection when they are not.
 #[tokio::test]
-#[ignore = "known defect found by the hostile suite (issue 19)"]
 async fn reserved_fixed_header_flags_close_the_connection() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = start_with(dir.path(), "").await;
