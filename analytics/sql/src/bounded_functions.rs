@@ -35,6 +35,11 @@ use datafusion::logical_expr::{
     ScalarUDF, ScalarUDFImpl, Signature, StructFieldMapping,
 };
 
+/// Most steps one call of a function whose time grows faster than its input
+/// may take: about a second of one core. The timeout cannot stop a call
+/// that is running, only the query between calls.
+const MAX_STEPS_PER_CALL: u128 = 200_000_000;
+
 /// Bytes one element of a list is counted as when nothing better is known.
 const ELEMENT_BYTES: u128 = 16;
 
@@ -109,6 +114,15 @@ impl ScalarUDFImpl for Bounded {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
+        if let Some(work) = work_bound(self.inner.name(), &args.args, rows)
+            && work > MAX_STEPS_PER_CALL
+        {
+            return Err(DataFusionError::Execution(format!(
+                "{}() would take up to {work} steps on this batch, over the {MAX_STEPS_PER_CALL} \
+                 one call may take (a call cannot be stopped once it runs)",
+                self.inner.name()
+            )));
+        }
         if let Some(bound) = output_bound(self.inner.name(), &args.args, rows)
             && bound > self.limit as u128
         {
@@ -237,6 +251,21 @@ pub fn output_bound(function: &str, args: &[ColumnarValue], rows: usize) -> Opti
         _ => return None,
     };
     Some(bound)
+}
+
+/// The most steps `function` could take on `args` over `rows` rows, for
+/// functions whose time grows faster than their input; `None` for every
+/// other function. `levenshtein` compares every character of one string
+/// with every character of the other.
+fn work_bound(function: &str, args: &[ColumnarValue], rows: usize) -> Option<u128> {
+    match (function, args) {
+        ("levenshtein", [a, b]) => Some(
+            widest_value(a)
+                .saturating_mul(widest_value(b))
+                .saturating_mul(rows.max(1) as u128),
+        ),
+        _ => None,
+    }
 }
 
 /// Elements `range(start, stop, step)` (or `range(stop)`) yields over

@@ -233,10 +233,20 @@ async fn functions_that_build_huge_values_fail_under_the_memory_limit() -> Resul
 #[tokio::test]
 async fn errors_in_the_data_are_the_users_not_the_servers() -> Result<()> {
     let f = fixture()?;
+    for i in 0..3 {
+        publish(
+            &f.broker,
+            "t",
+            format!("a payload of some length, number {i}"),
+        )
+        .await?;
+    }
     for sql in [
         "SELECT 1/0",
         "SELECT CAST('abc' AS INT)",
         "SELECT arrow_cast('x', 'Int64')",
+        // Quadratic in its input, and a call cannot be interrupted.
+        "SELECT levenshtein(repeat(payload, 10000), repeat(payload, 10000)) FROM events",
     ] {
         match f.engine.query(sql).await {
             Err(SqlError::Evaluation(_) | SqlError::Invalid(_)) => {}
