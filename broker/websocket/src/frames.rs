@@ -339,6 +339,14 @@ impl Reply {
         }
     }
 
+    /// The id of the request it answers, if any.
+    pub fn id(&self) -> Option<Value> {
+        match self {
+            Reply::Ack { id, .. } | Reply::Error { id, .. } | Reply::Pong { id } => id.clone(),
+            Reply::Result { id, .. } | Reply::Window { id, .. } => Some(id.clone()),
+        }
+    }
+
     /// The frame's `type`, for metrics.
     pub fn kind(&self) -> &'static str {
         match self {

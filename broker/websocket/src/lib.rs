@@ -42,7 +42,7 @@ const READ_BUFFER: usize = 4 * 1024;
 /// regardless.
 const WRITE_BUFFER: usize = 64 * 1024;
 /// Most bytes buffered for a peer that does not read.
-const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 
 /// What both endpoints share.
 #[derive(Debug)]

@@ -47,6 +47,9 @@ use crate::metrics::WsMetrics;
 const SEND_BATCH: usize = 256;
 /// Results of queries and watches waiting to be sent.
 const OUTBOX: usize = 64;
+/// Largest answer one frame carries: half the write buffer's cap, so an
+/// answer always fits beside what is already buffered.
+const MAX_REPLY_BYTES: usize = crate::MAX_WRITE_BUFFER / 2;
 /// How long closing a socket may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -571,8 +574,20 @@ impl Socket {
 }
 
 async fn send_reply(gateway: &Gateway, sink: &mut Sink, reply: Reply) -> Result<(), Close> {
+    let mut text = reply.to_text();
+    if text.len() > MAX_REPLY_BYTES {
+        // Sent as it is, it would pass the write buffer's cap and close
+        // the socket with no answer.
+        WsMetrics::count(&gateway.metrics.errors, "reply_too_big");
+        let error = format!(
+            "the answer is {} bytes, over the {MAX_REPLY_BYTES} one /ws frame may carry; \
+             add a LIMIT, or use POST /api/v1/sql",
+            text.len()
+        );
+        text = Reply::error(reply.id(), error).to_text();
+    }
     WsMetrics::count(&gateway.metrics.sent, reply.kind());
-    write(gateway, sink, Message::Text(reply.to_text().into()), true).await
+    write(gateway, sink, Message::Text(text.into()), true).await
 }
 
 /// Writes a frame (and flushes when asked) within the write timeout.
