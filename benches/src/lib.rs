@@ -90,6 +90,40 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     field_kib(&status, "VmRSS:")
 }
 
+/// CPU time process `pid` (all its threads) has used, in clock ticks
+/// (utime + stime in `/proc/PID/stat`), if known.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    process_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// CPU time the whole machine has been busy, in clock ticks (every
+/// column of `/proc/stat`'s `cpu` line but idle and iowait), if known.
+pub fn machine_busy_ticks() -> Option<u64> {
+    machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// Clock ticks per second of [`cpu_ticks`] and [`machine_busy_ticks`]
+/// (`USER_HZ`, 100 on Linux).
+pub const TICKS_PER_SECOND: f64 = 100.0;
+
+fn process_ticks(stat: &str) -> Option<u64> {
+    // The command name, in brackets, may hold spaces: count from after it.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn machine_ticks(stat: &str) -> Option<u64> {
+    let cpu: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    Some(cpu.iter().take(8).sum::<u64>() - cpu.get(3)? - cpu.get(4)?)
+}
+
 fn proc_status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     field_kib(&status, field)
@@ -149,5 +183,15 @@ mod tests {
         assert_eq!(field_kib(status, "VmHWM:"), Some(2048));
         assert_eq!(field_kib(status, "VmRSS:"), Some(1024));
         assert!(peak_rss_mib().is_some());
+    }
+
+    #[test]
+    fn parses_cpu_ticks() {
+        let stat = "42 (a b) S 1 42 42 0 -1 4194560 100 0 0 0 250 30 0 0 20 0 1 0";
+        assert_eq!(process_ticks(stat), Some(280));
+        let machine = "cpu  100 5 20 1000 7 1 2 3 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(machine_ticks(machine), Some(131));
+        assert!(cpu_ticks(std::process::id()).is_some());
+        assert!(machine_busy_ticks().is_some());
     }
 }

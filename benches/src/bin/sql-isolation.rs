@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use tidewire_benches::peers::{Peer, start_mosquitto, start_tidewire, tidewire_bin};
-use tidewire_benches::{Latencies, print_table, raw_mqtt, rss_kib};
+use tidewire_benches::{
+    Latencies, TICKS_PER_SECOND, cpu_ticks, machine_busy_ticks, print_table, raw_mqtt, rss_kib,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -100,6 +102,8 @@ struct Outcome {
     latencies: Latencies,
     /// The measured broker's peak RSS in the phase, MiB.
     peak_rss_mib: f64,
+    /// CPU the rest of the machine used meanwhile, % of one core.
+    other_cpu: f64,
 }
 
 /// Publishes QoS 1 to `addr` for `length`, keeping `window` publishes in
@@ -169,11 +173,22 @@ async fn measure(
         elapsed,
         latencies,
         peak_rss_mib: peak.load(Ordering::Relaxed) as f64 / 1024.0,
+        other_cpu: f64::NAN,
     })
 }
 
-/// A warm-up, then the measured phase.
-async fn phase(args: &Args, peer: &Peer, name: &str) -> Result<Outcome> {
+/// CPU ticks used so far by the whole machine, and by `ours`.
+fn ticks(ours: &[u32]) -> (u64, u64) {
+    (
+        machine_busy_ticks().unwrap_or(0),
+        ours.iter().filter_map(|&pid| cpu_ticks(pid)).sum(),
+    )
+}
+
+/// A warm-up, then the measured phase. Also measures the CPU that
+/// processes other than this one, `peer` and `tidewire` used meanwhile:
+/// on a shared machine, what else ran.
+async fn phase(args: &Args, peer: &Peer, tidewire: u32, name: &str) -> Result<Outcome> {
     let window = args.window.clamp(1, usize::from(u16::MAX));
     let size = args.payload;
     measure(
@@ -185,7 +200,10 @@ async fn phase(args: &Args, peer: &Peer, name: &str) -> Result<Outcome> {
         None,
     )
     .await?;
-    measure(
+    let mut ours = vec![std::process::id(), tidewire];
+    ours.extend(peer.child.id().filter(|&pid| pid != tidewire));
+    let before = ticks(&ours);
+    let mut outcome = measure(
         peer.mqtt,
         name,
         Duration::from_secs(args.seconds),
@@ -193,7 +211,12 @@ async fn phase(args: &Args, peer: &Peer, name: &str) -> Result<Outcome> {
         size,
         peer.child.id(),
     )
-    .await
+    .await?;
+    let after = ticks(&ours);
+    let others = (after.0 - before.0).saturating_sub(after.1 - before.1);
+    outcome.other_cpu =
+        100.0 * others as f64 / TICKS_PER_SECOND / outcome.elapsed.as_secs_f64().max(1e-9);
+    Ok(outcome)
 }
 
 /// Publishes `records` small JSON records to the `events` stream at QoS 1
@@ -358,6 +381,7 @@ fn row(broker: &str, sql: &str, o: &mut Outcome) -> Vec<String> {
         format!("{:.3}", o.latencies.percentile_ms(99.0)),
         format!("{:.1}", o.latencies.percentile_ms(100.0)),
         format!("{:.1}", o.peak_rss_mib),
+        format!("{:.0}", o.other_cpu),
     ]
 }
 
@@ -412,7 +436,7 @@ async fn main() -> Result<()> {
             }
             other => bail!("unknown broker {other:?} (tidewire, mosquitto)"),
         };
-        let mut alone = phase(&args, peer, &format!("{which}-alone")).await?;
+        let mut alone = phase(&args, peer, pid, &format!("{which}-alone")).await?;
         rows.push(row(peer.name, "none", &mut alone));
 
         let queries = RunawayClients::start(http, args.runaway);
@@ -422,7 +446,7 @@ async fn main() -> Result<()> {
             let n = renice_sql_threads(pid, nice)?;
             notes.push(format!("{n} sql-executor threads reniced to {nice}"));
         }
-        let mut busy = phase(&args, peer, &format!("{which}-sql")).await?;
+        let mut busy = phase(&args, peer, pid, &format!("{which}-sql")).await?;
         let (seen, share) = queries.stop().await?;
         let label = if peer.name == "tidewire" {
             sql_label.clone()
@@ -459,6 +483,7 @@ async fn main() -> Result<()> {
             "p99 ms",
             "max ms",
             "peak RSS MiB",
+            "other CPU %",
         ],
         &rows,
     );
