@@ -1680,13 +1680,10 @@ async fn hostile_sql_leaves_mqtt_health_and_memory_unharmed() {
     hostile_sql(false, RANDOM_QUERIES).await;
 }
 
-/// The same with constants of megabytes among the random arguments. Today
-/// these drive the broker to gigabytes and past its timeouts (see
-/// [`sql_defects_found_by_the_hostile_suite`]); run it on a machine with
-/// memory to spare, e.g. `cargo test --workspace --test server --
-/// --ignored hostile_sql_with_large_constants`.
+/// The same with constants of megabytes among the random arguments, which
+/// drove the broker to gigabytes before constants too large to copy into
+/// every row were refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "large constants are copied into every row past all limits; see sql_defects_found_by_the_hostile_suite"]
 async fn hostile_sql_with_large_constants() {
     hostile_sql(true, RANDOM_QUERIES).await;
 }
