@@ -61,6 +61,16 @@ pub enum SqlError {
 }
 
 impl SqlError {
+    /// The result could not be turned into the format asked for (a column
+    /// type JSON or CSV cannot carry, such as a union, or a value that does
+    /// not convert): the user's to fix in the query.
+    pub fn encoding(e: impl std::fmt::Display) -> SqlError {
+        SqlError::Evaluation(format!(
+            "the result cannot be encoded as asked ({e}); cast the column to a plain type, \
+             e.g. json_get_str(...) for JSON values or CAST(... AS VARCHAR)"
+        ))
+    }
+
     /// Classifies a DataFusion error by its root cause. `memory_limit` is
     /// the per-query limit, named in the message.
     pub(crate) fn from_datafusion(e: DataFusionError, memory_limit: usize) -> SqlError {

@@ -114,7 +114,7 @@ async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
     let encoded = state
         .engine
         .query_into(&request.sql, move |out| {
-            encode(&out).map_err(|e| SqlError::Internal(format!("encoding the result: {e}")))
+            encode(&out).map_err(SqlError::encoding)
         })
         .await;
     match encoded {

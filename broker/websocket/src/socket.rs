@@ -389,8 +389,7 @@ impl Socket {
         self.helpers.spawn(async move {
             let encoded = engine
                 .query_into(&sql, |out| {
-                    output::to_json(&out)
-                        .map_err(|e| SqlError::Internal(format!("encoding the result: {e}")))
+                    output::to_json(&out).map_err(SqlError::encoding)
                 })
                 .await;
             let reply = match encoded {

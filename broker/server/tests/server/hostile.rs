@@ -423,12 +423,6 @@ impl Answer {
 /// these statements gets a 500; delete an entry once its statement passes.
 /// Any other 500 fails the suite.
 const KNOWN_500S: &[(&str, &str, &str)] = &[
-    // tidewire: json_get's result (a Union) cannot be encoded as JSON.
-    (
-        "json_get",
-        "Unsupported data type for JSON encoding: Union",
-        "SELECT json_get('{\"a\":1}', 'a') AS v",
-    ),
     // tidewire: a bad pattern is the user's error (regexp_like's is a 400).
     (
         "regexp_replace",
@@ -439,12 +433,6 @@ const KNOWN_500S: &[(&str, &str, &str)] = &[
         "regexp_replace",
         "Compiled regex exceeds size limit",
         "SELECT regexp_replace(topic, 'a{1000}{1000}', 'x') AS v FROM events",
-    ),
-    // tidewire: an invalid time zone is only noticed while encoding.
-    (
-        "from_unixtime",
-        "Invalid timezone",
-        "SELECT from_unixtime(0, '%') AS v",
     ),
     // DataFusion: lpad and rpad with a negative length computed per row.
     (
