@@ -274,20 +274,24 @@ impl SqlEngine {
             }
             Some(CachedPlan::Unoptimized(plan)) => {
                 self.metrics.plan_cache_hits.inc();
-                state.optimize(&plan).map_err(df_err)?
+                let optimized = state.optimize(&plan).map_err(df_err)?;
+                refuse_large_constants(&optimized, self.limits.memory_limit, state)?;
+                optimized
             }
             None => {
                 let statement = sandbox::parse(sql)?;
                 let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
                 verify(&plan)?;
                 let optimized = state.optimize(&plan).map_err(df_err)?;
+                // Checked before it is cached: a cached optimized plan is
+                // not walked again.
+                refuse_large_constants(&optimized, self.limits.memory_limit, state)?;
                 if let Some(plans) = plans {
                     plans.insert(sql, CachedPlan::of(plan, &optimized));
                 }
                 optimized
             }
         };
-        refuse_large_constants(&optimized, self.limits.memory_limit, state)?;
         let physical = state
             .query_planner()
             .create_physical_plan(&optimized, state)

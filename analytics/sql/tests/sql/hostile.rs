@@ -205,6 +205,12 @@ async fn functions_that_build_huge_values_fail_under_the_memory_limit() -> Resul
             other => anyhow::bail!("{sql}: expected a memory error, got {other:?}"),
         }
     }
+    // A refused plan is not cached: the same text is refused again.
+    let constant = "SELECT range(1, 1000000) AS r FROM events";
+    ensure!(matches!(
+        f.engine.query(constant).await,
+        Err(SqlError::MemoryLimit { .. })
+    ));
     // Within the limit, the same functions still work.
     assert_eq!(
         one_i64(&f.engine, "SELECT length(repeat('ab', 1000))").await?,
