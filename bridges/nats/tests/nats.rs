@@ -134,6 +134,12 @@ where
 async fn js_stream(server: &NatsServer, name: &str, subjects: &[&str]) -> jetstream::Context {
     let client = async_nats::connect(server.url()).await.expect("connect");
     let js = jetstream::new(client);
+    add_stream(&js, name, subjects).await;
+    js
+}
+
+/// Creates a file-backed JetStream stream `name` capturing `subjects`.
+async fn add_stream(js: &jetstream::Context, name: &str, subjects: &[&str]) {
     js.create_stream(stream::Config {
         name: name.to_owned(),
         subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
@@ -141,8 +147,7 @@ async fn js_stream(server: &NatsServer, name: &str, subjects: &[&str]) -> jetstr
         ..Default::default()
     })
     .await
-    .expect("create JetStream stream");
-    js
+    .unwrap_or_else(|e| panic!("create JetStream stream {name}: {e}"));
 }
 
 async fn js_count(js: &jetstream::Context, name: &str) -> u64 {
@@ -174,13 +179,7 @@ fn status(bridges: &Bridges) -> BridgeStatus {
 async fn round_trip_both_ways_with_properties() {
     let server = NatsServer::start();
     let js = js_stream(&server, "EDGE", &["edge.>"]).await;
-    js.create_stream(stream::Config {
-        name: "CMD".to_owned(),
-        subjects: vec!["cmd.>".to_owned()],
-        ..Default::default()
-    })
-    .await
-    .expect("CMD stream");
+    add_stream(&js, "CMD", &["cmd.>"]).await;
     let node = Node::new();
     let spec = bridge(&format!(
         r#"

@@ -40,13 +40,7 @@ async fn a_hundred_disconnects_leave_no_client_behind() {
     const TASK_SLACK: usize = 10;
     let server = NatsServer::start();
     let js = js_stream(&server, "EDGE", &["edge.>"]).await;
-    js.create_stream(stream::Config {
-        name: "CMD".to_owned(),
-        subjects: vec!["cmd.>".to_owned()],
-        ..Default::default()
-    })
-    .await
-    .expect("CMD stream");
+    add_stream(&js, "CMD", &["cmd.>"]).await;
     let proxy = Proxy::start(&server.url()).await;
     let node = Node::new();
     let spec = bridge(&format!(

@@ -271,14 +271,7 @@ async fn sigkill_under_load_loses_nothing_either_way() {
     })
     .await
     .expect("EDGE stream");
-    js.create_stream(stream::Config {
-        name: "CMD".to_owned(),
-        subjects: vec!["cmd.>".to_owned()],
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .expect("CMD stream");
+    add_stream(&js, "CMD", &["cmd.>"]).await;
     let proxy = Proxy::start(&server.url()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config_file = dir.path().join("tidewire.toml");

@@ -31,8 +31,6 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -2123,12 +2121,7 @@ async fn http_garbage(
     // /mqtt, random text and binary on /ws.
     let base = broker.http_url().replacen("http://", "ws://", 1);
     for _ in 0..10 {
-        let mut request = format!("{base}/mqtt")
-            .into_client_request()
-            .expect("request");
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
+        let request = super::websocket::mqtt_ws_request(broker);
         if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(request).await {
             let len = 1 + rng.below(2048);
             let _ = ws

@@ -22,6 +22,17 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const FRAME_WAIT: Duration = Duration::from_secs(15);
 
+/// A WebSocket request for `/mqtt` with the `mqtt` subprotocol.
+pub(super) fn mqtt_ws_request(broker: &Broker) -> tungstenite::handshake::client::Request {
+    let mut request = ws_url(broker, "/mqtt")
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
+    request
+}
+
 fn ws_url(broker: &Broker, path: &str) -> String {
     format!(
         "{}{path}",
@@ -526,13 +537,7 @@ const PUBLISH: [u8; 9] = [0x30, 7, 0, 3, b't', b'/', b'a', b'h', b'i'];
 async fn mqtt_over_websocket_with_packets_split_and_packed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = start_with(dir.path(), "").await;
-    let mut request = ws_url(&broker, "/mqtt")
-        .into_client_request()
-        .expect("request");
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
-    let (mut ws, response) = tokio_tungstenite::connect_async(request)
+    let (mut ws, response) = tokio_tungstenite::connect_async(mqtt_ws_request(&broker))
         .await
         .expect("connect /mqtt");
     assert_eq!(
@@ -581,13 +586,7 @@ async fn an_oversize_mqtt_over_websocket_message_closes_with_1009() {
     // Messages may hold two of the largest packets: 2 KiB here.
     let broker = start_with(dir.path(), "[mqtt]\nmax_packet_bytes = \"1KiB\"\n").await;
     for connect_first in [false, true] {
-        let mut request = ws_url(&broker, "/mqtt")
-            .into_client_request()
-            .expect("request");
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
-        let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        let (mut ws, _) = tokio_tungstenite::connect_async(mqtt_ws_request(&broker))
             .await
             .expect("connect /mqtt");
         if connect_first {
