@@ -28,7 +28,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tidewire_core::{Message, Properties, Source};
+use tidewire_core::{Message, Properties, Source, StreamHold};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -222,6 +222,8 @@ struct WindowRunner {
     spec: QuerySpec,
     stream: String,
     table: StreamTable,
+    /// Keeps the stream from being deleted while the query runs.
+    _hold: StreamHold,
 }
 
 impl WindowRunner {
@@ -249,11 +251,17 @@ impl WindowRunner {
         let table = engine
             .table(stream)
             .ok_or_else(|| SqlError::Invalid(format!("no stream called {stream:?}")))?;
+        let hold = engine
+            .broker()
+            .streams()
+            .hold(stream, format!("continuous query {:?}", spec.id))
+            .map_err(|e| SqlError::Invalid(e.to_string()))?;
         Ok(WindowRunner {
             stream: stream.clone(),
             engine,
             spec,
             table,
+            _hold: hold,
         })
     }
 

@@ -36,6 +36,7 @@ use crate::plan_cache::{CachedPlan, PlanCache};
 use crate::plan_guards;
 use crate::sandbox;
 use crate::table::StreamTable;
+use crate::tables::StreamTables;
 
 /// How often the column files are checked against the sealed segments.
 const COLUMN_FILE_CHECK: Duration = Duration::from_secs(1);
@@ -53,7 +54,7 @@ pub struct QueryOutput {
 #[derive(Clone)]
 pub struct SqlEngine {
     ctx: Arc<SessionContext>,
-    tables: Arc<[StreamTable]>,
+    tables: Arc<StreamTables>,
     plans: Arc<PlanCache>,
     broker: Broker,
     limits: SqlLimits,
@@ -100,16 +101,14 @@ impl SqlEngine {
         datafusion_functions_json::register_all(&mut ctx)
             .map_err(|e| SqlError::Internal(e.to_string()))?;
         bounded_functions::bound_all(&ctx, limits.memory_limit);
-        let mut tables = Vec::new();
-        for stream in broker.streams().iter() {
-            let table = StreamTable::new(stream.log.clone(), &stream.spec.schema, metrics.clone());
-            ctx.register_table(stream.spec.name.as_str(), Arc::new(table.clone()))
-                .map_err(|e| SqlError::Internal(e.to_string()))?;
-            tables.push(table);
-        }
+        let tables = Arc::new(StreamTables::new(broker.clone(), metrics.clone()));
+        ctx.catalog("datafusion")
+            .ok_or_else(|| SqlError::Internal("the default catalog is missing".into()))?
+            .register_schema("public", Arc::clone(&tables) as _)
+            .map_err(|e| SqlError::Internal(e.to_string()))?;
         Ok(SqlEngine {
             ctx: Arc::new(ctx),
-            tables: tables.into(),
+            tables,
             plans: Arc::default(),
             broker,
             executor: SqlExecutor::new(&limits, metrics.clone())?,
@@ -142,8 +141,8 @@ impl SqlEngine {
     /// segment sealed now has its column file (or failed to get one), or
     /// `stop` is cancelled.
     pub async fn sync_column_files(&self, stop: &CancellationToken) {
-        for table in self.tables.iter() {
-            let (table, stop) = (table.clone(), stop.clone());
+        for table in self.tables.all() {
+            let stop = stop.clone();
             let _ = tokio::task::spawn_blocking(move || table.sync_column_files(&stop)).await;
         }
     }
@@ -165,9 +164,7 @@ impl SqlEngine {
 
     /// The stream table called `name`.
     pub(crate) fn table(&self, name: &str) -> Option<StreamTable> {
-        let schema = self.ctx.catalog("datafusion")?.schema("public")?;
-        let table = futures_util::FutureExt::now_or_never(schema.table(name))?.ok()??;
-        table.downcast_ref::<StreamTable>().cloned()
+        self.tables.get(name)
     }
 
     /// A snapshot of the session state, to plan a query against.
@@ -267,7 +264,8 @@ impl SqlEngine {
         plans: Option<&PlanCache>,
     ) -> Result<Arc<dyn ExecutionPlan>, SqlError> {
         let df_err = |e: DataFusionError| SqlError::from_datafusion(e, self.limits.memory_limit);
-        let optimized = match plans.and_then(|p| p.get(sql)) {
+        let generation = self.broker.streams().generation();
+        let optimized = match plans.and_then(|p| p.get(sql, generation)) {
             Some(CachedPlan::Optimized(plan)) => {
                 self.metrics.plan_cache_hits.inc();
                 plan
@@ -287,7 +285,7 @@ impl SqlEngine {
                 // not walked again.
                 refuse_large_constants(&optimized, self.limits.memory_limit, state)?;
                 if let Some(plans) = plans {
-                    plans.insert(sql, CachedPlan::of(plan, &optimized));
+                    plans.insert(sql, generation, CachedPlan::of(plan, &optimized));
                 }
                 optimized
             }

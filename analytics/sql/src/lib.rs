@@ -29,6 +29,7 @@ mod plan_cache;
 mod plan_guards;
 pub mod sandbox;
 pub mod table;
+mod tables;
 
 pub use config::{QueryConfig, QuerySpec, SqlConfig, SqlLimits};
 pub use continuous::{ContinuousQueries, QueryInfo, WindowResult};

@@ -3,8 +3,10 @@
 //! planning and optimizing take about as long as running it; a cached plan
 //! skips all three.
 //!
-//! A plan stays valid because the engine's tables and their schemas are
-//! fixed for its lifetime, and a scan's offset ranges are only worked out
+//! A plan stays valid while the set of streams does not change (the
+//! streams' generation, which every cached plan is kept under: a stream
+//! created, changed or deleted empties the cache), and a scan's offset
+//! ranges are only worked out
 //! later, in physical planning, from the stream as it is then. The one
 //! thing the logical optimizer fixes in time is a stable function such as
 //! `now()`, which it folds to the query's start: plans that call one are
@@ -45,21 +47,43 @@ impl CachedPlan {
 /// The cache. Shared by every clone of the engine.
 #[derive(Debug, Default)]
 pub(crate) struct PlanCache {
-    plans: Mutex<HashMap<String, CachedPlan>>,
+    plans: Mutex<Plans>,
+}
+
+/// The plans made while the streams were at one generation.
+#[derive(Debug, Default)]
+struct Plans {
+    generation: u64,
+    by_sql: HashMap<String, CachedPlan>,
 }
 
 impl PlanCache {
-    /// The plan cached for `sql`.
-    pub(crate) fn get(&self, sql: &str) -> Option<CachedPlan> {
-        self.lock().get(sql).cloned()
+    /// The plan cached for `sql`, if it was made at the streams'
+    /// `generation`.
+    pub(crate) fn get(&self, sql: &str, generation: u64) -> Option<CachedPlan> {
+        let plans = self.lock();
+        (plans.generation == generation)
+            .then(|| plans.by_sql.get(sql).cloned())
+            .flatten()
     }
 
-    /// Caches `plan` for `sql`.
-    pub(crate) fn insert(&self, sql: &str, plan: CachedPlan) {
+    /// Caches `plan` for `sql`, planned at the streams' `generation` (read
+    /// before planning began). Plans of older generations are dropped.
+    pub(crate) fn insert(&self, sql: &str, generation: u64, plan: CachedPlan) {
         if sql.len() > MAX_SQL_BYTES {
             return;
         }
-        let mut plans = self.lock();
+        let mut guard = self.lock();
+        if generation < guard.generation {
+            return;
+        }
+        if generation > guard.generation {
+            *guard = Plans {
+                generation,
+                by_sql: HashMap::new(),
+            };
+        }
+        let plans = &mut guard.by_sql;
         if plans.len() >= CAPACITY
             && !plans.contains_key(sql)
             && let Some(victim) = plans.keys().next().cloned()
@@ -69,7 +93,7 @@ impl PlanCache {
         plans.insert(sql.to_owned(), plan);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedPlan>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Plans> {
         self.plans.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

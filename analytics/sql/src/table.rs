@@ -67,6 +67,12 @@ impl StreamTable {
         }
     }
 
+    /// True when this table reads `log` (and not an older log of the same
+    /// name).
+    pub(crate) fn reads(&self, log: &StreamLog) -> bool {
+        self.log.same_log(log)
+    }
+
     /// The same stream narrowed to `window`.
     pub fn windowed(&self, window: Window) -> StreamTable {
         StreamTable {

@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::Int64Type;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
-use tidewire_core::streams::StreamConfig;
+use tidewire_core::StreamConfig;
 use tidewire_core::{Broker, Limits, Message, PublishMetrics, Source, Stored, Streams};
 use tidewire_sql::cli::{OutputFormat, run_sql};
 use tidewire_sql::{ContinuousQueries, QueryConfig, SqlEngine, SqlError, SqlLimits, SqlMetrics};

@@ -31,7 +31,7 @@ use datafusion::prelude::SessionContext;
 use futures_util::StreamExt;
 use prometheus_client::registry::Registry;
 use tidewire_benches::{Latencies, peak_rss_mib, print_table};
-use tidewire_core::streams::StreamConfig;
+use tidewire_core::StreamConfig;
 use tidewire_core::{Broker, Limits, Message, PublishMetrics, Source, Streams};
 use tidewire_sql::{SqlEngine, SqlLimits, SqlMetrics};
 use tidewire_storage::StorageMetrics;
@@ -173,7 +173,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     println!("sql-query: loading {} records of ~150 B", args.records);
     let took = load(&broker, "", 0, args.records).await?;
-    let log = &broker
+    let log = broker
         .streams()
         .get("bench")
         .ok_or_else(|| anyhow::anyhow!("no stream"))?
@@ -233,7 +233,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // DataFusion over the same data as typed, in-memory Arrow batches.
     let mut ctx = SessionContext::new();
     datafusion_functions_json::register_all(&mut ctx)?;
-    ctx.register_table("mem", Arc::new(mem_table(log)?))?;
+    ctx.register_table("mem", Arc::new(mem_table(&log)?))?;
     let ctx = &ctx;
     let mem_queries = [
         "SELECT count(*) FROM mem".to_owned(),
@@ -258,7 +258,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let peers = if args.no_duckdb {
         None
     } else {
-        duckdb(log, dir.path(), cut)?
+        duckdb(&log, dir.path(), cut)?
     };
 
     let mut rows = Vec::new();
@@ -324,7 +324,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for size in [small, args.dashboard_records] {
         load(&broker, "dash/", loaded, size).await?;
         loaded = size;
-        let dash = &broker
+        let dash = broker
             .streams()
             .get("dash")
             .ok_or_else(|| anyhow::anyhow!("no stream"))?

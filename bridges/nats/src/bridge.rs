@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use tidewire_bridge::{
     BridgeConfig, BridgeContext, BridgeError, BridgeState, Direction, Health, LinkState, Running,
 };
-use tidewire_core::Stream;
+use tidewire_core::{Stream, StreamHold};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NatsBridge;
@@ -34,7 +34,7 @@ impl BridgeConfig for NatsBridge {
     }
 
     fn start(&self, ctx: BridgeContext) -> Result<Running, BridgeError> {
-        let streams: Vec<Stream> = self
+        let streams: Vec<StreamHold> = self
             .outbound
             .iter()
             .enumerate()
@@ -47,7 +47,11 @@ impl BridgeConfig for NatsBridge {
             .map(|(o, s)| {
                 (
                     Direction::Outbound,
-                    format!("stream {}, topics {}", s.spec.name, o.route.source()),
+                    format!(
+                        "stream {}, topics {}",
+                        s.stream().spec.name,
+                        o.route.source()
+                    ),
                     format!(
                         "{} {}",
                         if o.jetstream { "jetstream" } else { "subject" },
@@ -107,22 +111,24 @@ impl BridgeConfig for NatsBridge {
 }
 
 impl NatsBridge {
-    /// The stream outbound link `i` reads: the named one, or the first
-    /// whose filters cover `from`.
+    /// The stream outbound link `i` reads (the named one, or the first
+    /// whose filters cover `from`), held so that it cannot be deleted while
+    /// the bridge runs.
     fn stream_for(
         &self,
         ctx: &BridgeContext,
         i: usize,
         o: &crate::config::Outbound,
-    ) -> Result<Stream, BridgeError> {
+    ) -> Result<StreamHold, BridgeError> {
         let streams = ctx.broker.streams();
+        let open = streams.snapshot();
         let key = format!("bridge.nats.{}.outbound[{i}]", self.name);
         let found = match &o.stream {
-            Some(name) => streams.get(name).ok_or_else(|| BridgeError::Config {
+            Some(name) => open.get(name).ok_or_else(|| BridgeError::Config {
                 key: format!("{key}.stream"),
                 message: format!("no stream named {name:?}"),
             })?,
-            None => streams
+            None => open
                 .iter()
                 .find(|s| {
                     s.spec
@@ -138,7 +144,15 @@ impl NatsBridge {
                     ),
                 })?,
         };
-        Ok(found.clone())
+        streams
+            .hold(
+                &found.spec.name,
+                format!("nats bridge {:?} (outbound[{i}])", self.name),
+            )
+            .map_err(|e| BridgeError::Config {
+                key,
+                message: e.to_string(),
+            })
     }
 }
 

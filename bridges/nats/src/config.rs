@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tidewire_core::ConfigError;
-use tidewire_core::streams::validate_stream_name;
+use tidewire_core::stream_config::validate_stream_name;
 
 use crate::mapping::{Pattern, Route, Side};
 

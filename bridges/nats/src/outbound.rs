@@ -19,7 +19,7 @@ use async_nats::Client;
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use futures_util::FutureExt;
 use tidewire_bridge::{BridgeError, LinkState};
-use tidewire_core::{Record, Stream};
+use tidewire_core::{Record, StreamHold};
 use tidewire_delivery::{Cursor, Pump, PumpConfig, Sent, Sink, SinkError};
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +31,7 @@ use crate::headers;
 #[derive(Debug)]
 pub struct OutboundLink {
     spec: Outbound,
-    stream: Stream,
+    stream: StreamHold,
     node: String,
     state: Arc<LinkState>,
     pump: Pump,
@@ -42,7 +42,7 @@ impl OutboundLink {
     /// starts one per `spec.start`.
     pub fn open(
         spec: Outbound,
-        stream: Stream,
+        stream: StreamHold,
         cursor_dir: &std::path::Path,
         index: usize,
         node: &str,
@@ -54,7 +54,7 @@ impl OutboundLink {
         let cursor = Cursor::new(
             path.clone(),
             [
-                ("stream", stream.spec.name.clone()),
+                ("stream", stream.stream().spec.name.clone()),
                 ("from", spec.route.source().to_string()),
                 ("subject", spec.route.target().to_string()),
             ],
@@ -69,7 +69,7 @@ impl OutboundLink {
             Start::Earliest => tidewire_delivery::Start::Earliest,
         };
         let pump = Pump::open(
-            stream.log.clone(),
+            stream.stream().log.clone(),
             cursor,
             start,
             config,
@@ -98,7 +98,7 @@ impl OutboundLink {
 
     /// Its status board and the stream it reads, for lag tracking.
     pub fn watch(&self) -> (Arc<LinkState>, tidewire_core::Stream) {
-        (Arc::clone(&self.state), self.stream.clone())
+        (Arc::clone(&self.state), self.stream.stream().clone())
     }
 
     /// Sends from the cursor until `ended` is cancelled or something
@@ -118,7 +118,7 @@ impl OutboundLink {
             js,
             spec: &self.spec,
             node: &self.node,
-            stream: &self.stream.spec.name,
+            stream: &self.stream.stream().spec.name,
             state: &self.state,
         };
         Ok(self.pump.run(&mut sink, ended).await?)

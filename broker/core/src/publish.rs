@@ -251,7 +251,8 @@ impl Broker {
         }
         let message = Arc::new(message);
         let mut appends = Appends::new();
-        for stream in self.inner.streams.keeping(&message.topic) {
+        let streams = self.inner.streams.snapshot();
+        for stream in streams.keeping(&message.topic) {
             let ticket = stream
                 .log
                 .enqueue(Arc::clone(&message))

@@ -1,338 +1,129 @@
-//! The configured set of streams: their typed config, validation, and the
-//! open logs that published messages are routed into by topic filter.
+//! The open streams. The publish path routes by a snapshot of them
+//! ([`StreamSet`]) that is swapped whole when the catalog adds, changes or
+//! removes a stream, so a publish never waits for a change; and the holds
+//! that keep a stream somebody reads (a bridge, a continuous query, an
+//! export) from being removed under them.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use bytesize::ByteSize;
-use serde::Deserialize;
-use tidewire_storage::{
-    FsyncPolicy, LogConfig, OnFatal, Retention, StorageError, StorageMetrics, StreamLog,
-};
+use tidewire_storage::{OnFatal, StorageError, StorageMetrics, StreamLog};
 
-use crate::error::ConfigError;
-use crate::topic::TopicFilter;
-
-/// Name of the stream that exists when the config defines none.
-pub const DEFAULT_STREAM: &str = "events";
-/// Retention age of streams that do not set one.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
-/// Longest stream name.
-pub const MAX_STREAM_NAME: usize = 64;
-/// Longest topic filter in a stream definition.
-const MAX_FILTER_LEN: usize = 65535;
-
-/// A stream as written in the config file (`[[streams]]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct StreamConfig {
-    /// The stream's name; also its SQL table and directory name. A letter,
-    /// then up to 63 letters, digits, `_` or `-`.
-    pub name: String,
-    /// MQTT topic filters; a message is kept when any of them matches its
-    /// topic. Default: `["#"]`.
-    #[serde(default = "all_topics")]
-    pub filters: Vec<String>,
-    /// `always` (default; group commit), `interval:MS` or `never`.
-    #[serde(default = "always")]
-    pub fsync: String,
-    /// What is kept.
-    #[serde(default)]
-    pub retention: RetentionConfig,
-    /// Seal the active segment at this size, e.g. `"64MiB"`.
-    #[serde(default = "default_segment_bytes")]
-    pub segment_bytes: ByteSize,
-    /// Seal the active segment when its oldest record is this old, e.g. `"1h"`.
-    #[serde(default = "default_segment_age", with = "humantime_serde")]
-    pub segment_age: Duration,
-    /// Optional payload schema (`[streams.schema]`): SQL column name ->
-    /// type and JSON path. Each becomes a typed column after `payload`.
-    #[serde(default)]
-    pub schema: BTreeMap<String, FieldConfig>,
-}
-
-/// One typed payload field, e.g. `temp = { type = "double", path = "sensor.temp" }`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FieldConfig {
-    /// `bigint`, `double`, `varchar`, `boolean` or `timestamp` (epoch ms
-    /// number or RFC 3339 string).
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Dotted path of the JSON field in the payload. Default: the column name.
-    #[serde(default)]
-    pub path: Option<String>,
-}
-
-/// The SQL type of a payload schema field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldType {
-    /// 64-bit signed integer.
-    BigInt,
-    /// 64-bit float.
-    Double,
-    /// UTF-8 text.
-    Varchar,
-    /// true/false.
-    Boolean,
-    /// Millisecond UTC timestamp.
-    Timestamp,
-}
-
-impl std::str::FromStr for FieldType {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "bigint" => Ok(FieldType::BigInt),
-            "double" => Ok(FieldType::Double),
-            "varchar" => Ok(FieldType::Varchar),
-            "boolean" => Ok(FieldType::Boolean),
-            "timestamp" => Ok(FieldType::Timestamp),
-            _ => Err(format!(
-                "unknown type {s:?}: use bigint, double, varchar, boolean or timestamp"
-            )),
-        }
-    }
-}
-
-/// A validated payload schema field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchemaField {
-    /// SQL column name.
-    pub name: String,
-    /// SQL type.
-    pub kind: FieldType,
-    /// JSON object keys leading to the value.
-    pub path: Vec<String>,
-}
-
-/// Columns every stream table has; schema fields may not reuse them.
-pub const BUILTIN_COLUMNS: [&str; 8] = [
-    "offset",
-    "ts",
-    "topic",
-    "client_id",
-    "qos",
-    "retain",
-    "payload",
-    "payload_bytes",
-];
-
-impl FieldConfig {
-    fn validate(&self, name: &str, key: &str) -> Result<SchemaField, ConfigError> {
-        let valid_name = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && name.len() <= MAX_STREAM_NAME;
-        if !valid_name || BUILTIN_COLUMNS.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(ConfigError::new(
-                key,
-                format!(
-                    "invalid column name {name:?}: use a letter or '_', then letters, digits or '_', \
-                     and not one of {BUILTIN_COLUMNS:?}"
-                ),
-            ));
-        }
-        let kind = self
-            .kind
-            .parse()
-            .map_err(|e: String| ConfigError::new(format!("{key}.type"), e))?;
-        let path: Vec<String> = self
-            .path
-            .as_deref()
-            .unwrap_or(name)
-            .split('.')
-            .map(str::to_owned)
-            .collect();
-        if path.iter().any(String::is_empty) {
-            return Err(ConfigError::new(
-                format!("{key}.path"),
-                "must be dot-separated non-empty keys, e.g. \"sensor.temp\"",
-            ));
-        }
-        Ok(SchemaField {
-            name: name.to_owned(),
-            kind,
-            path,
-        })
-    }
-}
-
-/// `[streams.retention]`: whole segments are dropped past either limit.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionConfig {
-    /// Keep records this long, e.g. `"24h"` (the default) or `"7d"`.
-    #[serde(default = "default_max_age", with = "humantime_serde")]
-    pub max_age: Option<Duration>,
-    /// Keep at most this much data, e.g. `"10GiB"`. Default: no limit.
-    #[serde(default)]
-    pub max_bytes: Option<ByteSize>,
-}
-
-impl Default for RetentionConfig {
-    fn default() -> Self {
-        RetentionConfig {
-            max_age: default_max_age(),
-            max_bytes: None,
-        }
-    }
-}
-
-fn all_topics() -> Vec<String> {
-    vec!["#".to_owned()]
-}
-
-fn always() -> String {
-    FsyncPolicy::Always.to_string()
-}
-
-fn default_max_age() -> Option<Duration> {
-    Some(DEFAULT_MAX_AGE)
-}
-
-fn default_segment_bytes() -> ByteSize {
-    ByteSize::b(tidewire_storage::config::DEFAULT_SEGMENT_BYTES)
-}
-
-fn default_segment_age() -> Duration {
-    tidewire_storage::config::DEFAULT_SEGMENT_AGE
-}
-
-impl StreamConfig {
-    /// The stream that exists when the config defines none: `events` on
-    /// `#`, kept 24 h.
-    pub fn default_stream() -> StreamConfig {
-        StreamConfig {
-            name: DEFAULT_STREAM.to_owned(),
-            filters: all_topics(),
-            fsync: always(),
-            retention: RetentionConfig::default(),
-            segment_bytes: default_segment_bytes(),
-            segment_age: default_segment_age(),
-            schema: BTreeMap::new(),
-        }
-    }
-
-    /// Validates this stream; `key` names it in errors (e.g. `streams[2]`).
-    pub fn validate(&self, key: &str) -> Result<StreamSpec, ConfigError> {
-        validate_stream_name(&self.name).map_err(|m| ConfigError::new(format!("{key}.name"), m))?;
-        if self.filters.is_empty() {
-            return Err(ConfigError::new(
-                format!("{key}.filters"),
-                "needs at least one topic filter",
-            ));
-        }
-        let filters = self
-            .filters
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                TopicFilter::new(f, MAX_FILTER_LEN)
-                    .map_err(|e| ConfigError::new(format!("{key}.filters[{i}]"), e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let fsync = self
-            .fsync
-            .parse()
-            .map_err(|e: String| ConfigError::new(format!("{key}.fsync"), e))?;
-        if self.segment_bytes.as_u64() < 4096 {
-            return Err(ConfigError::new(
-                format!("{key}.segment_bytes"),
-                "must be at least 4KiB",
-            ));
-        }
-        if self.segment_age.is_zero() {
-            return Err(ConfigError::new(
-                format!("{key}.segment_age"),
-                "must be more than 0",
-            ));
-        }
-        if self.retention.max_age.is_some_and(|a| a.is_zero()) {
-            return Err(ConfigError::new(
-                format!("{key}.retention.max_age"),
-                "must be more than 0",
-            ));
-        }
-        let schema = self
-            .schema
-            .iter()
-            .map(|(name, field)| field.validate(name, &format!("{key}.schema.{name}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(StreamSpec {
-            name: self.name.clone(),
-            filters,
-            schema,
-            log: LogConfig {
-                fsync,
-                retention: Retention {
-                    max_age: self.retention.max_age,
-                    max_bytes: self.retention.max_bytes.map(|b| b.as_u64()),
-                },
-                segment_bytes: self.segment_bytes.as_u64(),
-                segment_age: self.segment_age,
-                ..LogConfig::default()
-            },
-        })
-    }
-}
-
-/// Checks a stream name: a letter, then letters, digits, `_` or `-`, at
-/// most [`MAX_STREAM_NAME`] bytes. So it is safe as a directory name.
-pub fn validate_stream_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        && name.len() <= MAX_STREAM_NAME;
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid stream name {name:?}: use a letter, then up to {} letters, digits, '_' or '-'",
-            MAX_STREAM_NAME - 1
-        ))
-    }
-}
-
-/// A validated stream definition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StreamSpec {
-    /// Its name.
-    pub name: String,
-    /// Which topics it keeps.
-    pub filters: Vec<TopicFilter>,
-    /// Typed payload columns, in column order (sorted by name).
-    pub schema: Vec<SchemaField>,
-    /// How it keeps them.
-    pub log: LogConfig,
-}
-
-impl StreamSpec {
-    /// True when the stream keeps messages published to `topic`.
-    pub fn keeps(&self, topic: &str) -> bool {
-        self.filters.iter().any(|f| f.matches(topic))
-    }
-}
+use crate::stream_config::StreamSpec;
 
 /// One open stream.
 #[derive(Debug, Clone)]
 pub struct Stream {
     /// Its definition.
-    pub spec: StreamSpec,
+    pub spec: Arc<StreamSpec>,
     /// Its log.
     pub log: StreamLog,
 }
 
-/// All open streams, and the lock that keeps a second process off the
-/// data directory.
+/// The streams open at one moment, in the order they were opened (the
+/// config's first, then those created at run time).
+#[derive(Debug, Default)]
+pub struct StreamSet {
+    streams: Vec<Stream>,
+}
+
+impl StreamSet {
+    /// Every stream.
+    pub fn iter(&self) -> impl Iterator<Item = &Stream> {
+        self.streams.iter()
+    }
+
+    /// The stream called `name`.
+    pub fn get(&self, name: &str) -> Option<&Stream> {
+        self.streams.iter().find(|s| s.spec.name == name)
+    }
+
+    /// The streams that keep messages published to `topic`.
+    pub fn keeping<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a Stream> + 'a {
+        self.streams.iter().filter(move |s| s.spec.keeps(topic))
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+}
+
+/// Why a stream could not be held or removed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamUseError {
+    /// No stream has that name (user input).
+    #[error("no stream named {0:?}")]
+    NotFound(String),
+    /// A stream has that name already (user input).
+    #[error("a stream named {0:?} exists")]
+    Exists(String),
+    /// Somebody reads the stream (user input: stop them first).
+    #[error("stream {stream:?} is in use by {}", .by.join(", "))]
+    InUse {
+        /// The stream.
+        stream: String,
+        /// Who reads it, e.g. `nats bridge "edge" (outbound)`.
+        by: Vec<String>,
+    },
+}
+
+/// Who holds which stream.
+#[derive(Debug, Default)]
+struct Holds {
+    by_id: BTreeMap<u64, (String, String)>,
+    next_id: u64,
+}
+
+impl Holds {
+    fn holders_of(&self, stream: &str) -> Vec<String> {
+        self.by_id
+            .values()
+            .filter(|(held, _)| held == stream)
+            .map(|(_, by)| by.clone())
+            .collect()
+    }
+}
+
+/// A stream somebody reads; it cannot be removed until this is dropped.
+#[derive(Debug)]
+pub struct StreamHold {
+    stream: Stream,
+    id: u64,
+    holds: Arc<Mutex<Holds>>,
+}
+
+impl StreamHold {
+    /// The held stream.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+}
+
+impl Drop for StreamHold {
+    fn drop(&mut self) {
+        lock(&self.holds).by_id.remove(&self.id);
+    }
+}
+
+/// All open streams, the holds on them, and the lock that keeps a second
+/// process off the data directory.
 #[derive(Debug)]
 pub struct Streams {
-    streams: Vec<Stream>,
+    current: RwLock<Arc<StreamSet>>,
+    /// Taken by every change and hold, so a removal and a new hold cannot
+    /// cross.
+    holds: Arc<Mutex<Holds>>,
+    generation: AtomicU64,
+    data_dir: PathBuf,
     _lock: File,
 }
 
@@ -348,43 +139,162 @@ impl Streams {
         let lock = lock_data_dir(data_dir)?;
         let mut streams = Vec::with_capacity(specs.len());
         for spec in specs {
-            let dir = data_dir.join("streams").join(&spec.name);
-            let log = StreamLog::open(
-                &dir,
-                &spec.name,
-                spec.log.clone(),
-                metrics,
-                on_fatal.clone(),
-            )?;
-            streams.push(Stream { spec, log });
+            let log = open_log(data_dir, &spec, metrics, on_fatal.clone())?;
+            streams.push(Stream {
+                spec: Arc::new(spec),
+                log,
+            });
         }
         Ok(Streams {
-            streams,
+            current: RwLock::new(Arc::new(StreamSet { streams })),
+            holds: Arc::default(),
+            generation: AtomicU64::new(0),
+            data_dir: data_dir.to_owned(),
             _lock: lock,
         })
     }
 
-    /// Every stream, in config order.
-    pub fn iter(&self) -> impl Iterator<Item = &Stream> {
-        self.streams.iter()
+    /// The data directory the streams live under.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
-    /// The stream called `name`.
-    pub fn get(&self, name: &str) -> Option<&Stream> {
-        self.streams.iter().find(|s| s.spec.name == name)
+    /// The directory of the stream called `name` (which may not exist).
+    pub fn dir_of(&self, name: &str) -> PathBuf {
+        stream_dir(&self.data_dir, name)
     }
 
-    /// The streams that keep messages published to `topic`.
-    pub fn keeping<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a Stream> + 'a {
-        self.streams.iter().filter(move |s| s.spec.keeps(topic))
+    /// The streams open now. Cheap: a shared snapshot.
+    pub fn snapshot(&self) -> Arc<StreamSet> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The stream called `name`, if open now.
+    pub fn get(&self, name: &str) -> Option<Stream> {
+        self.snapshot().get(name).cloned()
+    }
+
+    /// Counts every change to the set (a stream added, changed or
+    /// removed), so a cache of anything derived from it (SQL plans) can
+    /// tell it is stale.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Marks the stream called `name` as read by `by` (shown to whoever
+    /// tries to delete it) until the hold is dropped.
+    pub fn hold(&self, name: &str, by: impl Into<String>) -> Result<StreamHold, StreamUseError> {
+        let mut holds = lock(&self.holds);
+        let stream = self
+            .get(name)
+            .ok_or_else(|| StreamUseError::NotFound(name.to_owned()))?;
+        let id = holds.next_id;
+        holds.next_id += 1;
+        holds.by_id.insert(id, (name.to_owned(), by.into()));
+        Ok(StreamHold {
+            stream,
+            id,
+            holds: Arc::clone(&self.holds),
+        })
+    }
+
+    /// Who holds the stream called `name`.
+    pub fn holders(&self, name: &str) -> Vec<String> {
+        lock(&self.holds).holders_of(name)
+    }
+
+    /// Adds an opened stream. Fails if one of that name is open.
+    pub fn insert(&self, stream: Stream) -> Result<(), StreamUseError> {
+        let _holds = lock(&self.holds);
+        self.change(|streams| {
+            if streams.iter().any(|s| s.spec.name == stream.spec.name) {
+                return Err(StreamUseError::Exists(stream.spec.name.clone()));
+            }
+            streams.push(stream);
+            Ok(())
+        })
+    }
+
+    /// Replaces the definition of the stream called `name` (its filters
+    /// or retention; the log stays).
+    pub fn replace_spec(&self, spec: StreamSpec) -> Result<(), StreamUseError> {
+        let _holds = lock(&self.holds);
+        self.change(|streams| {
+            let stream = streams
+                .iter_mut()
+                .find(|s| s.spec.name == spec.name)
+                .ok_or_else(|| StreamUseError::NotFound(spec.name.clone()))?;
+            stream.spec = Arc::new(spec);
+            Ok(())
+        })
+    }
+
+    /// Takes the stream called `name` out of the set, unless somebody
+    /// holds it. Publishes from then on do not reach it; the caller closes
+    /// its log.
+    pub fn remove(&self, name: &str) -> Result<Stream, StreamUseError> {
+        let holds = lock(&self.holds);
+        let by = holds.holders_of(name);
+        if !by.is_empty() {
+            return Err(StreamUseError::InUse {
+                stream: name.to_owned(),
+                by,
+            });
+        }
+        self.change(|streams| {
+            let at = streams
+                .iter()
+                .position(|s| s.spec.name == name)
+                .ok_or_else(|| StreamUseError::NotFound(name.to_owned()))?;
+            Ok(streams.remove(at))
+        })
+    }
+
+    /// Applies `edit` to a copy of the set and publishes it. Callers hold
+    /// the holds lock, so changes are serialized.
+    fn change<T>(
+        &self,
+        edit: impl FnOnce(&mut Vec<Stream>) -> Result<T, StreamUseError>,
+    ) -> Result<T, StreamUseError> {
+        let mut streams = self.snapshot().streams.clone();
+        let outcome = edit(&mut streams)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(StreamSet { streams });
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(outcome)
     }
 
     /// Syncs and stops every stream's writer.
     pub async fn close(&self) {
-        for stream in &self.streams {
+        for stream in self.snapshot().iter() {
             stream.log.close().await;
         }
     }
+}
+
+/// Opens (recovering, or creating) the log of `spec` under `data_dir`.
+/// Blocking.
+pub fn open_log(
+    data_dir: &Path,
+    spec: &StreamSpec,
+    metrics: &StorageMetrics,
+    on_fatal: OnFatal,
+) -> Result<StreamLog, StorageError> {
+    StreamLog::open(
+        &stream_dir(data_dir, &spec.name),
+        &spec.name,
+        spec.log,
+        metrics,
+        on_fatal,
+    )
+}
+
+fn stream_dir(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("streams").join(name)
+}
+
+fn lock(holds: &Mutex<Holds>) -> MutexGuard<'_, Holds> {
+    // The map stays consistent whatever panicked while it was held.
+    holds.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Creates `dir` if missing, checks it is a writable directory, and takes an
@@ -423,140 +333,28 @@ fn lock_data_dir(dir: &Path) -> Result<File, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream_config::StreamConfig;
 
-    #[test]
-    fn parses_and_validates_a_full_definition() {
-        let config: StreamConfig = toml::from_str(
-            r#"
-            name = "sensors"
-            filters = ["sensors/#", "alerts/+"]
-            fsync = "interval:50"
-            segment_bytes = "8MiB"
-            segment_age = "10m"
-            retention = { max_age = "7d", max_bytes = "1GiB" }
-            "#,
-        )
-        .expect("parse");
-        let spec = config.validate("streams[0]").expect("valid");
-        assert_eq!(spec.name, "sensors");
-        assert!(spec.keeps("sensors/a/temp"));
-        assert!(spec.keeps("alerts/x"));
-        assert!(!spec.keeps("other"));
-        assert_eq!(
-            spec.log.fsync,
-            FsyncPolicy::Interval(Duration::from_millis(50))
-        );
-        assert_eq!(spec.log.segment_bytes, 8 * 1024 * 1024);
-        assert_eq!(spec.log.segment_age, Duration::from_secs(600));
-        assert_eq!(
-            spec.log.retention.max_age,
-            Some(Duration::from_secs(7 * 86400))
-        );
-        assert_eq!(spec.log.retention.max_bytes, Some(1 << 30));
-    }
-
-    #[test]
-    fn schema_fields_become_typed_columns() {
-        let config: StreamConfig = toml::from_str(
-            r#"
-            name = "sensors"
-            [schema]
-            temp = { type = "double", path = "sensor.temp" }
-            device = { type = "VARCHAR" }
-            "#,
-        )
-        .expect("parse");
-        let spec = config.validate("streams[0]").expect("valid");
-        assert_eq!(
-            spec.schema,
-            vec![
-                SchemaField {
-                    name: "device".into(),
-                    kind: FieldType::Varchar,
-                    path: vec!["device".into()],
-                },
-                SchemaField {
-                    name: "temp".into(),
-                    kind: FieldType::Double,
-                    path: vec!["sensor".into(), "temp".into()],
-                },
-            ]
-        );
-        let typo = toml::from_str::<StreamConfig>(
-            "name = \"s\"\nschema = { t = { type = \"double\", pth = \"x\" } }",
-        )
-        .expect_err("unknown key");
-        assert!(typo.to_string().contains("pth"), "{typo}");
-    }
-
-    #[test]
-    fn defaults_match_the_default_stream() {
-        let config: StreamConfig = toml::from_str("name = \"events\"").expect("parse");
-        assert_eq!(config, StreamConfig::default_stream());
-        let spec = config.validate("streams[0]").expect("valid");
-        assert_eq!(spec.log.fsync, FsyncPolicy::Always);
-        assert_eq!(spec.log.retention.max_age, Some(DEFAULT_MAX_AGE));
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let cases = [
-            ("name = \"../etc\"", "streams[1].name"),
-            ("name = \"\"", "streams[1].name"),
-            ("name = \"a b\"", "streams[1].name"),
-            ("name = \"s\"\nfilters = []", "streams[1].filters"),
-            (
-                "name = \"s\"\nfilters = [\"a/#/b\"]",
-                "streams[1].filters[0]",
-            ),
-            ("name = \"s\"\nfsync = \"sometimes\"", "streams[1].fsync"),
-            (
-                "name = \"s\"\nsegment_bytes = 10",
-                "streams[1].segment_bytes",
-            ),
-            (
-                "name = \"s\"\nretention = { max_age = \"0s\" }",
-                "streams[1].retention.max_age",
-            ),
-            (
-                "name = \"s\"\nschema = { temp = { type = \"float8\" } }",
-                "streams[1].schema.temp.type",
-            ),
-            (
-                "name = \"s\"\nschema = { temp = { type = \"double\", path = \"a..b\" } }",
-                "streams[1].schema.temp.path",
-            ),
-            (
-                "name = \"s\"\nschema = { ts = { type = \"bigint\" } }",
-                "streams[1].schema.ts",
-            ),
-            (
-                "name = \"s\"\nschema = { \"a-b\" = { type = \"bigint\" } }",
-                "streams[1].schema.a-b",
-            ),
-        ];
-        for (text, key) in cases {
-            let config: StreamConfig = toml::from_str(text).expect(text);
-            let err = config.validate("streams[1]").expect_err(text);
-            assert_eq!(err.key, key, "{text}");
+    fn spec(name: &str, filter: &str) -> StreamSpec {
+        StreamConfig {
+            name: name.to_owned(),
+            filters: vec![filter.to_owned()],
+            ..StreamConfig::default_stream()
         }
-        let typo = toml::from_str::<StreamConfig>("name = \"s\"\nfsnyc = \"always\"")
-            .expect_err("unknown key");
-        assert!(typo.to_string().contains("fsnyc"), "{typo}");
+        .validate("streams[0]")
+        .expect("valid")
+    }
+
+    fn open(dir: &Path, specs: Vec<StreamSpec>) -> Result<Streams, StorageError> {
+        let metrics = StorageMetrics::register(&mut Default::default());
+        Streams::open(dir, specs, &metrics, Arc::new(|_| {}))
     }
 
     #[test]
     fn data_dir_is_locked_and_checked() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let metrics = StorageMetrics::register(&mut Default::default());
-        let on_fatal: OnFatal = std::sync::Arc::new(|_| {});
-        let spec = StreamConfig::default_stream()
-            .validate("streams[0]")
-            .expect("valid");
-        let first = Streams::open(dir.path(), vec![spec.clone()], &metrics, on_fatal.clone())
-            .expect("open");
-        let second = Streams::open(dir.path(), vec![spec.clone()], &metrics, on_fatal.clone())
-            .expect_err("locked");
+        let first = open(dir.path(), vec![spec("events", "#")]).expect("open");
+        let second = open(dir.path(), vec![spec("events", "#")]).expect_err("locked");
         assert!(
             second
                 .to_string()
@@ -567,10 +365,65 @@ mod tests {
 
         let file = dir.path().join("plain-file");
         fs::write(&file, "x").expect("write");
-        let err = Streams::open(&file, vec![spec.clone()], &metrics, on_fatal.clone())
-            .expect_err("not a dir");
+        let err = open(&file, vec![spec("events", "#")]).expect_err("not a dir");
         assert!(err.to_string().contains("not a directory"), "{err}");
-        let err = Streams::open(Path::new(""), vec![spec], &metrics, on_fatal).expect_err("empty");
+        let err = open(Path::new(""), vec![spec("events", "#")]).expect_err("empty");
         assert!(err.to_string().contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn a_held_stream_cannot_be_removed_until_the_hold_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let streams = open(dir.path(), vec![spec("a", "a/#"), spec("b", "b/#")]).expect("open");
+        let hold = streams.hold("a", "nats bridge \"edge\"").expect("hold");
+        assert_eq!(hold.stream().spec.name, "a");
+        assert_eq!(
+            streams.remove("a").expect_err("held"),
+            StreamUseError::InUse {
+                stream: "a".into(),
+                by: vec!["nats bridge \"edge\"".into()],
+            }
+        );
+        assert!(matches!(
+            streams.hold("c", "x"),
+            Err(StreamUseError::NotFound(_))
+        ));
+        drop(hold);
+        let before = streams.generation();
+        let removed = streams.remove("a").expect("removed");
+        assert_eq!(removed.spec.name, "a");
+        assert!(streams.generation() > before);
+        assert!(streams.get("a").is_none());
+        assert_eq!(streams.snapshot().len(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_taken_before_a_change_keeps_its_streams() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let streams = open(dir.path(), vec![spec("a", "a/#")]).expect("open");
+        let before = streams.snapshot();
+        let metrics = StorageMetrics::register(&mut Default::default());
+        let b = spec("b", "b/#");
+        let log = open_log(dir.path(), &b, &metrics, Arc::new(|_| {})).expect("log");
+        streams
+            .insert(Stream {
+                spec: Arc::new(b.clone()),
+                log: log.clone(),
+            })
+            .expect("insert");
+        assert!(matches!(
+            streams.insert(Stream {
+                spec: Arc::new(b),
+                log,
+            }),
+            Err(StreamUseError::Exists(_))
+        ));
+        streams.replace_spec(spec("a", "x/#")).expect("replace");
+        assert_eq!(before.len(), 1);
+        assert_eq!(before.keeping("a/1").count(), 1);
+        let now = streams.snapshot();
+        assert_eq!(now.keeping("a/1").count(), 0);
+        assert_eq!(now.keeping("x/1").count(), 1);
+        assert_eq!(now.keeping("b/1").count(), 1);
     }
 }

@@ -10,8 +10,7 @@
 //! `{"stream":"events","from":"a/#","subject":"x.>","next_offset":42}`.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -78,15 +77,7 @@ impl Cursor {
             next_offset,
         };
         let text = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut out = File::create(&tmp)?;
-        out.write_all(&text)?;
-        out.sync_all()?;
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        tidewire_storage::durable_file::replace(&self.path, &text)
     }
 
     /// The file's path, for messages.

@@ -10,7 +10,6 @@
 //! interval (what publishers were acknowledged for is in the streams).
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -191,17 +190,7 @@ pub fn save(path: &Path, sessions: &[Arc<Session>]) -> std::io::Result<()> {
         sessions: saved,
     };
     let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut out = fs::File::create(&tmp)?;
-        out.write_all(&bytes)?;
-        out.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    tidewire_storage::durable_file::replace(path, &bytes)
 }
 
 /// Loads the sessions saved at `path` (none if the file does not exist),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 use tidewire_bridge::BridgeConfig;
-use tidewire_core::{ConfigError, Limits, StreamConfig, StreamSpec};
+use tidewire_core::{CatalogLimits, ConfigError, Limits, StreamConfig, StreamSpec};
 use tidewire_dashboard::{Dashboard, definition as dashboard};
 use tidewire_mqtt::{MqttConfig, MqttSettings};
 use tidewire_nats::NatsBridgeConfig;
@@ -25,6 +25,8 @@ pub const DEFAULT_DATA_DIR: &str = "./tidewire-data";
 /// Default time a client has to send a request's headers, from the moment
 /// the connection waits for them (hyper's own default).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Highest `limits.max_streams` accepted.
+pub const MAX_STREAMS_LIMIT: usize = 10_000;
 /// Default HTTP connections one client address may hold open at once.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 
@@ -167,6 +169,9 @@ pub struct LimitsSection {
     pub max_payload_bytes: Option<ByteSize>,
     /// Longest topic name accepted, in bytes (default 4096).
     pub max_topic_bytes: Option<usize>,
+    /// Most streams open at once, from the config file and the API
+    /// together (default 256; each has a writer thread and open files).
+    pub max_streams: Option<usize>,
 }
 
 /// Settings given on the command line or in the environment; they win over
@@ -198,6 +203,8 @@ pub struct Config {
     pub limits: Limits,
     /// The streams, in config order.
     pub streams: Vec<StreamSpec>,
+    /// Limits of the run-time catalog.
+    pub catalog: CatalogLimits,
     /// The bridges, of every kind.
     pub bridges: Vec<Arc<dyn BridgeConfig>>,
     /// SQL limits.
@@ -298,6 +305,21 @@ impl Config {
             }
             streams.push(spec);
         }
+        let catalog = CatalogLimits {
+            max_streams: match file.limits.max_streams {
+                Some(n) if (streams.len().max(1)..=MAX_STREAMS_LIMIT).contains(&n) => n,
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        "limits.max_streams",
+                        format!(
+                            "must be at least the {} stream(s) the file defines, and at most {MAX_STREAMS_LIMIT}",
+                            streams.len()
+                        ),
+                    ));
+                }
+                None => CatalogLimits::default().max_streams.max(streams.len()),
+            },
+        };
         Ok(Config {
             data_dir: overrides
                 .data_dir
@@ -321,6 +343,7 @@ impl Config {
             .map_err(|e| ConfigError::new("dashboards.dir", e.to_string()))?,
             limits,
             streams,
+            catalog,
         })
     }
 }
@@ -414,6 +437,7 @@ mod tests {
                 "http.max_connections_per_ip",
             ),
             ("[limits]\nmax_topic_bytes = 0", "limits.max_topic_bytes"),
+            ("[limits]\nmax_streams = 0", "limits.max_streams"),
             ("[mqtt]\nmax_inflight = 0", "mqtt.max_inflight"),
             ("[mqtt]\nlisten = \"x\"", "listen"),
             (

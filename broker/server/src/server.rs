@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tidewire_bridge::{BridgeError, BridgeMetrics, Bridges};
-use tidewire_core::{Broker, PublishMetrics, StorageError, Streams};
+use tidewire_core::{Broker, Catalog, CatalogError, PublishMetrics, StorageError, Streams};
 use tidewire_dashboard::Dashboard;
 use tidewire_mqtt::{MqttError, MqttServer};
 use tidewire_sql::{ContinuousQueries, SqlEngine, SqlError, SqlMetrics};
@@ -30,6 +30,10 @@ pub enum ServerError {
     /// The data directory or a stream could not be opened (external).
     #[error("opening streams: {0}")]
     Storage(#[from] StorageError),
+    /// The catalog of streams created at run time could not be loaded
+    /// (external: a damaged file names itself).
+    #[error("opening the catalog: {0}")]
+    Catalog(#[from] CatalogError),
     /// A listener could not be bound (external, or a port in use).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -65,6 +69,7 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct Server {
     broker: Broker,
+    catalog: Catalog,
     registry: Arc<Registry>,
     mqtt: MqttServer,
     bridges: Bridges,
@@ -114,6 +119,16 @@ impl Server {
             .map_err(|e| ServerError::Internal(format!("stream opening task: {e}")))??
         };
         let broker = Broker::new(streams, config.limits, publish_metrics);
+        let catalog = {
+            let (broker, storage_metrics, on_fatal) =
+                (broker.clone(), storage_metrics.clone(), on_fatal.clone());
+            let limits = config.catalog;
+            tokio::task::spawn_blocking(move || {
+                Catalog::open(broker, storage_metrics, on_fatal, limits)
+            })
+            .await
+            .map_err(|e| ServerError::Internal(format!("catalog opening task: {e}")))??
+        };
         let mqtt = MqttServer::start(
             config.mqtt.clone(),
             broker.clone(),
@@ -157,6 +172,7 @@ impl Server {
         })?;
         Ok(Server {
             broker,
+            catalog,
             registry: Arc::new(registry),
             mqtt,
             bridges,
@@ -196,6 +212,7 @@ impl Server {
         let stop = CancellationToken::new();
         let state = AppState {
             broker: self.broker.clone(),
+            catalog: self.catalog.clone(),
             registry: Arc::clone(&self.registry),
         };
         let gateway = Gateway::new(

@@ -71,7 +71,7 @@ pub struct Retention {
 }
 
 /// Settings for one stream's log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
     /// When appends become durable.
     pub fsync: FsyncPolicy,

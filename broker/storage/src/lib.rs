@@ -8,6 +8,7 @@
 //! crash recovery ([`recovery`]).
 
 pub mod config;
+pub mod durable_file;
 pub mod error;
 pub mod index;
 mod log;

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::LogConfig;
+use crate::config::{LogConfig, Retention};
 use crate::error::{Result, StorageError};
 use crate::metrics::StorageMetrics;
 use crate::reader::RecordScan;
@@ -123,7 +123,7 @@ impl StreamLog {
         let shared = Arc::new(Shared {
             name: name.into(),
             dir: dir.to_owned(),
-            config,
+            config: RwLock::new(config),
             state: RwLock::new(State {
                 segments: recovered.segments,
                 failure: None,
@@ -147,9 +147,27 @@ impl StreamLog {
         &self.shared.dir
     }
 
-    /// The stream's settings.
-    pub fn config(&self) -> &LogConfig {
-        &self.shared.config
+    /// The stream's settings now.
+    pub fn config(&self) -> LogConfig {
+        self.shared.config()
+    }
+
+    /// Changes what the stream keeps. The writer applies it at its next
+    /// housekeeping pass (within half a second), and seals the active
+    /// segment by the new age if that is sooner.
+    pub fn set_retention(&self, retention: Retention) {
+        let mut config = self
+            .shared
+            .config
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        config.retention = retention;
+    }
+
+    /// True when both handles are to the same open log (not merely logs of
+    /// the same name: a stream deleted and created again is a new log).
+    pub fn same_log(&self, other: &StreamLog) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     /// Appends a message. Resolves once it is durable under the stream's

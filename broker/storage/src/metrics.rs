@@ -105,6 +105,23 @@ impl StorageMetrics {
             truncated_bytes: self.truncated_bytes.get_or_create(&label).clone(),
         }
     }
+
+    /// Drops a deleted stream's series, so `/metrics` stops showing it (a
+    /// stream created again under the name starts from zero).
+    pub fn forget_stream(&self, stream: &str) {
+        let label = StreamLabel {
+            stream: stream.to_owned(),
+        };
+        self.records.remove(&label);
+        self.bytes.remove(&label);
+        self.fsyncs.remove(&label);
+        self.append_latency.remove(&label);
+        self.commit_batch.remove(&label);
+        self.retained_bytes.remove(&label);
+        self.segments.remove(&label);
+        self.deleted_segments.remove(&label);
+        self.truncated_bytes.remove(&label);
+    }
 }
 
 /// One stream's metric handles.

@@ -47,7 +47,9 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     pub name: Arc<str>,
     pub dir: PathBuf,
-    pub config: LogConfig,
+    /// Settings; only retention changes after opening
+    /// ([`crate::StreamLog::set_retention`]).
+    pub config: RwLock<LogConfig>,
     pub state: RwLock<State>,
     /// The offset after the last committed record; readers never read past it.
     pub committed: watch::Sender<u64>,
@@ -55,6 +57,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The stream's settings now.
+    pub fn config(&self) -> LogConfig {
+        *self.config.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn read_state(&self) -> RwLockReadGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind: use it.
         self.state

@@ -139,7 +139,7 @@ impl Writer {
     }
 
     fn housekeeping_period(&self) -> Duration {
-        match self.shared.config.fsync {
+        match self.shared.config().fsync {
             FsyncPolicy::Interval(every) => every.min(HOUSEKEEPING_PERIOD),
             _ => HOUSEKEEPING_PERIOD,
         }
@@ -154,7 +154,7 @@ impl Writer {
                 let _ = request.reply.send(Err(self.failed_error(reason)));
                 continue;
             }
-            let limit = self.shared.config.segment_bytes;
+            let limit = self.shared.config().segment_bytes;
             let non_empty = self.staged.end_offset > self.base;
             if non_empty && self.staged.size + request.frame_len as u64 > limit {
                 self.flush(&mut pending);
@@ -180,7 +180,7 @@ impl Writer {
                 position,
                 timestamp_ms,
             },
-            self.shared.config.index_interval_bytes,
+            self.shared.config().index_interval_bytes,
         );
         self.last_ts = timestamp_ms;
         self.staged.end_offset = offset + 1;
@@ -206,7 +206,7 @@ impl Writer {
         }
         let outcome = self
             .write_staged()
-            .and_then(|()| match self.shared.config.fsync {
+            .and_then(|()| match self.shared.config().fsync {
                 FsyncPolicy::Always => self.sync(),
                 _ => Ok(()),
             });
@@ -288,7 +288,7 @@ impl Writer {
     }
 
     fn sync_if_due(&mut self) {
-        if let FsyncPolicy::Interval(every) = self.shared.config.fsync
+        if let FsyncPolicy::Interval(every) = self.shared.config().fsync
             && self.unsynced
             && self.last_sync.elapsed() >= every
         {
@@ -322,7 +322,7 @@ impl Writer {
             return;
         }
         self.sync_if_due();
-        let age_limit = self.shared.config.effective_segment_age();
+        let age_limit = self.shared.config().effective_segment_age();
         let oldest_age = self.committed.min_ts.map(|ts| now_ms().saturating_sub(ts));
         if oldest_age.is_some_and(|age| age >= duration_ms(age_limit))
             && let Err(e) = self.roll()
@@ -334,7 +334,7 @@ impl Writer {
 
     /// Deletes whole sealed segments that retention no longer keeps.
     fn enforce_retention(&mut self) {
-        let retention = self.shared.config.retention;
+        let retention = self.shared.config().retention;
         loop {
             let victim = {
                 let state = self.shared.read_state();

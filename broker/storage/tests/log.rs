@@ -395,7 +395,7 @@ async fn other_fsync_policies_ack_and_persist() {
             fsync: policy,
             ..LogConfig::default()
         };
-        let log = open(dir.path(), config.clone());
+        let log = open(dir.path(), config);
         append_all(&log, 0..30).await;
         log.close().await;
         let log = open(dir.path(), config);

@@ -21,13 +21,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
-use tidewire_core::Broker;
+use tidewire_core::{Broker, Catalog};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The broker core.
     pub broker: Broker,
+    /// The run-time catalog of streams.
+    pub catalog: Catalog,
     /// Every metric, for `/metrics`.
     pub registry: Arc<Registry>,
 }
@@ -42,8 +44,19 @@ pub fn router(state: AppState) -> Router {
             &format!("{}{{*topic}}", publish::ROUTE_PREFIX),
             post(publish::publish).layer(DefaultBodyLimit::max(body_limit)),
         )
-        .route("/api/v1/streams", get(streams::list))
-        .route("/api/v1/streams/{name}", get(streams::show))
+        .route(
+            "/api/v1/streams",
+            get(streams::list)
+                .post(streams::create)
+                .layer(DefaultBodyLimit::max(streams::MAX_DEFINITION_BYTES)),
+        )
+        .route(
+            "/api/v1/streams/{name}",
+            get(streams::show)
+                .patch(streams::update)
+                .delete(streams::delete)
+                .layer(DefaultBodyLimit::max(streams::MAX_DEFINITION_BYTES)),
+        )
         .route("/api/v1/streams/{name}/records", get(records::read))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -13,6 +13,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     let failed: serde_json::Map<_, _> = state
         .broker
         .streams()
+        .snapshot()
         .iter()
         .filter_map(|s| Some((s.spec.name.clone(), s.log.failure()?.into())))
         .collect();

@@ -137,8 +137,7 @@ pub async fn read(
         .broker
         .streams()
         .get(&name)
-        .ok_or_else(|| ApiError::no_stream(&name))?
-        .clone();
+        .ok_or_else(|| ApiError::no_stream(&name))?;
 
     let start = resolve(&stream, from).await?;
     let mut tail = stream.log.subscribe();

@@ -1,23 +1,46 @@
-//! `GET /api/v1/streams` and `GET /api/v1/streams/{name}`: each stream's
-//! definition and live stats.
+//! `/api/v1/streams`: each stream's definition, origin and live stats
+//! (`GET`), and the catalog's run-time changes: create (`POST`, the same
+//! definition as `[[streams]]`, as JSON), change filters or retention
+//! (`PATCH`) and delete (`DELETE`).
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use tidewire_core::Stream;
+use serde::de::DeserializeOwned;
+use tidewire_core::catalog::StreamPatch;
+use tidewire_core::{CatalogError, Origin, Stream, StreamConfig};
 
 use super::{ApiError, AppState};
 use crate::time::rfc3339_ms;
+
+/// Largest definition a request may send.
+pub const MAX_DEFINITION_BYTES: usize = 64 * 1024;
 
 /// A stream's definition and stats.
 #[derive(Debug, Serialize)]
 pub struct StreamView {
     name: String,
+    /// `config` (the config file) or `api` (created at run time; only
+    /// these can be changed or deleted through the API).
+    origin: Origin,
     filters: Vec<String>,
     fsync: String,
     retention: RetentionView,
     segment_bytes: u64,
+    segment_age_ms: u128,
+    schema: Vec<FieldView>,
     stats: StatsView,
+}
+
+#[derive(Debug, Serialize)]
+struct FieldView {
+    name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    path: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,12 +64,13 @@ struct StatsView {
 }
 
 impl StreamView {
-    fn of(stream: &Stream) -> StreamView {
+    fn of(stream: &Stream, origin: Origin) -> StreamView {
         let config = stream.log.config();
         let stats = stream.log.stats();
         let non_empty = stats.records > 0;
         StreamView {
             name: stream.spec.name.clone(),
+            origin,
             filters: stream
                 .spec
                 .filters
@@ -59,6 +83,17 @@ impl StreamView {
                 max_bytes: config.retention.max_bytes,
             },
             segment_bytes: config.segment_bytes,
+            segment_age_ms: config.segment_age.as_millis(),
+            schema: stream
+                .spec
+                .schema
+                .iter()
+                .map(|f| FieldView {
+                    name: f.name.clone(),
+                    kind: f.kind.name(),
+                    path: f.path.join("."),
+                })
+                .collect(),
             stats: StatsView {
                 messages: stats.records,
                 bytes: stats.bytes,
@@ -81,7 +116,11 @@ pub struct StreamList {
 }
 
 pub async fn list(State(state): State<AppState>) -> Json<StreamList> {
-    let streams = state.broker.streams().iter().map(StreamView::of).collect();
+    let open = state.broker.streams().snapshot();
+    let streams = open
+        .iter()
+        .map(|s| StreamView::of(s, origin(&state, &s.spec.name)))
+        .collect();
     Json(StreamList { streams })
 }
 
@@ -94,5 +133,77 @@ pub async fn show(
         .streams()
         .get(&name)
         .ok_or_else(|| ApiError::no_stream(&name))?;
-    Ok(Json(StreamView::of(stream)))
+    Ok(Json(StreamView::of(&stream, origin(&state, &name))))
+}
+
+/// `POST /api/v1/streams`: 201 with the new stream and its `Location`.
+pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let config: StreamConfig = definition(&body)?;
+    let stream = state
+        .catalog
+        .create_stream(config)
+        .await
+        .map_err(catalog_error)?;
+    let location = format!("/api/v1/streams/{}", stream.spec.name);
+    let view = StreamView::of(&stream, Origin::Api);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(view),
+    )
+        .into_response())
+}
+
+/// `PATCH /api/v1/streams/{name}`: new filters or retention.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<StreamView>, ApiError> {
+    let patch: StreamPatch = definition(&body)?;
+    let stream = state
+        .catalog
+        .update_stream(&name, patch)
+        .await
+        .map_err(catalog_error)?;
+    Ok(Json(StreamView::of(&stream, Origin::Api)))
+}
+
+/// `DELETE /api/v1/streams/{name}`: 204 once its records, files and SQL
+/// table are gone.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .catalog
+        .delete_stream(&name)
+        .await
+        .map_err(catalog_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn origin(state: &AppState, name: &str) -> Origin {
+    state.catalog.origin(name).unwrap_or(Origin::Config)
+}
+
+/// A JSON request body; a syntax error, a missing or unknown field or a
+/// value of the wrong kind is a 400 naming it.
+fn definition<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid definition: {e}")))
+}
+
+/// The status each catalog refusal deserves.
+fn catalog_error(e: CatalogError) -> ApiError {
+    let status = match &e {
+        CatalogError::Invalid(_) => StatusCode::BAD_REQUEST,
+        CatalogError::NotFound { .. } => StatusCode::NOT_FOUND,
+        _ if e.is_user_error() => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status.is_server_error() {
+        tracing::error!(error = %e, "catalog change failed");
+    }
+    ApiError::new(status, e.to_string())
 }
