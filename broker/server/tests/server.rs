@@ -808,6 +808,8 @@ async fn metric(broker: &tidewire_harness::Broker, line_prefix: &str) -> f64 {
         .sum()
 }
 
+#[path = "server/catalog.rs"]
+mod catalog;
 #[path = "server/hostile.rs"]
 mod hostile;
 #[path = "server/http.rs"]

@@ -359,6 +359,32 @@ async fn retention_by_age_empties_an_idle_stream() {
 }
 
 #[tokio::test]
+async fn retention_changed_while_open_applies_at_the_next_housekeeping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), small_segments());
+    append_all(&log, 0..200).await;
+    let before = log.stats();
+    assert_eq!(before.first_offset, 0, "nothing dropped without retention");
+    log.set_retention(Retention {
+        max_age: None,
+        max_bytes: Some(6 * 1024),
+    });
+    assert_eq!(log.config().retention.max_bytes, Some(6 * 1024));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while log.stats().bytes > 6 * 1024 + 2048 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new retention never ran: {:?}",
+            log.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(log.stats().first_offset > 0);
+    assert_eq!(log.stats().next_offset, 200);
+    log.close().await;
+}
+
+#[tokio::test]
 async fn group_commit_shares_fsyncs_between_concurrent_appends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut registry = Registry::default();

@@ -255,3 +255,147 @@ fn empty_trash(data_dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::PublishMetrics;
+    use crate::publish::Limits;
+    use crate::streams::Streams;
+    use crate::{Message, Source};
+
+    /// A broker over `data_dir` with the default stream, and its catalog.
+    fn open(data_dir: &Path) -> Catalog {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let storage = StorageMetrics::register(&mut registry);
+        let on_fatal: OnFatal = Arc::new(|_| {});
+        let spec = StreamConfig::default_stream()
+            .validate("streams[0]")
+            .expect("valid");
+        let streams =
+            Streams::open(data_dir, vec![spec], &storage, on_fatal.clone()).expect("streams");
+        let broker = Broker::new(
+            streams,
+            Limits::default(),
+            PublishMetrics::register(&mut registry),
+        );
+        Catalog::open(broker, storage, on_fatal, CatalogLimits { max_streams: 3 }).expect("catalog")
+    }
+
+    fn definition(name: &str, filter: &str) -> StreamConfig {
+        StreamConfig {
+            name: name.to_owned(),
+            filters: vec![filter.to_owned()],
+            ..StreamConfig::default_stream()
+        }
+    }
+
+    async fn publish(catalog: &Catalog, topic: &str) -> Vec<String> {
+        let message = Message {
+            topic: topic.to_owned(),
+            client_id: "test".to_owned(),
+            qos: 1,
+            retain: false,
+            payload: bytes::Bytes::from_static(b"x"),
+            properties: Default::default(),
+        };
+        catalog
+            .broker()
+            .publish(Source::Http, message)
+            .await
+            .expect("publish")
+            .into_iter()
+            .map(|s| s.stream.to_string())
+            .collect()
+    }
+
+    async fn close(catalog: Catalog) {
+        catalog.broker().streams().close().await;
+    }
+
+    #[tokio::test]
+    async fn a_created_stream_takes_the_next_publish_and_opens_again_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = open(dir.path());
+        catalog
+            .create_stream(definition("lab", "lab/#"))
+            .await
+            .expect("create");
+        assert_eq!(publish(&catalog, "lab/1").await, ["events", "lab"]);
+        assert_eq!(catalog.origin("lab"), Some(Origin::Api));
+        assert_eq!(catalog.origin("events"), Some(Origin::Config));
+        close(catalog).await;
+
+        let catalog = open(dir.path());
+        let lab = catalog.broker().streams().get("lab").expect("reopened");
+        assert_eq!(lab.log.next_offset(), 1);
+        assert_eq!(catalog.origin("lab"), Some(Origin::Api));
+        close(catalog).await;
+    }
+
+    #[tokio::test]
+    async fn the_stream_limit_and_leftover_data_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = open(dir.path());
+        for name in ["a", "b"] {
+            catalog
+                .create_stream(definition(name, "#"))
+                .await
+                .expect("create");
+        }
+        let err = catalog
+            .create_stream(definition("c", "#"))
+            .await
+            .expect_err("over the limit");
+        assert!(
+            matches!(err, CatalogError::LimitReached { max: 3, .. }),
+            "{err}"
+        );
+        catalog.delete_stream("b").await.expect("delete");
+
+        std::fs::create_dir_all(dir.path().join("streams/old")).expect("leftover");
+        let err = catalog
+            .create_stream(definition("old", "#"))
+            .await
+            .expect_err("leftover");
+        assert!(matches!(err, CatalogError::LeftoverData { .. }), "{err}");
+        assert!(
+            dir.path().join("streams/old").is_dir(),
+            "not adopted, not removed"
+        );
+        close(catalog).await;
+    }
+
+    #[tokio::test]
+    async fn a_deletion_cut_short_by_a_crash_is_finished_at_the_next_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = open(dir.path());
+        catalog
+            .create_stream(definition("lab", "lab/#"))
+            .await
+            .expect("create");
+        publish(&catalog, "lab/1").await;
+        close(catalog).await;
+        // The tombstone is durable, the files not yet deleted: a crash here.
+        let file = CatalogFile::open(dir.path()).expect("file");
+        file.begin_delete("streams", "lab").expect("tombstone");
+        assert!(dir.path().join("streams/lab").is_dir());
+
+        let catalog = open(dir.path());
+        assert!(catalog.broker().streams().get("lab").is_none());
+        assert!(!dir.path().join("streams/lab").exists());
+        assert!(
+            CatalogFile::open(dir.path())
+                .expect("file")
+                .deleting("streams")
+                .is_empty()
+        );
+        // And a new stream of the name starts empty.
+        let lab = catalog
+            .create_stream(definition("lab", "lab/#"))
+            .await
+            .expect("create again");
+        assert_eq!(lab.log.next_offset(), 0);
+        close(catalog).await;
+    }
+}

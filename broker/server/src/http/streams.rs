@@ -190,8 +190,14 @@ fn origin(state: &AppState, name: &str) -> Origin {
 /// A JSON request body; a syntax error, a missing or unknown field or a
 /// value of the wrong kind is a 400 naming it.
 fn definition<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid definition: {e}")))
+    let invalid = |e: serde_json::Error| ApiError::bad_request(format!("invalid definition: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid definition: expected a JSON object",
+        ));
+    }
+    serde_json::from_value(value).map_err(invalid)
 }
 
 /// The status each catalog refusal deserves.
