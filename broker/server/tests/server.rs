@@ -472,15 +472,7 @@ async fn bad_http_input_gets_clear_errors_and_stores_nothing() {
         ["ok/topic", "fits", "a b/%"],
         "rejected input stored nothing"
     );
-    let metrics = api
-        .client()
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = api.metrics().await.expect("metrics");
     assert!(
         metrics.contains(
             "tidewire_publish_rejected_messages_total{source=\"http\",reason=\"payload_too_large\"}"

@@ -242,6 +242,12 @@ impl Api {
         Ok((response.status().as_u16(), response.json().await?))
     }
 
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> Result<String> {
+        let response = self.client.get(self.url("/metrics")).send().await?;
+        Ok(response.error_for_status()?.text().await?)
+    }
+
     /// Reads every record of `stream` from `earliest`, following
     /// `next_offset`, with payloads as base64.
     pub async fn read_all(&self, stream: &str) -> Result<Vec<Value>> {

@@ -290,6 +290,13 @@ mod tests {
         }
     }
 
+    async fn create(catalog: &Catalog, name: &str, filter: &str) -> crate::Stream {
+        catalog
+            .create_stream(definition(name, filter))
+            .await
+            .expect("create")
+    }
+
     async fn publish(catalog: &Catalog, topic: &str) -> Vec<String> {
         let message = Message {
             topic: topic.to_owned(),
@@ -317,10 +324,7 @@ mod tests {
     async fn a_created_stream_takes_the_next_publish_and_opens_again_after_a_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
         let catalog = open(dir.path());
-        catalog
-            .create_stream(definition("lab", "lab/#"))
-            .await
-            .expect("create");
+        create(&catalog, "lab", "lab/#").await;
         assert_eq!(publish(&catalog, "lab/1").await, ["events", "lab"]);
         assert_eq!(catalog.origin("lab"), Some(Origin::Api));
         assert_eq!(catalog.origin("events"), Some(Origin::Config));
@@ -338,10 +342,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let catalog = open(dir.path());
         for name in ["a", "b"] {
-            catalog
-                .create_stream(definition(name, "#"))
-                .await
-                .expect("create");
+            create(&catalog, name, "#").await;
         }
         let err = catalog
             .create_stream(definition("c", "#"))
@@ -370,10 +371,7 @@ mod tests {
     async fn a_deletion_cut_short_by_a_crash_is_finished_at_the_next_start() {
         let dir = tempfile::tempdir().expect("tempdir");
         let catalog = open(dir.path());
-        catalog
-            .create_stream(definition("lab", "lab/#"))
-            .await
-            .expect("create");
+        create(&catalog, "lab", "lab/#").await;
         publish(&catalog, "lab/1").await;
         close(catalog).await;
         // The tombstone is durable, the files not yet deleted: a crash here.
@@ -391,10 +389,7 @@ mod tests {
                 .is_empty()
         );
         // And a new stream of the name starts empty.
-        let lab = catalog
-            .create_stream(definition("lab", "lab/#"))
-            .await
-            .expect("create again");
+        let lab = create(&catalog, "lab", "lab/#").await;
         assert_eq!(lab.log.next_offset(), 0);
         close(catalog).await;
     }

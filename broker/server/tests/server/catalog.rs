@@ -69,6 +69,16 @@ async fn publish_mqtt(addr: std::net::SocketAddr, topic: &str, payloads: &[Strin
     client.disconnect().await.expect("disconnect");
 }
 
+/// The binary on the defaults, with its data under `dir`.
+async fn start(dir: &Path) -> (tidewire_harness::Broker, Api) {
+    let broker = Launch::new(BIN, dir.join("data"))
+        .start()
+        .await
+        .expect("start");
+    let api = Api::new(broker.http_url());
+    (broker, api)
+}
+
 fn stream_names(list: &Value) -> Vec<&str> {
     list["streams"]
         .as_array()
@@ -145,15 +155,7 @@ async fn a_stream_created_through_the_api_survives_sigkill_and_leaves_nothing_on
         "{body}"
     );
     assert!(!data.join("streams/sensors").exists(), "files are gone");
-    let metrics = api
-        .client()
-        .get(api.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = api.metrics().await.expect("metrics");
     assert!(!metrics.contains("stream=\"sensors\""), "{metrics}");
     let (_, events) = api.get("/api/v1/streams/events").await.expect("events");
     assert_eq!(events["stats"]["messages"], 5, "other streams untouched");
@@ -186,11 +188,7 @@ async fn a_stream_created_through_the_api_survives_sigkill_and_leaves_nothing_on
 #[tokio::test]
 async fn bad_definitions_and_forbidden_changes_get_a_4xx_that_names_why_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Launch::new(BIN, dir.path().join("data"))
-        .start()
-        .await
-        .expect("start");
-    let api = Api::new(broker.http_url());
+    let (_broker, api) = start(dir.path()).await;
 
     let bad_posts = [
         (json!({ "name": "events" }), 409, "exists"),
@@ -326,11 +324,7 @@ async fn bad_definitions_and_forbidden_changes_get_a_4xx_that_names_why_and_chan
 #[tokio::test]
 async fn a_stream_that_a_continuous_query_reads_cannot_be_deleted_until_the_query_stops() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let broker = Launch::new(BIN, dir.path().join("data"))
-        .start()
-        .await
-        .expect("start");
-    let api = Api::new(broker.http_url());
+    let (_broker, api) = start(dir.path()).await;
     let (status, _) = api
         .post_json("/api/v1/streams", json!({ "name": "metrics" }))
         .await
