@@ -669,3 +669,22 @@ async fn inbound_acks_only_what_tidewire_stored() {
     .await;
     bridges.stop().await;
 }
+
+#[tokio::test]
+async fn a_running_bridge_holds_the_stream_it_reads() {
+    let node = Node::new();
+    // No server is needed: a bridge holds its stream from its start.
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let spec = outbound_bridge(&url, "connect_timeout = \"1s\"");
+    let mut bridges = node.start(&spec, &CancellationToken::new()).await;
+    let err = node.broker.streams().remove("events").expect_err("held");
+    assert_eq!(
+        err.to_string(),
+        "stream \"events\" is in use by nats bridge \"uplink\" (outbound[0])"
+    );
+    bridges.stop().await;
+    node.broker
+        .streams()
+        .remove("events")
+        .expect("free once the bridge has stopped");
+}
