@@ -112,11 +112,14 @@ async function api(path, options = {}) {
   return body;
 }
 
-const runSql = (sql) => api('/api/v1/sql', {
-  method: 'POST',
+/** Sends `body` as JSON with `method`; answers like api(). */
+const sendJson = (method, path, body) => api(path, {
+  method,
   headers: { 'content-type': 'application/json' },
-  body: JSON.stringify({ sql }),
+  body: JSON.stringify(body),
 });
+
+const runSql = (sql) => sendJson('POST', '/api/v1/sql', { sql });
 
 /** Parses Prometheus text into name -> [{labels, value}]. */
 function parseMetrics(text) {
@@ -792,29 +795,54 @@ views.tail = (() => {
 })();
 
 // ---------------------------------------------------------------------------
-// Streams and their records.
+// Streams: their stats, creating and deleting them, and their records.
 
 views.streams = (() => {
   let selected = null;
   let nextOffset = null;
+  let listed = new Set(); // names in the last list shown
+  let listRequest = 0;    // only the latest list request is shown
 
   async function loadList() {
+    const request = ++listRequest;
+    let streams;
     try {
-      const { streams } = await api('/api/v1/streams');
-      if (!selected && streams.length) select(streams[0].name);
-      showList(streams);
+      ({ streams } = await api('/api/v1/streams'));
     } catch (e) {
-      showError($('#records-error'), `Could not list streams: ${e.message}`);
+      if (request === listRequest) streamsError(`Could not list streams: ${e.message}`, 'list');
+      return;
     }
+    if (request !== listRequest) return; // a later request (after a change) answered first
+    if ($('#streams-error').dataset.source === 'list') showError($('#streams-error'), '');
+    // The selected stream was deleted (here or elsewhere): forget it.
+    if (selected && listed.has(selected) && !streams.some((s) => s.name === selected)) forget();
+    listed = new Set(streams.map((s) => s.name));
+    if (!selected && streams.length) select(streams[0].name);
+    showList(streams);
+  }
+
+  /** Shows an error under the list: a listing failure (`list`, gone
+   *  with the next good listing) or a refused deletion (`delete`, kept
+   *  until the next deletion). */
+  function streamsError(text, source) {
+    $('#streams-error').dataset.source = source;
+    showError($('#streams-error'), text);
   }
 
   function showList(streams) {
     const rows = streams.map((s) => {
       const st = s.stats;
       const offsets = st.first_offset === null ? 'empty' : `${st.first_offset}–${st.last_offset}`;
-      return el('tr', { class: s.name === selected ? 'selected' : null, dataset: { stream: s.name }, onclick: () => select(s.name, true) },
+      const origin = s.origin === 'api'
+        ? el('span', { class: 'badge alt', text: 'api', title: 'created at run time; can be deleted' })
+        : el('span', { class: 'badge', text: s.origin, title: 'defined in the config file; change it there' });
+      const deleteButton = s.origin === 'api'
+        ? el('button', { class: 'small danger', type: 'button', text: 'Delete', title: `delete stream ${s.name} and its records`, onclick: (e) => { e.stopPropagation(); remove(s); } })
+        : null;
+      return el('tr', { class: s.name === selected ? 'selected' : null, dataset: { stream: s.name, origin: s.origin }, onclick: () => select(s.name, true) },
         el('td', { class: 'strong', text: s.name }),
-        el('td', { class: 'mono', text: s.filters.join(', ') }),
+        el('td', { class: 'origin' }, origin, deleteButton),
+        el('td', { class: 'mono filters', text: s.filters.join(', ') }),
         el('td', { class: 'num', text: formatNumber(st.messages) }),
         el('td', { class: 'num', text: formatBytes(st.bytes) }),
         el('td', { class: 'num', text: formatNumber(st.segments) }),
@@ -824,7 +852,66 @@ views.streams = (() => {
         el('td', { text: `${formatDuration(s.retention.max_age_ms)}${s.retention.max_bytes ? `, ${formatBytes(s.retention.max_bytes)}` : ''}` }),
         el('td', { text: s.fsync }));
     });
-    fill($('#streams-list tbody'), rows.length ? rows : el('tr', {}, el('td', { colSpan: 10, class: 'muted', text: 'no streams configured' })));
+    fill($('#streams-list tbody'), rows.length ? rows : el('tr', {}, el('td', { colSpan: 11, class: 'muted', text: 'no streams' })));
+  }
+
+  /** The form as a `[[streams]]` definition; empty fields are left to
+   *  the server's defaults (filters `#`, max age 24h, no size limit). */
+  function definition() {
+    const body = { name: $('#stream-name').value.trim() };
+    const filters = $('#stream-filters').value.split(/[\s,]+/).filter(Boolean);
+    if (filters.length) body.filters = filters;
+    const maxAge = $('#stream-max-age').value.trim();
+    const maxBytes = $('#stream-max-bytes').value.trim();
+    if (maxAge || maxBytes) {
+      body.retention = {};
+      if (maxAge) body.retention.max_age = /^(forever|none)$/i.test(maxAge) ? null : maxAge;
+      if (maxBytes) body.retention.max_bytes = /^\d+$/.test(maxBytes) ? Number(maxBytes) : maxBytes;
+    }
+    return body;
+  }
+
+  async function create(event) {
+    event.preventDefault();
+    const button = $('#stream-create');
+    if (button.disabled) return;
+    button.disabled = true;
+    try {
+      const stream = await sendJson('POST', '/api/v1/streams', definition());
+      showError($('#stream-form-error'), '');
+      $('#stream-form').reset();
+      notify(`Stream ${stream.name} created.`);
+      select(stream.name, true);
+      await loadList();
+    } catch (e) {
+      showError($('#stream-form-error'), `Could not create the stream: ${e.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function remove(stream) {
+    const records = stream.stats.messages === 1 ? '1 record' : `${formatNumber(stream.stats.messages)} records`;
+    if (!confirm(`Delete stream "${stream.name}" and its ${records}? This cannot be undone.`)) return;
+    try {
+      await api(`/api/v1/streams/${encodeURIComponent(stream.name)}`, { method: 'DELETE' });
+      streamsError('', 'delete');
+      notify(`Stream ${stream.name} deleted.`);
+    } catch (e) {
+      streamsError(`Could not delete stream ${stream.name}: ${e.message}`, 'delete');
+    }
+    await loadList();
+  }
+
+  /** Drops the selection and the records shown for it. */
+  function forget() {
+    selected = null;
+    nextOffset = null;
+    $('#records-next').disabled = true;
+    fill($('#records-table tbody'));
+    $('#records-status').textContent = '';
+    $('#records-stream').textContent = '–';
+    showError($('#records-error'), '');
   }
 
   function select(name, load = false) {
@@ -894,6 +981,8 @@ views.streams = (() => {
     $('#records-time-field').hidden = mode !== 'time';
   }
 
+  $('#stream-form').addEventListener('submit', create);
+  $('#stream-form').addEventListener('input', () => showError($('#stream-form-error'), ''));
   $('#records-from').addEventListener('change', showFromFields);
   $('#records-form').addEventListener('submit', (e) => { e.preventDefault(); loadRecords(); });
   $('#records-next').addEventListener('click', () => loadRecords(`offset:${nextOffset}`));
