@@ -1,6 +1,8 @@
 //! Bridge metrics, one family set for every bridge kind, labelled by
 //! bridge kind, bridge name, link and direction.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -37,6 +39,7 @@ pub struct BridgeMetrics {
     pub(crate) errors: Family<LinkLabels, Counter>,
     pub(crate) lost: Family<LinkLabels, Counter>,
     pub(crate) lag: Family<LinkLabels, Gauge>,
+    pub(crate) lag_seconds: Family<LinkLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl BridgeMetrics {
@@ -68,6 +71,11 @@ impl BridgeMetrics {
             "lag_offsets",
             "Stream offsets an outbound link is behind the stream's end",
             m.lag.clone(),
+        );
+        r.register(
+            "lag_seconds",
+            "Broker time between a stream's newest record and the newest one its outbound link delivered",
+            m.lag_seconds.clone(),
         );
         m
     }

@@ -3,12 +3,15 @@
 //! ([`BridgeStatus`]). Counters are the Prometheus metrics themselves, so
 //! `/metrics` and `GET /api/v1/bridges` never disagree.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
+use tidewire_delivery::Lag;
+use tidewire_storage::StreamLog;
 
 use crate::metrics::{BridgeLabels, BridgeMetrics, LinkLabels};
 
@@ -85,6 +88,9 @@ pub struct LinkStatus {
     pub cursor: Option<u64>,
     /// Outbound: stream offsets behind the stream's end.
     pub lag: Option<u64>,
+    /// Outbound: broker time between the stream's newest record and the
+    /// newest one delivered, in seconds (0 when caught up).
+    pub lag_seconds: Option<f64>,
     /// The link's last error, if any.
     pub last_error: Option<String>,
 }
@@ -132,6 +138,7 @@ impl BridgeState {
                     errors: metrics.errors.get_or_create(&labels).clone(),
                     lost: metrics.lost.get_or_create(&labels).clone(),
                     lag: metrics.lag.get_or_create(&labels).clone(),
+                    lag_seconds: metrics.lag_seconds.get_or_create(&labels).clone(),
                     detail: Mutex::default(),
                 })
             })
@@ -195,12 +202,14 @@ pub struct LinkState {
     errors: Counter,
     lost: Counter,
     lag: Gauge,
+    lag_seconds: Gauge<f64, AtomicU64>,
     detail: Mutex<LinkDetail>,
 }
 
 #[derive(Debug, Default)]
 struct LinkDetail {
     cursor: Option<u64>,
+    delivered_ts: Option<i64>,
     last_error: Option<String>,
     rate: Option<(Instant, u64, f64)>,
 }
@@ -222,20 +231,30 @@ impl LinkState {
         self.lost.inc_by(n);
     }
 
-    /// Records an outbound link's committed cursor and the stream's end.
-    pub fn set_position(&self, cursor: u64, stream_end: u64) {
-        let lag = stream_end.saturating_sub(cursor);
-        self.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
-        lock(&self.detail).cursor = Some(cursor);
+    /// Records an outbound link's committed cursor, the timestamp of the
+    /// newest record it delivered, and its lag.
+    pub fn set_position(&self, cursor: u64, delivered_ts: Option<i64>, lag: Lag) {
+        let mut detail = lock(&self.detail);
+        detail.cursor = Some(cursor);
+        detail.delivered_ts = delivered_ts;
+        self.set_lag(lag);
     }
 
-    /// Recomputes an outbound link's lag from the stream's end and its
-    /// last recorded cursor.
-    pub fn refresh_lag(&self, stream_end: u64) {
-        if let Some(cursor) = lock(&self.detail).cursor {
-            let lag = stream_end.saturating_sub(cursor);
-            self.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+    /// Recomputes an outbound link's lag from the stream `log` it reads,
+    /// for while its pump is not running (the peer is unreachable).
+    pub fn refresh_lag(&self, log: &StreamLog) {
+        let (cursor, delivered_ts) = {
+            let detail = lock(&self.detail);
+            (detail.cursor, detail.delivered_ts)
+        };
+        if let Some(cursor) = cursor {
+            self.set_lag(Lag::of(log, cursor, delivered_ts));
         }
+    }
+
+    fn set_lag(&self, lag: Lag) {
+        self.lag.set(i64::try_from(lag.records).unwrap_or(i64::MAX));
+        self.lag_seconds.set(lag.millis as f64 / 1000.0);
     }
 
     /// Messages delivered so far.
@@ -271,6 +290,7 @@ impl LinkState {
             lost: self.lost.get(),
             cursor: detail.cursor,
             lag: outbound.then(|| u64::try_from(self.lag.get()).unwrap_or(0)),
+            lag_seconds: outbound.then(|| self.lag_seconds.get()),
             last_error: detail.last_error.clone(),
         }
     }
@@ -291,8 +311,8 @@ impl tidewire_delivery::Report for LinkState {
         LinkState::error(self, error);
     }
 
-    fn position(&self, cursor: u64, stream_end: u64) {
-        self.set_position(cursor, stream_end);
+    fn position(&self, cursor: u64, delivered_ts: Option<i64>, lag: Lag) {
+        self.set_position(cursor, delivered_ts, lag);
     }
 }
 
@@ -325,7 +345,14 @@ mod tests {
         out.delivered(5);
         out.error("boom");
         out.lost(2);
-        out.set_position(10, 15);
+        out.set_position(
+            10,
+            Some(1_000),
+            Lag {
+                records: 5,
+                millis: 2_500,
+            },
+        );
         let snapshot = state.snapshot();
         assert_eq!(snapshot.health, Health::Disconnected);
         assert_eq!(snapshot.error.as_deref(), Some("connection refused"));
@@ -334,6 +361,7 @@ mod tests {
             (link.messages, link.errors, link.lost, link.cursor, link.lag),
             (5, 1, 2, Some(10), Some(5))
         );
+        assert_eq!(link.lag_seconds, Some(2.5));
         assert_eq!(link.last_error.as_deref(), Some("boom"));
         assert_eq!(snapshot.links[1].lag, None);
         assert_eq!(snapshot.links[1].direction, Direction::Inbound);

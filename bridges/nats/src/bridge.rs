@@ -202,7 +202,7 @@ async fn track_lag(links: Vec<(Arc<LinkState>, Stream)>, shutdown: &Cancellation
             () = shutdown.cancelled() => return,
         }
         for (state, stream) in &links {
-            state.refresh_lag(stream.log.next_offset());
+            state.refresh_lag(&stream.log);
         }
     }
 }

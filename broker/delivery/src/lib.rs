@@ -1,7 +1,9 @@
 //! The delivery layer: everything that sends a stream's records somewhere
 //! else, at least once, from a durable cursor.
 //!
-//! Layout: [`cursor`] (the fsynced position of one consumer), [`sink`]
+//! Layout: [`cursor`] (the fsynced position of one consumer),
+//! [`position`] (where a read starts, and waiting for records past a
+//! position, shared with the records API's long-poll), [`sink`]
 //! (the small trait a target implements: send one record, answer skipped,
 //! accepted or pending, and flush), [`pump`] (the one loop that reads
 //! from the cursor, tails the stream, keeps acknowledgements in flight,
@@ -13,12 +15,14 @@
 
 pub mod cursor;
 pub mod error;
+pub mod position;
 pub mod pump;
 pub mod sink;
 pub mod status;
 
 pub use cursor::Cursor;
 pub use error::DeliveryError;
-pub use pump::{Pump, PumpConfig, Start};
+pub use position::{Start, records_after};
+pub use pump::{Pump, PumpConfig};
 pub use sink::{Sent, Sink, SinkError};
-pub use status::{DeliveryStatus, Report, StatusSnapshot};
+pub use status::{DeliveryStatus, Lag, Report, StatusSnapshot};

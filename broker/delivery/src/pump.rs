@@ -29,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cursor::Cursor;
 use crate::error::DeliveryError;
+use crate::position::{Start, records_after};
 use crate::sink::{Sent, Sink, SinkError};
-use crate::status::Report;
+use crate::status::{Lag, Report};
 
 /// Records read from the stream at a time.
 pub const DEFAULT_BATCH: u64 = 512;
@@ -76,15 +77,6 @@ impl Default for PumpConfig {
     }
 }
 
-/// Where a consumer without a cursor starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// At the oldest record kept.
-    Earliest,
-    /// At the stream's end: only what is appended from now on.
-    Latest,
-}
-
 /// One consumer of one stream, and its position, kept across sessions.
 pub struct Pump {
     log: StreamLog,
@@ -94,6 +86,9 @@ pub struct Pump {
     /// The next offset to deliver; everything before it is accepted and
     /// committed.
     committed: u64,
+    /// The broker timestamp of the newest record accepted, for the lag in
+    /// time.
+    delivered_ts: Option<i64>,
 }
 
 impl std::fmt::Debug for Pump {
@@ -109,6 +104,7 @@ impl std::fmt::Debug for Pump {
 /// A record sent and not yet confirmed.
 struct Pending<A> {
     offset: u64,
+    timestamp_ms: i64,
     /// The acknowledgement to await; none when a flush confirms it.
     ack: Option<A>,
 }
@@ -132,8 +128,8 @@ struct Run<A> {
 
 impl Pump {
     /// Opens the consumer's cursor, or starts one per `start` (committing
-    /// it, so a restart does not move a `Latest` consumer forward).
-    /// Blocking file I/O.
+    /// it, so a restart does not move a `Latest` consumer forward; an
+    /// offset past the stream's end starts at the end). Blocking file I/O.
     pub fn open(
         log: StreamLog,
         cursor: Cursor,
@@ -148,16 +144,24 @@ impl Pump {
         let committed = match cursor.load().map_err(cursor_error)? {
             Some(offset) => offset,
             None => {
-                let start = match start {
-                    Start::Latest => log.next_offset(),
-                    Start::Earliest => log.stats().first_offset,
-                };
+                let start = start
+                    .resolve(&log)
+                    .map_err(|source| DeliveryError::Read {
+                        stream: log.name().to_owned(),
+                        source,
+                    })?
+                    .min(log.next_offset());
                 cursor.commit(start).map_err(cursor_error)?;
                 start
             }
         };
-        report.position(committed, log.next_offset());
-        Ok(Pump {
+        // The record before the cursor was the last one delivered.
+        let delivered_ts = committed
+            .checked_sub(1)
+            .and_then(|last| log.scan(last..committed).next())
+            .and_then(Result::ok)
+            .map(|record| record.timestamp_ms);
+        let pump = Pump {
             log,
             cursor,
             config: PumpConfig {
@@ -167,7 +171,16 @@ impl Pump {
             },
             report,
             committed,
-        })
+            delivered_ts,
+        };
+        pump.report_position();
+        Ok(pump)
+    }
+
+    /// Tells the report where the consumer is and how far behind.
+    fn report_position(&self) {
+        let lag = Lag::of(&self.log, self.committed, self.delivered_ts);
+        self.report.position(self.committed, self.delivered_ts, lag);
     }
 
     /// The committed cursor: the next offset to deliver.
@@ -247,7 +260,6 @@ impl Pump {
         run: &mut Run<S::Ack>,
         ended: &CancellationToken,
     ) -> Result<(), DeliveryError> {
-        let mut tail = self.log.subscribe();
         let mut prefetched: Option<(u64, Read)> = None;
         loop {
             if ended.is_cancelled() {
@@ -260,11 +272,7 @@ impl Pump {
                 self.finish_commit(run).await?;
                 self.commit(run.acked_to).await?;
                 tokio::select! {
-                    changed = tail.changed() => {
-                        if changed.is_err() {
-                            return Ok(());
-                        }
-                    }
+                    () = records_after(&self.log, run.read_to) => {}
                     () = ended.cancelled() => return Ok(()),
                 }
                 continue;
@@ -288,14 +296,17 @@ impl Pump {
                     self.report.lost(record.offset - run.read_to);
                 }
                 run.read_to = record.offset + 1;
+                let (offset, timestamp_ms) = (record.offset, record.timestamp_ms);
                 match sink.send(&record).await {
                     Ok(Sent::Skipped) => {}
                     Ok(Sent::Accepted) => run.pending.push_back(Pending {
-                        offset: record.offset,
+                        offset,
+                        timestamp_ms,
                         ack: None,
                     }),
                     Ok(Sent::Pending(ack)) => run.pending.push_back(Pending {
-                        offset: record.offset,
+                        offset,
+                        timestamp_ms,
                         ack: Some(ack),
                     }),
                     Err(SinkError::Rejected { reason }) => self.rejected(record.offset, &reason),
@@ -303,6 +314,7 @@ impl Pump {
                 }
                 if run.pending.is_empty() {
                     run.acked_to = run.read_to;
+                    self.delivered_ts = Some(timestamp_ms);
                 }
                 self.settle(sink, run, self.config.max_in_flight - 1)
                     .await?;
@@ -325,7 +337,7 @@ impl Pump {
     /// Waits for acknowledgements until at most `keep` records are
     /// pending (records a flush already confirmed are never kept).
     async fn settle<S: Sink>(
-        &self,
+        &mut self,
         sink: &mut S,
         run: &mut Run<S::Ack>,
         keep: usize,
@@ -339,7 +351,7 @@ impl Pump {
     }
 
     async fn settle_counting<S: Sink>(
-        &self,
+        &mut self,
         sink: &mut S,
         run: &mut Run<S::Ack>,
         keep: usize,
@@ -376,7 +388,10 @@ impl Pump {
                 }
             };
             match outcome {
-                Ok(()) => *delivered += 1,
+                Ok(()) => {
+                    *delivered += 1;
+                    self.delivered_ts = Some(front.timestamp_ms);
+                }
                 Err(SinkError::Rejected { reason }) => self.rejected(front.offset, &reason),
                 Err(e) => return Err(e.into()),
             }
@@ -458,7 +473,7 @@ impl Pump {
         };
         self.committed_by(task.await)?;
         self.committed = next;
-        self.report.position(self.committed, self.log.next_offset());
+        self.report_position();
         Ok(())
     }
 
@@ -482,7 +497,7 @@ impl Pump {
             self.committed_by(tokio::task::spawn_blocking(move || cursor.commit(next)).await)?;
             self.committed = next;
         }
-        self.report.position(self.committed, self.log.next_offset());
+        self.report_position();
         Ok(())
     }
 }
@@ -552,6 +567,8 @@ mod tests {
                 properties: Default::default(),
             };
             log.append(Arc::new(message)).await.expect("append");
+            // Distinct broker timestamps, for the lag in time.
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         log
     }
@@ -589,14 +606,14 @@ mod tests {
         let log = log_with(&dir.path().join("log"), 3).await;
         let (latest, status) = pump(dir.path(), &log, Start::Latest);
         assert_eq!(latest.committed(), 3);
-        assert_eq!(status.snapshot().lag, 0);
+        assert_eq!(status.snapshot().lag.records, 0);
         // The start was committed: reopening with another start keeps it.
         let (again, _) = pump(dir.path(), &log, Start::Earliest);
         assert_eq!(again.committed(), 3);
         std::fs::remove_file(dir.path().join("c.json")).expect("remove");
         let (earliest, status) = pump(dir.path(), &log, Start::Earliest);
         assert_eq!(earliest.committed(), 0);
-        assert_eq!(status.snapshot().lag, 3);
+        assert_eq!(status.snapshot().lag.records, 3);
     }
 
     #[tokio::test]
@@ -635,7 +652,14 @@ mod tests {
             .expect_err("fails");
         assert_eq!(e.to_string(), "broken pipe");
         assert_eq!(pump.committed(), 2);
-        assert_eq!(status.snapshot().last_error.as_deref(), Some("broken pipe"));
+        let snapshot = status.snapshot();
+        assert_eq!(snapshot.last_error.as_deref(), Some("broken pipe"));
+        assert_eq!(snapshot.lag.records, 4);
+        let stamps: Vec<i64> = log
+            .scan(0..6)
+            .map(|r| r.expect("read").timestamp_ms)
+            .collect();
+        assert_eq!(snapshot.lag.millis, (stamps[5] - stamps[1]) as u64);
 
         let mut silent = scripted(|offset| match offset {
             4 => Ok(Sent::Pending(Box::pin(std::future::pending()) as Ack)),
@@ -650,6 +674,7 @@ mod tests {
         let mut good = scripted(|_| ack(Ok(())));
         run_to_end(&mut pump, &mut good).await.expect("run");
         assert_eq!(pump.committed(), 6);
+        assert_eq!(status.snapshot().lag, Lag::default(), "caught up");
         let text = std::fs::read_to_string(dir.path().join("c.json")).expect("cursor");
         assert!(text.contains("\"next_offset\":6"), "{text}");
     }

@@ -10,6 +10,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use tidewire_core::{Record, Stream};
+use tidewire_delivery::{Start as From, records_after};
 
 use super::{ApiError, AppState, extracted};
 use crate::time::{parse_rfc3339_ms, rfc3339_ms};
@@ -75,15 +76,7 @@ impl RecordView {
     }
 }
 
-/// Where a read starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum From {
-    Earliest,
-    Latest,
-    Offset(u64),
-    Time(i64),
-}
-
+/// Where a read starts: `from`, parsed.
 fn parse_from(text: &str) -> Result<From, ApiError> {
     let bad = || {
         ApiError::bad_request(format!(
@@ -140,10 +133,9 @@ pub async fn read(
         .ok_or_else(|| ApiError::no_stream(&name))?;
 
     let start = resolve(&stream, from).await?;
-    let mut tail = stream.log.subscribe();
-    if wait_ms > 0 && *tail.borrow_and_update() <= start {
-        let arrived = tail.wait_for(|next| *next > start);
+    if wait_ms > 0 {
         // Timing out just means an empty answer.
+        let arrived = records_after(&stream.log, start);
         let _ = tokio::time::timeout(Duration::from_millis(wait_ms), arrived).await;
     }
     let records = blocking(move || read_records(&stream, start, limit)).await?;
@@ -158,22 +150,20 @@ pub async fn read(
     }))
 }
 
-/// The offset a read from `from` starts at.
+/// The offset a read from `from` starts at; an offset past the end is the
+/// caller's mistake.
 async fn resolve(stream: &Stream, from: From) -> Result<u64, ApiError> {
     let next = stream.log.next_offset();
-    match from {
-        From::Earliest => Ok(stream.log.stats().first_offset),
-        From::Latest => Ok(next),
-        From::Offset(n) if n > next => Err(ApiError::bad_request(format!(
+    if let From::Offset(n) = from
+        && n > next
+    {
+        return Err(ApiError::bad_request(format!(
             "offset {n} is past the end of stream {} (next offset {next})",
             stream.spec.name
-        ))),
-        From::Offset(n) => Ok(n),
-        From::Time(ts) => {
-            let stream = stream.clone();
-            blocking(move || stream.log.offset_at_time(ts).map_err(storage_error)).await
-        }
+        )));
     }
+    let log = stream.log.clone();
+    blocking(move || from.resolve(&log).map_err(storage_error)).await
 }
 
 fn read_records(stream: &Stream, start: u64, limit: usize) -> Result<Vec<Record>, ApiError> {

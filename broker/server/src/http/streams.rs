@@ -197,7 +197,15 @@ fn definition<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             "invalid definition: expected a JSON object",
         ));
     }
-    serde_json::from_value(value).map_err(invalid)
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            invalid(inner)
+        } else {
+            ApiError::bad_request(format!("invalid definition: {path}: {inner}"))
+        }
+    })
 }
 
 /// The status each catalog refusal deserves.

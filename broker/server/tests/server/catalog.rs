@@ -210,7 +210,12 @@ async fn bad_definitions_and_forbidden_changes_get_a_4xx_that_names_why_and_chan
         (
             json!({ "name": "s", "retention": { "max_age": "soon" } }),
             400,
-            "invalid definition",
+            "retention.max_age",
+        ),
+        (
+            json!({ "name": "s", "segment_bytes": "lots" }),
+            400,
+            "segment_bytes",
         ),
         (
             json!({ "name": "s", "retention": { "max_bytes": 0 } }),
