@@ -15,6 +15,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod fanout;
+mod link;
 pub mod metrics;
 mod park;
 mod persist;

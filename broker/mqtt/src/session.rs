@@ -18,8 +18,8 @@ use futures_util::task::AtomicWaker;
 use tidewire_core::Message;
 use tokio::sync::oneshot;
 
+use crate::link::Link;
 use crate::metrics::{DropReason, Drops, MqttMetrics, SessionKind};
-use crate::sessions::Link;
 
 /// Session Expiry Interval meaning "never expires".
 pub const NEVER_EXPIRES: u32 = u32::MAX;
