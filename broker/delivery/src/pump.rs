@@ -43,6 +43,8 @@ pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// The first wait after a failed session ([`Pump::run_retrying`]).
 pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// How often the lag is reported while waiting to retry.
+const LAG_REFRESH: Duration = Duration::from_secs(1);
 /// The longest wait after failed sessions ([`Pump::run_retrying`]).
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -246,11 +248,29 @@ impl Pump {
                 retry_in = ?backoff,
                 "delivery failed"
             );
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = shutdown.cancelled() => return,
+            if !self.wait_reporting(backoff, shutdown).await {
+                return;
             }
             backoff = (backoff * 2).min(self.config.backoff_max);
+        }
+    }
+
+    /// Waits `backoff` before the next session, keeping the reported lag
+    /// current meanwhile (records keep arriving while the target is down).
+    /// False if `shutdown` came first.
+    async fn wait_reporting(&self, backoff: Duration, shutdown: &CancellationToken) -> bool {
+        let until = tokio::time::Instant::now() + backoff;
+        loop {
+            let step = until
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(LAG_REFRESH);
+            if step.is_zero() {
+                return true;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(step) => self.report_position(),
+                () = shutdown.cancelled() => return false,
+            }
         }
     }
 
