@@ -26,6 +26,7 @@ use futures_util::StreamExt;
 use tidewire_core::Broker;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::ReadAccess;
 use crate::bounded_functions;
 use crate::config::SqlLimits;
 use crate::error::SqlError;
@@ -174,7 +175,7 @@ impl SqlEngine {
 
     /// Runs one read-only query on the executor, under the limits.
     pub async fn query(&self, sql: &str) -> Result<QueryOutput, SqlError> {
-        self.query_into(sql, Ok).await
+        self.query_into(sql, ReadAccess::all(), Ok).await
     }
 
     /// [`SqlEngine::query`], with the result turned into what the caller
@@ -182,7 +183,12 @@ impl SqlEngine {
     /// while the result still counts against the query's memory limit, so
     /// a large answer is neither encoded on the threads that serve MQTT and
     /// HTTP nor held outside the budget.
-    pub async fn query_into<T, E>(&self, sql: &str, encode: E) -> Result<T, SqlError>
+    pub async fn query_into<T, E>(
+        &self,
+        sql: &str,
+        access: ReadAccess,
+        encode: E,
+    ) -> Result<T, SqlError>
     where
         T: Send + 'static,
         E: FnOnce(QueryOutput) -> Result<T, SqlError> + Send + 'static,
@@ -194,7 +200,7 @@ impl SqlEngine {
             .run(move || async move {
                 let state = engine.state();
                 engine
-                    .plan_and_collect(state, &sql, Some(&engine.plans), encode)
+                    .plan_and_collect(state, &sql, &access, Some(&engine.plans), encode)
                     .await
             })
             .await;
@@ -207,6 +213,7 @@ impl SqlEngine {
             }
             Err(SqlError::Invalid(_) | SqlError::Evaluation(_)) => "invalid",
             Err(SqlError::Rejected(_)) => "rejected",
+            Err(SqlError::Forbidden(_)) => "forbidden",
             Err(SqlError::MemoryLimit { .. }) => "memory",
             Err(SqlError::Timeout(_)) => "timeout",
             Err(SqlError::Busy { .. } | SqlError::BudgetExhausted(_) | SqlError::ShuttingDown) => {
@@ -252,7 +259,8 @@ impl SqlEngine {
         state: SessionState,
         sql: &str,
     ) -> Result<QueryOutput, SqlError> {
-        self.plan_and_collect(state, sql, None, Ok).await
+        self.plan_and_collect(state, sql, &ReadAccess::all(), None, Ok)
+            .await
     }
 
     /// The physical plan of `sql`, from a cached logical plan when there is
@@ -261,6 +269,7 @@ impl SqlEngine {
         &self,
         state: &SessionState,
         sql: &str,
+        access: &ReadAccess,
         plans: Option<&PlanCache>,
     ) -> Result<Arc<dyn ExecutionPlan>, SqlError> {
         let df_err = |e: DataFusionError| SqlError::from_datafusion(e, self.limits.memory_limit);
@@ -290,6 +299,7 @@ impl SqlEngine {
                 optimized
             }
         };
+        access.check(&optimized)?;
         let physical = state
             .query_planner()
             .create_physical_plan(&optimized, state)
@@ -304,12 +314,13 @@ impl SqlEngine {
         &self,
         state: SessionState,
         sql: &str,
+        access: &ReadAccess,
         plans: Option<&PlanCache>,
         encode: impl FnOnce(QueryOutput) -> Result<T, SqlError>,
     ) -> Result<T, SqlError> {
         let limit = self.limits.memory_limit;
         let df_err = |e: DataFusionError| SqlError::from_datafusion(e, limit);
-        let physical = self.plan(&state, sql, plans).await?;
+        let physical = self.plan(&state, sql, access, plans).await?;
         let pool = self.budget.query_pool(limit);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::clone(&pool))

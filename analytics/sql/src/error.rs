@@ -18,6 +18,10 @@ pub enum SqlError {
     /// input).
     #[error("not allowed: {0}")]
     Rejected(String),
+    /// The caller may not read a stream the query reads, or may not
+    /// administer queries (user input: a permission is missing).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// The query needed more memory than its limit, or than is left of
     /// what all queries together may use (user input: the query is too big
     /// for `sql.memory_limit` or `sql.total_memory_limit`).

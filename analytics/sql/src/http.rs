@@ -7,8 +7,15 @@
 //! cast); 404 for an unknown continuous query; 409 for a duplicate id; 413
 //! when a query exceeds its memory limit; 408 when it exceeds its timeout;
 //! 503 (with `Retry-After`) when the executor is full or shutting down, or
-//! a stream cannot be read; 500 for a failure inside the engine.
+//! a stream cannot be read; 500 for a failure inside the engine; 403 when
+//! the caller may not read a stream the query reads (its `sql`
+//! permission) or may not start or stop continuous queries (`admin`).
+//!
+//! The caller is the [`Principal`] the server's auth layer puts in each
+//! request's extensions; without that layer (embedding, tests) every
+//! request may do everything.
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -17,7 +24,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
+use tidewire_auth::Principal;
 
+use crate::access::ReadAccess;
 use crate::config::QueryConfig;
 use crate::continuous::ContinuousQueries;
 use crate::engine::{QueryOutput, SqlEngine};
@@ -61,6 +70,7 @@ impl IntoResponse for SqlError {
             SqlError::Invalid(_) | SqlError::Rejected(_) | SqlError::Evaluation(_) => {
                 StatusCode::BAD_REQUEST
             }
+            SqlError::Forbidden(_) => StatusCode::FORBIDDEN,
             SqlError::UnknownQuery(_) => StatusCode::NOT_FOUND,
             SqlError::DuplicateQuery(_) => StatusCode::CONFLICT,
             SqlError::MemoryLimit { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -88,7 +98,34 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Res
 /// Turns a result into the bytes of one response format.
 type Encoder = fn(&QueryOutput) -> Result<Vec<u8>, String>;
 
-async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+/// The caller, as the auth layer found it.
+type Caller = Option<Extension<Principal>>;
+
+fn read_access(caller: &Caller) -> ReadAccess {
+    caller
+        .as_ref()
+        .map_or_else(ReadAccess::all, |Extension(p)| ReadAccess::of(p))
+}
+
+/// Refuses a caller who may not start or stop continuous queries.
+fn require_admin(caller: &Caller) -> Result<(), Box<Response>> {
+    match caller {
+        Some(Extension(principal)) if !principal.is_admin() => Err(Box::new(
+            SqlError::Forbidden(
+                "starting and stopping continuous queries needs the admin permission".into(),
+            )
+            .into_response(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn sql(
+    State(state): State<ApiState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let request: SqlRequest = match parse_body(&body) {
         Ok(r) => r,
         Err(response) => return *response,
@@ -113,7 +150,7 @@ async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
     };
     let encoded = state
         .engine
-        .query_into(&request.sql, move |out| {
+        .query_into(&request.sql, read_access(&caller), move |out| {
             encode(&out).map_err(SqlError::encoding)
         })
         .await;
@@ -123,7 +160,10 @@ async fn sql(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> 
     }
 }
 
-async fn create_query(State(state): State<ApiState>, body: Bytes) -> Response {
+async fn create_query(State(state): State<ApiState>, caller: Caller, body: Bytes) -> Response {
+    if let Err(response) = require_admin(&caller) {
+        return *response;
+    }
     let config: QueryConfig = match parse_body(&body) {
         Ok(c) => c,
         Err(response) => return *response,
@@ -145,7 +185,14 @@ async fn get_query(State(state): State<ApiState>, Path(id): Path<String>) -> Res
     }
 }
 
-async fn delete_query(State(state): State<ApiState>, Path(id): Path<String>) -> Response {
+async fn delete_query(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(response) = require_admin(&caller) {
+        return *response;
+    }
     match state.queries.stop(&id) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => e.into_response(),

@@ -11,6 +11,7 @@
 //! from the engine and the shutdown token, start the `[[queries]]` from
 //! config, and merge [`http::router`] into the server's router.
 
+pub mod access;
 mod bounded_functions;
 pub mod cli;
 mod column_files;
@@ -31,6 +32,7 @@ pub mod sandbox;
 pub mod table;
 mod tables;
 
+pub use access::ReadAccess;
 pub use config::{QueryConfig, QuerySpec, SqlConfig, SqlLimits};
 pub use continuous::{ContinuousQueries, QueryInfo, WindowResult};
 pub use engine::{QueryOutput, SqlEngine};

@@ -1,14 +1,15 @@
-//! `[mqtt]` configuration: listener, limits, queues, users and ACLs.
+//! `[mqtt]` configuration: listener, limits and queues. The users, ACLs
+//! and anonymous policy once written here (`[[mqtt.users]]`,
+//! `allow_anonymous`, `[mqtt.anonymous]`) are still accepted; the server
+//! merges them into the one auth model (`tidewire-auth`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
+use tidewire_auth::{Auth, AuthConfig, AuthMetrics, AuthTable, PermissionsConfig, UserConfig};
 use tidewire_core::ConfigError;
-use tidewire_core::topic::TopicFilter;
-
-use crate::auth::{Acl, Auth, User};
 
 /// Default MQTT listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
@@ -57,56 +58,13 @@ pub struct MqttConfig {
     /// How often changed persistent sessions are saved (default `"1s"`).
     #[serde(default, with = "humantime_serde")]
     pub session_save_interval: Option<Duration>,
-    /// Allow clients without a username. Default: only when the listener is
-    /// on a loopback address (as Mosquitto 2 does).
+    /// `[auth] allow_anonymous`, by its older name.
     pub allow_anonymous: Option<bool>,
-    /// What anonymous clients may do (default: everything).
-    #[serde(default)]
-    pub anonymous: AclConfig,
-    /// `[[mqtt.users]]`.
+    /// `[auth] anonymous`, by its older name.
+    pub anonymous: Option<PermissionsConfig>,
+    /// `[[users]]`, by its older name: the same list.
     #[serde(default)]
     pub users: Vec<UserConfig>,
-}
-
-/// Topic filters a client may publish and subscribe to.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AclConfig {
-    /// Filters of topics it may publish to (default `["#"]`; in an ACL a
-    /// wildcard covers `$` topics too).
-    #[serde(default = "everything")]
-    pub publish: Vec<String>,
-    /// Filters it may subscribe to; a subscription must lie inside one of
-    /// them (default `["#"]`).
-    #[serde(default = "everything")]
-    pub subscribe: Vec<String>,
-}
-
-impl Default for AclConfig {
-    fn default() -> Self {
-        AclConfig {
-            publish: everything(),
-            subscribe: everything(),
-        }
-    }
-}
-
-fn everything() -> Vec<String> {
-    vec!["#".to_owned()]
-}
-
-/// `[[mqtt.users]]`: a username with an argon2 password hash (make one
-/// with `tidewire hash-password`) and its ACL.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserConfig {
-    /// The MQTT username.
-    pub username: String,
-    /// PHC string of an argon2 hash, `$argon2id$...`.
-    pub password_hash: String,
-    /// What this user may publish and subscribe to.
-    #[serde(flatten)]
-    pub acl: AclConfig,
 }
 
 /// Validated MQTT settings.
@@ -130,15 +88,18 @@ pub struct MqttSettings {
     pub connect_timeout: Duration,
     /// Session save interval.
     pub session_save_interval: Duration,
-    /// Users and ACLs.
+    /// Who may connect and what they may do.
     pub auth: Auth,
 }
 
 impl MqttConfig {
-    /// Validates the section; `listen_override` wins over the file.
+    /// Validates the section; `listen_override` wins over the file, and
+    /// `auth` is the one auth model (built from `[auth]`, `[[users]]` and
+    /// this section's older keys).
     pub fn validate(
         &self,
         listen_override: Option<SocketAddr>,
+        auth: Auth,
     ) -> Result<MqttSettings, ConfigError> {
         let listen = match listen_override.or(self.listen) {
             Some(addr) => addr,
@@ -173,34 +134,6 @@ impl MqttConfig {
             self.max_inflight.map(usize::from),
             usize::from(DEFAULT_MAX_INFLIGHT),
         )?;
-        let allow_anonymous = self.allow_anonymous.unwrap_or(listen.ip().is_loopback());
-        let mut users = Vec::with_capacity(self.users.len());
-        for (i, user) in self.users.iter().enumerate() {
-            let key = format!("mqtt.users[{i}]");
-            if user.username.is_empty() {
-                return Err(ConfigError::new(
-                    format!("{key}.username"),
-                    "must not be empty",
-                ));
-            }
-            if users.iter().any(|u: &User| u.username == user.username) {
-                return Err(ConfigError::new(
-                    format!("{key}.username"),
-                    format!("duplicate user {:?}", user.username),
-                ));
-            }
-            let hash = argon2::PasswordHash::new(&user.password_hash).map_err(|e| {
-                ConfigError::new(
-                    format!("{key}.password_hash"),
-                    format!("not an argon2 PHC string: {e}"),
-                )
-            })?;
-            users.push(User {
-                username: user.username.clone(),
-                password_hash: hash.to_string(),
-                acl: acl(&user.acl, &key)?,
-            });
-        }
         Ok(MqttSettings {
             listen,
             max_connections: positive(
@@ -221,29 +154,32 @@ impl MqttConfig {
             session_save_interval: self
                 .session_save_interval
                 .unwrap_or(DEFAULT_SESSION_SAVE_INTERVAL),
-            auth: Auth::new(
-                allow_anonymous,
-                acl(&self.anonymous, "mqtt.anonymous")?,
-                users,
-            ),
+            auth,
         })
     }
-}
 
-fn acl(config: &AclConfig, key: &str) -> Result<Acl, ConfigError> {
-    let filters = |list: &[String], what: &str| {
-        list.iter()
+    /// The auth model of this section alone (its older auth keys, no
+    /// `[auth]`, `[[users]]` or `[[tokens]]`), for embedding and tests;
+    /// the server merges every section instead.
+    pub fn standalone_auth(&self) -> Result<Auth, ConfigError> {
+        let table = AuthTable::validate(
+            &AuthConfig::default(),
+            (self.allow_anonymous, self.anonymous.as_ref()),
+            &self.keyed_users(),
+            &[],
+        )?;
+        Ok(Auth::new(table, AuthMetrics::default()))
+    }
+
+    /// The `[[mqtt.users]]` entries, each with the key it was written
+    /// under.
+    pub fn keyed_users(&self) -> Vec<(String, &UserConfig)> {
+        self.users
+            .iter()
             .enumerate()
-            .map(|(i, f)| {
-                TopicFilter::new(f, 65535)
-                    .map_err(|e| ConfigError::new(format!("{key}.{what}[{i}]"), e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()
-    };
-    Ok(Acl {
-        publish: filters(&config.publish, "publish")?,
-        subscribe: filters(&config.subscribe, "subscribe")?,
-    })
+            .map(|(i, u)| (format!("mqtt.users[{i}]"), u))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -254,19 +190,26 @@ mod tests {
         toml::from_str(text).expect("parse")
     }
 
+    fn validate(text: &str) -> Result<MqttSettings, ConfigError> {
+        let config = parse(text);
+        config.validate(None, config.standalone_auth()?)
+    }
+
+    fn anonymous_allowed(settings: &MqttSettings) -> bool {
+        settings
+            .auth
+            .allows_anonymous(settings.listen.ip().is_loopback())
+    }
+
     #[test]
     fn defaults_allow_anonymous_only_on_loopback() {
-        let settings = parse("").validate(None).expect("valid");
+        let settings = validate("").expect("valid");
         assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
-        assert!(settings.auth.allows_anonymous());
-        let open = parse("listen = \"0.0.0.0:1883\"")
-            .validate(None)
-            .expect("valid");
-        assert!(!open.auth.allows_anonymous());
-        let forced = parse("listen = \"0.0.0.0:1883\"\nallow_anonymous = true")
-            .validate(None)
-            .expect("valid");
-        assert!(forced.auth.allows_anonymous());
+        assert!(anonymous_allowed(&settings));
+        let open = validate("listen = \"0.0.0.0:1883\"").expect("valid");
+        assert!(!anonymous_allowed(&open));
+        let forced = validate("listen = \"0.0.0.0:1883\"\nallow_anonymous = true").expect("valid");
+        assert!(anonymous_allowed(&forced));
     }
 
     #[test]
@@ -284,7 +227,7 @@ mod tests {
             ),
         ];
         for (text, key) in cases {
-            let err = parse(text).validate(None).expect_err(text);
+            let err = validate(text).expect_err(text);
             assert_eq!(err.key, key, "{text}");
         }
         assert!(toml::from_str::<MqttConfig>("max_inflite = 3").is_err());

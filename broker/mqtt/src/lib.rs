@@ -9,7 +9,6 @@
 //! ([`sessions`], saved by [`persist`]); retained messages are durable
 //! ([`retained`]).
 
-pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod connection;
@@ -25,7 +24,6 @@ pub mod server;
 pub mod session;
 pub mod sessions;
 
-pub use auth::hash_password;
 pub use config::{MqttConfig, MqttSettings};
 pub use connection::{Context, SubscribeError, Transport};
 pub use error::MqttError;

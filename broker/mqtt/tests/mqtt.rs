@@ -47,8 +47,9 @@ impl TestBroker {
             PublishMetrics::register(&mut registry),
         );
         let config: MqttConfig = toml::from_str(mqtt_toml).expect("mqtt config");
+        let auth = config.standalone_auth().expect("valid auth");
         let settings = config
-            .validate(Some("127.0.0.1:0".parse().expect("addr")))
+            .validate(Some("127.0.0.1:0".parse().expect("addr")), auth)
             .expect("valid mqtt config");
         let server = MqttServer::start(
             settings,
@@ -645,7 +646,7 @@ async fn qos2_messages_count_against_receive_maximum_until_released() {
 #[tokio::test]
 async fn acl_and_passwords_are_enforced() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let hash = tidewire_mqtt::hash_password("s3cret").expect("hash");
+    let hash = tidewire_auth::hash_password("s3cret").expect("hash");
     let config = format!(
         "allow_anonymous = false\n[[users]]\nusername = \"dev\"\npassword_hash = \"{hash}\"\npublish = [\"dev/#\"]\nsubscribe = [\"cmd/dev/#\"]\n\n[[users]]\nusername = \"ops\"\npassword_hash = \"{hash}\"\n"
     );

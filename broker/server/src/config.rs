@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
+use tidewire_auth::{Auth, AuthConfig, AuthMetrics, AuthTable, TokenConfig, UserConfig};
 use tidewire_bridge::BridgeConfig;
 use tidewire_core::{CatalogLimits, ConfigError, Limits, StreamConfig, StreamSpec};
 use tidewire_dashboard::{Dashboard, definition as dashboard};
@@ -61,9 +62,19 @@ pub struct FileConfig {
     /// `[http]`: the HTTP API, WebSocket and dashboard listener.
     #[serde(default)]
     pub http: HttpSection,
-    /// `[mqtt]`: the MQTT listener, sessions, users and ACLs.
+    /// `[mqtt]`: the MQTT listener and sessions (and, by their older names,
+    /// users and anonymous access).
     #[serde(default)]
     pub mqtt: MqttConfig,
+    /// `[auth]`: anonymous access and whether metrics need credentials.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// `[[users]]`: who may log in, and what they may do.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// `[[tokens]]`: API tokens for HTTP and `/ws`.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
     /// `[limits]`: input limits shared by every ingest.
     #[serde(default)]
     pub limits: LimitsSection,
@@ -199,6 +210,8 @@ pub struct Config {
     pub http: HttpLimits,
     /// MQTT settings, listener included.
     pub mqtt: MqttSettings,
+    /// Who may do what, at every front door (also in `mqtt.auth`).
+    pub auth: Auth,
     /// Input limits.
     pub limits: Limits,
     /// The streams, in config order.
@@ -289,6 +302,7 @@ impl Config {
                 None => Limits::default().max_topic_bytes,
             },
         };
+        let auth = Auth::new(auth_table(&file)?, AuthMetrics::default());
         let stream_configs = file
             .streams
             .unwrap_or_else(|| vec![StreamConfig::default_stream()]);
@@ -331,7 +345,8 @@ impl Config {
                 .or(file.http.listen)
                 .unwrap_or(default_listen),
             http: file.http.limits()?,
-            mqtt: file.mqtt.validate(overrides.mqtt_listen)?,
+            mqtt: file.mqtt.validate(overrides.mqtt_listen, auth.clone())?,
+            auth,
             bridges: file.bridge.validate("bridge")?,
             sql: file.sql.validate("sql")?,
             queries: validated_queries(file.queries)?,
@@ -346,6 +361,24 @@ impl Config {
             catalog,
         })
     }
+}
+
+/// The one auth model, from `[auth]`, `[[users]]` and `[[tokens]]`, with
+/// `[mqtt]`'s older keys for the same things.
+fn auth_table(file: &FileConfig) -> Result<AuthTable, ConfigError> {
+    let mut users: Vec<(String, &UserConfig)> = file
+        .users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (format!("users[{i}]"), u))
+        .collect();
+    users.extend(file.mqtt.keyed_users());
+    AuthTable::validate(
+        &file.auth,
+        (file.mqtt.allow_anonymous, file.mqtt.anonymous.as_ref()),
+        &users,
+        &file.tokens,
+    )
 }
 
 fn validated_queries(queries: Vec<QueryConfig>) -> Result<Vec<QueryConfig>, ConfigError> {

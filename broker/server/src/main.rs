@@ -72,7 +72,7 @@ fn hash_password() -> anyhow::Result<()> {
     anyhow::ensure!(!password.is_empty(), "no password on standard input");
     println!(
         "{}",
-        tidewire_mqtt::hash_password(password).map_err(anyhow::Error::msg)?
+        tidewire_auth::hash_password(password).map_err(anyhow::Error::msg)?
     );
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
+use tidewire_auth::Auth;
 use tidewire_bridge::{BridgeError, BridgeMetrics, Bridges};
 use tidewire_core::{Broker, Catalog, CatalogError, PublishMetrics, StorageError, Streams};
 use tidewire_dashboard::Dashboard;
@@ -70,6 +71,7 @@ pub enum ServerError {
 pub struct Server {
     broker: Broker,
     catalog: Catalog,
+    auth: Auth,
     registry: Arc<Registry>,
     mqtt: MqttServer,
     bridges: Bridges,
@@ -99,6 +101,7 @@ impl Server {
         let mut registry = Registry::default();
         let storage_metrics = StorageMetrics::register(&mut registry);
         let publish_metrics = PublishMetrics::register(&mut registry);
+        config.auth.metrics().register(&mut registry);
         let fatal = Arc::new(FatalError::default());
         let on_fatal: OnFatal = {
             let fatal = Arc::clone(&fatal);
@@ -173,6 +176,7 @@ impl Server {
         Ok(Server {
             broker,
             catalog,
+            auth: config.auth,
             registry: Arc::new(registry),
             mqtt,
             bridges,
@@ -230,6 +234,10 @@ impl Server {
             .merge(tidewire_sql::http::router(
                 self.sql.clone(),
                 self.queries.clone(),
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.auth.clone(),
+                http::auth::authenticate,
             ))
             .layer(axum::middleware::from_fn(http::json_errors));
         let mut serving = tokio::spawn(http::serve(

@@ -1,60 +1,84 @@
-//! Who a `/ws` client is: the same users and ACLs as MQTT. Credentials come
-//! from an `Authorization: Basic` header (scripts) or the `username` and
-//! `password` query parameters (browsers, which cannot set headers on a
-//! WebSocket). No credentials means anonymous, when anonymous access is on.
-
-use std::sync::Arc;
+//! Who a `/ws` client is, in the one auth model every front door shares.
+//! Credentials come from an `Authorization` header (`Basic` for a user,
+//! `Bearer` for an API token; scripts), or from the `username` and
+//! `password`, or `token`, query parameters (browsers, which cannot set
+//! headers on a WebSocket). No credentials means anonymous, when anonymous
+//! access is on for the HTTP listener.
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
-use tidewire_mqtt::auth::{Acl, Auth, AuthError};
+use tidewire_auth::{Auth, AuthError, Door, Peer, Principal};
 
 /// Credentials in the query string.
 #[derive(Debug, Default, Deserialize)]
 pub struct Credentials {
-    /// The MQTT username.
+    /// A username.
     pub username: Option<String>,
     /// Its password.
     pub password: Option<String>,
+    /// An API token.
+    pub token: Option<String>,
 }
 
 impl Credentials {
-    /// The credentials of a request: the `Authorization: Basic` header if
+    /// The credentials of a request: the `Authorization` header if
     /// present, else the query parameters.
     pub fn from_request(headers: &HeaderMap, query: Credentials) -> Result<Credentials, String> {
         let Some(header) = headers.get(AUTHORIZATION) else {
             return Ok(query);
         };
-        let bad = || "malformed Authorization header: expected Basic credentials".to_owned();
+        let bad = || {
+            "malformed Authorization header: expected Basic credentials or a Bearer token"
+                .to_owned()
+        };
         let value = header.to_str().map_err(|_| bad())?;
-        let encoded = value
-            .strip_prefix("Basic ")
-            .or_else(|| value.strip_prefix("basic "))
-            .ok_or_else(bad)?;
-        let decoded = BASE64.decode(encoded.trim()).map_err(|_| bad())?;
+        let (scheme, rest) = value.split_once(' ').ok_or_else(bad)?;
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Ok(Credentials {
+                token: Some(rest.trim().to_owned()),
+                ..Credentials::default()
+            });
+        }
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Err(bad());
+        }
+        let decoded = BASE64.decode(rest.trim()).map_err(|_| bad())?;
         let text = String::from_utf8(decoded).map_err(|_| bad())?;
         let (username, password) = text.split_once(':').ok_or_else(bad)?;
         Ok(Credentials {
             username: Some(username.to_owned()),
             password: Some(password.to_owned()),
+            token: None,
         })
     }
 
-    /// Checks them; argon2 runs on the blocking pool.
-    pub async fn authenticate(self, auth: &Auth) -> Result<Arc<Acl>, AuthError> {
-        let Credentials { username, password } = self;
-        if username.as_deref().is_none_or(str::is_empty) {
-            return auth.authenticate(None, &[]);
+    /// Checks them against `auth`; `peer` is where the request came from
+    /// (none known: treated as not on loopback).
+    pub async fn authenticate(
+        self,
+        auth: &Auth,
+        peer: Option<Peer>,
+        door: Door,
+    ) -> Result<Principal, AuthError> {
+        let address = peer.map(|p| p.address);
+        match self {
+            Credentials {
+                token: Some(token), ..
+            } => auth.token(&token, address, door).await,
+            Credentials {
+                username: Some(username),
+                password,
+                ..
+            } if !username.is_empty() => {
+                let password = password.unwrap_or_default();
+                auth.login(&username, password.as_bytes(), address, door)
+                    .await
+            }
+            _ => auth.anonymous(peer.is_some_and(|p| p.listener_on_loopback), door),
         }
-        let auth = auth.clone();
-        tokio::task::spawn_blocking(move || {
-            auth.authenticate(username.as_deref(), password.unwrap_or_default().as_bytes())
-        })
-        .await
-        .unwrap_or(Err(AuthError::BadCredentials))
     }
 }
 
@@ -64,11 +88,11 @@ mod tests {
     use axum::http::HeaderValue;
 
     #[test]
-    fn basic_header_wins_over_the_query() {
+    fn the_header_wins_over_the_query() {
         let mut headers = HeaderMap::new();
         let query = || Credentials {
             username: Some("q".into()),
-            password: None,
+            ..Credentials::default()
         };
         let from_query = Credentials::from_request(&headers, query()).expect("no header");
         assert_eq!(from_query.username.as_deref(), Some("q"));
@@ -82,6 +106,11 @@ mod tests {
         assert_eq!(basic.password.as_deref(), Some("s3cr3t"));
 
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        let bearer = Credentials::from_request(&headers, query()).expect("bearer");
+        assert_eq!(bearer.token.as_deref(), Some("abc"));
+        assert_eq!(bearer.username, None);
+
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Digest x"));
         assert!(Credentials::from_request(&headers, query()).is_err());
     }
 }

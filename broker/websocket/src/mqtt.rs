@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, ready};
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
+use tidewire_auth::Peer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -28,7 +30,12 @@ const SUBPROTOCOLS: [&str; 2] = ["mqtt", "mqttv3.1"];
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Upgrades to MQTT over WebSocket.
-pub(crate) async fn upgrade(State(gateway): State<Arc<Gateway>>, ws: WebSocketUpgrade) -> Response {
+pub(crate) async fn upgrade(
+    State(gateway): State<Arc<Gateway>>,
+    peer: Option<Extension<Peer>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let peer = peer.map(|Extension(peer)| peer);
     // A message may hold several packets, so allow two of the largest.
     let max_message = gateway.mqtt.settings.max_packet_bytes.saturating_mul(2);
     gateway
@@ -38,7 +45,7 @@ pub(crate) async fn upgrade(State(gateway): State<Arc<Gateway>>, ws: WebSocketUp
             let open = gateway.metrics.connections("mqtt");
             open.inc();
             let stream = WsByteStream::new(socket);
-            Arc::clone(&gateway.mqtt).admit(stream).await;
+            Arc::clone(&gateway.mqtt).admit(stream, peer).await;
             open.dec();
         })
 }

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Query, State};
@@ -30,11 +31,11 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use tidewire_auth::{Acl, Door, Peer, Principal};
 use tidewire_core::{Message as BrokerMessage, Source};
-use tidewire_mqtt::auth::Acl;
 use tidewire_mqtt::retained::now_ms;
 use tidewire_mqtt::session::{Session, SubOptions};
-use tidewire_sql::{SqlError, output};
+use tidewire_sql::{ReadAccess, SqlError, output};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -57,6 +58,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// credentials get 401 before any upgrade.
 pub(crate) async fn upgrade(
     State(gateway): State<Arc<Gateway>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     query: Result<Query<Credentials>, QueryRejection>,
     ws: WebSocketUpgrade,
@@ -74,8 +76,10 @@ pub(crate) async fn upgrade(
         Ok(credentials) => credentials,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "bad_credentials", e),
     };
-    let acl = match credentials.authenticate(&gateway.mqtt.settings.auth).await {
-        Ok(acl) => acl,
+    let peer = peer.map(|Extension(peer)| peer);
+    let auth = &gateway.mqtt.settings.auth;
+    let principal = match credentials.authenticate(auth, peer, Door::WebSocket).await {
+        Ok(principal) => principal,
         Err(e) => return refuse(StatusCode::UNAUTHORIZED, "auth", e.to_string()),
     };
     let Ok(slot) = Arc::clone(&gateway.socket_slots).try_acquire_owned() else {
@@ -93,7 +97,7 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| async move {
             let open = gateway.metrics.connections("json");
             open.inc();
-            Socket::new(gateway, acl).run(socket).await;
+            Socket::new(gateway, principal).run(socket).await;
             open.dec();
             drop((slot, tracked));
         })
@@ -125,6 +129,7 @@ type Sink = SplitSink<WebSocket, Message>;
 
 struct Socket {
     gateway: Arc<Gateway>,
+    principal: Principal,
     acl: Arc<Acl>,
     session: Arc<Session>,
     number: u64,
@@ -138,10 +143,12 @@ struct Socket {
 }
 
 impl Socket {
-    fn new(gateway: Arc<Gateway>, acl: Arc<Acl>) -> Socket {
+    fn new(gateway: Arc<Gateway>, principal: Principal) -> Socket {
         let number = gateway.next_socket.fetch_add(1, Ordering::Relaxed);
+        let client_id = format!("$ws/{number}");
+        let acl = Arc::new(principal.acl(&client_id));
         let session = Arc::new(Session::for_websocket(
-            format!("$ws/{number}"),
+            client_id,
             gateway.settings.send_queue,
             &gateway.mqtt.metrics,
         ));
@@ -149,6 +156,7 @@ impl Socket {
         Socket {
             queries: Arc::new(Semaphore::new(gateway.settings.max_queries)),
             gateway,
+            principal,
             acl,
             session,
             number,
@@ -386,9 +394,10 @@ impl Socket {
         let engine = self.gateway.sql.clone();
         let outbox = self.outbox.clone();
         let errors = self.gateway.metrics.errors.clone();
+        let access = ReadAccess::of(&self.principal);
         self.helpers.spawn(async move {
             let encoded = engine
-                .query_into(&sql, |out| {
+                .query_into(&sql, access, |out| {
                     output::to_json(&out).map_err(SqlError::encoding)
                 })
                 .await;
@@ -445,6 +454,15 @@ impl Socket {
         Ok(())
     }
 
+    /// Why this socket may not watch the continuous query `query`: the
+    /// stream it reads is not one the socket's principal may read.
+    fn unreadable(&self, query: &str) -> Option<String> {
+        let stream = self.gateway.queries.get(query).ok()?.stream;
+        (!self.principal.may_read(&stream)).then(|| {
+            format!("forbidden: not allowed to read stream {stream:?} (the sql permission)")
+        })
+    }
+
     /// Relays the results of the continuous query `query` as frames named
     /// `id`.
     fn watch(&mut self, id: Value, query: String, owned_query: Option<String>) -> Option<Reply> {
@@ -454,7 +472,7 @@ impl Socket {
         } else {
             self.check_watch_room().err()
         };
-        let results = match refused {
+        let results = match refused.or_else(|| self.unreadable(&query)) {
             Some(e) => Err(e),
             None => self
                 .gateway

@@ -21,7 +21,6 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::parking::{Park, Quiet, park_tcp};
 use super::{Transport, serve, write_out};
-use crate::auth::Acl;
 use crate::codec::{self, Codec, Version};
 use crate::config::MqttSettings;
 use crate::metrics::MqttMetrics;
@@ -30,6 +29,7 @@ use crate::retained::{RetainedStore, now_ms};
 use crate::router::{Router, parse_filter};
 use crate::session::{Delivery, Session, SubOptions};
 use crate::sessions::SessionTable;
+use tidewire_auth::{Acl, Peer};
 
 /// Everything connections share.
 #[derive(Debug)]
@@ -54,8 +54,6 @@ pub struct Context {
     connections: TaskTracker,
     /// Set once shutdown starts: connections say goodbye and close.
     closing: AtomicBool,
-    /// Password checks running at once: one per core.
-    pub(super) password_checks: Semaphore,
     /// Where quiet TCP connections wait without a task; `None` if the
     /// poller could not be set up (they keep their tasks then).
     pub(super) parking: Option<ParkingLot<Quiet>>,
@@ -81,9 +79,6 @@ impl Context {
             assigned_ids: AtomicU64::new(0),
             connections: TaskTracker::new(),
             closing: AtomicBool::new(false),
-            password_checks: Semaphore::new(
-                std::thread::available_parallelism().map_or(1, |n| n.get()),
-            ),
             parking: ParkingLot::start(metrics.parked.clone())
                 .inspect_err(|e| {
                     tracing::warn!(error = %e, "quiet connections will keep their tasks");
@@ -100,8 +95,9 @@ impl Context {
     pub fn admit<S: Transport>(
         self: Arc<Self>,
         io: S,
+        peer: Option<Peer>,
     ) -> impl Future<Output = ()> + Send + 'static {
-        self.admit_with(io, None)
+        self.admit_with(io, peer, None)
     }
 
     /// [`Context::admit`] for a TCP connection, which parks while quiet.
@@ -109,17 +105,22 @@ impl Context {
         self: Arc<Self>,
         stream: TcpStream,
     ) -> impl Future<Output = ()> + Send + 'static {
-        self.admit_with(stream, Some(park_tcp as Park<TcpStream>))
+        let peer = stream.peer_addr().ok().map(|a| Peer {
+            address: a.ip().to_canonical(),
+            listener_on_loopback: self.settings.listen.ip().is_loopback(),
+        });
+        self.admit_with(stream, peer, Some(park_tcp as Park<TcpStream>))
     }
 
     fn admit_with<S: Transport>(
         self: Arc<Self>,
         io: S,
+        peer: Option<Peer>,
         park: Option<Park<S>>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let tracked = self.connections.token();
         async move {
-            match ConnectionSlot::take(&self, tracked) {
+            match ConnectionSlot::take(&self, tracked, peer) {
                 Some(slot) => serve(io, slot, park).await,
                 None => {
                     tracing::warn!("connection limit reached; refusing");
@@ -247,18 +248,21 @@ pub enum SubscribeError {
 #[derive(Debug)]
 pub(super) struct ConnectionSlot {
     pub(super) ctx: Arc<Context>,
+    /// Where the client connected from, when the transport knows.
+    pub(super) peer: Option<Peer>,
     _tracked: TaskTrackerToken,
 }
 
 impl ConnectionSlot {
     /// Takes a place for a new connection, if one is free.
-    fn take(ctx: &Arc<Context>, tracked: TaskTrackerToken) -> Option<Self> {
+    fn take(ctx: &Arc<Context>, tracked: TaskTrackerToken, peer: Option<Peer>) -> Option<Self> {
         // The place goes back in `drop`, so the slot needs no permit of
         // its own.
         ctx.slots.try_acquire().ok()?.forget();
         ctx.metrics.connections.inc();
         Some(ConnectionSlot {
             ctx: Arc::clone(ctx),
+            peer,
             _tracked: tracked,
         })
     }
@@ -268,7 +272,11 @@ impl ConnectionSlot {
 impl ConnectionSlot {
     /// A slot for a connection that a unit test drives by hand.
     pub(super) fn for_test(ctx: &Arc<Context>) -> Option<Self> {
-        Self::take(ctx, ctx.connections.token())
+        let loopback = Peer {
+            address: std::net::Ipv4Addr::LOCALHOST.into(),
+            listener_on_loopback: true,
+        };
+        Self::take(ctx, ctx.connections.token(), Some(loopback))
     }
 }
 
@@ -417,8 +425,9 @@ mod tests {
         let acl = ctx
             .settings
             .auth
-            .authenticate(None, &[])
-            .expect("anonymous clients allowed");
+            .anonymous(true, tidewire_auth::Door::Mqtt)
+            .expect("anonymous clients allowed")
+            .acl("subscriber");
 
         assert_eq!(
             ctx.subscribe(&session, &acl, "sensors/#/x", options(0, false)),

@@ -18,11 +18,11 @@ use tokio::io::AsyncReadExt;
 
 use super::context::{ConnectionSlot, Context, busy};
 use super::{Exit, IDLE_READ_BUFFER, TOPIC_ALIAS_MAXIMUM, Transport, write_out};
-use crate::auth::{Acl, AuthError};
 use crate::codec::{self, Codec, FrameError, Version};
 use crate::metrics::MqttMetrics;
 use crate::session::{DelayedWill, NEVER_EXPIRES, Session};
 use crate::sessions::{Attached, Detached};
+use tidewire_auth::{Acl, AuthError, Door};
 
 /// Reads CONNECT and answers it; returns the accepted connection's
 /// stream, what the client sent after CONNECT, and what was accepted.
@@ -186,29 +186,31 @@ pub(super) async fn accept(
     }
 
     // Credentials. Checking a password (argon2) takes milliseconds of CPU
-    // and ~19 MiB of memory, so it runs off the async workers, a few at a
-    // time; a client without a username needs no hashing.
-    let auth = ctx.settings.auth.clone();
-    let (username, password) = match login {
-        Some(l) if !l.username.is_empty() => (Some(l.username), l.password.into_bytes()),
-        _ => (None, Vec::new()),
-    };
+    // and ~19 MiB of memory, so the auth model runs it off the async
+    // workers, a few at a time; a client without a username needs none.
+    let auth = &ctx.settings.auth;
+    let peer = slot.as_ref()?.peer;
+    // A transport that does not say is treated as reachable from anywhere.
+    let on_loopback = peer.is_some_and(|p| p.listener_on_loopback);
     let try_later = busy(codec.version());
-    let verdict = if username.is_none() {
-        auth.authenticate(None, &password)
-    } else {
-        // A client waits for a check at most as long as for its CONNECT.
-        let Ok(Ok(_slot)) =
-            tokio::time::timeout(ctx.settings.connect_timeout, ctx.password_checks.acquire()).await
-        else {
-            return refuse(Refusal::new(try_later, "password_checks_busy"), out);
-        };
-        tokio::task::spawn_blocking(move || auth.authenticate(username.as_deref(), &password))
-            .await
-            .unwrap_or(Err(AuthError::BadCredentials))
+    let verdict = match login {
+        Some(l) if !l.username.is_empty() => {
+            // A client waits for a check at most as long as for its CONNECT.
+            let check = auth.login(
+                &l.username,
+                l.password.as_bytes(),
+                peer.map(|p| p.address),
+                Door::Mqtt,
+            );
+            match tokio::time::timeout(ctx.settings.connect_timeout, check).await {
+                Ok(verdict) => verdict,
+                Err(_) => return refuse(Refusal::new(try_later, "password_checks_busy"), out),
+            }
+        }
+        _ => auth.anonymous(on_loopback, Door::Mqtt),
     };
-    let acl = match verdict {
-        Ok(acl) => acl,
+    let principal = match verdict {
+        Ok(principal) => principal,
         Err(e) => return refuse(auth_refusal(e), out),
     };
 
@@ -225,6 +227,8 @@ pub(super) async fn accept(
         }
         Err(refusal) => return refuse(refusal, out),
     };
+
+    let acl = Arc::new(principal.acl(&client_id));
 
     // The will.
     let max_topic_bytes = ctx.broker.limits().max_topic_bytes;

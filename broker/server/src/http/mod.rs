@@ -3,6 +3,7 @@
 //! whole listener to it), and the listener's connection handling
 //! ([`serve`]).
 
+pub mod auth;
 mod ops;
 mod publish;
 mod records;

@@ -6,15 +6,17 @@
 //! never taken as literal text. Topics starting with `$` are the broker's
 //! own (`$SYS/...`) and are refused.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, Uri};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use tidewire_core::{Message, PublishError, RejectReason, Source, StorageError};
 
+use super::auth::forbidden;
 use super::{ApiError, AppState, extracted};
+use tidewire_auth::Principal;
 
 /// The client id recorded for messages published over HTTP.
 pub const HTTP_CLIENT_ID: &str = "http";
@@ -50,6 +52,7 @@ pub(super) const ROUTE_PREFIX: &str = "/api/v1/publish/";
 
 pub async fn publish(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     uri: Uri,
     params: Result<Query<PublishParams>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -62,6 +65,9 @@ pub async fn publish(
     let topic = decode_topic(raw).map_err(ApiError::bad_request)?;
     tidewire_core::topic::refuse_reserved(&topic)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if !caller.acl(HTTP_CLIENT_ID).may_publish(&topic) {
+        return Err(forbidden(format!("publish to {topic:?}"), "publish"));
+    }
     let Query(params) = extracted(params)?;
     let payload = body.inspect_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

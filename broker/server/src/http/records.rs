@@ -5,15 +5,17 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use tidewire_core::{Record, Stream};
 use tidewire_delivery::{Start as From, records_after};
 
+use super::auth::forbidden;
 use super::{ApiError, AppState, extracted};
 use crate::time::{parse_rfc3339_ms, rfc3339_ms};
+use tidewire_auth::Principal;
 use tidewire_core::payload::JsonPayload;
 
 /// Records returned when `limit` is not given.
@@ -100,9 +102,13 @@ fn parse_from(text: &str) -> Result<From, ApiError> {
 
 pub async fn read(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     params: Result<Query<ReadParams>, QueryRejection>,
 ) -> Result<Json<RecordsView>, ApiError> {
+    if !caller.may_read(&name) {
+        return Err(forbidden(format!("read stream {name:?}"), "sql"));
+    }
     let Query(params) = extracted(params)?;
     let from = parse_from(params.from.as_deref().unwrap_or("earliest"))?;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);

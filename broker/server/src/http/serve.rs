@@ -20,9 +20,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use tidewire_auth::Peer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 use crate::config::HttpLimits;
 
@@ -122,6 +124,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let per_ip = Arc::new(PerIp::default());
+    let listener_on_loopback = listener.local_addr()?.ip().is_loopback();
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -154,7 +157,18 @@ pub async fn serve(
         // No Nagle: WebSocket frames and long-poll answers are small and
         // must leave at once (as MQTT's TCP connections do).
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        // Every request knows where it came from (for anonymous access and
+        // per-address login throttling).
+        let peer = Peer {
+            address: ip,
+            listener_on_loopback,
+        };
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: axum::extract::Request<_>| {
+                request.extensions_mut().insert(peer);
+                request
+            },
+        ));
         let connection = builder
             .serve_connection(TokioIo::new(tcp), service)
             .with_upgrades();

@@ -3,16 +3,18 @@
 //! definition as `[[streams]]`, as JSON), change filters or retention
 //! (`PATCH`) and delete (`DELETE`).
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tidewire_auth::Principal;
 use tidewire_core::catalog::StreamPatch;
 use tidewire_core::{CatalogError, Origin, Stream, StreamConfig};
 
+use super::auth::require_admin;
 use super::{ApiError, AppState};
 use crate::time::rfc3339_ms;
 
@@ -137,7 +139,12 @@ pub async fn show(
 }
 
 /// `POST /api/v1/streams`: 201 with the new stream and its `Location`.
-pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_admin(&caller, "create streams")?;
     let config: StreamConfig = definition(&body)?;
     let stream = state
         .catalog
@@ -157,9 +164,11 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Respon
 /// `PATCH /api/v1/streams/{name}`: new filters or retention.
 pub async fn update(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<StreamView>, ApiError> {
+    require_admin(&caller, "change streams")?;
     let patch: StreamPatch = definition(&body)?;
     let stream = state
         .catalog
@@ -173,8 +182,10 @@ pub async fn update(
 /// table are gone.
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    require_admin(&caller, "delete streams")?;
     state
         .catalog
         .delete_stream(&name)

@@ -400,7 +400,7 @@ async fn queries_and_watches() {
 #[tokio::test]
 async fn credentials_and_acls_are_mqtts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let hash = tidewire_mqtt::hash_password("s3cret").expect("hash");
+    let hash = tidewire_auth::hash_password("s3cret").expect("hash");
     let config = format!(
         "[mqtt]\nallow_anonymous = false\n[[mqtt.users]]\nusername = \"alice\"\npassword_hash = \"{hash}\"\npublish = [\"alice/#\"]\nsubscribe = [\"alice/#\"]\n"
     );
