@@ -800,6 +800,8 @@ async fn metric(broker: &tidewire_harness::Broker, line_prefix: &str) -> f64 {
         .sum()
 }
 
+#[path = "server/auth.rs"]
+mod auth;
 #[path = "server/catalog.rs"]
 mod catalog;
 #[path = "server/hostile.rs"]
