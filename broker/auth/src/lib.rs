@@ -13,11 +13,13 @@
 
 pub mod acl;
 pub mod config;
+pub mod live;
 pub mod principal;
 pub mod throttle;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
@@ -30,6 +32,7 @@ use tokio::sync::Semaphore;
 
 pub use acl::Acl;
 pub use config::{AuthConfig, AuthTable, PermissionsConfig, TokenConfig, UserConfig};
+pub use live::LiveAcl;
 pub use principal::{Identity, Peer, Permissions, Principal, StreamAccess};
 
 use throttle::Throttle;
@@ -110,6 +113,9 @@ pub struct Auth {
 #[derive(Debug)]
 struct Inner {
     table: RwLock<Arc<AuthTable>>,
+    /// Counts replacements, so connected clients can tell their rules
+    /// changed.
+    generation: AtomicU64,
     /// Credentials verified against the current table, by their digest.
     verified: Mutex<HashMap<[u8; 32], Principal>>,
     /// One argon2 check per core at once.
@@ -124,6 +130,7 @@ impl Auth {
         Auth {
             inner: Arc::new(Inner {
                 table: RwLock::new(Arc::new(table)),
+                generation: AtomicU64::new(0),
                 verified: Mutex::default(),
                 checks: Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
                 throttle: Throttle::default(),
@@ -147,6 +154,32 @@ impl Auth {
     pub fn replace(&self, table: AuthTable) {
         *self.inner.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
         self.remembered().clear();
+        self.inner.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts [`Auth::replace`]s.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// `principal` under the table in force: a user or token with the
+    /// permissions it has now (none if it is gone), anonymous with the
+    /// anonymous permissions.
+    pub fn refresh(&self, principal: &Principal) -> Principal {
+        let table = self.table();
+        let permissions = match &principal.identity {
+            Identity::Anonymous => Some(Arc::clone(&table.anonymous)),
+            Identity::User(name) => table.users.get(name).map(|(_, p)| Arc::clone(p)),
+            Identity::Token(name) => table
+                .tokens
+                .iter()
+                .find(|(token, ..)| token == name)
+                .map(|(.., p)| Arc::clone(p)),
+        };
+        Principal {
+            identity: principal.identity.clone(),
+            permissions: permissions.unwrap_or_else(|| Arc::new(Permissions::none())),
+        }
     }
 
     /// Whether anonymous clients are let in on a listener that is (or is

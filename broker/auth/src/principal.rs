@@ -39,6 +39,17 @@ pub struct Permissions {
     pub admin: bool,
 }
 
+impl Permissions {
+    /// Nothing at all: what a user or token removed by a reload keeps.
+    pub fn none() -> Permissions {
+        Permissions {
+            rules: Rules::default(),
+            sql: StreamAccess::Only(BTreeSet::new()),
+            admin: false,
+        }
+    }
+}
+
 /// Who a principal is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Identity {

@@ -212,6 +212,9 @@ pub struct Config {
     pub mqtt: MqttSettings,
     /// Who may do what, at every front door (also in `mqtt.auth`).
     pub auth: Auth,
+    /// The file and overrides this was loaded from, to load again on a
+    /// reload.
+    pub source: Overrides,
     /// Input limits.
     pub limits: Limits,
     /// The streams, in config order.
@@ -347,6 +350,7 @@ impl Config {
             http: file.http.limits()?,
             mqtt: file.mqtt.validate(overrides.mqtt_listen, auth.clone())?,
             auth,
+            source: overrides.clone(),
             bridges: file.bridge.validate("bridge")?,
             sql: file.sql.validate("sql")?,
             queries: validated_queries(file.queries)?,

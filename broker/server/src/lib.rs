@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod reload;
 pub mod server;
 pub mod time;
 

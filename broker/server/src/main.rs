@@ -99,6 +99,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         println!("http listening on {}", server.http_addr());
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        tokio::spawn(reload_on_hangup(server.reloader()));
         if args.demo {
             tokio::spawn(demo::run(
                 demo_settings(server.mqtt_addr()),
@@ -124,6 +125,22 @@ fn demo_settings(addr: std::net::SocketAddr) -> demo::DemoSettings {
         devices: demo::DEFAULT_DEVICES,
         interval: demo::DEFAULT_INTERVAL,
         credentials: None,
+    }
+}
+
+/// Reloads the config file on every SIGHUP.
+async fn reload_on_hangup(reloader: tidewire::reload::Reloader) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reload with POST /api/v1/admin/reload");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config file");
+        let reloader = reloader.clone();
+        let _ = tokio::task::spawn_blocking(move || reloader.reload_logged()).await;
     }
 }
 

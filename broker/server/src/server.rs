@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, HttpLimits};
 use crate::http::{self, AppState, HttpMetrics};
+use crate::reload::Reloader;
 
 /// How long in-flight HTTP requests get to finish once shutdown starts
 /// (MQTT connections get as long, concurrently). Together with the final
@@ -72,6 +73,7 @@ pub struct Server {
     broker: Broker,
     catalog: Catalog,
     auth: Auth,
+    reloader: Reloader,
     registry: Arc<Registry>,
     mqtt: MqttServer,
     bridges: Bridges,
@@ -176,6 +178,7 @@ impl Server {
         Ok(Server {
             broker,
             catalog,
+            reloader: Reloader::new(&config),
             auth: config.auth,
             registry: Arc::new(registry),
             mqtt,
@@ -204,6 +207,11 @@ impl Server {
         self.http_addr
     }
 
+    /// Reloads the config file (on SIGHUP, say).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
     /// The broker core, for embedding and tests.
     pub fn broker(&self) -> &Broker {
         &self.broker
@@ -217,6 +225,7 @@ impl Server {
         let state = AppState {
             broker: self.broker.clone(),
             catalog: self.catalog.clone(),
+            reloader: self.reloader.clone(),
             registry: Arc::clone(&self.registry),
         };
         let gateway = Gateway::new(

@@ -31,7 +31,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tidewire_auth::{Acl, Door, Peer, Principal};
+use tidewire_auth::{Door, LiveAcl, Peer, Principal};
 use tidewire_core::{Message as BrokerMessage, Source};
 use tidewire_mqtt::retained::now_ms;
 use tidewire_mqtt::session::{Session, SubOptions};
@@ -129,8 +129,8 @@ type Sink = SplitSink<WebSocket, Message>;
 
 struct Socket {
     gateway: Arc<Gateway>,
-    principal: Principal,
-    acl: Arc<Acl>,
+    /// Who the socket is and what it may do, following reloads.
+    acl: LiveAcl,
     session: Arc<Session>,
     number: u64,
     acks: FuturesOrdered<BoxFuture<'static, Option<Reply>>>,
@@ -146,7 +146,7 @@ impl Socket {
     fn new(gateway: Arc<Gateway>, principal: Principal) -> Socket {
         let number = gateway.next_socket.fetch_add(1, Ordering::Relaxed);
         let client_id = format!("$ws/{number}");
-        let acl = Arc::new(principal.acl(&client_id));
+        let acl = LiveAcl::new(gateway.mqtt.settings.auth.clone(), principal, &client_id);
         let session = Arc::new(Session::for_websocket(
             client_id,
             gateway.settings.send_queue,
@@ -156,7 +156,6 @@ impl Socket {
         Socket {
             queries: Arc::new(Semaphore::new(gateway.settings.max_queries)),
             gateway,
-            principal,
             acl,
             session,
             number,
@@ -319,7 +318,7 @@ impl Socket {
         if let Err(e) = tidewire_core::topic::refuse_reserved(&topic) {
             return Some(self.error(id, "bad_request", e.to_string()));
         }
-        if !self.acl.may_publish(&topic) {
+        if !self.acl.acl().may_publish(&topic) {
             return Some(self.error(
                 id,
                 "denied",
@@ -371,7 +370,7 @@ impl Socket {
             id: None,
         };
         let mqtt = &self.gateway.mqtt;
-        match mqtt.subscribe(&self.session, &self.acl, &filter, options) {
+        match mqtt.subscribe(&self.session, &self.acl.acl(), &filter, options) {
             Ok(send_retained) => {
                 if send_retained {
                     mqtt.queue_retained(&self.session, &filter, options);
@@ -394,7 +393,7 @@ impl Socket {
         let engine = self.gateway.sql.clone();
         let outbox = self.outbox.clone();
         let errors = self.gateway.metrics.errors.clone();
-        let access = ReadAccess::of(&self.principal);
+        let access = ReadAccess::of(&self.acl.principal());
         self.helpers.spawn(async move {
             let encoded = engine
                 .query_into(&sql, access, |out| {
@@ -458,7 +457,7 @@ impl Socket {
     /// stream it reads is not one the socket's principal may read.
     fn unreadable(&self, query: &str) -> Option<String> {
         let stream = self.gateway.queries.get(query).ok()?.stream;
-        (!self.principal.may_read(&stream)).then(|| {
+        (!self.acl.principal().may_read(&stream)).then(|| {
             format!("forbidden: not allowed to read stream {stream:?} (the sql permission)")
         })
     }

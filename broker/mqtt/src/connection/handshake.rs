@@ -22,7 +22,7 @@ use crate::codec::{self, Codec, FrameError, Version};
 use crate::metrics::MqttMetrics;
 use crate::session::{DelayedWill, NEVER_EXPIRES, Session};
 use crate::sessions::{Attached, Detached};
-use tidewire_auth::{Acl, AuthError, Door};
+use tidewire_auth::{AuthError, Door, LiveAcl};
 
 /// Reads CONNECT and answers it; returns the accepted connection's
 /// stream, what the client sent after CONNECT, and what was accepted.
@@ -105,7 +105,8 @@ pub(super) struct Accepted {
     pub(super) session: Arc<Session>,
     /// This connection's id in the session table.
     pub(super) connection: u64,
-    pub(super) acl: Arc<Acl>,
+    /// What the client may publish and subscribe to, following reloads.
+    pub(super) acl: LiveAcl,
     /// How long the client may stay silent (1.5 × its keep alive), in ms;
     /// 0 for no limit.
     pub(super) keepalive_ms: u32,
@@ -228,7 +229,7 @@ pub(super) async fn accept(
         Err(refusal) => return refuse(refusal, out),
     };
 
-    let acl = Arc::new(principal.acl(&client_id));
+    let acl = LiveAcl::new(auth.clone(), principal, &client_id);
 
     // The will.
     let max_topic_bytes = ctx.broker.limits().max_topic_bytes;
@@ -443,7 +444,7 @@ impl Accepted {
         let client_id = &self.session.client_id;
         let detached = ctx.sessions.detach(&self.session, self.connection);
         if let Some(will) = will {
-            if self.acl.may_publish(&will.message.topic) {
+            if self.acl.acl().may_publish(&will.message.topic) {
                 self.schedule_will(*will, detached);
             } else {
                 MqttMetrics::count(&ctx.metrics.denied, "will_acl");

@@ -506,7 +506,7 @@ impl<S: Transport> Connection<S> {
             MqttMetrics::count(&self.ctx().metrics.protocol_errors, "receive_maximum");
             return Some(Exit::Refused(DisconnectReasonCode::ReceiveMaximumExceeded));
         }
-        if !self.state.acl.may_publish(&topic) {
+        if !self.state.acl.acl().may_publish(&topic) {
             MqttMetrics::count(&self.ctx().metrics.denied, "publish_acl");
             tracing::debug!(client_id = %self.session.client_id, topic, "publish denied by ACL");
             self.send_ack(pkid, qos, Err(PubAckReason::NotAuthorized));
@@ -643,7 +643,7 @@ impl<S: Transport> Connection<S> {
             let options = sub_options(&filter, v5, id);
             let outcome =
                 self.ctx()
-                    .subscribe(&self.session, &self.state.acl, &filter.path, options);
+                    .subscribe(&self.session, &self.state.acl.acl(), &filter.path, options);
             codes.push(match outcome {
                 Ok(send_retained) => {
                     retained.extend(send_retained.then_some((filter.path, options)));

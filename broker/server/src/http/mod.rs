@@ -24,6 +24,8 @@ use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use tidewire_core::{Broker, Catalog};
 
+use crate::reload::Reloader;
+
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -31,6 +33,8 @@ pub struct AppState {
     pub broker: Broker,
     /// The run-time catalog of streams.
     pub catalog: Catalog,
+    /// Reloads the config file (`POST /api/v1/admin/reload`).
+    pub reloader: Reloader,
     /// Every metric, for `/metrics`.
     pub registry: Arc<Registry>,
 }
@@ -59,6 +63,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(streams::MAX_DEFINITION_BYTES)),
         )
         .route("/api/v1/streams/{name}/records", get(records::read))
+        .route("/api/v1/admin/reload", post(ops::reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -295,3 +295,101 @@ async fn mqtt_uses_the_same_users_and_rules() {
         .collect();
     assert_eq!(topics, ["devices/reader/a", "clients/dev-1/b"]);
 }
+
+#[tokio::test]
+async fn a_reload_reaches_connected_clients_and_a_bad_file_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hash = |secret: &str| tidewire_auth::hash_password(secret).expect("hash");
+    let (dev, admin) = (hash("d-pass"), hash("a-pass"));
+    let config_with = |publish: &str| {
+        format!(
+            "[auth]\nallow_anonymous = false\n\
+             [[users]]\nusername = \"dev\"\npassword_hash = \"{dev}\"\npublish = [\"{publish}\"]\n\
+             [[users]]\nusername = \"admin\"\npassword_hash = \"{admin}\"\nsql = [\"*\"]\nadmin = true\n"
+        )
+    };
+    let broker = start_with(dir.path(), &config_with("a/#")).await;
+    let api = Api::new(broker.http_url());
+    let addr = broker.mqtt_addr();
+    let mut options = MqttOptions::new("dev-1", addr.ip().to_string(), addr.port());
+    options.set_credentials("dev", "d-pass");
+    let (client, mut events) = AsyncClient::new(options, 10);
+    let mut pubacks = 0;
+    let mut publish = async |topic: &str| {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, topic.to_owned())
+            .await
+            .expect("queue");
+        let goal = pubacks + 1;
+        while pubacks < goal {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.poll())
+                .await
+                .expect("in time")
+                .expect("connected");
+            if let Event::Incoming(Incoming::PubAck(_)) = event {
+                pubacks += 1;
+            }
+        }
+    };
+    publish("a/1").await;
+
+    // The same connection, new rules: a/ is revoked, b/ granted.
+    std::fs::write(dir.path().join("tidewire.toml"), config_with("b/#")).expect("write");
+    let (status, body, _) = call(&api, "POST", "/api/v1/admin/reload", ADMIN, None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = call(
+        &api,
+        "POST",
+        "/api/v1/admin/reload",
+        Some(("dev", "d-pass")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "reloading needs admin");
+    publish("a/2").await;
+    publish("b/1").await;
+
+    // A bad file, by SIGHUP: refused with check-config's error, rules kept.
+    std::fs::write(
+        dir.path().join("tidewire.toml"),
+        "[auth]\nallow_anonymus = true\n",
+    )
+    .expect("write");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &broker.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    let mut logged = false;
+    for _ in 0..100 {
+        if broker.log().contains("config not reloaded") {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(logged, "{}", broker.log());
+    assert!(broker.log().contains("allow_anonymus"), "names the key");
+    publish("b/2").await;
+    let (status, body, _) = call(&api, "POST", "/api/v1/admin/reload", ADMIN, None).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("allow_anonymus")
+    );
+
+    let (_, body, _) = call(&api, "GET", "/api/v1/streams/events/records", ADMIN, None).await;
+    let topics: Vec<&str> = body["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["topic"].as_str().expect("topic"))
+        .collect();
+    assert_eq!(
+        topics,
+        ["a/1", "b/1", "b/2"],
+        "a/2 was refused after the reload"
+    );
+}
