@@ -1,7 +1,9 @@
 // Headless-browser test of the dashboard served by a real tidewire binary:
 // starts the server on free ports, drives the page with playwright-core and
 // the system Chromium, publishes over real MQTT with `tidewire pub`, and
-// fails on any failed assertion or browser console error.
+// fails on any failed assertion or browser console error. Two scenarios:
+// anonymous access on loopback (the default: no login), and a server that
+// requires a login (`[auth] allow_anonymous = false`, a user and a token).
 //
 //   npm ci --prefix tests/browser
 //   node tests/browser/dashboard.test.mjs
@@ -11,8 +13,8 @@
 // SCREENSHOT_DIR (default target/browser).
 
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -29,9 +31,11 @@ const WAIT = 10_000;
 const started = Date.now();
 const step = (text) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${text}`);
 
-/** Starts `tidewire serve` on port 0; resolves once both listeners are up. */
-function startServer(dataDir) {
-  const child = spawn(BIN, ['serve', '--data-dir', dataDir,
+/** Starts `tidewire serve` on port 0 (with `--config configFile` if
+ *  given); resolves once both listeners are up. */
+function startServer(dataDir, configFile) {
+  const config = configFile ? ['--config', configFile] : [];
+  const child = spawn(BIN, ['serve', ...config, '--data-dir', dataDir,
     '--http-listen', '127.0.0.1:0', '--mqtt-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (chunk) => { stderr = (stderr + chunk).slice(-4000); });
@@ -295,11 +299,29 @@ async function testOverview(page) {
   await page.screenshot({ path: join(SCREENSHOTS, 'dashboard-overview.png'), fullPage: true });
 }
 
-async function main() {
-  mkdirSync(SCREENSHOTS, { recursive: true });
+/** A page in a fresh browser context (its own sessionStorage) that
+ *  records console and page errors. Each pattern pushed on
+ *  `expectedErrors` excuses one message; while `tolerate` is set, the
+ *  messages it matches are excused too. */
+async function openPage(browser) {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const log = { errors: [], expectedErrors: [], tolerate: null, tolerated: 0 };
+  page.on('console', (message) => {
+    if (message.type() !== 'error') return;
+    const text = `${message.text()} (${message.location().url})`;
+    const expected = log.expectedErrors.findIndex((pattern) => pattern.test(text));
+    if (expected >= 0) log.expectedErrors.splice(expected, 1);
+    else if (log.tolerate && log.tolerate.test(text)) log.tolerated += 1;
+    else log.errors.push(`console: ${text}`);
+  });
+  page.on('pageerror', (error) => log.errors.push(`page error: ${error.message}`));
+  return { page, log };
+}
+
+/** The default: anonymous access on a loopback listener, no login. */
+async function anonymousScenario(browser) {
   const dataDir = mkdtempSync(join(tmpdir(), 'tidewire-browser-'));
   const server = startServer(dataDir);
-  let browser;
   try {
     const ports = await server.ready;
     step(`server up: http ${ports.http}, mqtt ${ports.mqtt}`);
@@ -312,22 +334,8 @@ async function main() {
       assert.equal(response.status, 200);
     }
 
-    browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-      args: ['--headless=new', '--no-sandbox'],
-    });
-    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    const errors = [];
-    const expectedErrors = [];
-    page.on('console', (message) => {
-      if (message.type() !== 'error') return;
-      const text = `${message.text()} (${message.location().url})`;
-      // Each expected error excuses one message.
-      const expected = expectedErrors.findIndex((pattern) => pattern.test(text));
-      if (expected >= 0) expectedErrors.splice(expected, 1);
-      else errors.push(`console: ${text}`);
-    });
-    page.on('pageerror', (error) => errors.push(`page error: ${error.message}`));
+    const { page, log } = await openPage(browser);
+    const { errors, expectedErrors } = log;
 
     await page.goto(`http://${ports.http}/`);
     await page.waitForFunction(() => document.querySelector('#ws-status').textContent === 'connected', null, { timeout: WAIT });
@@ -339,13 +347,233 @@ async function main() {
     await testDashboards(page, ports);
     await testOverview(page);
 
+    assert.ok(await page.isHidden('#login'), 'no sign-in prompt with anonymous access');
+    assert.ok(await page.isHidden('#sign-out'), 'not signed in');
+    step('anonymous: never asked to sign in');
+
     assert.deepEqual(errors, [], 'the browser logged errors');
-    console.log(`browser: 1 passed, 0 failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
   } finally {
-    if (browser) await browser.close();
     await stopServer(server.child);
     rmSync(dataDir, { recursive: true, force: true });
   }
+}
+
+// ---------------------------------------------------------------------------
+// A server that requires a login.
+
+const USER = 'viewer';
+// Characters that need URL- and UTF-8-encoding, in the header and on /ws.
+const PASSWORD = 's3cr3t &=+?ü';
+const TOKEN = 'browser-test-token';
+
+/** `tidewire hash-password`: the PHC string of `secret`. */
+function hashPassword(secret) {
+  return execFileSync(BIN, ['hash-password'], { input: `${secret}\n`, timeout: WAIT }).toString().trim();
+}
+
+const basic = (user, password) => `Basic ${Buffer.from(`${user}:${password}`, 'utf8').toString('base64')}`;
+
+/** Publishes over HTTP as `viewer`. */
+async function httpPublish(ports, topic, body) {
+  const response = await fetch(`http://${ports.http}/api/v1/publish/${topic}?qos=1`, {
+    method: 'POST',
+    headers: { authorization: basic(USER, PASSWORD) },
+    body: JSON.stringify(body),
+  });
+  assert.equal(response.status, 200, `publish ${topic}: ${await response.text()}`);
+}
+
+async function waitForSocket(page) {
+  await page.waitForFunction(() => document.querySelector('#ws-status').textContent === 'connected', null, { timeout: WAIT });
+}
+
+async function signIn(page, { user, password, token }) {
+  await page.check(token ? '#login-kind-token' : '#login-kind-user');
+  if (token) {
+    await page.fill('#login-token', token);
+  } else {
+    await page.fill('#login-username', user);
+    await page.fill('#login-password', password);
+  }
+  await page.click('#login-submit');
+}
+
+/** `[auth] allow_anonymous = false` with a user (sql, admin) and an API
+ *  token (sql only): the page asks for a login, refuses a wrong password,
+ *  then works signed in (streams, SQL, the live tail over /ws); a token
+ *  without admin gets the server's 403 as an error, not a new prompt. */
+async function loginScenario(browser) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'tidewire-browser-auth-'));
+  const configFile = join(dataDir, 'tidewire.toml');
+  writeFileSync(configFile, `[auth]
+allow_anonymous = false
+
+[[users]]
+username = "${USER}"
+password_hash = "${hashPassword(PASSWORD)}"
+sql = ["*"]
+admin = true
+
+[[tokens]]
+name = "reader"
+token_hash = "${hashPassword(TOKEN)}"
+sql = ["*"]
+`);
+  const server = startServer(join(dataDir, 'data'), configFile);
+  try {
+    const ports = await server.ready;
+    step(`login: server up: http ${ports.http}, mqtt ${ports.mqtt}`);
+    const anonymous = await fetch(`http://${ports.http}/api/v1/streams`);
+    assert.equal(anonymous.status, 401, 'the API refuses anonymous requests');
+    await httpPublish(ports, 'auth/seed', { seeded: true });
+
+    const { page, log } = await openPage(browser);
+    const socketUrls = [];
+    page.on('websocket', (ws) => socketUrls.push(ws.url()));
+    // Refused requests (401 to fetch, and the /ws handshake) are logged by
+    // Chromium; they are expected until the page is signed in.
+    const REFUSED = /status of 401 |\/ws(\?[^']*)?' failed: (HTTP Authentication failed|.*response code: 401)/;
+    log.tolerate = REFUSED;
+
+    await page.goto(`http://${ports.http}/`);
+    await page.locator('#login').waitFor({ state: 'visible', timeout: WAIT });
+    assert.match(await page.textContent('#login-reason'), /requires a login/);
+    assert.equal(await page.textContent('#ws-status'), 'disconnected');
+    assert.ok(await page.isVisible('#login-username'));
+    assert.ok(await page.isHidden('#login-cancel'), 'a required sign-in cannot be cancelled');
+    assert.ok(await page.isHidden('#login-sign-out'), 'nothing to sign out of');
+    step('login: prompt shown');
+    await page.screenshot({ path: join(SCREENSHOTS, 'dashboard-login.png') });
+
+    await signIn(page, { user: USER, password: 'wrong password' });
+    await page.locator('#login-error').waitFor({ state: 'visible', timeout: WAIT });
+    assert.match(await page.textContent('#login-error'), /bad credentials/);
+    assert.ok(await page.isVisible('#login'), 'a wrong password keeps the dialog open');
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('tidewire.credentials')), null);
+    step('login: wrong password refused with "bad credentials"');
+    await page.screenshot({ path: join(SCREENSHOTS, 'dashboard-login-failed.png') });
+
+    await signIn(page, { user: USER, password: PASSWORD });
+    await page.locator('#login').waitFor({ state: 'hidden', timeout: WAIT });
+    await waitForSocket(page);
+    log.tolerate = null;
+    assert.equal(await page.textContent('#account-name'), USER);
+    assert.ok(await page.isVisible('#sign-out'));
+    const socketUrl = new URL(socketUrls[socketUrls.length - 1]);
+    assert.equal(socketUrl.searchParams.get('username'), USER);
+    assert.equal(socketUrl.searchParams.get('password'), PASSWORD, '/ws gets the password URL-encoded');
+    step('login: signed in, /ws connected with the credentials');
+
+    await page.click('#tab-streams');
+    await page.locator('#streams-list tbody tr[data-stream="events"]').waitFor({ timeout: WAIT });
+    assert.ok(await page.isHidden('#streams-error'));
+    step('login: streams listed');
+
+    await page.click('#tab-sql');
+    await runQuery(page, 'SELECT topic, count(*) AS n FROM events GROUP BY topic ORDER BY topic');
+    assert.equal(await page.textContent('#sql-error'), '');
+    const table = await readSqlTable(page);
+    assert.ok(table.rows.some((r) => r[0] === 'auth/seed' && r[1] === '1'), `no row auth/seed 1 in ${JSON.stringify(table.rows)}`);
+    step('login: SQL query ran');
+
+    await page.click('#tab-tail');
+    await page.fill('#tail-filter', 'browser/#');
+    await page.click('#tail-subscribe');
+    await page.waitForFunction(() => document.querySelector('#tail-status').textContent === 'subscribed to browser/#', null, { timeout: WAIT });
+    await httpPublish(ports, 'browser/auth', { signed: 'in' });
+    const row = page.locator('.tail-message', { has: page.locator('.tail-topic', { hasText: /^browser\/auth$/ }) });
+    await row.first().waitFor({ timeout: WAIT });
+    assert.match(await row.first().locator('.tail-payload').textContent(), /signed/);
+    step('login: live tail shows a message published over HTTP');
+    await page.screenshot({ path: join(SCREENSHOTS, 'dashboard-login-tail.png'), fullPage: true });
+
+    // The credentials last for the tab: a reload asks nothing.
+    await page.reload();
+    await waitForSocket(page);
+    await page.click('#tab-overview');
+    await page.locator('#overview-streams tbody td a', { hasText: 'events' }).waitFor({ timeout: WAIT });
+    assert.ok(await page.isHidden('#login'));
+    assert.equal(await page.textContent('#account-name'), USER);
+    step('login: still signed in after a reload');
+
+    // Signing out forgets them; this server then asks again.
+    log.tolerate = REFUSED;
+    await page.click('#sign-out');
+    await page.locator('#login').waitFor({ state: 'visible', timeout: WAIT });
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('tidewire.credentials')), null);
+    assert.ok(await page.isVisible('#sign-in'));
+    step('login: signed out, asked again');
+
+    // An API token without admin: signed in, and a refused action is an
+    // error in its place (403), not a new prompt.
+    await signIn(page, { token: TOKEN });
+    await page.locator('#login').waitFor({ state: 'hidden', timeout: WAIT });
+    await waitForSocket(page);
+    log.tolerate = null;
+    assert.equal(await page.textContent('#account-name'), 'API token');
+    assert.equal(new URL(socketUrls[socketUrls.length - 1]).searchParams.get('token'), TOKEN);
+    await page.click('#tab-streams');
+    await page.locator('#streams-list tbody tr[data-stream="events"]').waitFor({ timeout: WAIT });
+    log.expectedErrors.push(/status of 403 .*\/api\/v1\/streams\)$/);
+    await createStream(page, { name: 'denied' });
+    assert.ok(await page.isVisible('#stream-form-error'));
+    assert.match(await page.textContent('#stream-form-error'), /not allowed to create streams \(the admin permission\)/);
+    assert.ok(await page.isHidden('#login'), 'a 403 does not ask to sign in again');
+    step('login: API token signed in; its 403 shown as an error');
+    await page.screenshot({ path: join(SCREENSHOTS, 'dashboard-login-forbidden.png'), fullPage: true });
+
+    // Kept credentials the server no longer takes: asked again, and while
+    // the dialog waits the pollers send nothing (no stream of failed logins).
+    log.tolerate = REFUSED;
+    const refused = [];
+    page.on('response', (response) => { if (response.status() === 401) refused.push(response.url()); });
+    await page.evaluate(() => sessionStorage.setItem('tidewire.credentials', JSON.stringify({ username: 'viewer', password: 'changed' })));
+    await page.reload();
+    await page.locator('#login').waitFor({ state: 'visible', timeout: WAIT });
+    assert.match(await page.textContent('#login-reason'), /no longer accepts these credentials \(bad credentials\)/);
+    await page.waitForTimeout(500);
+    const before = refused.length;
+    await page.waitForTimeout(3500); // longer than the 3 s list refresh
+    assert.deepEqual(refused.slice(before), [], 'no requests while the dialog waits');
+    // Its Sign out forgets them; this server then asks for a login.
+    await page.click('#login-sign-out');
+    await page.waitForFunction(() => /requires a login/.test(document.querySelector('#login-reason').textContent), null, { timeout: WAIT });
+    assert.ok(await page.isVisible('#login'));
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('tidewire.credentials')), null);
+    step(`login: stale credentials asked again (${before} refused requests, then none), Sign out forgets them`);
+
+    assert.ok(log.tolerated > 0, 'the refused requests before signing in were seen');
+    assert.deepEqual(log.expectedErrors, [], 'every expected error happened');
+    assert.deepEqual(log.errors, [], 'the browser logged errors');
+  } finally {
+    await stopServer(server.child);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function main() {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless=new', '--no-sandbox'],
+  });
+  let passed = 0;
+  let failed = 0;
+  try {
+    for (const scenario of [anonymousScenario, loginScenario]) {
+      try {
+        await scenario(browser);
+        passed += 1;
+      } catch (error) {
+        console.error(`${scenario.name}:`, error);
+        failed += 1;
+      }
+    }
+  } finally {
+    await browser.close();
+  }
+  console.log(`browser: ${passed} passed, ${failed} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  if (failed) process.exitCode = 1;
 }
 
 main().catch((error) => {

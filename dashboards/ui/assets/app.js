@@ -98,18 +98,103 @@ function messageBadges(message) {
 }
 
 // ---------------------------------------------------------------------------
+// Credentials. A server that wants them answers 401 (by default anonymous
+// access is allowed only on a loopback listener); the page then asks for a
+// username and password, or an API token (see Signing in), and sends them
+// on every request as an `Authorization` header and on the /ws URL as query
+// parameters (browsers cannot set headers on a WebSocket). They are kept in
+// sessionStorage: for this tab only, gone when it closes, never written to
+// localStorage or a cookie. Without them the page is anonymous.
+
+const CREDENTIALS_KEY = 'tidewire.credentials';
+
+const credentials = {
+  generation: 0, // bumped on every change: a 401 to older ones is stale
+
+  /** `{username, password}`, `{token}`, or null (anonymous). */
+  get() {
+    try {
+      return JSON.parse(sessionStorage.getItem(CREDENTIALS_KEY)) || null;
+    } catch {
+      return null;
+    }
+  },
+
+  set(value) {
+    this.generation += 1;
+    sessionStorage.setItem(CREDENTIALS_KEY, JSON.stringify(value));
+  },
+
+  clear() {
+    this.generation += 1;
+    sessionStorage.removeItem(CREDENTIALS_KEY);
+  },
+
+  /** The `Authorization` header for `value`: Basic for a user, Bearer
+   *  for a token; null when anonymous. */
+  header(value = this.get()) {
+    if (!value) return null;
+    if (value.token !== undefined) return `Bearer ${value.token}`;
+    const bytes = new TextEncoder().encode(`${value.username}:${value.password}`);
+    return `Basic ${btoa(String.fromCharCode(...bytes))}`;
+  },
+
+  /** The same as /ws query parameters (URL-encoded), or ''. */
+  query(value = this.get()) {
+    if (!value) return '';
+    const params = value.token !== undefined
+      ? { token: value.token }
+      : { username: value.username, password: value.password };
+    return `?${new URLSearchParams(params)}`;
+  },
+
+  /** Who is signed in, for the top bar. */
+  label(value = this.get()) {
+    if (!value) return '';
+    return value.token !== undefined ? 'API token' : value.username;
+  },
+};
+
+// ---------------------------------------------------------------------------
 // HTTP.
+
+/** The error text of a failed answer: its JSON `error`, else the body. */
+async function errorText(response) {
+  const text = await response.text().catch(() => '');
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch { body = null; }
+  return (body && body.error) || text || `${response.status} ${response.statusText}`;
+}
+
+/**
+ * fetch() with the tab's credentials. A 401 opens the sign-in dialog
+ * (a 403 is an ordinary error: signed in, but not allowed). While the
+ * dialog waits for the user, requests fail at once: no stream of 401s
+ * from the pollers, and no repeated failed logins, which would make the
+ * server slow this address down.
+ */
+async function authFetch(path, options = {}) {
+  if (login.waiting) throw new Error('sign-in required');
+  const used = credentials.generation;
+  const headers = new Headers(options.headers);
+  const authorization = credentials.header();
+  if (authorization) headers.set('authorization', authorization);
+  // credentials: 'omit' keeps the browser from showing its own login
+  // prompt for the 401's `WWW-Authenticate: Basic` challenge; this page
+  // asks itself and sends the header (tidewire sets no cookies).
+  const response = await fetch(path, { ...options, headers, credentials: 'omit' });
+  if (response.status === 401 && used === credentials.generation) {
+    login.required(await errorText(response.clone()));
+  }
+  return response;
+}
 
 /** Fetches JSON; a non-2xx answer throws its `error` text. */
 async function api(path, options = {}) {
-  const response = await fetch(path, options);
+  const response = await authFetch(path, options);
+  if (!response.ok) throw new Error(await errorText(response));
   const text = await response.text();
-  let body = null;
-  try { body = text ? JSON.parse(text) : null; } catch { body = null; }
-  if (!response.ok) {
-    throw new Error((body && body.error) || text || `${response.status} ${response.statusText}`);
-  }
-  return body;
+  try { return text ? JSON.parse(text) : null; } catch { return null; }
 }
 
 /** Sends `body` as JSON with `method`; answers like api(). */
@@ -145,10 +230,8 @@ function metricSum(metrics, name, where = {}) {
 
 // ---------------------------------------------------------------------------
 // The shared /ws socket: reconnects with backoff, re-sends subscriptions
-// and watches after reconnecting, pings every 20 s, and asks for a login
-// when the server refuses the upgrade.
-
-const CREDENTIALS_KEY = 'tidewire.credentials';
+// and watches after reconnecting, pings every 20 s, and waits for a
+// sign-in when the server refuses the upgrade for want of credentials.
 
 const socket = {
   ws: null,
@@ -169,9 +252,7 @@ const socket = {
 
   url() {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const saved = JSON.parse(sessionStorage.getItem(CREDENTIALS_KEY) || 'null');
-    const query = saved ? `?${new URLSearchParams(saved)}` : '';
-    return `${scheme}//${location.host}/ws${query}`;
+    return `${scheme}//${location.host}/ws${credentials.query()}`;
   },
 
   connect() {
@@ -183,6 +264,17 @@ const socket = {
     ws.onopen = () => this.onOpen(ws);
     ws.onmessage = (event) => this.receive(event.data);
     ws.onclose = () => this.onClose(ws);
+  },
+
+  /** A new socket now (other credentials); the old one is dropped. */
+  reconnect() {
+    const old = this.ws;
+    this.ws = null;
+    clearInterval(this.pingTimer);
+    this.requests.clear();
+    if (old && old.readyState === WebSocket.CONNECTING) old.onopen = () => old.close();
+    else if (old) old.close();
+    this.connect();
   },
 
   onOpen(ws) {
@@ -201,12 +293,11 @@ const socket = {
     clearInterval(this.pingTimer);
     this.requests.clear();
     this.setStatus('disconnected');
-    // Refused before opening while the server answers HTTP: most likely a
-    // 401, so ask for credentials instead of retrying blindly.
-    if (!this.opened && await serverReachable()) {
-      showLogin(sessionStorage.getItem(CREDENTIALS_KEY) !== null);
-      return;
-    }
+    // Refused before opening while the API answers 401: the server wants
+    // credentials (or no longer takes these). The sign-in reconnects, so
+    // no retry until then.
+    const wantsLogin = !this.opened && await refusesCredentials();
+    if (ws !== this.ws || wantsLogin) return;
     this.retryTimer = setTimeout(() => this.connect(), this.retryMs);
     this.retryMs = Math.min(this.retryMs * 2, 10000);
   },
@@ -273,36 +364,145 @@ const socket = {
   },
 };
 
-async function serverReachable() {
+/** Whether the API refuses this tab's credentials (or their absence):
+ *  401 to `GET /api/v1/streams`, which asks the sign-in dialog. */
+async function refusesCredentials() {
   try {
-    return (await fetch('/api/v1/dashboards')).ok;
+    return (await authFetch('/api/v1/streams')).status === 401;
   } catch {
-    return false;
+    return login.waiting; // already waiting for a sign-in
   }
 }
 
-function showLogin(failed) {
-  $('#login-reason').textContent = failed
-    ? 'Sign-in failed: the server refused these credentials.'
-    : 'The server refused the WebSocket connection. If it requires a login, enter an MQTT username and password.';
-  $('#login').hidden = false;
-  $('#login-username').focus();
-}
+// ---------------------------------------------------------------------------
+// Signing in: the #login dialog, opened by a 401 (or by "Sign in" in the
+// top bar, e.g. when anonymous access is allowed but limited). The
+// credentials are checked with `GET /api/v1/streams` (it needs only a
+// valid login) before they are kept; then the socket reconnects with them
+// and the current view loads again. "Sign out" forgets them.
 
-function setUpLogin() {
-  $('#login-form').addEventListener('submit', (event) => {
+const login = {
+  waiting: false, // the dialog is open because the server wants credentials
+
+  /** The server answered 401 (`message`): asks for credentials, once. */
+  required(message) {
+    if (this.waiting) return;
+    this.open(credentials.get()
+      ? `The server no longer accepts these credentials (${message}). Sign in again.`
+      : 'This server requires a login: a username and password, or an API token.', true);
+  },
+
+  /** Opens the dialog; a `required` one has no Cancel, but Sign out
+   *  when credentials are kept (the server may take anonymous ones). */
+  open(reason, required = false) {
+    this.waiting = required;
+    $('#login-reason').textContent = reason;
+    $('#login-cancel').hidden = required;
+    $('#login-sign-out').hidden = !required || credentials.get() === null;
+    showError($('#login-error'), '');
+    $('#login').hidden = false;
+    this.focus();
+  },
+
+  close() {
+    this.waiting = false;
+    $('#login').hidden = true;
+    $('#login-password').value = '';
+    $('#login-token').value = '';
+    showError($('#login-error'), '');
+  },
+
+  /** The first empty field of the chosen kind. */
+  focus() {
+    const fields = this.byToken() ? [$('#login-token')] : [$('#login-username'), $('#login-password')];
+    (fields.find((f) => !f.value) || fields[0]).focus();
+  },
+
+  byToken: () => $('#login-kind-token').checked,
+
+  /** Shows the fields of the chosen kind; hidden ones are disabled, so
+   *  their `required` does not block the form. */
+  showKind() {
+    const byToken = this.byToken();
+    $('#login-user-fields').hidden = byToken;
+    $('#login-token-field').hidden = !byToken;
+    $('#login-username').disabled = byToken;
+    $('#login-password').disabled = byToken;
+    $('#login-token').disabled = !byToken;
+  },
+
+  async submit(event) {
     event.preventDefault();
-    const credentials = { username: $('#login-username').value, password: $('#login-password').value };
-    sessionStorage.setItem(CREDENTIALS_KEY, JSON.stringify(credentials));
-    $('#login').hidden = true;
-    socket.connect();
-  });
-  $('#login-retry').addEventListener('click', () => {
-    sessionStorage.removeItem(CREDENTIALS_KEY);
-    $('#login').hidden = true;
-    socket.connect();
-  });
-}
+    const button = $('#login-submit');
+    if (button.disabled) return;
+    const byToken = this.byToken();
+    const candidate = byToken
+      ? { token: $('#login-token').value.trim() }
+      : { username: $('#login-username').value, password: $('#login-password').value };
+    button.disabled = true;
+    showError($('#login-error'), '');
+    try {
+      // Not authFetch: these are not the tab's credentials (yet). A 403
+      // would still mean they are good.
+      const response = await fetch('/api/v1/streams', {
+        headers: { authorization: credentials.header(candidate) },
+        credentials: 'omit',
+      });
+      if (!response.ok && response.status !== 403) {
+        showError($('#login-error'), `Sign-in failed: ${await errorText(response)}`);
+        (byToken ? $('#login-token') : $('#login-password')).select();
+        return;
+      }
+    } catch (e) {
+      showError($('#login-error'), `Could not reach the server: ${e.message}`);
+      return;
+    } finally {
+      button.disabled = false;
+    }
+    credentials.set(candidate);
+    this.close();
+    notify(`Signed in as ${credentials.label(candidate)}.`);
+    this.changed();
+  },
+
+  signOut() {
+    credentials.clear();
+    notify('Signed out.');
+    this.changed();
+  },
+
+  /** After the credentials changed: the top bar, the socket, the view. */
+  changed() {
+    this.showAccount();
+    socket.reconnect();
+    reloadView();
+  },
+
+  showAccount() {
+    const signedIn = credentials.get() !== null;
+    $('#account-name').textContent = credentials.label();
+    $('#account-name').hidden = !signedIn;
+    $('#sign-out').hidden = !signedIn;
+    $('#sign-in').hidden = signedIn;
+  },
+
+  setUp() {
+    $('#login-form').addEventListener('submit', (e) => this.submit(e));
+    $('#login-form').addEventListener('input', () => showError($('#login-error'), ''));
+    $('#login-form').addEventListener('keydown', (e) => {
+      if (e.key === 'Escape' && !this.waiting) this.close();
+    });
+    for (const radio of document.querySelectorAll('input[name="login-kind"]')) {
+      radio.addEventListener('change', () => { this.showKind(); this.focus(); });
+    }
+    $('#login-cancel').addEventListener('click', () => this.close());
+    $('#login-sign-out').addEventListener('click', () => { this.close(); this.signOut(); });
+    $('#sign-in').addEventListener('click', () => this.open('Sign in with a username and password, or an API token.'));
+    $('#sign-out').addEventListener('click', () => this.signOut());
+    this.showKind();
+    this.showAccount();
+  },
+};
 
 // ---------------------------------------------------------------------------
 // Tables.
@@ -513,6 +713,13 @@ function route() {
   liveCharts.forEach((c) => c.resize());
 }
 
+/** Leaves and enters the current view, so it loads again. */
+function reloadView() {
+  if (currentView) views[currentView].leave();
+  currentView = null;
+  route();
+}
+
 /** Runs `task` now and then `ms` after each run ends, until stopped. */
 function poller(task, ms) {
   let timer = null;
@@ -551,7 +758,10 @@ const overview = (() => {
   async function pollMetrics() {
     let metrics;
     try {
-      metrics = parseMetrics(await (await fetch('/metrics')).text());
+      // Open by default; behind a login with `[auth] open_metrics = false`.
+      const response = await authFetch('/metrics');
+      if (!response.ok) return;
+      metrics = parseMetrics(await response.text());
     } catch {
       return;
     }
@@ -1287,7 +1497,7 @@ views.dashboards = (() => {
 // ---------------------------------------------------------------------------
 // Start.
 
-setUpLogin();
+login.setUp();
 socket.connect();
 overview.start();
 window.addEventListener('hashchange', route);
