@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # Real peers the tests run against, from Debian, installed when missing.
 missing=()
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ "${#missing[@]}" -gt 0 ]; then

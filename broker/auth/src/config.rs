@@ -57,8 +57,10 @@ pub struct PermissionsConfig {
 pub struct UserConfig {
     /// The username (MQTT, HTTP Basic, `/ws`).
     pub username: String,
-    /// PHC string of an argon2 hash, `$argon2id$...`.
-    pub password_hash: String,
+    /// PHC string of an argon2 hash, `$argon2id$...`. Without one the
+    /// user can only be named by a client certificate
+    /// (`tls.identity_as_username`).
+    pub password_hash: Option<String>,
     /// See [`PermissionsConfig::publish`].
     pub publish: Option<Vec<String>>,
     /// See [`PermissionsConfig::subscribe`].
@@ -101,8 +103,9 @@ pub struct AuthTable {
     pub allow_anonymous: Option<bool>,
     /// What anonymous clients may do.
     pub anonymous: Arc<Permissions>,
-    /// Users by name: password hash and permissions.
-    pub users: HashMap<String, (String, Arc<Permissions>)>,
+    /// Users by name: password hash (none: certificate only) and
+    /// permissions.
+    pub users: HashMap<String, (Option<String>, Arc<Permissions>)>,
     /// Tokens: name, token hash and permissions.
     pub tokens: Vec<(String, String, Arc<Permissions>)>,
     /// `/metrics` and `/healthz` without credentials.
@@ -147,7 +150,11 @@ impl AuthTable {
                     "must not be empty",
                 ));
             }
-            let hash = phc(&user.password_hash, &format!("{key}.password_hash"))?;
+            let hash = user
+                .password_hash
+                .as_deref()
+                .map(|h| phc(h, &format!("{key}.password_hash")))
+                .transpose()?;
             let given = PermissionsConfig {
                 publish: user.publish.clone(),
                 subscribe: user.subscribe.clone(),
@@ -308,7 +315,7 @@ mod tests {
             (user("deny = [\"a/#/b\"]"), "", "users[0].deny[0]"),
             (
                 UserConfig {
-                    password_hash: "plain".into(),
+                    password_hash: Some("plain".into()),
                     ..user("")
                 },
                 "",

@@ -213,12 +213,27 @@ impl Auth {
         let (username, password) = (username.to_owned(), password.to_vec());
         self.verify(digest, from, door, move |table| {
             let (hash, permissions) = table.users.get(&username)?;
-            verifies(&password, hash).then(|| Principal {
+            verifies(&password, hash.as_deref()?).then(|| Principal {
                 identity: Identity::User(username.clone()),
                 permissions: Arc::clone(permissions),
             })
         })
         .await
+    }
+
+    /// The user a verified client certificate names (its subject CN):
+    /// the `[[users]]` entry of that name; an unknown name is refused.
+    pub fn certificate_user(&self, name: &str, door: Door) -> Result<Principal, AuthError> {
+        match self.table().users.get(name) {
+            Some((_, permissions)) => Ok(Principal {
+                identity: Identity::User(name.to_owned()),
+                permissions: Arc::clone(permissions),
+            }),
+            None => {
+                self.count_failure(door);
+                Err(AuthError::BadCredentials)
+            }
+        }
     }
 
     /// Checks an API token.
@@ -337,7 +352,7 @@ mod tests {
     fn auth(allow_anonymous: Option<bool>) -> Auth {
         let user = UserConfig {
             username: "dev".into(),
-            password_hash: hash_password("s3cret").expect("hash"),
+            password_hash: Some(hash_password("s3cret").expect("hash")),
             publish: None,
             subscribe: None,
             deny: Vec::new(),

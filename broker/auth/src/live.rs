@@ -72,7 +72,7 @@ mod tests {
     fn table(publish: &str) -> AuthTable {
         let user = UserConfig {
             username: "dev".into(),
-            password_hash: hash_password("pw").expect("hash"),
+            password_hash: Some(hash_password("pw").expect("hash")),
             publish: Some(vec![publish.to_owned()]),
             subscribe: None,
             deny: Vec::new(),

@@ -10,6 +10,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use tidewire_auth::{Auth, AuthConfig, AuthMetrics, AuthTable, PermissionsConfig, UserConfig};
 use tidewire_core::ConfigError;
+use tidewire_tls::Tls;
 
 /// Default MQTT listener.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1883";
@@ -34,6 +35,9 @@ pub const DEFAULT_SESSION_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 pub struct MqttConfig {
     /// Listener address (default `127.0.0.1:1883`); port 0 picks a free port.
     pub listen: Option<SocketAddr>,
+    /// A second listener for MQTT over TLS (certificates from `[tls]`),
+    /// e.g. `"0.0.0.0:8883"`.
+    pub tls_listen: Option<SocketAddr>,
     /// Most concurrent connections; more are refused (CONNACK "server
     /// unavailable"/"server busy") and counted.
     pub max_connections: Option<usize>,
@@ -90,6 +94,8 @@ pub struct MqttSettings {
     pub session_save_interval: Duration,
     /// Who may connect and what they may do.
     pub auth: Auth,
+    /// The TLS listener's address and acceptor, when configured.
+    pub tls: Option<(SocketAddr, Tls)>,
 }
 
 impl MqttConfig {
@@ -100,7 +106,18 @@ impl MqttConfig {
         &self,
         listen_override: Option<SocketAddr>,
         auth: Auth,
+        tls: Option<&Tls>,
     ) -> Result<MqttSettings, ConfigError> {
+        let tls = match (self.tls_listen, tls) {
+            (Some(addr), Some(tls)) => Some((addr, tls.clone())),
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "mqtt.tls_listen",
+                    "needs a certificate and key in [tls] (tls.cert, tls.key)",
+                ));
+            }
+            (None, _) => None,
+        };
         let listen = match listen_override.or(self.listen) {
             Some(addr) => addr,
             None => DEFAULT_LISTEN
@@ -155,6 +172,7 @@ impl MqttConfig {
                 .session_save_interval
                 .unwrap_or(DEFAULT_SESSION_SAVE_INTERVAL),
             auth,
+            tls,
         })
     }
 
@@ -192,7 +210,7 @@ mod tests {
 
     fn validate(text: &str) -> Result<MqttSettings, ConfigError> {
         let config = parse(text);
-        config.validate(None, config.standalone_auth()?)
+        config.validate(None, config.standalone_auth()?, None)
     }
 
     fn anonymous_allowed(settings: &MqttSettings) -> bool {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tidewire_core::Broker;
 use tidewire_storage::{OnFatal, StorageMetrics};
-use tokio::net::TcpListener;
+use tidewire_tls::Tls;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttSettings;
@@ -36,6 +37,8 @@ const KEEPALIVE_SWEEP: Duration = Duration::from_millis(250);
 pub struct MqttServer {
     listener: TcpListener,
     addr: SocketAddr,
+    /// The MQTT-over-TLS listener, its address and acceptor.
+    tls: Option<(TcpListener, SocketAddr, Tls)>,
     ctx: Arc<Context>,
 }
 
@@ -93,12 +96,25 @@ impl MqttServer {
             addr: settings.listen,
             source,
         })?;
+        let tls = match &settings.tls {
+            Some((tls_addr, tls)) => {
+                let bind_error = |source| MqttError::Bind {
+                    addr: *tls_addr,
+                    source,
+                };
+                let listener = TcpListener::bind(tls_addr).await.map_err(bind_error)?;
+                let bound = listener.local_addr().map_err(bind_error)?;
+                Some((listener, bound, tls.clone()))
+            }
+            None => None,
+        };
         let ctx = Arc::new(Context::new(
             broker, router, sessions, retained, settings, metrics,
         ));
         Ok(MqttServer {
             listener,
             addr,
+            tls,
             ctx,
         })
     }
@@ -106,6 +122,11 @@ impl MqttServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound address of the TLS listener, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|(_, addr, _)| *addr)
     }
 
     /// The shared state, for serving sessions over other transports
@@ -119,10 +140,12 @@ impl MqttServer {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), MqttError> {
         let ctx = self.ctx;
         let housekeeping = tokio::spawn(housekeeping(Arc::clone(&ctx), shutdown.clone()));
+        let tls = self.tls.map(|(listener, _, tls)| (listener, tls));
         loop {
-            let accepted = tokio::select! {
+            let (accepted, secure) = tokio::select! {
                 () = shutdown.cancelled() => break,
-                accepted = self.listener.accept() => accepted,
+                accepted = self.listener.accept() => (accepted, None),
+                accepted = accept_tls(&tls) => accepted,
             };
             let stream = match accepted {
                 Ok((stream, _peer)) => stream,
@@ -134,8 +157,12 @@ impl MqttServer {
                 }
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(Arc::clone(&ctx).admit_tcp(stream));
+            match secure {
+                Some(tls) => tokio::spawn(Arc::clone(&ctx).admit_tls(stream, tls)),
+                None => tokio::spawn(Arc::clone(&ctx).admit_tcp(stream)),
+            };
         }
+        drop(tls);
         drop(self.listener);
         ctx.shut_down();
         if !ctx.drain(DRAIN_TIMEOUT).await {
@@ -145,6 +172,17 @@ impl MqttServer {
         save_sessions(&ctx).await;
         ctx.retained.close().await;
         Ok(())
+    }
+}
+
+/// The next connection on the TLS listener, with its acceptor; never
+/// resolves without one.
+async fn accept_tls(
+    tls: &Option<(TcpListener, Tls)>,
+) -> (std::io::Result<(TcpStream, SocketAddr)>, Option<Tls>) {
+    match tls {
+        Some((listener, tls)) => (listener.accept().await, Some(tls.clone())),
+        None => std::future::pending().await,
     }
 }
 

@@ -49,7 +49,7 @@ impl TestBroker {
         let config: MqttConfig = toml::from_str(mqtt_toml).expect("mqtt config");
         let auth = config.standalone_auth().expect("valid auth");
         let settings = config
-            .validate(Some("127.0.0.1:0".parse().expect("addr")), auth)
+            .validate(Some("127.0.0.1:0".parse().expect("addr")), auth, None)
             .expect("valid mqtt config");
         let server = MqttServer::start(
             settings,

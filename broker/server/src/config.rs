@@ -17,6 +17,7 @@ use tidewire_dashboard::{Dashboard, definition as dashboard};
 use tidewire_mqtt::{MqttConfig, MqttSettings};
 use tidewire_nats::NatsBridgeConfig;
 use tidewire_sql::{QueryConfig, SqlConfig, SqlLimits};
+use tidewire_tls::{Tls, TlsConfig, TlsMetrics};
 use tidewire_websocket::{WebSocketConfig, WebSocketSettings};
 
 /// Default HTTP, WebSocket and dashboard listener.
@@ -66,6 +67,9 @@ pub struct FileConfig {
     /// users and anonymous access).
     #[serde(default)]
     pub mqtt: MqttConfig,
+    /// `[tls]`: the certificate for `mqtt.tls_listen` and `http.tls`.
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// `[auth]`: anonymous access and whether metrics need credentials.
     #[serde(default)]
     pub auth: AuthConfig,
@@ -120,6 +124,9 @@ pub struct HttpSection {
     /// connection is closed after this long too.
     #[serde(default, with = "humantime_serde")]
     pub header_read_timeout: Option<Duration>,
+    /// Serve HTTPS (and so `wss://`) with the `[tls]` certificate.
+    #[serde(default)]
+    pub tls: bool,
     /// HTTP connections one client IP address may have open at once
     /// (default 256); more are closed at once and counted. A WebSocket
     /// stops counting once upgraded (`websocket.max_sockets` and
@@ -212,6 +219,10 @@ pub struct Config {
     pub mqtt: MqttSettings,
     /// Who may do what, at every front door (also in `mqtt.auth`).
     pub auth: Auth,
+    /// The TLS acceptor, when `[tls]` is set (also in `mqtt.tls`).
+    pub tls: Option<Tls>,
+    /// Serve HTTPS on the HTTP listener.
+    pub http_tls: bool,
     /// The file and overrides this was loaded from, to load again on a
     /// reload.
     pub source: Overrides,
@@ -306,6 +317,17 @@ impl Config {
             },
         };
         let auth = Auth::new(auth_table(&file)?, AuthMetrics::default());
+        let tls = if file.tls.is_set() {
+            Some(Tls::new(file.tls.load()?, TlsMetrics::default()))
+        } else {
+            None
+        };
+        if file.http.tls && tls.is_none() {
+            return Err(ConfigError::new(
+                "http.tls",
+                "needs a certificate and key in [tls] (tls.cert, tls.key)",
+            ));
+        }
         let stream_configs = file
             .streams
             .unwrap_or_else(|| vec![StreamConfig::default_stream()]);
@@ -348,8 +370,12 @@ impl Config {
                 .or(file.http.listen)
                 .unwrap_or(default_listen),
             http: file.http.limits()?,
-            mqtt: file.mqtt.validate(overrides.mqtt_listen, auth.clone())?,
+            mqtt: file
+                .mqtt
+                .validate(overrides.mqtt_listen, auth.clone(), tls.as_ref())?,
             auth,
+            http_tls: file.http.tls,
+            tls,
             source: overrides.clone(),
             bridges: file.bridge.validate("bridge")?,
             sql: file.sql.validate("sql")?,
@@ -475,6 +501,21 @@ mod tests {
             ),
             ("[limits]\nmax_topic_bytes = 0", "limits.max_topic_bytes"),
             ("[limits]\nmax_streams = 0", "limits.max_streams"),
+            (
+                "[tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"",
+                "tls.cert",
+            ),
+            ("[tls]\ncert = \"c.pem\"", "tls.key"),
+            ("[mqtt]\ntls_listen = \"127.0.0.1:0\"", "mqtt.tls_listen"),
+            ("[http]\ntls = true", "http.tls"),
+            (
+                "[[users]]\nusername = \"a\"\ndeny = [\"a/#/b\"]",
+                "users[0].deny[0]",
+            ),
+            (
+                "[[tokens]]\nname = \"t\"\ntoken_hash = \"x\"",
+                "tokens[0].token_hash",
+            ),
             ("[mqtt]\nmax_inflight = 0", "mqtt.max_inflight"),
             ("[mqtt]\nlisten = \"x\"", "listen"),
             (

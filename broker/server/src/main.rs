@@ -96,6 +96,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let server = Server::start(config).await?;
         println!("mqtt listening on {}", server.mqtt_addr());
+        if let Some(addr) = server.mqtts_addr() {
+            println!("mqtts listening on {addr}");
+        }
         println!("http listening on {}", server.http_addr());
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));

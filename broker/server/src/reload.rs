@@ -2,15 +2,18 @@
 //! `POST /api/v1/admin/reload`. The file is loaded and validated exactly as
 //! `check-config` does; a bad file changes nothing and the error says why.
 //! What a reload changes: the users, tokens, ACLs and anonymous policy
-//! (connected clients follow the new rules from their next packet). What
-//! it cannot change while running (the data directory and the listen
-//! addresses) refuses the reload, named in the error.
+//! (connected clients follow the new rules from their next packet) and
+//! the TLS certificates (new handshakes use them; open connections keep
+//! theirs). What it cannot change while running (the data directory, the
+//! listen addresses, turning TLS on or off) refuses the reload, named in
+//! the error.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tidewire_auth::Auth;
+use tidewire_tls::Tls;
 
 use crate::config::{Config, Overrides};
 
@@ -26,6 +29,7 @@ struct Inner {
     source: Overrides,
     fixed: Fixed,
     auth: Auth,
+    tls: Option<Tls>,
     /// One reload at a time.
     running: Mutex<()>,
 }
@@ -36,6 +40,9 @@ struct Fixed {
     data_dir: PathBuf,
     http_listen: SocketAddr,
     mqtt_listen: SocketAddr,
+    mqtt_tls_listen: Option<SocketAddr>,
+    http_tls: bool,
+    tls: bool,
 }
 
 impl Fixed {
@@ -44,6 +51,9 @@ impl Fixed {
             data_dir: config.data_dir.clone(),
             http_listen: config.http_listen,
             mqtt_listen: config.mqtt.listen,
+            mqtt_tls_listen: config.mqtt.tls.as_ref().map(|(addr, _)| *addr),
+            http_tls: config.http_tls,
+            tls: config.tls.is_some(),
         }
     }
 
@@ -53,6 +63,12 @@ impl Fixed {
             ("data_dir", self.data_dir != new.data_dir),
             ("http.listen", self.http_listen != new.http_listen),
             ("mqtt.listen", self.mqtt_listen != new.mqtt_listen),
+            (
+                "mqtt.tls_listen",
+                self.mqtt_tls_listen != new.mqtt_tls_listen,
+            ),
+            ("http.tls", self.http_tls != new.http_tls),
+            ("[tls] on or off", self.tls != new.tls),
         ]
         .into_iter()
         .filter_map(|(key, differs)| differs.then_some(key))
@@ -82,6 +98,7 @@ impl Reloader {
                 source: config.source.clone(),
                 fixed: Fixed::of(config),
                 auth: config.auth.clone(),
+                tls: config.tls.clone(),
                 running: Mutex::new(()),
             }),
         }
@@ -101,7 +118,10 @@ impl Reloader {
         }
         let table = config.auth.table().as_ref().clone();
         self.inner.auth.replace(table);
-        tracing::info!("config reloaded: users, tokens and ACLs are in force");
+        if let (Some(old), Some(new)) = (&self.inner.tls, &config.tls) {
+            old.replace(new.settings());
+        }
+        tracing::info!("config reloaded: users, tokens, ACLs and certificates are in force");
         Ok(())
     }
 
@@ -123,6 +143,9 @@ mod tests {
             data_dir: "/a".into(),
             http_listen: "127.0.0.1:8080".parse().expect("addr"),
             mqtt_listen: "127.0.0.1:1883".parse().expect("addr"),
+            mqtt_tls_listen: None,
+            http_tls: false,
+            tls: false,
         };
         assert!(before.changed(&before.clone()).is_empty());
         let after = Fixed {

@@ -13,6 +13,7 @@ use tidewire_dashboard::Dashboard;
 use tidewire_mqtt::{MqttError, MqttServer};
 use tidewire_sql::{ContinuousQueries, SqlEngine, SqlError, SqlMetrics};
 use tidewire_storage::{OnFatal, StorageMetrics};
+use tidewire_tls::Tls;
 use tidewire_websocket::{Gateway, WebSocketSettings, WsMetrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -87,6 +88,7 @@ pub struct Server {
     http_addr: SocketAddr,
     http_limits: HttpLimits,
     http_metrics: HttpMetrics,
+    http_tls: Option<Tls>,
     fatal: Arc<FatalError>,
 }
 
@@ -104,6 +106,9 @@ impl Server {
         let storage_metrics = StorageMetrics::register(&mut registry);
         let publish_metrics = PublishMetrics::register(&mut registry);
         config.auth.metrics().register(&mut registry);
+        if let Some(tls) = &config.tls {
+            tls.metrics().register(&mut registry);
+        }
         let fatal = Arc::new(FatalError::default());
         let on_fatal: OnFatal = {
             let fatal = Arc::clone(&fatal);
@@ -193,6 +198,7 @@ impl Server {
             http_addr,
             http_limits: config.http,
             http_metrics,
+            http_tls: config.tls.clone().filter(|_| config.http_tls),
             fatal,
         })
     }
@@ -200,6 +206,11 @@ impl Server {
     /// The bound MQTT address.
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt.local_addr()
+    }
+
+    /// The bound MQTT-over-TLS address, if that listener is on.
+    pub fn mqtts_addr(&self) -> Option<SocketAddr> {
+        self.mqtt.tls_addr()
     }
 
     /// The bound HTTP address (with the real port when 0 was asked for).
@@ -254,6 +265,7 @@ impl Server {
             app,
             self.http_limits,
             self.http_metrics.clone(),
+            self.http_tls,
             stop.clone(),
         ));
 

@@ -30,6 +30,7 @@ use crate::router::{Router, parse_filter};
 use crate::session::{Delivery, Session, SubOptions};
 use crate::sessions::SessionTable;
 use tidewire_auth::{Acl, Peer};
+use tidewire_tls::Tls;
 
 /// Everything connections share.
 #[derive(Debug)]
@@ -110,6 +111,38 @@ impl Context {
             listener_on_loopback: self.settings.listen.ip().is_loopback(),
         });
         self.admit_with(stream, peer, Some(park_tcp as Park<TcpStream>))
+    }
+
+    /// [`Context::admit`] for a connection to the TLS listener: it takes
+    /// its place under `max_connections` before the handshake (so a storm
+    /// of half-open handshakes is capped like connections are), then runs
+    /// the handshake within its deadline. A connection over the cap is
+    /// closed at once: no CONNACK can be sent before TLS.
+    pub(crate) fn admit_tls(
+        self: Arc<Self>,
+        stream: TcpStream,
+        tls: Tls,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let listener_on_loopback =
+            (self.settings.tls.as_ref()).is_some_and(|(listen, _)| listen.ip().is_loopback());
+        let peer = stream.peer_addr().ok().map(|a| Peer {
+            address: a.ip().to_canonical(),
+            listener_on_loopback,
+        });
+        let tracked = self.connections.token();
+        async move {
+            let Some(mut slot) = ConnectionSlot::take(&self, tracked, peer) else {
+                tracing::warn!("connection limit reached; closing a TLS connection");
+                return;
+            };
+            let Some(accepted) = tls.accept(stream, "mqtts").await else {
+                return;
+            };
+            if tls.identity_as_username() {
+                slot.certificate_user = accepted.identity;
+            }
+            serve(accepted.stream, slot, None).await;
+        }
     }
 
     fn admit_with<S: Transport>(
@@ -250,6 +283,9 @@ pub(super) struct ConnectionSlot {
     pub(super) ctx: Arc<Context>,
     /// Where the client connected from, when the transport knows.
     pub(super) peer: Option<Peer>,
+    /// The user its verified TLS client certificate names, when
+    /// `tls.identity_as_username` is on.
+    pub(super) certificate_user: Option<String>,
     _tracked: TaskTrackerToken,
 }
 
@@ -263,6 +299,7 @@ impl ConnectionSlot {
         Some(ConnectionSlot {
             ctx: Arc::clone(ctx),
             peer,
+            certificate_user: None,
             _tracked: tracked,
         })
     }

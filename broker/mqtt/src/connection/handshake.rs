@@ -194,7 +194,12 @@ pub(super) async fn accept(
     // A transport that does not say is treated as reachable from anywhere.
     let on_loopback = peer.is_some_and(|p| p.listener_on_loopback);
     let try_later = busy(codec.version());
+    let certificate_user = slot.as_ref()?.certificate_user.clone();
     let verdict = match login {
+        // A certificate that names a user wins over CONNECT's credentials.
+        _ if certificate_user.is_some() => {
+            auth.certificate_user(certificate_user.as_deref().unwrap_or_default(), Door::Mqtt)
+        }
         Some(l) if !l.username.is_empty() => {
             // A client waits for a check at most as long as for its CONNECT.
             let check = auth.login(

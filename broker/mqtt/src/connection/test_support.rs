@@ -53,7 +53,7 @@ impl TestContext {
         let config: MqttConfig = toml::from_str(mqtt_toml).expect("mqtt config");
         let auth = config.standalone_auth().expect("valid auth");
         let settings = config
-            .validate(Some("127.0.0.1:0".parse().expect("address")), auth)
+            .validate(Some("127.0.0.1:0".parse().expect("address")), auth, None)
             .expect("valid mqtt config");
         let metrics = MqttMetrics::register(&mut registry);
         let retained = Arc::new(

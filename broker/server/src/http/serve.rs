@@ -21,6 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tidewire_auth::Peer;
+use tidewire_tls::Tls;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -109,7 +110,8 @@ impl Drop for Slot {
     }
 }
 
-/// Serves `app` on `listener` until `stop` is cancelled. Then stops
+/// Serves `app` on `listener` (HTTPS with `tls`) until `stop` is
+/// cancelled. Then stops
 /// accepting, lets every connection finish its in-flight request, and
 /// returns once all have closed.
 pub async fn serve(
@@ -117,6 +119,7 @@ pub async fn serve(
     app: Router,
     limits: HttpLimits,
     metrics: HttpMetrics,
+    tls: Option<Tls>,
     stop: CancellationToken,
 ) -> io::Result<()> {
     let mut builder = http1::Builder::new();
@@ -169,25 +172,20 @@ pub async fn serve(
                 request
             },
         ));
-        let connection = builder
-            .serve_connection(TokioIo::new(tcp), service)
-            .with_upgrades();
-        let (stop, metrics) = (stop.clone(), metrics.clone());
+        let (stop, metrics, builder, tls) =
+            (stop.clone(), metrics.clone(), builder.clone(), tls.clone());
         connections.spawn(async move {
             metrics.open.inc();
-            let mut connection = pin!(connection);
-            let served = tokio::select! {
-                served = connection.as_mut() => served,
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            match tls {
+                // The handshake runs in the connection's task, under the
+                // same per-address cap, within its own deadline.
+                Some(tls) => {
+                    if let Some(accepted) = tls.accept(tcp, "https").await {
+                        serve_one(&builder, accepted.stream, service, &stop, &metrics, remote)
+                            .await;
+                    }
                 }
-            };
-            if let Err(e) = served {
-                if e.is_timeout() {
-                    metrics.header_timeouts.inc();
-                }
-                tracing::trace!(error = %e, %remote, "HTTP connection ended");
+                None => serve_one(&builder, tcp, service, &stop, &metrics, remote).await,
             }
             metrics.open.dec();
             drop(slot);
@@ -197,6 +195,43 @@ pub async fn serve(
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+/// Serves one connection until it ends or `stop` (then gracefully).
+async fn serve_one<I, S>(
+    builder: &http1::Builder,
+    io: I,
+    service: S,
+    stop: &CancellationToken,
+    metrics: &HttpMetrics,
+    remote: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<axum::body::Body>,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    let mut connection = pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = served {
+        if e.is_timeout() {
+            metrics.header_timeouts.inc();
+        }
+        tracing::trace!(error = %e, %remote, "HTTP connection ended");
+    }
 }
 
 /// Accept errors about one connection (it went away before it was
