@@ -280,6 +280,7 @@ async fn bridge(
         state_dir,
         shutdown: shutdown.clone(),
         metrics: BridgeMetrics::register(&mut registry),
+        auth: tidewire_auth::Auth::allow_all(),
     })?;
     let link = Arc::clone(&running.state.links()[0]);
     let sample_every = Duration::from_millis(args.sample_ms);

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tidewire_auth::Auth;
 use tidewire_core::{Broker, ConfigError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,8 @@ pub struct BridgeContext {
     pub shutdown: CancellationToken,
     /// The shared bridge metrics.
     pub metrics: BridgeMetrics,
+    /// The users and rules, for a bridge that publishes as a user.
+    pub auth: Auth,
 }
 
 /// A running bridge: its status board and its task.
@@ -99,6 +102,7 @@ impl Bridges {
         broker: &Broker,
         data_dir: &std::path::Path,
         metrics: &BridgeMetrics,
+        auth: &Auth,
         shutdown: &CancellationToken,
     ) -> Result<Bridges, BridgeError> {
         let mut bridges = Bridges {
@@ -125,6 +129,7 @@ impl Bridges {
                 state_dir,
                 shutdown: bridges.shutdown.child_token(),
                 metrics: metrics.clone(),
+                auth: auth.clone(),
             };
             match config.start(ctx) {
                 Ok(running) => {

@@ -86,6 +86,16 @@ impl BridgeConfig for NatsBridge {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let user = match &self.publish_as {
+            Some(name) => Some((
+                ctx.auth.clone(),
+                ctx.auth.user(name).ok_or_else(|| BridgeError::Config {
+                    key: format!("bridge.nats.{}.publish_as", self.name),
+                    message: format!("no user named {name:?} in [[users]]"),
+                })?,
+            )),
+            None => None,
+        };
         let inbound = self
             .inbound
             .iter()
@@ -96,6 +106,7 @@ impl BridgeConfig for NatsBridge {
                     ctx.broker.clone(),
                     &self.name,
                     Arc::clone(&state.links()[outbound.len() + i]),
+                    user.clone(),
                 )
             })
             .collect();

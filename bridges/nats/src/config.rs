@@ -66,6 +66,10 @@ pub struct NatsBridgeConfig {
     pub node: Option<String>,
     /// User name (with `password`).
     pub user: Option<String>,
+    /// The tidewire user (`[[users]]`) inbound messages are published as:
+    /// its publish rules apply, and what they refuse is counted and not
+    /// stored. Without it the bridge may publish anywhere.
+    pub publish_as: Option<String>,
     /// Password (with `user`).
     pub password: Option<String>,
     /// Authentication token.
@@ -206,6 +210,8 @@ pub struct NatsBridge {
     pub node: String,
     /// Authentication.
     pub auth: Auth,
+    /// The tidewire user inbound messages are published as.
+    pub publish_as: Option<String>,
     /// Insist on TLS.
     pub tls_required: bool,
     /// Extra root certificates.
@@ -347,6 +353,7 @@ impl NatsBridgeConfig {
             urls,
             node,
             auth,
+            publish_as: self.publish_as.clone(),
             tls_required: self.tls_required,
             tls_ca_file: self.tls_ca_file.clone(),
             connect_timeout: self.connect_timeout,

@@ -17,6 +17,8 @@ use tidewire_core::{Broker, Message, Source};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Inbound;
+use tidewire_auth::{Auth, LiveAcl, Principal};
+
 use crate::error::LinkError;
 use crate::headers;
 
@@ -27,6 +29,9 @@ pub struct InboundLink {
     broker: Broker,
     client_id: String,
     state: Arc<LinkState>,
+    /// The rules of the user it publishes as (`publish_as`), following
+    /// reloads; none: it may publish anywhere.
+    acl: Option<LiveAcl>,
 }
 
 /// What became of one inbound message.
@@ -38,12 +43,21 @@ enum Stored {
 }
 
 impl InboundLink {
-    /// An inbound link of the bridge `bridge`.
-    pub fn new(spec: Inbound, broker: Broker, bridge: &str, state: Arc<LinkState>) -> InboundLink {
+    /// An inbound link of the bridge `bridge`, publishing as `user`
+    /// (under its rules) when given.
+    pub fn new(
+        spec: Inbound,
+        broker: Broker,
+        bridge: &str,
+        state: Arc<LinkState>,
+        user: Option<(Auth, Principal)>,
+    ) -> InboundLink {
+        let client_id = crate::client_id(bridge);
         InboundLink {
+            acl: user.map(|(auth, principal)| LiveAcl::new(auth, principal, &client_id)),
             spec,
             broker,
-            client_id: crate::client_id(bridge),
+            client_id,
             state,
         }
     }
@@ -164,6 +178,19 @@ impl InboundLink {
                 return Ok(Stored::Refused);
             }
         };
+        if let Some(acl) = &self.acl
+            && !acl.acl().may_publish(&topic)
+        {
+            let user = acl.principal();
+            let reason = format!(
+                "not allowed to publish to {topic:?} (the publish permission of user {:?})",
+                user.username().unwrap_or_default()
+            );
+            tracing::warn!(subject, "{reason}");
+            self.state.error(&reason);
+            self.state.lost(1);
+            return Ok(Stored::Refused);
+        }
         let message = Message {
             topic,
             client_id: self.client_id.clone(),

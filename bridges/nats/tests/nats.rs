@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use prometheus_client::registry::Registry;
+use tidewire_auth::{Auth, AuthConfig, AuthMetrics, AuthTable, UserConfig};
 use tidewire_bridge::{BridgeConfig, BridgeMetrics, BridgeStatus, Bridges, Health};
 use tidewire_core::{
     Broker, Limits, Message, Properties, PublishMetrics, Source, StreamConfig, Streams,
@@ -32,6 +33,7 @@ struct Node {
     dir: tempfile::TempDir,
     broker: Broker,
     metrics: BridgeMetrics,
+    auth: Auth,
 }
 
 impl Node {
@@ -62,6 +64,7 @@ impl Node {
             dir,
             broker,
             metrics: BridgeMetrics::register(&mut registry),
+            auth: Auth::allow_all(),
         }
     }
 
@@ -99,6 +102,7 @@ impl Node {
             &self.broker,
             self.dir.path(),
             &self.metrics,
+            &self.auth,
             shutdown,
         )
         .await
@@ -402,6 +406,7 @@ async fn jetstream_dedups_what_a_crash_sends_twice() {
         state_dir: node.dir.path().join("bridge-state"),
         shutdown: shutdown.clone(),
         metrics: node.metrics.clone(),
+        auth: node.auth.clone(),
     };
     std::fs::create_dir_all(node.dir.path().join("bridge-state")).expect("state dir");
 
@@ -687,4 +692,93 @@ async fn a_running_bridge_holds_the_stream_it_reads() {
         .streams()
         .remove("events")
         .expect("free once the bridge has stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_messages_obey_the_rules_of_the_user_they_are_published_as() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let mut node = Node::new();
+    let gateway = UserConfig {
+        username: "gateway".into(),
+        password_hash: None,
+        publish: Some(vec!["cmd/door/#".into()]),
+        subscribe: None,
+        deny: vec!["cmd/door/unlock".into()],
+        sql: None,
+        admin: None,
+    };
+    let table = AuthTable::validate(
+        &AuthConfig::default(),
+        (None, None),
+        &[("users[0]".to_owned(), &gateway)],
+        &[],
+    )
+    .expect("valid");
+    node.auth = Auth::new(table, AuthMetrics::default());
+    let spec = bridge(&format!(
+        r#"
+        [[nats]]
+        name = "uplink"
+        url = "{}"
+        publish_as = "gateway"
+        [[nats.inbound]]
+        subject = "cmd.>"
+        to = "cmd/#"
+        "#,
+        server.url()
+    ));
+    let mut bridges = node.start(&spec, &CancellationToken::new()).await;
+    wait_for("connected", || async {
+        status(&bridges).health == Health::Connected
+    })
+    .await;
+    for subject in [
+        "cmd.door.open",
+        "cmd.door.unlock",
+        "cmd.window.open",
+        "cmd.door.close",
+    ] {
+        client
+            .publish(subject, Bytes::from_static(b"1"))
+            .await
+            .expect("publish");
+    }
+    client.flush().await.expect("flush");
+    let events = node.broker.streams().get("events").expect("events").log;
+    wait_for("the allowed messages", || async {
+        events.next_offset() == 2
+    })
+    .await;
+    wait_for("the refusals counted", || async {
+        status(&bridges).links[0].lost == 2
+    })
+    .await;
+    let topics: Vec<String> = events
+        .scan(0..2)
+        .map(|r| r.expect("read").message.topic)
+        .collect();
+    assert_eq!(topics, ["cmd/door/open", "cmd/door/close"]);
+    let error = status(&bridges).links[0].last_error.clone().expect("error");
+    assert!(error.contains("user \"gateway\""), "{error}");
+    bridges.stop().await;
+
+    // A user that does not exist stops the bridge from starting.
+    let unknown = bridge(&format!(
+        "[[nats]]\nname = \"other\"\nurl = \"{}\"\npublish_as = \"nobody\"\n\
+         [[nats.inbound]]\nsubject = \"x.>\"\nto = \"x/#\"\n",
+        server.url()
+    ));
+    let configs: Vec<Arc<dyn BridgeConfig>> = vec![Arc::new(unknown)];
+    let err = Bridges::start(
+        &configs,
+        &node.broker,
+        node.dir.path(),
+        &node.metrics,
+        &node.auth,
+        &CancellationToken::new(),
+    )
+    .await
+    .expect_err("unknown user");
+    assert!(err.to_string().contains("publish_as"), "{err}");
 }

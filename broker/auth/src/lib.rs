@@ -139,6 +139,18 @@ impl Auth {
         }
     }
 
+    /// Everyone may do everything, as anonymous: no users, no tokens. For
+    /// embedding a broker without access control, and tests.
+    pub fn allow_all() -> Auth {
+        let config = AuthConfig {
+            allow_anonymous: Some(true),
+            ..AuthConfig::default()
+        };
+        let table = AuthTable::validate(&config, (None, None), &[], &[])
+            .expect("the default permissions are valid");
+        Auth::new(table, AuthMetrics::default())
+    }
+
     /// The metrics, to register with the server's registry.
     pub fn metrics(&self) -> &AuthMetrics {
         &self.inner.metrics
@@ -224,16 +236,22 @@ impl Auth {
     /// The user a verified client certificate names (its subject CN):
     /// the `[[users]]` entry of that name; an unknown name is refused.
     pub fn certificate_user(&self, name: &str, door: Door) -> Result<Principal, AuthError> {
-        match self.table().users.get(name) {
-            Some((_, permissions)) => Ok(Principal {
-                identity: Identity::User(name.to_owned()),
-                permissions: Arc::clone(permissions),
-            }),
-            None => {
-                self.count_failure(door);
-                Err(AuthError::BadCredentials)
-            }
-        }
+        self.user(name).ok_or_else(|| {
+            self.count_failure(door);
+            AuthError::BadCredentials
+        })
+    }
+
+    /// The `[[users]]` entry called `name`, without a password: for what
+    /// the broker does on a configured user's behalf (a bridge's inbound
+    /// messages, a verified certificate).
+    pub fn user(&self, name: &str) -> Option<Principal> {
+        let table = self.table();
+        let (_, permissions) = table.users.get(name)?;
+        Some(Principal {
+            identity: Identity::User(name.to_owned()),
+            permissions: Arc::clone(permissions),
+        })
     }
 
     /// Checks an API token.

@@ -166,6 +166,7 @@ impl Server {
             &broker,
             &config.data_dir,
             &BridgeMetrics::register(&mut registry),
+            &config.auth,
             &background,
         )
         .await?;
