@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod error;
 pub mod metrics;
+pub mod panics;
 pub mod payload;
 pub mod publish;
 pub mod source;

@@ -79,6 +79,7 @@ pub struct MqttMetrics {
     pub(crate) protocol_errors: Family<ReasonLabel, Counter>,
     pub(crate) sessions: Gauge,
     pub(crate) retained: Gauge,
+    pub(crate) panics: Counter,
 }
 
 impl MqttMetrics {
@@ -86,6 +87,11 @@ impl MqttMetrics {
     pub fn register(registry: &mut Registry) -> MqttMetrics {
         let m = MqttMetrics::default();
         let r = registry.sub_registry_with_prefix("tidewire_mqtt");
+        r.register(
+            "connection_panics",
+            "Connections ended by a panic in their task (a bug; the broker goes on)",
+            m.panics.clone(),
+        );
         r.register(
             "connections",
             "Open MQTT connections",

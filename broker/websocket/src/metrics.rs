@@ -27,6 +27,7 @@ pub struct WsMetrics {
     pub(crate) sent: Family<KindLabel, Counter>,
     pub(crate) errors: Family<KindLabel, Counter>,
     pub(crate) closed: Family<KindLabel, Counter>,
+    pub(crate) panics: Counter,
 }
 
 impl WsMetrics {
@@ -34,6 +35,11 @@ impl WsMetrics {
     pub fn register(registry: &mut Registry) -> WsMetrics {
         let m = WsMetrics::default();
         let r = registry.sub_registry_with_prefix("tidewire_ws");
+        r.register(
+            "socket_panics",
+            "/ws sockets ended by a panic in their task (a bug; the broker goes on)",
+            m.panics.clone(),
+        );
         r.register(
             "connections",
             "Open WebSocket connections, by endpoint (mqtt, json)",

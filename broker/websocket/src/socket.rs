@@ -32,6 +32,7 @@ use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tidewire_auth::{Door, LiveAcl, Peer, Principal};
+use tidewire_core::panics::contain;
 use tidewire_core::{Message as BrokerMessage, Source};
 use tidewire_mqtt::retained::now_ms;
 use tidewire_mqtt::session::{Session, SubOptions};
@@ -97,7 +98,13 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| async move {
             let open = gateway.metrics.connections("json");
             open.inc();
-            Socket::new(gateway, principal).run(socket).await;
+            let panics = gateway.metrics.panics.clone();
+            contain(
+                "/ws socket",
+                &panics,
+                Socket::new(gateway, principal).run(socket),
+            )
+            .await;
             open.dec();
             drop((slot, tracked));
         })

@@ -30,6 +30,7 @@ use crate::router::{Router, parse_filter};
 use crate::session::{Delivery, Session, SubOptions};
 use crate::sessions::SessionTable;
 use tidewire_auth::{Acl, Peer};
+use tidewire_core::panics::contain;
 use tidewire_tls::Tls;
 
 /// Everything connections share.
@@ -141,7 +142,12 @@ impl Context {
             if tls.identity_as_username() {
                 slot.certificate_user = accepted.identity;
             }
-            serve(accepted.stream, slot, None).await;
+            contain(
+                "MQTT connection",
+                &self.metrics.panics,
+                serve(accepted.stream, slot, None),
+            )
+            .await;
         }
     }
 
@@ -154,7 +160,14 @@ impl Context {
         let tracked = self.connections.token();
         async move {
             match ConnectionSlot::take(&self, tracked, peer) {
-                Some(slot) => serve(io, slot, park).await,
+                Some(slot) => {
+                    contain(
+                        "MQTT connection",
+                        &self.metrics.panics,
+                        serve(io, slot, park),
+                    )
+                    .await;
+                }
                 None => {
                     tracing::warn!("connection limit reached; refusing");
                     Box::pin(refuse_busy(io, self)).await;

@@ -11,6 +11,8 @@ use std::task::Waker;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
+use tidewire_core::panics::contain;
+
 use super::handshake::Accepted;
 use super::packet_loop::{Connection, TopicAliases};
 use super::{Exit, IDLE_READ_BUFFER, Transport};
@@ -106,11 +108,12 @@ impl Parkable for Quiet {
                 // Back to work, and not quiet until it has had time to
                 // read and answer.
                 self.state.ctx().sessions.touch(&self.state.session.link);
+                let panics = self.state.ctx().metrics.panics.clone();
                 let mut conn = self.into_connection(io, BytesMut::from(&waiting[..read]));
                 if read > 0 {
                     conn.note_read();
                 }
-                drive(conn, Some(park_tcp)).await;
+                contain("MQTT connection", &panics, drive(conn, Some(park_tcp))).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not resume a parked connection");

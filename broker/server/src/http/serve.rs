@@ -21,6 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tidewire_auth::Peer;
+use tidewire_core::panics::contain;
 use tidewire_tls::Tls;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +45,7 @@ pub struct HttpMetrics {
     open: Gauge,
     refused: Family<ReasonLabel, Counter>,
     header_timeouts: Counter,
+    panics: Counter,
 }
 
 impl HttpMetrics {
@@ -51,6 +53,11 @@ impl HttpMetrics {
     pub fn register(registry: &mut Registry) -> HttpMetrics {
         let m = HttpMetrics::default();
         let r = registry.sub_registry_with_prefix("tidewire_http");
+        r.register(
+            "connection_panics",
+            "HTTP connections ended by a panic in a handler (a bug; the broker goes on)",
+            m.panics.clone(),
+        );
         r.register(
             "connections",
             "Open HTTP connections (a WebSocket leaves once upgraded)",
@@ -176,17 +183,20 @@ pub async fn serve(
             (stop.clone(), metrics.clone(), builder.clone(), tls.clone());
         connections.spawn(async move {
             metrics.open.inc();
-            match tls {
-                // The handshake runs in the connection's task, under the
-                // same per-address cap, within its own deadline.
-                Some(tls) => {
-                    if let Some(accepted) = tls.accept(tcp, "https").await {
-                        serve_one(&builder, accepted.stream, service, &stop, &metrics, remote)
-                            .await;
+            let serving = async {
+                match tls {
+                    // The handshake runs in the connection's task, under
+                    // the same per-address cap, within its own deadline.
+                    Some(tls) => {
+                        if let Some(accepted) = tls.accept(tcp, "https").await {
+                            serve_one(&builder, accepted.stream, service, &stop, &metrics, remote)
+                                .await;
+                        }
                     }
+                    None => serve_one(&builder, tcp, service, &stop, &metrics, remote).await,
                 }
-                None => serve_one(&builder, tcp, service, &stop, &metrics, remote).await,
-            }
+            };
+            contain("HTTP connection", &metrics.panics, serving).await;
             metrics.open.dec();
             drop(slot);
         });
