@@ -458,6 +458,77 @@ async fn credentials_and_acls_are_mqtts() {
     )
     .await;
     let _ = next_of(&mut ws, "message").await;
+    // Alice has no `sql` permission: queries are refused, by stream.
+    send(
+        &mut ws,
+        json!({"op":"query","id":5,"sql":"SELECT count(*) FROM events"}),
+    )
+    .await;
+    let refused = next_of(&mut ws, "error").await;
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sql permission")),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_on_the_query_string_reads_what_it_may_over_ws() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hash = tidewire_auth::hash_password("tok-1").expect("hash");
+    let config = format!(
+        "[auth]\nallow_anonymous = false\n\
+         [[streams]]\nname = \"events\"\n[[streams]]\nname = \"secret\"\nfilters = [\"s/#\"]\n\
+         [[tokens]]\nname = \"board\"\ntoken_hash = \"{hash}\"\nsql = [\"events\"]\n"
+    );
+    let broker = start_with(dir.path(), &config).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&broker, "/ws?token=tok-1"))
+        .await
+        .expect("the token opens the socket");
+    send(
+        &mut ws,
+        json!({"op":"query","id":1,"sql":"SELECT count(*) AS n FROM events"}),
+    )
+    .await;
+    assert_eq!(next_of(&mut ws, "result").await["id"], 1);
+    send(
+        &mut ws,
+        json!({"op":"query","id":2,"sql":"SELECT count(*) FROM secret"}),
+    )
+    .await;
+    let refused = next_of(&mut ws, "error").await;
+    assert_eq!(refused["id"], 2, "{refused}");
+    assert!(
+        tokio_tungstenite::connect_async(ws_url(&broker, "/ws?token=tok-2"))
+            .await
+            .is_err(),
+        "a wrong token is refused"
+    );
+    // /mqtt is MQTT: no anonymous CONNECT without credentials there either.
+    let mut request = ws_url(&broker, "/mqtt")
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
+    let (mut mqtt, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade");
+    let connect = [
+        0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x00,
+    ];
+    mqtt.send(tungstenite::Message::Binary(connect.to_vec().into()))
+        .await
+        .expect("send CONNECT");
+    let connack = loop {
+        match mqtt.next().await.expect("an answer").expect("frame") {
+            tungstenite::Message::Binary(bytes) => break bytes,
+            _ => continue,
+        }
+    };
+    assert_eq!(connack[0], 0x20, "a CONNACK");
+    assert_ne!(connack[3], 0x00, "refused: anonymous is off");
 }
 
 #[tokio::test]
