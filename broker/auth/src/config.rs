@@ -140,7 +140,7 @@ impl AuthTable {
             }
             (Some(given), None) => permissions(given, Kind::Anonymous, "auth.anonymous")?,
             (None, Some(given)) => permissions(given, Kind::Anonymous, "mqtt.anonymous")?,
-            (None, None) => everything(),
+            (None, None) => Permissions::all(),
         };
         let mut by_name = HashMap::with_capacity(users.len());
         for (key, user) in users {
@@ -213,15 +213,6 @@ enum Kind {
     User,
     Token,
     Anonymous,
-}
-
-fn everything() -> Permissions {
-    let all = vec!["#".to_owned()];
-    Permissions {
-        rules: Rules::parse(&all, &all, &[], "").unwrap_or_default(),
-        sql: StreamAccess::All,
-        admin: true,
-    }
 }
 
 fn permissions(

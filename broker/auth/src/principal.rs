@@ -40,6 +40,16 @@ pub struct Permissions {
 }
 
 impl Permissions {
+    /// Everything: every topic, every stream, admin.
+    pub fn all() -> Permissions {
+        let every = ["#".to_owned()];
+        Permissions {
+            rules: Rules::parse(&every, &every, &[], "").unwrap_or_default(),
+            sql: StreamAccess::All,
+            admin: true,
+        }
+    }
+
     /// Nothing at all: what a user or token removed by a reload keeps.
     pub fn none() -> Permissions {
         Permissions {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
+use tidewire_aws::{AwsConfig, AwsSettings};
 use tidewire_auth::{Auth, AuthConfig, AuthMetrics, AuthTable, TokenConfig, UserConfig};
 use tidewire_bridge::BridgeConfig;
 use tidewire_core::{CatalogLimits, ConfigError, Limits, StreamConfig, StreamSpec};
@@ -67,6 +68,9 @@ pub struct FileConfig {
     /// users and anonymous access).
     #[serde(default)]
     pub mqtt: MqttConfig,
+    /// `[aws]`: the account id and the access keys of the AWS endpoint.
+    #[serde(default)]
+    pub aws: AwsConfig,
     /// `[tls]`: the certificate for `mqtt.tls_listen` and `http.tls`.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -223,6 +227,8 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Serve HTTPS on the HTTP listener.
     pub http_tls: bool,
+    /// The AWS endpoint's account id and access keys.
+    pub aws: AwsSettings,
     /// The file and overrides this was loaded from, to load again on a
     /// reload.
     pub source: Overrides,
@@ -317,6 +323,10 @@ impl Config {
             },
         };
         let auth = Auth::new(auth_table(&file)?, AuthMetrics::default());
+        let aws = {
+            let table = auth.table();
+            file.aws.validate(|user| table.users.contains_key(user))?
+        };
         let tls = if file.tls.is_set() {
             Some(Tls::new(file.tls.load()?, TlsMetrics::default()))
         } else {
@@ -376,6 +386,7 @@ impl Config {
             auth,
             http_tls: file.http.tls,
             tls,
+            aws,
             source: overrides.clone(),
             bridges: file.bridge.validate("bridge")?,
             sql: file.sql.validate("sql")?,

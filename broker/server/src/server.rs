@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tidewire_auth::Auth;
+use tidewire_aws::AwsApi;
 use tidewire_bridge::{BridgeError, BridgeMetrics, Bridges};
 use tidewire_core::{Broker, Catalog, CatalogError, PublishMetrics, StorageError, Streams};
 use tidewire_dashboard::Dashboard;
@@ -26,6 +27,9 @@ use crate::reload::Reloader;
 /// (MQTT connections get as long, concurrently). Together with the final
 /// fsync this keeps shutdown under 5 s.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Largest AWS request body (SQS's own limit for a batch is 1 MiB).
+const AWS_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// Why the server could not start, or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +93,7 @@ pub struct Server {
     http_limits: HttpLimits,
     http_metrics: HttpMetrics,
     http_tls: Option<Tls>,
+    aws: AwsApi,
     fatal: Arc<FatalError>,
 }
 
@@ -185,7 +190,7 @@ impl Server {
             broker,
             catalog,
             reloader: Reloader::new(&config),
-            auth: config.auth,
+            auth: config.auth.clone(),
             registry: Arc::new(registry),
             mqtt,
             bridges,
@@ -200,6 +205,7 @@ impl Server {
             http_limits: config.http,
             http_metrics,
             http_tls: config.tls.clone().filter(|_| config.http_tls),
+            aws: AwsApi::new(config.aws.clone(), config.auth.clone()),
             fatal,
         })
     }
@@ -256,6 +262,12 @@ impl Server {
                 self.sql.clone(),
                 self.queries.clone(),
             ))
+            .route(
+                "/",
+                axum::routing::post(tidewire_aws::handle)
+                    .with_state(self.aws.clone())
+                    .layer(axum::extract::DefaultBodyLimit::max(AWS_MAX_BODY_BYTES)),
+            )
             .layer(axum::middleware::from_fn_with_state(
                 self.auth.clone(),
                 http::auth::authenticate,

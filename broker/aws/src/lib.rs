@@ -1,0 +1,230 @@
+//! The AWS protocol layer every AWS-compatible service plugs into (SPEC
+//! section 5): `POST /` on the HTTP listener, routed by protocol — a JSON
+//! protocol when `X-Amz-Target: Service.Action` is set (SQS JSON 1.0,
+//! EventBridge and Kinesis JSON 1.1), else the Query protocol (a form
+//! with `Action=...`: STS, SNS) — after the caller is found: a SigV4
+//! signature ([`sigv4`]) over an access key of `[aws]` ([`config`]),
+//! mapped to a tidewire user whose permissions apply, or anonymous where
+//! anonymous access is allowed. Errors take each protocol's own shape
+//! ([`error`]). STS `GetCallerIdentity` ([`sts`]) answers today; a new
+//! service is a module and a line in [`AwsApi::query`] or
+//! [`AwsApi::json`].
+
+pub mod config;
+pub mod error;
+pub mod sigv4;
+pub mod sts;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use tidewire_auth::{Auth, Door, Identity, Peer, Permissions, Principal};
+
+pub use config::{AwsConfig, AwsSettings};
+pub use error::AwsError;
+
+/// Who made an AWS request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Its permissions.
+    pub principal: Principal,
+    /// The access key that signed it; none when unsigned (anonymous).
+    pub access_key_id: Option<String>,
+    /// True when the access key maps to a `[[users]]` entry.
+    pub mapped_user: bool,
+    /// The region it was signed for (echoed; any is accepted).
+    pub region: String,
+}
+
+/// The AWS endpoint: settings, the auth model, and its services.
+#[derive(Debug, Clone)]
+pub struct AwsApi {
+    settings: Arc<AwsSettings>,
+    auth: Auth,
+}
+
+/// Where an AWS request's answer goes: which error shape it needs.
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    Query,
+    Json(&'static str),
+}
+
+impl AwsApi {
+    /// The endpoint for `settings`, checking callers against `auth`.
+    pub fn new(settings: AwsSettings, auth: Auth) -> AwsApi {
+        AwsApi {
+            settings: Arc::new(settings),
+            auth,
+        }
+    }
+
+    /// Finds the caller: a valid SigV4 signature, or anonymous.
+    fn caller(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+        peer: Option<Peer>,
+    ) -> Result<Caller, AwsError> {
+        let forbidden =
+            |code: &str, message: String| AwsError::sender(StatusCode::FORBIDDEN, code, message);
+        if !headers.contains_key("authorization") {
+            let on_loopback = peer.is_some_and(|p| p.listener_on_loopback);
+            let principal = self.auth.anonymous(on_loopback, Door::Http).map_err(|_| {
+                forbidden(
+                    "MissingAuthenticationToken",
+                    "requests must be signed with an access key of [aws.credentials]".into(),
+                )
+            })?;
+            return Ok(Caller {
+                principal,
+                access_key_id: None,
+                mapped_user: false,
+                region: "us-east-1".to_owned(),
+            });
+        }
+        let request = sigv4::Request {
+            method: method.as_str(),
+            path: uri.path(),
+            query: uri.query().unwrap_or(""),
+            headers,
+            body,
+        };
+        let credentials = &self.settings.credentials;
+        let signed = sigv4::verify(&request, |key| {
+            credentials.get(key).map(|c| c.secret.as_str())
+        })
+        .map_err(|e| forbidden(e.code(), e.to_string()))?;
+        let credential = &credentials[&signed.access_key_id];
+        let (principal, mapped_user) = match &credential.user {
+            Some(user) => (
+                self.auth.user(user).ok_or_else(|| {
+                    forbidden(
+                        "InvalidClientTokenId",
+                        "the access key's user no longer exists".into(),
+                    )
+                })?,
+                true,
+            ),
+            None => (
+                Principal {
+                    identity: Identity::User(signed.access_key_id.clone()),
+                    permissions: Arc::new(Permissions::all()),
+                },
+                false,
+            ),
+        };
+        Ok(Caller {
+            principal,
+            access_key_id: Some(signed.access_key_id),
+            mapped_user,
+            region: signed.region,
+        })
+    }
+
+    /// A Query-protocol action.
+    fn query(&self, caller: &Caller, form: &[(String, String)], request_id: &str) -> Response {
+        let action = form
+            .iter()
+            .find(|(k, _)| k == "Action")
+            .map(|(_, v)| v.as_str());
+        match action {
+            Some("GetCallerIdentity") => {
+                sts::get_caller_identity(caller, &self.settings.account_id, request_id)
+            }
+            Some(other) => AwsError::sender(
+                StatusCode::BAD_REQUEST,
+                "InvalidAction",
+                format!("the action {other} is not valid for this endpoint"),
+            )
+            .to_query_xml(request_id),
+            None => AwsError::sender(
+                StatusCode::BAD_REQUEST,
+                "MissingAction",
+                "the request has no Action",
+            )
+            .to_query_xml(request_id),
+        }
+    }
+
+    /// A JSON-protocol action (`X-Amz-Target: Service.Action`).
+    fn json(&self, target: &str, content_type: &'static str, request_id: &str) -> Response {
+        AwsError::sender(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            format!("{target} is not served by this endpoint"),
+        )
+        .to_json(content_type, request_id)
+    }
+}
+
+/// `POST /`: an AWS SDK request.
+pub async fn handle(
+    State(api): State<AwsApi>,
+    peer: Option<Extension<Peer>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = request_id();
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let protocol = match &target {
+        Some(target) if target.starts_with("AmazonSQS.") => {
+            Protocol::Json("application/x-amz-json-1.0")
+        }
+        Some(_) => Protocol::Json("application/x-amz-json-1.1"),
+        None => Protocol::Query,
+    };
+    let fail = |error: AwsError| match protocol {
+        Protocol::Query => error.to_query_xml(&request_id),
+        Protocol::Json(content_type) => error.to_json(content_type, &request_id),
+    };
+    let peer = peer.map(|Extension(p)| p);
+    let caller = match api.caller(&method, &uri, &headers, &body, peer) {
+        Ok(caller) => caller,
+        Err(e) => return fail(e),
+    };
+    match (protocol, target) {
+        (Protocol::Json(content_type), Some(target)) => {
+            api.json(&target, content_type, &request_id)
+        }
+        _ => match serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) {
+            Ok(form) => api.query(&caller, &form, &request_id),
+            Err(e) => fail(AwsError::sender(
+                StatusCode::BAD_REQUEST,
+                "MalformedQueryString",
+                format!("the body is not a form: {e}"),
+            )),
+        },
+    }
+}
+
+/// A request id, unique in this process and unlikely to repeat across
+/// restarts, in the UUID shape the SDKs log.
+fn request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let a = nanos ^ n.rotate_left(32);
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        n & 0xfff,
+        (nanos.rotate_left(17) ^ n) & 0xffff_ffff_ffff
+    )
+}
