@@ -5,15 +5,31 @@
 //! either broker and capped both at the client's speed.
 //!
 //! It speaks only what the benchmarks need: CONNECT, SUBSCRIBE, PUBLISH at
-//! QoS 0/1, PUBACK and DISCONNECT.
+//! QoS 0/1, PUBACK and DISCONNECT, over plain TCP ([`connect`]) or TLS
+//! ([`connect_tls`]). The reader and the helpers are generic over the
+//! transport's halves, so the plain path compiles to what it was before
+//! TLS existed.
+//!
+//! TLS clients come from [`tls_connector`]: they trust exactly one
+//! server certificate (compared byte for byte) and skip the handshake
+//! signature check and session resumption, so every connection is a full
+//! handshake whose cryptography the broker, not this client, pays for.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::client::Resumption;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::ring;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 const CONNECT: u8 = 0x10;
 const CONNACK: u8 = 0x20;
@@ -81,14 +97,26 @@ fn read_u16(body: &[u8], at: usize) -> Result<u16> {
         .context("short packet")
 }
 
-/// The reading half of a connection.
+/// The reading half of a connection: plain TCP unless said otherwise.
 #[derive(Debug)]
-pub struct Reader {
-    io: OwnedReadHalf,
+pub struct Reader<R = OwnedReadHalf> {
+    io: R,
     buf: BytesMut,
 }
 
-impl Reader {
+/// The reading half of a TLS connection.
+pub type TlsReader = Reader<ReadHalf<TlsStream<TcpStream>>>;
+/// The writing half of a TLS connection.
+pub type TlsWriter = WriteHalf<TlsStream<TcpStream>>;
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    fn new(io: R) -> Self {
+        Reader {
+            io,
+            buf: BytesMut::with_capacity(64 * 1024),
+        }
+    }
+
     /// The next frame, or `None` when the broker closed the connection.
     pub async fn next(&mut self) -> Result<Option<Frame>> {
         loop {
@@ -212,27 +240,66 @@ pub fn subscribe_packet(filter: &str, qos: u8) -> Vec<u8> {
 pub async fn connect(addr: SocketAddr, client_id: &str) -> Result<(Reader, OwnedWriteHalf)> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let (read, mut write) = stream.into_split();
-    write.write_all(&connect_packet(client_id, 0)).await?;
-    let mut reader = Reader {
-        io: read,
-        buf: BytesMut::with_capacity(64 * 1024),
-    };
+    let (read, write) = stream.into_split();
+    mqtt_connect(Reader::new(read), write, client_id).await
+}
+
+/// [`connect`] over TLS: the TLS handshake, then CONNECT and CONNACK.
+pub async fn connect_tls(
+    addr: SocketAddr,
+    tls: &TlsConnector,
+    client_id: &str,
+) -> Result<(TlsReader, TlsWriter)> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let server_name = ServerName::IpAddress(addr.ip().into());
+    let stream = tls
+        .connect(server_name, stream)
+        .await
+        .context("TLS handshake")?;
+    let (read, write) = tokio::io::split(stream);
+    mqtt_connect(Reader::new(read), write, client_id).await
+}
+
+/// Sends CONNECT on a fresh connection and waits for a successful CONNACK.
+async fn mqtt_connect<R, W>(
+    mut reader: Reader<R>,
+    mut writer: W,
+    client_id: &str,
+) -> Result<(Reader<R>, W)>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    send(&mut writer, &connect_packet(client_id, 0)).await?;
     let ack = reader.next().await?.context("closed before CONNACK")?;
     if ack.kind() != CONNACK || ack.body.get(1) != Some(&0) {
         bail!("CONNECT refused: {:02x} {:?}", ack.first, &ack.body[..]);
     }
-    Ok((reader, write))
+    Ok((reader, writer))
+}
+
+/// Writes `bytes` and flushes them: a TLS writer may keep the tail of a
+/// write encrypted but unsent until the next write or a flush (a no-op on
+/// plain TCP).
+pub async fn send<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> Result<()> {
+    writer.write_all(bytes).await?;
+    writer.flush().await?;
+    Ok(())
 }
 
 /// Subscribes to `filter` and waits for the SUBACK.
-pub async fn subscribe(
-    reader: &mut Reader,
-    writer: &mut OwnedWriteHalf,
+pub async fn subscribe<R, W>(
+    reader: &mut Reader<R>,
+    writer: &mut W,
     filter: &str,
     qos: u8,
-) -> Result<()> {
-    writer.write_all(&subscribe_packet(filter, qos)).await?;
+) -> Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    send(writer, &subscribe_packet(filter, qos)).await?;
     let ack = reader.next().await?.context("closed before SUBACK")?;
     if ack.kind() != SUBACK || ack.body.get(2).is_none_or(|code| *code >= 0x80) {
         bail!("SUBSCRIBE refused: {:?}", &ack.body[..]);
@@ -240,11 +307,82 @@ pub async fn subscribe(
     Ok(())
 }
 
-/// Sends DISCONNECT and closes the connection.
-pub async fn disconnect(writer: &mut OwnedWriteHalf) -> Result<()> {
+/// Sends DISCONNECT and closes the connection (over TLS: close_notify
+/// first).
+pub async fn disconnect<W: AsyncWrite + Unpin>(writer: &mut W) -> Result<()> {
     writer.write_all(&[DISCONNECT, 0]).await?;
     writer.shutdown().await?;
     Ok(())
+}
+
+/// A TLS client configuration (TLS 1.3 or 1.2, ring) that trusts exactly
+/// `server_certificate` and resumes no sessions.
+pub fn tls_connector(server_certificate: CertificateDer<'static>) -> Result<TlsConnector> {
+    let provider = Arc::new(ring::default_provider());
+    let verifier = PinnedServerCertificate {
+        certificate: server_certificate,
+        schemes: provider
+            .signature_verification_algorithms
+            .supported_schemes(),
+    };
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.resumption = Resumption::disabled();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Accepts the one certificate the benchmark made for its brokers and
+/// nothing else, without checking the handshake's signature: a load
+/// generator that verified ECDSA signatures would spend more CPU per
+/// handshake than the broker that made them.
+#[derive(Debug)]
+struct PinnedServerCertificate {
+    certificate: CertificateDer<'static>,
+    schemes: Vec<SignatureScheme>,
+}
+
+impl ServerCertVerifier for PinnedServerCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.certificate.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _certificate: &CertificateDer<'_>,
+        _signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _certificate: &CertificateDer<'_>,
+        _signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.schemes.clone()
+    }
 }
 
 #[cfg(test)]
