@@ -97,9 +97,28 @@ impl SqlError {
             DataFusionError::ArrowError(arrow, _) if caused_by_input(arrow) => {
                 SqlError::Evaluation(e.strip_backtrace())
             }
+            DataFusionError::Internal(_) if in_type_coercion(&e) => {
+                SqlError::Invalid(e.strip_backtrace())
+            }
             _ => SqlError::Internal(e.strip_backtrace()),
         }
     }
+}
+
+/// Whether `e` came out of the analyzer's type coercion, which checks the
+/// query's types before anything runs. DataFusion reports some type
+/// mismatches there as internal errors (`"offset" BETWEEN TRUE AND 1`:
+/// "Failed to coerce types Int64 and Boolean"), but only the query causes
+/// them.
+fn in_type_coercion(e: &DataFusionError) -> bool {
+    let mut current = e;
+    while let DataFusionError::Context(rule, inner) = current {
+        if rule == "type_coercion" {
+            return true;
+        }
+        current = inner;
+    }
+    false
 }
 
 /// Whether an Arrow kernel failed on the values it was given, rather than
@@ -123,3 +142,28 @@ fn caused_by_input(e: &ArrowError) -> bool {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub(crate) struct StorageFailure(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_mismatches_datafusion_calls_internal_are_the_query_s_fault() {
+        // What `SELECT "offset" FROM events WHERE "offset" BETWEEN TRUE
+        // AND 'inf'` failed with: a 500 before, found by the fuzz suite.
+        let mismatch = DataFusionError::Internal(
+            "Failed to coerce types Int64 and Boolean in BETWEEN expression".into(),
+        )
+        .context("type_coercion");
+        assert!(matches!(
+            SqlError::from_datafusion(mismatch, 1),
+            SqlError::Invalid(m) if m.contains("Failed to coerce types")
+        ));
+        // An internal error anywhere else is still the engine's.
+        let elsewhere = DataFusionError::Internal("unexpected state".into()).context("optimizer");
+        assert!(matches!(
+            SqlError::from_datafusion(elsewhere, 1),
+            SqlError::Internal(_)
+        ));
+    }
+}
