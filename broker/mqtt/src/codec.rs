@@ -28,6 +28,8 @@ use rumqttd::protocol::v5::V5;
 use rumqttd::protocol::{Error as ProtocolError, Packet, Protocol, Publish};
 
 mod encode;
+#[cfg(test)]
+pub(crate) mod fuzz_tests;
 
 /// The protocol a connection speaks, from its CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -804,6 +804,8 @@ async fn metric(broker: &tidewire_harness::Broker, line_prefix: &str) -> f64 {
 mod auth;
 #[path = "server/catalog.rs"]
 mod catalog;
+#[path = "server/fuzz.rs"]
+mod fuzz;
 #[path = "server/hostile.rs"]
 mod hostile;
 #[path = "server/http.rs"]

@@ -109,6 +109,8 @@ async fn serve<S: Transport>(io: S, slot: ConnectionSlot, park: Option<Park<S>>)
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod test_support;
 
 #[cfg(test)]
