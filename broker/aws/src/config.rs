@@ -75,7 +75,10 @@ impl AwsConfig {
                 ));
             }
             if c.secret_access_key.is_empty() {
-                return Err(ConfigError::new(key("secret_access_key"), "must not be empty"));
+                return Err(ConfigError::new(
+                    key("secret_access_key"),
+                    "must not be empty",
+                ));
             }
             if let Some(user) = &c.user
                 && !is_user(user)

@@ -137,8 +137,14 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>, SignatureError
     }
     let missing = |what: &str| SignatureError::Incomplete(format!("no {what} in Authorization"));
     Ok(Authorization {
-        scope: credential.ok_or_else(|| missing("Credential"))?.split('/').collect(),
-        signed_headers: signed.ok_or_else(|| missing("SignedHeaders"))?.split(';').collect(),
+        scope: credential
+            .ok_or_else(|| missing("Credential"))?
+            .split('/')
+            .collect(),
+        signed_headers: signed
+            .ok_or_else(|| missing("SignedHeaders"))?
+            .split(';')
+            .collect(),
         signature: signature.ok_or_else(|| missing("Signature"))?,
     })
 }
@@ -346,17 +352,24 @@ mod tests {
             "service",
             "aws4_request",
         ];
-        let sts = string_to_sign(&request, &["host", "x-amz-date"], "20150830T123600Z", &scope)
-            .expect("string to sign");
+        let sts = string_to_sign(
+            &request,
+            &["host", "x-amz-date"],
+            "20150830T123600Z",
+            &scope,
+        )
+        .expect("string to sign");
         assert_eq!(
             sts,
             "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n\
              bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63"
         );
-        let key = ["20150830", "us-east-1", "service", "aws4_request"].iter().fold(
-            b"AWS4wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_vec(),
-            |key, part| hmac_sha256(&key, part.as_bytes()).to_vec(),
-        );
+        let key = ["20150830", "us-east-1", "service", "aws4_request"]
+            .iter()
+            .fold(
+                b"AWS4wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_vec(),
+                |key, part| hmac_sha256(&key, part.as_bytes()).to_vec(),
+            );
         assert_eq!(
             hex::encode(hmac_sha256(&key, sts.as_bytes())),
             "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"

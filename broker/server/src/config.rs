@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
-use tidewire_aws::{AwsConfig, AwsSettings};
 use tidewire_auth::{Auth, AuthConfig, AuthMetrics, AuthTable, TokenConfig, UserConfig};
+use tidewire_aws::{AwsConfig, AwsSettings};
 use tidewire_bridge::BridgeConfig;
 use tidewire_core::{CatalogLimits, ConfigError, Limits, StreamConfig, StreamSpec};
 use tidewire_dashboard::{Dashboard, definition as dashboard};
