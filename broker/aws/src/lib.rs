@@ -37,8 +37,6 @@ pub struct Caller {
     pub access_key_id: Option<String>,
     /// True when the access key maps to a `[[users]]` entry.
     pub mapped_user: bool,
-    /// The region it was signed for (echoed; any is accepted).
-    pub region: String,
 }
 
 /// The AWS endpoint: settings, the auth model, and its services.
@@ -87,7 +85,6 @@ impl AwsApi {
                 principal,
                 access_key_id: None,
                 mapped_user: false,
-                region: "us-east-1".to_owned(),
             });
         }
         let request = sigv4::Request {
@@ -125,7 +122,6 @@ impl AwsApi {
             principal,
             access_key_id: Some(signed.access_key_id),
             mapped_user,
-            region: signed.region,
         })
     }
 

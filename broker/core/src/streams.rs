@@ -198,11 +198,6 @@ impl Streams {
         })
     }
 
-    /// Who holds the stream called `name`.
-    pub fn holders(&self, name: &str) -> Vec<String> {
-        lock(&self.holds).holders_of(name)
-    }
-
     /// Adds an opened stream. Fails if one of that name is open.
     pub fn insert(&self, stream: Stream) -> Result<(), StreamUseError> {
         let _holds = lock(&self.holds);

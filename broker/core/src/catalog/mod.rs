@@ -196,11 +196,6 @@ impl Catalog {
         &self.inner.broker
     }
 
-    /// The catalog file's path.
-    pub fn path(&self) -> &Path {
-        self.inner.file.path()
-    }
-
     fn created(&self) -> MutexGuard<'_, BTreeMap<String, StreamConfig>> {
         self.inner.created.lock().unwrap_or_else(|p| p.into_inner())
     }

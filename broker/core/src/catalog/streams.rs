@@ -150,7 +150,7 @@ impl Catalog {
     }
 
     /// The definition of a stream the API created, as it was written.
-    pub fn created_stream(&self, name: &str) -> Option<StreamConfig> {
+    fn created_stream(&self, name: &str) -> Option<StreamConfig> {
         self.created().get(name).cloned()
     }
 

@@ -168,8 +168,14 @@ async fn resolve(stream: &Stream, from: From) -> Result<u64, ApiError> {
             stream.spec.name
         )));
     }
-    let log = stream.log.clone();
-    blocking(move || from.resolve(&log).map_err(storage_error)).await
+    match from {
+        // Finding a time reads the index and segments: off the workers.
+        From::Time(_) => {
+            let log = stream.log.clone();
+            blocking(move || from.resolve(&log).map_err(storage_error)).await
+        }
+        _ => from.resolve(&stream.log).map_err(storage_error),
+    }
 }
 
 fn read_records(stream: &Stream, start: u64, limit: usize) -> Result<Vec<Record>, ApiError> {

@@ -81,6 +81,18 @@ async fn call(
     (status, json, challenges)
 }
 
+/// The topics of every record in `events`, read as the admin.
+async fn stored_topics(api: &Api) -> Vec<String> {
+    let (status, body, _) = call(api, "GET", "/api/v1/streams/events/records", ADMIN, None).await;
+    assert_eq!(status, 200, "{body}");
+    body["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| r["topic"].as_str().expect("topic").to_owned())
+        .collect()
+}
+
 const READER: Option<(&str, &str)> = Some(("reader", "r-pass"));
 const ADMIN: Option<(&str, &str)> = Some(("admin", "a-pass"));
 const GRAFANA: Option<(&str, &str)> = Some(("", "tok-9f2"));
@@ -285,15 +297,10 @@ async fn mqtt_uses_the_same_users_and_rules() {
     );
     // Only the allowed publishes were stored.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (status, body, _) = call(&api, "GET", "/api/v1/streams/events/records", ADMIN, None).await;
-    assert_eq!(status, 200);
-    let topics: Vec<&str> = body["records"]
-        .as_array()
-        .expect("records")
-        .iter()
-        .map(|r| r["topic"].as_str().expect("topic"))
-        .collect();
-    assert_eq!(topics, ["devices/reader/a", "clients/dev-1/b"]);
+    assert_eq!(
+        stored_topics(&api).await,
+        ["devices/reader/a", "clients/dev-1/b"]
+    );
 }
 
 #[tokio::test]
@@ -380,15 +387,8 @@ async fn a_reload_reaches_connected_clients_and_a_bad_file_changes_nothing() {
             .contains("allow_anonymus")
     );
 
-    let (_, body, _) = call(&api, "GET", "/api/v1/streams/events/records", ADMIN, None).await;
-    let topics: Vec<&str> = body["records"]
-        .as_array()
-        .expect("records")
-        .iter()
-        .map(|r| r["topic"].as_str().expect("topic"))
-        .collect();
     assert_eq!(
-        topics,
+        stored_topics(&api).await,
         ["a/1", "b/1", "b/2"],
         "a/2 was refused after the reload"
     );
