@@ -17,7 +17,7 @@ pub const MAX_SKEW_SECS: i64 = 15 * 60;
 pub struct Signed {
     /// The access key id that signed it.
     pub access_key_id: String,
-    /// The region in its credential scope (echoed back, any is accepted).
+    /// The region in its credential scope (any is accepted).
     pub region: String,
     /// The service in its credential scope.
     pub service: String,
