@@ -45,6 +45,14 @@ pub enum PublishError {
         #[source]
         source: StorageError,
     },
+    /// A queue fed by the topic refused the message (user input, e.g. over
+    /// its size limit) or could not store it (external).
+    #[error("queue {queue}: {message}")]
+    Queue {
+        queue: String,
+        message: String,
+        client_error: bool,
+    },
 }
 
 /// Why a publish was refused, as counted in metrics.
@@ -56,6 +64,8 @@ pub enum RejectReason {
     PayloadTooLarge,
     /// Storage could not take it.
     Storage,
+    /// A queue refused it.
+    Queue,
 }
 
 impl RejectReason {
@@ -65,6 +75,7 @@ impl RejectReason {
             RejectReason::InvalidTopic => "invalid_topic",
             RejectReason::PayloadTooLarge => "payload_too_large",
             RejectReason::Storage => "storage",
+            RejectReason::Queue => "queue",
         }
     }
 }
@@ -76,6 +87,7 @@ impl PublishError {
             PublishError::InvalidTopic(_) => RejectReason::InvalidTopic,
             PublishError::PayloadTooLarge { .. } => RejectReason::PayloadTooLarge,
             PublishError::Storage { .. } | PublishError::Retained(_) => RejectReason::Storage,
+            PublishError::Queue { .. } => RejectReason::Queue,
         }
     }
 
@@ -84,7 +96,12 @@ impl PublishError {
     pub fn is_client_error(&self) -> bool {
         matches!(
             self,
-            PublishError::InvalidTopic(_) | PublishError::PayloadTooLarge { .. }
+            PublishError::InvalidTopic(_)
+                | PublishError::PayloadTooLarge { .. }
+                | PublishError::Queue {
+                    client_error: true,
+                    ..
+                }
         ) || matches!(
             self,
             PublishError::Storage {

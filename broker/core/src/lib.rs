@@ -17,7 +17,7 @@ pub mod topic;
 pub use catalog::{Catalog, CatalogError, CatalogLimits, Origin};
 pub use error::{ConfigError, PublishError, RejectReason};
 pub use metrics::PublishMetrics;
-pub use publish::{Broker, Fanout, Limits, PublishTicket, Stored};
+pub use publish::{Broker, Enqueue, Fanout, Limits, PublishTicket, QueuedAppend, Stored};
 pub use source::Source;
 pub use stream_config::{FieldType, SchemaField, StreamConfig, StreamSpec};
 pub use streams::{Stream, StreamHold, StreamSet, StreamUseError, Streams};

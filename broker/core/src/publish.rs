@@ -64,6 +64,24 @@ pub trait Fanout: Send + Sync + 'static {
 /// The appends of one publish: almost always one stream, so kept inline.
 type Appends = SmallVec<[AppendTicket; 2]>;
 
+/// A publish queued in a queue; resolves once it is durable there.
+pub type QueuedAppend = BoxFuture<'static, Result<(), PublishError>>;
+
+/// Takes published messages into the queues fed by their topic. Kept
+/// behind a trait so the core does not depend on queues.
+pub trait Enqueue: Send + Sync + 'static {
+    /// True when some queue takes messages published to `topic`; cheap,
+    /// asked on every publish.
+    fn takes(&self, topic: &str) -> bool;
+
+    /// Checks `message` against every queue that takes its topic and
+    /// queues it in each; the futures resolve once it is durable there.
+    fn enqueue<'a>(
+        &'a self,
+        message: &'a Arc<Message>,
+    ) -> BoxFuture<'a, Result<Vec<QueuedAppend>, PublishError>>;
+}
+
 /// A cheap, cloneable handle to the broker core.
 #[derive(Clone)]
 pub struct Broker {
@@ -84,6 +102,7 @@ struct Inner {
     limits: Limits,
     metrics: PublishMetrics,
     fanout: OnceLock<Arc<dyn Fanout>>,
+    queues: OnceLock<Arc<dyn Enqueue>>,
 }
 
 /// A publish that has been validated and queued in every stream that keeps
@@ -94,6 +113,7 @@ pub struct PublishTicket {
     source: Source,
     message: Arc<Message>,
     appends: Appends,
+    queued: Vec<QueuedAppend>,
 }
 
 impl PublishTicket {
@@ -119,8 +139,9 @@ impl PublishTicket {
             source,
             message,
             appends,
+            queued,
         } = self;
-        let outcome = broker.finish(message, appends, stored).await;
+        let outcome = broker.finish(message, appends, queued, stored).await;
         match &outcome {
             Ok(()) => {
                 broker.inner.metrics.accepted(source).inc();
@@ -140,6 +161,7 @@ impl Broker {
                 limits,
                 metrics,
                 fanout: OnceLock::new(),
+                queues: OnceLock::new(),
             }),
         }
     }
@@ -148,6 +170,12 @@ impl Broker {
     /// set once; returns false if one was already set.
     pub fn set_fanout(&self, fanout: Arc<dyn Fanout>) -> bool {
         self.inner.fanout.set(fanout).is_ok()
+    }
+
+    /// Installs the queues that take published messages by topic. It can
+    /// be set once; returns false if they were already set.
+    pub fn set_queues(&self, queues: Arc<dyn Enqueue>) -> bool {
+        self.inner.queues.set(queues).is_ok()
     }
 
     /// The open streams.
@@ -180,11 +208,12 @@ impl Broker {
     ) -> Result<PublishTicket, PublishError> {
         let queued = self.queue(message).await;
         match queued {
-            Ok((message, appends)) => Ok(PublishTicket {
+            Ok((message, appends, queued)) => Ok(PublishTicket {
                 broker: self.clone(),
                 source,
                 message,
                 appends,
+                queued,
             }),
             Err(e) => {
                 self.count_rejected(source, e.reason());
@@ -212,6 +241,7 @@ impl Broker {
         &self,
         message: Arc<Message>,
         appends: Appends,
+        queued: Vec<QueuedAppend>,
         mut stored: Option<&mut Vec<Stored>>,
     ) -> Result<(), PublishError> {
         for ticket in appends {
@@ -228,6 +258,9 @@ impl Broker {
                 });
             }
         }
+        for append in queued {
+            append.await?;
+        }
         if let Some(fanout) = self.inner.fanout.get() {
             if message.retain {
                 fanout
@@ -240,7 +273,10 @@ impl Broker {
         Ok(())
     }
 
-    async fn queue(&self, message: Message) -> Result<(Arc<Message>, Appends), PublishError> {
+    async fn queue(
+        &self,
+        message: Message,
+    ) -> Result<(Arc<Message>, Appends, Vec<QueuedAppend>), PublishError> {
         let limits = self.inner.limits;
         topic::validate_name(&message.topic, limits.max_topic_bytes)?;
         if message.payload.len() > limits.max_payload_bytes {
@@ -250,6 +286,12 @@ impl Broker {
             });
         }
         let message = Arc::new(message);
+        // Queues first: one that refuses the message (over its size limit)
+        // refuses the publish before any stream has stored it.
+        let queued = match self.inner.queues.get() {
+            Some(queues) if queues.takes(&message.topic) => queues.enqueue(&message).await?,
+            _ => Vec::new(),
+        };
         let mut appends = Appends::new();
         let streams = self.inner.streams.snapshot();
         for stream in streams.keeping(&message.topic) {
@@ -263,6 +305,6 @@ impl Broker {
                 })?;
             appends.push(ticket);
         }
-        Ok((message, appends))
+        Ok((message, appends, queued))
     }
 }

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::ops::Range;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -129,6 +130,7 @@ impl StreamLog {
                 failure: None,
             }),
             committed: watch::Sender::new(committed),
+            released: AtomicU64::new(0),
             metrics,
         });
         let (commands, rx) = mpsc::channel(APPEND_QUEUE);
@@ -162,6 +164,14 @@ impl StreamLog {
             .write()
             .unwrap_or_else(|p| p.into_inner());
         config.retention = retention;
+    }
+
+    /// Tells the log that its owner no longer needs records below
+    /// `offset` (a queue whose messages there are all deleted). The writer
+    /// deletes whole sealed segments below it at its next housekeeping
+    /// pass, as retention does. Never moves back.
+    pub fn release_before(&self, offset: u64) {
+        self.shared.released.fetch_max(offset, Ordering::Relaxed);
     }
 
     /// True when both handles are to the same open log (not merely logs of

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
@@ -53,6 +54,10 @@ pub(crate) struct Shared {
     pub state: RwLock<State>,
     /// The offset after the last committed record; readers never read past it.
     pub committed: watch::Sender<u64>,
+    /// Records below this offset are no longer needed by the log's owner
+    /// (a queue whose messages are all deleted): whole sealed segments
+    /// below it are deleted like expired ones.
+    pub released: AtomicU64,
     pub metrics: StreamMetrics,
 }
 

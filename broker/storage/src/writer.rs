@@ -15,6 +15,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
@@ -348,7 +349,9 @@ impl Writer {
                     oldest.summary.max_ts.is_none_or(|ts| ts < horizon)
                 });
                 let oversize = retention.max_bytes.is_some_and(|max| total > max);
-                if !(expired || oversize) {
+                let released =
+                    oldest.summary.end_offset <= self.shared.released.load(Ordering::Relaxed);
+                if !(expired || oversize || released) {
                     return;
                 }
                 oldest.base

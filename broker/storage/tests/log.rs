@@ -385,6 +385,32 @@ async fn retention_changed_while_open_applies_at_the_next_housekeeping() {
 }
 
 #[tokio::test]
+async fn released_records_go_by_whole_sealed_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), small_segments());
+    append_all(&log, 0..200).await;
+    let segments = log.segments();
+    assert!(segments.len() > 3, "{segments:?}");
+    // Everything below the third segment's middle is no longer needed.
+    let third = segments[2];
+    log.release_before((third.base_offset + third.end_offset) / 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while log.stats().first_offset != third.base_offset {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "released segments were never deleted: {:?}",
+            log.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The segment holding records still needed stays, whole.
+    let records = read_all(&log);
+    assert_eq!(records.first().map(|r| r.offset), Some(third.base_offset));
+    assert_eq!(records.len() as u64, 200 - third.base_offset);
+    log.close().await;
+}
+
+#[tokio::test]
 async fn group_commit_shares_fsyncs_between_concurrent_appends() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut registry = Registry::default();

@@ -196,6 +196,23 @@ impl Catalog {
         &self.inner.broker
     }
 
+    /// The catalog file, for the other kinds' managers (queues, ...),
+    /// each keeping its own section.
+    pub fn file(&self) -> &CatalogFile {
+        &self.inner.file
+    }
+
+    /// The broker's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.inner.broker.streams().data_dir()
+    }
+
+    /// Moves a deleted definition's directory to the trash, durably, and
+    /// removes it there. Blocking file I/O.
+    pub fn discard(&self, dir: &Path) -> std::io::Result<()> {
+        discard(self.data_dir(), dir)
+    }
+
     fn created(&self) -> MutexGuard<'_, BTreeMap<String, StreamConfig>> {
         self.inner.created.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -1,0 +1,1168 @@
+//! One queue: its messages in a log of their own (`messages/`), its
+//! consumer state in memory ([`crate::state`]) and on disk
+//! ([`crate::journal`]: `journal/` plus a snapshot), and the operations
+//! SQS defines on them. A send is acknowledged once its record is durable
+//! under the queue's fsync policy; a receive, delete or visibility change
+//! once its journal record is.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tidewire_storage::{
+    FsyncPolicy, LogConfig, Message, OnFatal, Record, Retention, StorageMetrics, StreamLog,
+};
+use tokio::sync::Notify;
+
+use crate::config::QueueSpec;
+use crate::dedup::{self, Check, Dedup};
+use crate::error::QueueError;
+use crate::journal::{self, Change, Receipt as JournalReceipt};
+use crate::message::{self, Delivered, Header, Moved, Outgoing, Sent};
+use crate::metrics::Counters;
+use crate::receipt::{self, Receipt};
+use crate::state::{State, Tracked};
+
+/// Most messages one receive hands out, as in SQS.
+pub const MAX_RECEIVE: usize = 10;
+/// Messages looked at and not yet received (delayed, or behind a FIFO group
+/// in flight) that a queue keeps in memory; past it, it stops reading ahead
+/// until some are received.
+const MAX_LOOKAHEAD: usize = 20_000;
+/// Records read ahead from the log at a time.
+const SCAN_BATCH: u64 = 32;
+/// A journal this many records past the last snapshot is compacted.
+const SNAPSHOT_EVERY_RECORDS: u64 = 8192;
+/// A journal that changed at all is compacted at least this often.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
+/// A message on its way to the dead-letter queue stays hidden this long.
+const MOVE_TIMEOUT_MS: i64 = 60_000;
+/// How often consumer state already in flight is checked for retention.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(10);
+
+/// What a queue holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Depth {
+    /// Messages ready to be received.
+    pub visible: u64,
+    /// Received and hidden.
+    pub in_flight: u64,
+    /// Sent with a delay that has not passed.
+    pub delayed: u64,
+    /// When the oldest message was sent, ms since the Unix epoch.
+    pub oldest_sent_ms: Option<i64>,
+}
+
+/// A message that must move to the dead-letter queue: its record, and its
+/// history for the header there.
+#[derive(Debug)]
+pub(crate) struct DeadLetter {
+    pub offset: u64,
+    pub nonce: u64,
+    pub record: Record,
+    pub moved: Moved,
+}
+
+/// What one receive pass found.
+#[derive(Debug, Default)]
+pub(crate) struct Pass {
+    pub delivered: Vec<Delivered>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// One open queue.
+pub struct Queue {
+    spec: RwLock<Arc<QueueSpec>>,
+    incarnation: u64,
+    dir: PathBuf,
+    messages: StreamLog,
+    journal: StreamLog,
+    state: tokio::sync::Mutex<State>,
+    /// Woken when hidden messages may have become visible before their
+    /// time (visibility set to 0, a dead-letter move that failed).
+    woken: Notify,
+    dedup: Mutex<Dedup>,
+    counters: Counters,
+    compaction: tokio::sync::Mutex<Compaction>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.spec().name())
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Compaction {
+    journal_from: u64,
+    at: std::time::Instant,
+    last_sweep: std::time::Instant,
+}
+
+impl Queue {
+    /// Opens (creating if needed) the queue in `dir`, recovering its
+    /// messages and consumer state. Blocking I/O.
+    pub(crate) fn open(
+        dir: &Path,
+        spec: QueueSpec,
+        storage: &StorageMetrics,
+        on_fatal: OnFatal,
+        counters: Counters,
+    ) -> Result<Queue, QueueError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| QueueError::State(format!("create {}: {e}", dir.display())))?;
+        let incarnation = incarnation(dir)?;
+        let name = spec.name().to_owned();
+        let messages = StreamLog::open(
+            &dir.join("messages"),
+            &format!("queue:{name}"),
+            messages_config(&spec),
+            storage,
+            on_fatal.clone(),
+        )?;
+        let journal = StreamLog::open(
+            &dir.join("journal"),
+            &format!("queue:{name}:journal"),
+            journal_config(spec.fsync),
+            storage,
+            on_fatal,
+        )?;
+        let recovered = journal::recover(dir, &journal, messages.stats().first_offset)
+            .map_err(|e| QueueError::State(e.to_string()))?;
+        let queue = Queue {
+            spec: RwLock::new(Arc::new(spec)),
+            incarnation,
+            dir: dir.to_owned(),
+            state: tokio::sync::Mutex::new(State::new(false, 0)),
+            messages,
+            journal,
+            woken: Notify::new(),
+            dedup: Mutex::default(),
+            counters,
+            compaction: tokio::sync::Mutex::new(Compaction {
+                journal_from: recovered.journal_from,
+                at: std::time::Instant::now(),
+                last_sweep: std::time::Instant::now(),
+            }),
+        };
+        let state = queue.rebuild(&recovered)?;
+        queue.messages.release_before(state.lwm());
+        queue.journal.release_before(recovered.journal_from);
+        *queue
+            .state
+            .try_lock()
+            .map_err(|_| QueueError::State("busy at open".into()))? = state;
+        queue.restore_dedup()?;
+        queue.update_gauges_blocking();
+        Ok(queue)
+    }
+
+    /// The queue's definition now.
+    pub fn spec(&self) -> Arc<QueueSpec> {
+        Arc::clone(&self.spec.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the definition (attributes changed at run time). The log's
+    /// retention follows.
+    pub(crate) fn set_spec(&self, spec: QueueSpec) {
+        self.messages
+            .set_retention(messages_config(&spec).retention);
+        *self.spec.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(spec);
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> String {
+        self.spec().name().to_owned()
+    }
+
+    /// The queue's metric series.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The queue's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// True for the queue of this incarnation: a queue deleted and created
+    /// again under the same name is another.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// When the queue was created, ms since the Unix epoch.
+    pub fn created_ms(&self) -> i64 {
+        file_time_ms(&self.dir.join(INCARNATION_FILE))
+    }
+
+    /// Stops the logs; later operations fail.
+    pub(crate) async fn close(&self) {
+        self.messages.close().await;
+        self.journal.close().await;
+    }
+
+    /// Checks a message for this queue: its size and FIFO fields.
+    fn check(&self, spec: &QueueSpec, body_len: usize, out: &Outgoing) -> Result<(), QueueError> {
+        let size = body_len + attributes_size(&out.attributes);
+        let max = spec.config.max_message_bytes.as_u64();
+        if size as u64 > max {
+            return Err(QueueError::TooLarge { size, max });
+        }
+        if spec.fifo {
+            match out.group.as_deref() {
+                None | Some("") => {
+                    return Err(QueueError::invalid(
+                        "MessageGroupId",
+                        "a FIFO queue needs a MessageGroupId",
+                    ));
+                }
+                Some(group) => check_fifo_id("MessageGroupId", group)?,
+            }
+            if let Some(id) = &out.dedup_id {
+                check_fifo_id("MessageDeduplicationId", id)?;
+            } else if !spec.config.content_based_dedup {
+                return Err(QueueError::invalid(
+                    "MessageDeduplicationId",
+                    "the queue should either have content-based deduplication enabled or MessageDeduplicationId provided explicitly",
+                ));
+            }
+            if out.delay.is_some_and(|d| !d.is_zero()) {
+                return Err(QueueError::invalid(
+                    "DelaySeconds",
+                    "a FIFO queue sets its delay per queue, not per message",
+                ));
+            }
+        } else if out.group.is_some() || out.dedup_id.is_some() {
+            let name = if out.group.is_some() {
+                "MessageGroupId"
+            } else {
+                "MessageDeduplicationId"
+            };
+            return Err(QueueError::invalid(
+                name,
+                "only FIFO queues (names ending in .fifo) take it",
+            ));
+        }
+        if out.delay.is_some_and(|d| d > crate::config::MAX_DELAY) {
+            return Err(QueueError::invalid(
+                "DelaySeconds",
+                "must be from 0 to 900 seconds",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends messages: checks each, queues every accepted one on the log
+    /// (one group commit), and answers each once it is durable.
+    pub async fn send_batch(&self, batch: Vec<Outgoing>) -> Vec<Result<Sent, QueueError>> {
+        let spec = self.spec();
+        let now = now_ms();
+        let mut pending = Vec::with_capacity(batch.len());
+        for out in batch {
+            pending.push(self.queue_one(&spec, out, now).await);
+        }
+        let mut answers = Vec::with_capacity(pending.len());
+        for step in pending {
+            answers.push(match step {
+                Err(e) => Err(e),
+                Ok(Step::Duplicate(mut rx)) => {
+                    self.counters.deduplicated.inc();
+                    match rx.wait_for(Option::is_some).await {
+                        Ok(sent) => Ok(Sent {
+                            duplicate: true,
+                            ..sent.clone().unwrap_or_else(unreachable_sent)
+                        }),
+                        Err(_) => Err(QueueError::State(
+                            "the first send of this deduplication id failed; send again".into(),
+                        )),
+                    }
+                }
+                Ok(Step::Queued { ticket, dedup_id }) => {
+                    self.finish_send(&spec, ticket, dedup_id).await
+                }
+            });
+        }
+        answers
+    }
+
+    /// Sends one message.
+    pub async fn send(&self, out: Outgoing) -> Result<Sent, QueueError> {
+        self.send_batch(vec![out])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(QueueError::State("no answer".into())))
+    }
+
+    async fn queue_one(
+        &self,
+        spec: &QueueSpec,
+        out: Outgoing,
+        now: i64,
+    ) -> Result<Step, QueueError> {
+        self.check(spec, out.body.len(), &out)?;
+        let dedup_id = if spec.fifo {
+            let id = out
+                .dedup_id
+                .clone()
+                .unwrap_or_else(|| dedup::content_id(&out.body));
+            if let Check::Duplicate(rx) = self.dedup().check(&id, now) {
+                return Ok(Step::Duplicate(rx));
+            }
+            Some(id)
+        } else {
+            None
+        };
+        let default_delay = spec.config.delay;
+        let header = Header {
+            attributes: out.attributes,
+            group: out.group,
+            dedup_id: out.dedup_id,
+            delay_ms: out
+                .delay
+                .filter(|d| *d != default_delay)
+                .map(|d| d.as_millis() as u64),
+            moved: None,
+        };
+        let record = message::encode("", &out.sender, Default::default(), &header, &out.body);
+        match self.messages.enqueue(Arc::new(record)).await {
+            Ok(ticket) => Ok(Step::Queued { ticket, dedup_id }),
+            Err(e) => {
+                if let Some(id) = &dedup_id {
+                    self.dedup().failed(id);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn finish_send(
+        &self,
+        spec: &QueueSpec,
+        ticket: tidewire_storage::AppendTicket,
+        dedup_id: Option<String>,
+    ) -> Result<Sent, QueueError> {
+        match ticket.await {
+            Ok(appended) => {
+                self.counters.sent.inc();
+                let sent = Sent {
+                    message_id: message::message_id(self.incarnation, appended.offset),
+                    sequence_number: spec.fifo.then(|| sequence_number(appended.offset)),
+                    duplicate: false,
+                };
+                if let Some(id) = &dedup_id {
+                    self.dedup().sent(id, sent.clone());
+                }
+                Ok(sent)
+            }
+            Err(e) => {
+                if let Some(id) = &dedup_id {
+                    self.dedup().failed(id);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Queues an MQTT publish (or any message of the publish path) whose
+    /// topic this queue takes: the future resolves once it is durable.
+    /// `None` when a FIFO queue drops it as a duplicate.
+    pub(crate) async fn enqueue_publish(
+        self: &Arc<Self>,
+        published: &Message,
+    ) -> Result<Option<futures_util::future::BoxFuture<'static, Result<(), QueueError>>>, QueueError>
+    {
+        let spec = self.spec();
+        let group = spec
+            .fifo
+            .then(|| spec.group.render(&published.topic, &published.client_id));
+        let out = Outgoing {
+            body: Bytes::new(),
+            attributes: Default::default(),
+            delay: None,
+            dedup_id: None,
+            group: group.clone(),
+            sender: published.client_id.clone(),
+        };
+        let size = published.payload.len();
+        let max = spec.config.max_message_bytes.as_u64();
+        if size as u64 > max {
+            return Err(QueueError::TooLarge { size, max });
+        }
+        let dedup_id = if spec.fifo {
+            let id = dedup::content_id(&published.payload);
+            if spec.config.content_based_dedup {
+                if let Check::Duplicate(_) = self.dedup().check(&id, now_ms()) {
+                    self.counters.deduplicated.inc();
+                    return Ok(None);
+                }
+                Some(id)
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        let header = Header {
+            group: out.group,
+            dedup_id: dedup_id.clone(),
+            ..Header::default()
+        };
+        let record = message::encode(
+            &published.topic,
+            &published.client_id,
+            published.properties.clone(),
+            &header,
+            &published.payload,
+        );
+        let ticket = match self.messages.enqueue(Arc::new(record)).await {
+            Ok(ticket) => ticket,
+            Err(e) => {
+                if let Some(id) = &dedup_id {
+                    self.dedup().failed(id);
+                }
+                return Err(e.into());
+            }
+        };
+        let queue = Arc::clone(self);
+        Ok(Some(Box::pin(async move {
+            queue.finish_send(&spec, ticket, dedup_id).await.map(|_| ())
+        })))
+    }
+
+    /// Appends a message moved from another queue (dead letters, redrive),
+    /// keeping its id, attributes and history. Durable when it resolves.
+    pub(crate) async fn append_moved(
+        &self,
+        record: &Record,
+        moved: Moved,
+        keep_history: bool,
+    ) -> Result<(), QueueError> {
+        let (mut header, body) = message::decode(&record.message.payload);
+        if !keep_history {
+            header.moved = Some(Moved {
+                receive_count: 0,
+                first_receive_ms: 0,
+                ..moved
+            });
+        } else {
+            header.moved = Some(moved);
+        }
+        header.delay_ms = None;
+        let message = message::encode(
+            &record.message.topic,
+            &record.message.client_id,
+            record.message.properties.clone(),
+            &header,
+            &body,
+        );
+        self.messages.append(Arc::new(message)).await?;
+        self.counters.sent.inc();
+        Ok(())
+    }
+
+    /// One receive pass: hands out up to `max` visible messages, hidden for
+    /// `visibility`; messages over the dead-letter limit are set aside for
+    /// the caller to move. Durable in the journal when it returns.
+    /// With `move_all`, every message found is set aside to move (a
+    /// redrive).
+    pub(crate) async fn receive_pass(
+        &self,
+        max: usize,
+        visibility: Duration,
+        move_all: bool,
+    ) -> Result<Pass, QueueError> {
+        let spec = self.spec();
+        let now = now_ms();
+        let visible_at = now + (visibility.as_millis() as i64).max(1);
+        let horizon = now - spec.config.retention.as_millis() as i64;
+        let max_receives = spec
+            .config
+            .dead_letter
+            .as_ref()
+            .map(|d| d.max_receive_count);
+        let mut pass = Pass::default();
+        let mut changes = Vec::new();
+        let mut state = self.state.lock().await;
+        state.expire(now);
+        while pass.delivered.len() + pass.dead_letters.len() < max {
+            let candidates = state.candidates(max - pass.delivered.len() - pass.dead_letters.len());
+            if candidates.is_empty() {
+                if self.read_ahead(&spec, &mut state, now)? {
+                    continue;
+                }
+                break;
+            }
+            for offset in candidates {
+                let record = self.read(offset)?.filter(|r| r.timestamp_ms >= horizon);
+                let Some(record) = record else {
+                    state.remove(offset);
+                    changes.push(Change::Delete { offset });
+                    self.counters.expired.inc();
+                    continue;
+                };
+                let Some(tracked) = state.get(offset).cloned() else {
+                    continue;
+                };
+                if move_all || max_receives.is_some_and(|limit| tracked.receive_count >= limit) {
+                    let nonce = receipt::nonce();
+                    state.receive(offset, nonce, now + MOVE_TIMEOUT_MS, now);
+                    pass.dead_letters.push(DeadLetter {
+                        offset,
+                        nonce,
+                        moved: Moved {
+                            from: spec.name().to_owned(),
+                            id: self.message_id_of(&record),
+                            sent_ms: self.sent_ms_of(&record),
+                            receive_count: tracked.receive_count,
+                            first_receive_ms: tracked.first_receive_ms,
+                        },
+                        record,
+                    });
+                    continue;
+                }
+                let nonce = receipt::nonce();
+                state.receive(offset, nonce, visible_at, now);
+                let Some(tracked) = state.get(offset).cloned() else {
+                    continue;
+                };
+                changes.push(Change::Receive {
+                    offset,
+                    receipt: JournalReceipt {
+                        nonce,
+                        count: tracked.receive_count,
+                        visible_at_ms: tracked.visible_at_ms,
+                        first_receive_ms: tracked.first_receive_ms,
+                    },
+                });
+                if tracked.receive_count > 1 {
+                    self.counters.redelivered.inc();
+                }
+                pass.delivered
+                    .push(self.delivered(&spec, record, offset, &tracked, nonce));
+            }
+        }
+        let ticket = self.journal_changes(&changes).await?;
+        drop(state);
+        if let Some(ticket) = ticket {
+            ticket.await?;
+        }
+        self.counters.received.inc_by(pass.delivered.len() as u64);
+        Ok(pass)
+    }
+
+    /// Reads the next records from the log into the state. False when there
+    /// is nothing more to read (or the look-ahead is full).
+    fn read_ahead(
+        &self,
+        spec: &QueueSpec,
+        state: &mut State,
+        now: i64,
+    ) -> Result<bool, QueueError> {
+        let head = state.head();
+        let end = self.messages.next_offset();
+        if head >= end || state.tracked_len() - state.in_flight() >= MAX_LOOKAHEAD {
+            return Ok(false);
+        }
+        let horizon = now - spec.config.retention.as_millis() as i64;
+        let mut last = None;
+        for record in self.messages.scan(head..end.min(head + SCAN_BATCH)) {
+            let record = record?;
+            last = Some(record.offset);
+            if record.timestamp_ms < horizon {
+                self.counters.expired.inc();
+                continue;
+            }
+            let tracked = tracked_from(spec, &record, None);
+            state.insert(record.offset, tracked, now);
+        }
+        // Records below the log's first one were dropped by retention.
+        let first = self.messages.stats().first_offset;
+        state.set_head(last.map_or(first.max(head), |o| o + 1));
+        Ok(state.head() > head)
+    }
+
+    /// Deletes the message of a receipt handle. A handle of a message
+    /// already deleted succeeds again; one of an older receive does not.
+    pub async fn delete(&self, handle: &str) -> Result<(), QueueError> {
+        let receipt = self.receipt(handle)?;
+        let ticket = {
+            let mut state = self.state.lock().await;
+            match state.get(receipt.offset) {
+                Some(t) if t.nonce == receipt.nonce => {
+                    state.remove(receipt.offset);
+                    let ticket = self
+                        .journal_changes(&[Change::Delete {
+                            offset: receipt.offset,
+                        }])
+                        .await?;
+                    self.counters.deleted.inc();
+                    ticket
+                }
+                Some(_) => return Err(QueueError::InvalidReceiptHandle(handle.to_owned())),
+                None if receipt.offset < state.head() => None,
+                None => return Err(QueueError::InvalidReceiptHandle(handle.to_owned())),
+            }
+        };
+        if let Some(ticket) = ticket {
+            ticket.await?;
+        }
+        Ok(())
+    }
+
+    /// Changes how long the message of a receipt handle stays hidden,
+    /// counted from now; zero makes it visible at once.
+    pub async fn change_visibility(
+        &self,
+        handle: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        if timeout > crate::config::MAX_VISIBILITY {
+            return Err(QueueError::invalid(
+                "VisibilityTimeout",
+                "must be from 0 to 43200 seconds (12 hours)",
+            ));
+        }
+        let receipt = self.receipt(handle)?;
+        let now = now_ms();
+        let ticket = {
+            let mut state = self.state.lock().await;
+            state.expire(now);
+            match state.get(receipt.offset) {
+                Some(t) if t.nonce == receipt.nonce => {
+                    if t.visible_at_ms <= now {
+                        return Err(QueueError::NotInFlight);
+                    }
+                    let visible_at_ms = now + timeout.as_millis() as i64;
+                    state.set_visible_at(receipt.offset, visible_at_ms, now);
+                    self.journal_changes(&[Change::Visibility {
+                        offset: receipt.offset,
+                        visible_at_ms,
+                    }])
+                    .await?
+                }
+                Some(_) => return Err(QueueError::InvalidReceiptHandle(handle.to_owned())),
+                None if receipt.offset < state.head() => return Err(QueueError::NotInFlight),
+                None => return Err(QueueError::InvalidReceiptHandle(handle.to_owned())),
+            }
+        };
+        if let Some(ticket) = ticket {
+            ticket.await?;
+        }
+        if timeout.is_zero() {
+            self.woken.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Finishes a dead-letter or redrive move: the message is gone from
+    /// here, if it is still the move's.
+    pub(crate) async fn forget_moved(&self, offset: u64, nonce: u64) -> Result<(), QueueError> {
+        let ticket = {
+            let mut state = self.state.lock().await;
+            if state.get(offset).is_none_or(|t| t.nonce != nonce) {
+                return Ok(());
+            }
+            state.remove(offset);
+            self.journal_changes(&[Change::Delete { offset }]).await?
+        };
+        if let Some(ticket) = ticket {
+            ticket.await?;
+        }
+        Ok(())
+    }
+
+    /// A move failed: the message becomes visible again now.
+    pub(crate) async fn return_moved(&self, offset: u64, nonce: u64) {
+        let now = now_ms();
+        let mut state = self.state.lock().await;
+        if state.get(offset).is_some_and(|t| t.nonce == nonce) {
+            state.set_visible_at(offset, now, now);
+        }
+        drop(state);
+        self.woken.notify_waiters();
+    }
+
+    /// Deletes every message in the queue now.
+    pub async fn purge(&self) -> Result<(), QueueError> {
+        let ticket = {
+            let mut state = self.state.lock().await;
+            let below = self.messages.next_offset();
+            state.purge(below);
+            self.journal_changes(&[Change::Purge { below }]).await?
+        };
+        if let Some(ticket) = ticket {
+            ticket.await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until messages may be visible: a new record on `commits`, a
+    /// wake-up on `woken` (both taken before the receive pass that found
+    /// nothing), or the next hidden message coming due; at most until
+    /// `deadline`.
+    pub(crate) async fn wait_for_messages(
+        &self,
+        commits: &mut tokio::sync::watch::Receiver<u64>,
+        woken: tokio::sync::futures::Notified<'_>,
+        deadline: tokio::time::Instant,
+    ) {
+        let next_timer = self.state.lock().await.next_timer();
+        let mut until = deadline;
+        if let Some(at) = next_timer {
+            let wait = Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0));
+            until = until.min(tokio::time::Instant::now() + wait);
+        }
+        tokio::select! {
+            _ = commits.changed() => {}
+            () = woken => {}
+            () = tokio::time::sleep_until(until) => {}
+        }
+    }
+
+    /// New records, watched from now (take it before a receive pass).
+    pub(crate) fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.messages.subscribe()
+    }
+
+    /// Early wake-ups, watched from now (take it before a receive pass).
+    pub(crate) fn woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.woken.notified()
+    }
+
+    /// How many messages are in each state.
+    pub async fn depth(&self) -> Depth {
+        let now = now_ms();
+        let spec = self.spec();
+        let (visible, in_flight, delayed, head, oldest_tracked) = {
+            let mut state = self.state.lock().await;
+            state.expire(now);
+            let oldest = state.tracked().map(|(_, t)| t.sent_ms).min();
+            (
+                state.visible() as u64,
+                state.in_flight() as u64,
+                state.delayed() as u64,
+                state.head(),
+                oldest,
+            )
+        };
+        let end = self.messages.next_offset();
+        let first = self.messages.stats().first_offset;
+        let unread_from = head.max(first);
+        let unread = end.saturating_sub(unread_from);
+        // Unread messages sent within the queue's delay are still delayed.
+        let unread_delayed = if spec.config.delay.is_zero() || unread == 0 {
+            0
+        } else {
+            let since = now - spec.config.delay.as_millis() as i64;
+            let log = self.messages.clone();
+            let from = tokio::task::spawn_blocking(move || log.offset_at_time(since))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(end);
+            end.saturating_sub(from.max(unread_from))
+        };
+        let oldest_unread = if unread > 0 {
+            self.read(unread_from)
+                .ok()
+                .flatten()
+                .map(|r| r.timestamp_ms)
+        } else {
+            None
+        };
+        let oldest_sent_ms = match (oldest_tracked, oldest_unread) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Depth {
+            visible: visible + unread - unread_delayed,
+            in_flight,
+            delayed: delayed + unread_delayed,
+            oldest_sent_ms,
+        }
+    }
+
+    /// Housekeeping, about once a second: gauges, retention of messages
+    /// already looked at, and journal compaction.
+    pub(crate) async fn housekeeping(&self) -> Result<(), QueueError> {
+        let depth = self.depth().await;
+        self.set_gauges(&depth);
+        let mut compaction = self.compaction.lock().await;
+        if compaction.last_sweep.elapsed() >= EXPIRY_SWEEP {
+            compaction.last_sweep = std::time::Instant::now();
+            self.expire_tracked().await?;
+        }
+        let grown = self.journal.next_offset() - compaction.journal_from;
+        if grown >= SNAPSHOT_EVERY_RECORDS
+            || (grown > 0 && compaction.at.elapsed() >= SNAPSHOT_EVERY)
+        {
+            let (bytes, journal_from, lwm) = {
+                let state = self.state.lock().await;
+                let journal_from = self.journal.next_offset();
+                let bytes = journal::encode_snapshot(
+                    journal_from,
+                    state.head(),
+                    state
+                        .tracked()
+                        .map(|(offset, t)| snapshot_entry(*offset, t)),
+                );
+                (bytes, journal_from, state.lwm())
+            };
+            let path = self.dir.join(journal::SNAPSHOT_FILE);
+            tokio::task::spawn_blocking(move || {
+                tidewire_storage::durable_file::replace(&path, &bytes)
+            })
+            .await
+            .map_err(|e| QueueError::State(format!("snapshot task: {e}")))?
+            .map_err(|e| QueueError::State(format!("writing the consumer snapshot: {e}")))?;
+            self.journal.release_before(journal_from);
+            self.messages.release_before(lwm);
+            compaction.journal_from = journal_from;
+            compaction.at = std::time::Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Drops tracked messages older than the retention.
+    async fn expire_tracked(&self) -> Result<(), QueueError> {
+        let now = now_ms();
+        let horizon = now - self.spec().config.retention.as_millis() as i64;
+        let ticket = {
+            let mut state = self.state.lock().await;
+            let old: Vec<u64> = state
+                .tracked()
+                .filter(|(_, t)| t.sent_ms < horizon)
+                .map(|(o, _)| *o)
+                .collect();
+            let mut changes = Vec::with_capacity(old.len());
+            for offset in old {
+                state.remove(offset);
+                changes.push(Change::Delete { offset });
+            }
+            self.counters.expired.inc_by(changes.len() as u64);
+            self.journal_changes(&changes).await?
+        };
+        if let Some(ticket) = ticket {
+            ticket.await?;
+        }
+        Ok(())
+    }
+
+    fn set_gauges(&self, depth: &Depth) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.counters.visible.set(gauge(depth.visible));
+        self.counters.in_flight.set(gauge(depth.in_flight));
+        self.counters.delayed.set(gauge(depth.delayed));
+        self.counters.oldest_age_seconds.set(
+            depth
+                .oldest_sent_ms
+                .map_or(0, |sent| (now_ms() - sent).max(0) / 1000),
+        );
+    }
+
+    fn update_gauges_blocking(&self) {
+        if let Ok(state) = self.state.try_lock() {
+            let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+            self.counters.in_flight.set(gauge(state.in_flight()));
+            self.counters.delayed.set(gauge(state.delayed()));
+        }
+    }
+
+    async fn journal_changes(
+        &self,
+        changes: &[Change],
+    ) -> Result<Option<tidewire_storage::AppendTicket>, QueueError> {
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let mut payload = Vec::with_capacity(changes.len() * 37);
+        for change in changes {
+            change.encode(&mut payload);
+        }
+        let record = Message {
+            payload: Bytes::from(payload),
+            ..Message::default()
+        };
+        Ok(Some(self.journal.enqueue(Arc::new(record)).await?))
+    }
+
+    fn receipt(&self, handle: &str) -> Result<Receipt, QueueError> {
+        Receipt::decode(handle)
+            .filter(|r| r.incarnation == self.incarnation)
+            .ok_or_else(|| QueueError::InvalidReceiptHandle(handle.to_owned()))
+    }
+
+    /// The record at `offset`, if the log still has it. Blocking I/O.
+    pub(crate) fn read(&self, offset: u64) -> Result<Option<Record>, QueueError> {
+        match self.messages.scan(offset..offset + 1).next() {
+            Some(Ok(record)) if record.offset == offset => Ok(Some(record)),
+            Some(Ok(_)) | None => Ok(None),
+            Some(Err(e)) => Err(e.into()),
+        }
+    }
+
+    fn message_id_of(&self, record: &Record) -> String {
+        let (header, _) = message::decode(&record.message.payload);
+        header
+            .moved
+            .map(|m| m.id)
+            .unwrap_or_else(|| message::message_id(self.incarnation, record.offset))
+    }
+
+    fn sent_ms_of(&self, record: &Record) -> i64 {
+        let (header, _) = message::decode(&record.message.payload);
+        header.moved.map_or(record.timestamp_ms, |m| m.sent_ms)
+    }
+
+    fn delivered(
+        &self,
+        spec: &QueueSpec,
+        record: Record,
+        offset: u64,
+        tracked: &Tracked,
+        nonce: u64,
+    ) -> Delivered {
+        let (header, body) = message::decode(&record.message.payload);
+        let mut attributes = message::attributes_of_properties(&record.message.properties);
+        attributes.extend(header.attributes);
+        let moved = header.moved;
+        Delivered {
+            message_id: moved
+                .as_ref()
+                .map(|m| m.id.clone())
+                .unwrap_or_else(|| message::message_id(self.incarnation, offset)),
+            receipt_handle: Receipt {
+                incarnation: self.incarnation,
+                offset,
+                nonce,
+            }
+            .encode(),
+            body,
+            attributes,
+            topic: record.message.topic,
+            sender: record.message.client_id,
+            sent_ms: moved.as_ref().map_or(record.timestamp_ms, |m| m.sent_ms),
+            receive_count: tracked.receive_count + moved.as_ref().map_or(0, |m| m.receive_count),
+            first_receive_ms: moved
+                .as_ref()
+                .map(|m| m.first_receive_ms)
+                .filter(|ms| *ms > 0)
+                .unwrap_or(tracked.first_receive_ms),
+            group: header.group,
+            dedup_id: header.dedup_id,
+            sequence_number: spec.fifo.then(|| sequence_number(offset)),
+        }
+    }
+
+    fn dedup(&self) -> MutexGuard<'_, Dedup> {
+        self.dedup.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuilds the in-memory state from what recovery found, reading each
+    /// tracked message's record. Blocking I/O.
+    fn rebuild(&self, recovered: &journal::Recovered) -> Result<State, QueueError> {
+        let spec = self.spec();
+        let now = now_ms();
+        let first = self.messages.stats().first_offset;
+        let mut state = State::new(spec.fifo, recovered.head.max(first));
+        let tracked = recovered
+            .received
+            .iter()
+            .map(|(o, r)| (*o, Some(*r)))
+            .chain(recovered.pending.iter().map(|o| (*o, None)));
+        for (offset, receipt) in tracked {
+            if let Some(record) = self.read(offset)? {
+                state.insert(offset, tracked_from(&spec, &record, receipt), now);
+            }
+        }
+        state.set_head(recovered.head.max(first));
+        Ok(state)
+    }
+
+    /// Refills the deduplication window from the last five minutes of the
+    /// log. Blocking I/O.
+    fn restore_dedup(&self) -> Result<(), QueueError> {
+        let spec = self.spec();
+        if !spec.fifo {
+            return Ok(());
+        }
+        let since = now_ms() - dedup::WINDOW_MS;
+        let from = self.messages.offset_at_time(since)?;
+        let mut dedup = self.dedup();
+        for record in self.messages.scan(from..u64::MAX) {
+            let record = record?;
+            let (header, _) = message::decode(&record.message.payload);
+            if header.moved.is_some() {
+                continue;
+            }
+            if let Some(id) = header.dedup_id {
+                dedup.restore(
+                    id,
+                    record.timestamp_ms,
+                    Sent {
+                        message_id: message::message_id(self.incarnation, record.offset),
+                        sequence_number: Some(sequence_number(record.offset)),
+                        duplicate: false,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A send on its way to the log.
+enum Step {
+    Queued {
+        ticket: tidewire_storage::AppendTicket,
+        dedup_id: Option<String>,
+    },
+    Duplicate(tokio::sync::watch::Receiver<Option<Sent>>),
+}
+
+fn unreachable_sent() -> Sent {
+    Sent {
+        message_id: String::new(),
+        sequence_number: None,
+        duplicate: true,
+    }
+}
+
+fn snapshot_entry(offset: u64, t: &Tracked) -> Change {
+    if t.nonce == 0 {
+        Change::Pending { offset }
+    } else {
+        Change::Receive {
+            offset,
+            receipt: JournalReceipt {
+                nonce: t.nonce,
+                count: t.receive_count,
+                visible_at_ms: t.visible_at_ms,
+                first_receive_ms: t.first_receive_ms,
+            },
+        }
+    }
+}
+
+/// The state of a message read from the log, with its receive history if
+/// it has one.
+fn tracked_from(spec: &QueueSpec, record: &Record, receipt: Option<JournalReceipt>) -> Tracked {
+    let (header, _) = message::decode(&record.message.payload);
+    let delay_ms = header
+        .delay_ms
+        .map_or(spec.config.delay.as_millis() as i64, |d| d as i64);
+    let group = spec
+        .fifo
+        .then(|| Arc::from(header.group.as_deref().unwrap_or("")));
+    match receipt {
+        Some(r) => Tracked {
+            nonce: r.nonce,
+            receive_count: r.count,
+            first_receive_ms: r.first_receive_ms,
+            visible_at_ms: r.visible_at_ms,
+            sent_ms: record.timestamp_ms,
+            group,
+        },
+        None => Tracked {
+            nonce: 0,
+            receive_count: 0,
+            first_receive_ms: 0,
+            visible_at_ms: record.timestamp_ms + delay_ms,
+            sent_ms: record.timestamp_ms,
+            group,
+        },
+    }
+}
+
+/// SQS counts a message's size as its body plus each attribute's name,
+/// type and value.
+fn attributes_size(attributes: &std::collections::BTreeMap<String, message::Attribute>) -> usize {
+    attributes
+        .iter()
+        .map(|(name, a)| {
+            name.len()
+                + a.data_type.len()
+                + a.string.as_ref().map_or(0, String::len)
+                + a.binary.as_ref().map_or(0, Vec::len)
+        })
+        .sum()
+}
+
+/// A FIFO group or deduplication id SQS would accept: 1 to 128
+/// characters of ASCII letters, digits and punctuation.
+fn check_fifo_id(name: &str, id: &str) -> Result<(), QueueError> {
+    if id.is_empty() || id.len() > 128 || !id.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(QueueError::invalid(
+            name,
+            "must be 1 to 128 characters of letters, digits and punctuation",
+        ));
+    }
+    Ok(())
+}
+
+/// A FIFO sequence number: the offset, as SQS's decimal string.
+fn sequence_number(offset: u64) -> String {
+    format!("{offset:020}")
+}
+
+const INCARNATION_FILE: &str = "queue.id";
+
+/// The queue's random identity, made when its directory is.
+fn incarnation(dir: &Path) -> Result<u64, QueueError> {
+    let path = dir.join(INCARNATION_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => u64::from_str_radix(text.trim(), 16)
+            .map_err(|_| QueueError::State(format!("{} is damaged", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = fastrand::u64(1..);
+            tidewire_storage::durable_file::replace(&path, format!("{id:016x}\n").as_bytes())
+                .map_err(|e| QueueError::State(format!("write {}: {e}", path.display())))?;
+            Ok(id)
+        }
+        Err(e) => Err(QueueError::State(format!("read {}: {e}", path.display()))),
+    }
+}
+
+fn file_time_ms(path: &Path) -> i64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn messages_config(spec: &QueueSpec) -> LogConfig {
+    LogConfig {
+        fsync: spec.fsync,
+        // Whole segments go once every message in them is past retention;
+        // receives skip older messages before that.
+        retention: Retention {
+            max_age: Some(spec.config.retention),
+            max_bytes: None,
+        },
+        segment_bytes: 16 * 1024 * 1024,
+        segment_age: Duration::from_secs(600),
+        ..LogConfig::default()
+    }
+}
+
+fn journal_config(fsync: FsyncPolicy) -> LogConfig {
+    LogConfig {
+        fsync,
+        segment_bytes: 4 * 1024 * 1024,
+        segment_age: Duration::from_secs(60),
+        ..LogConfig::default()
+    }
+}
+
+/// Now, in ms since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
