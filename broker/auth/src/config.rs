@@ -4,10 +4,11 @@
 //!
 //! Defaults: a user may publish and subscribe to everything (as before
 //! users could read SQL) and read no stream and not administer unless
-//! given `sql` and `admin`; a token may do nothing it is not given.
+//! given `sql`, `queues` and `admin`; a token may do nothing it is not given.
 //! Anonymous clients, when allowed, may do everything unless an
 //! `anonymous` table says otherwise; given one, what it leaves out is
-//! `publish`/`subscribe` everything, `sql` none, `admin` false.
+//! `publish`/`subscribe` and `queues` everything, `sql` none, `admin`
+//! false.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -45,6 +46,9 @@ pub struct PermissionsConfig {
     pub deny: Vec<String>,
     /// Streams it may read (records API, SQL); `"*"` is every stream.
     pub sql: Option<Vec<String>>,
+    /// Queues it may send to and receive from (SQS, `/api/v1/queues`,
+    /// `/ws`); `"*"` is every queue.
+    pub queues: Option<Vec<String>>,
     /// May create and delete streams, queries, queues, topics, rules and
     /// exports.
     pub admin: Option<bool>,
@@ -70,6 +74,9 @@ pub struct UserConfig {
     pub deny: Vec<String>,
     /// See [`PermissionsConfig::sql`].
     pub sql: Option<Vec<String>>,
+    /// See [`PermissionsConfig::queues`].
+    #[serde(default)]
+    pub queues: Option<Vec<String>>,
     /// See [`PermissionsConfig::admin`].
     pub admin: Option<bool>,
 }
@@ -92,6 +99,9 @@ pub struct TokenConfig {
     pub deny: Vec<String>,
     /// See [`PermissionsConfig::sql`].
     pub sql: Option<Vec<String>>,
+    /// See [`PermissionsConfig::queues`].
+    #[serde(default)]
+    pub queues: Option<Vec<String>>,
     /// See [`PermissionsConfig::admin`].
     pub admin: Option<bool>,
 }
@@ -160,6 +170,7 @@ impl AuthTable {
                 subscribe: user.subscribe.clone(),
                 deny: user.deny.clone(),
                 sql: user.sql.clone(),
+                queues: user.queues.clone(),
                 admin: user.admin,
             };
             let permissions = permissions(&given, Kind::User, key)?;
@@ -189,6 +200,7 @@ impl AuthTable {
                 subscribe: token.subscribe.clone(),
                 deny: token.deny.clone(),
                 sql: token.sql.clone(),
+                queues: token.queues.clone(),
                 admin: token.admin,
             };
             token_list.push((
@@ -242,9 +254,28 @@ fn permissions(
             StreamAccess::Only(names.iter().cloned().collect())
         }
     };
+    let queues = match given.queues.as_deref() {
+        // Anonymous clients, when allowed, may use every queue unless told
+        // otherwise; users and tokens only those they are given.
+        None if kind == Kind::Anonymous => StreamAccess::All,
+        None => StreamAccess::Only(BTreeSet::new()),
+        Some(names) if names.iter().any(|n| n == "*") => StreamAccess::All,
+        Some(names) => {
+            for (i, name) in names.iter().enumerate() {
+                if name.is_empty() || name.len() > 80 {
+                    return Err(ConfigError::new(
+                        format!("{key}.queues[{i}]"),
+                        "a queue name is 1 to 80 characters",
+                    ));
+                }
+            }
+            StreamAccess::Only(names.iter().cloned().collect())
+        }
+    };
     Ok(Permissions {
         rules,
         sql,
+        queues,
         admin: given.admin.unwrap_or(false),
     })
 }

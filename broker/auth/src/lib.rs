@@ -375,6 +375,7 @@ mod tests {
             subscribe: None,
             deny: Vec::new(),
             sql: Some(vec!["events".into()]),
+            queues: None,
             admin: None,
         };
         let token = TokenConfig {
@@ -384,6 +385,7 @@ mod tests {
             subscribe: None,
             deny: Vec::new(),
             sql: Some(vec!["*".into()]),
+            queues: None,
             admin: None,
         };
         let config = AuthConfig {

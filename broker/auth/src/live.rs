@@ -77,6 +77,7 @@ mod tests {
             subscribe: None,
             deny: Vec::new(),
             sql: None,
+            queues: None,
             admin: None,
         };
         AuthTable::validate(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::acl::{Acl, Rules};
 
-/// The streams a principal may read.
+/// The streams a principal may read, or the queues it may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamAccess {
     /// Every stream (`sql = ["*"]`).
@@ -34,6 +34,8 @@ pub struct Permissions {
     pub rules: Rules,
     /// Streams it may read.
     pub sql: StreamAccess,
+    /// Queues it may send to and receive from.
+    pub queues: StreamAccess,
     /// May create and delete streams, queries, queues, topics, rules and
     /// exports.
     pub admin: bool,
@@ -46,6 +48,7 @@ impl Permissions {
         Permissions {
             rules: Rules::parse(&every, &every, &[], "").unwrap_or_default(),
             sql: StreamAccess::All,
+            queues: StreamAccess::All,
             admin: true,
         }
     }
@@ -55,6 +58,7 @@ impl Permissions {
         Permissions {
             rules: Rules::default(),
             sql: StreamAccess::Only(BTreeSet::new()),
+            queues: StreamAccess::Only(BTreeSet::new()),
             admin: false,
         }
     }
@@ -98,6 +102,11 @@ impl Principal {
     /// May it read the stream `name` (records API, SQL)?
     pub fn may_read(&self, stream: &str) -> bool {
         self.permissions.sql.allows(stream)
+    }
+
+    /// May it send to and receive from the queue `name`?
+    pub fn may_use_queue(&self, name: &str) -> bool {
+        self.permissions.queues.allows(name)
     }
 
     /// May it administer?

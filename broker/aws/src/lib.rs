@@ -24,6 +24,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use tidewire_auth::{Auth, Door, Identity, Peer, Permissions, Principal};
+use tidewire_queues::Queues;
 
 pub use config::{AwsConfig, AwsSettings};
 pub use error::AwsError;
@@ -44,6 +45,7 @@ pub struct Caller {
 pub struct AwsApi {
     settings: Arc<AwsSettings>,
     auth: Auth,
+    queues: Queues,
 }
 
 /// Where an AWS request's answer goes: which error shape it needs.
@@ -54,11 +56,13 @@ enum Protocol {
 }
 
 impl AwsApi {
-    /// The endpoint for `settings`, checking callers against `auth`.
-    pub fn new(settings: AwsSettings, auth: Auth) -> AwsApi {
+    /// The endpoint for `settings`, checking callers against `auth`,
+    /// serving `queues` over SQS.
+    pub fn new(settings: AwsSettings, auth: Auth, queues: Queues) -> AwsApi {
         AwsApi {
             settings: Arc::new(settings),
             auth,
+            queues,
         }
     }
 

@@ -17,6 +17,7 @@ use tidewire_core::{CatalogLimits, ConfigError, Limits, StreamConfig, StreamSpec
 use tidewire_dashboard::{Dashboard, definition as dashboard};
 use tidewire_mqtt::{MqttConfig, MqttSettings};
 use tidewire_nats::NatsBridgeConfig;
+use tidewire_queues::{DEFAULT_MAX_QUEUES, QueueConfig};
 use tidewire_sql::{QueryConfig, SqlConfig, SqlLimits};
 use tidewire_tls::{Tls, TlsConfig, TlsMetrics};
 use tidewire_websocket::{WebSocketConfig, WebSocketSettings};
@@ -28,6 +29,8 @@ pub const DEFAULT_DATA_DIR: &str = "./tidewire-data";
 /// Default time a client has to send a request's headers, from the moment
 /// the connection waits for them (hyper's own default).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Highest `limits.max_queues` accepted.
+const MAX_QUEUES_LIMIT: usize = 10_000;
 /// Highest `limits.max_streams` accepted.
 pub const MAX_STREAMS_LIMIT: usize = 10_000;
 /// Default HTTP connections one client address may hold open at once.
@@ -98,6 +101,9 @@ pub struct FileConfig {
     /// `[[queries]]`: continuous queries started with the server.
     #[serde(default)]
     pub queries: Vec<QueryConfig>,
+    /// `[[queues]]`: durable work queues (SQS semantics).
+    #[serde(default)]
+    pub queues: Vec<QueueConfig>,
     /// `[websocket]`: limits of `/mqtt` and `/ws`.
     #[serde(default)]
     pub websocket: WebSocketConfig,
@@ -194,6 +200,9 @@ pub struct LimitsSection {
     /// Most streams open at once, from the config file and the API
     /// together (default 256; each has a writer thread and open files).
     pub max_streams: Option<usize>,
+    /// Most queues, from the config file and the API together (default
+    /// 1000; each has two writer threads and open files).
+    pub max_queues: Option<usize>,
 }
 
 /// Settings given on the command line or in the environment; they win over
@@ -238,6 +247,10 @@ pub struct Config {
     pub streams: Vec<StreamSpec>,
     /// Limits of the run-time catalog.
     pub catalog: CatalogLimits,
+    /// The queues of the config file (each already validated).
+    pub queues: Vec<QueueConfig>,
+    /// Most queues, config and API together.
+    pub max_queues: usize,
     /// The bridges, of every kind.
     pub bridges: Vec<Arc<dyn BridgeConfig>>,
     /// SQL limits.
@@ -391,6 +404,8 @@ impl Config {
             bridges: file.bridge.validate("bridge")?,
             sql: file.sql.validate("sql")?,
             queries: validated_queries(file.queries)?,
+            max_queues: validated_max_queues(file.limits.max_queues, file.queues.len())?,
+            queues: validated_queues(file.queues)?,
             websocket: file.websocket.validate()?,
             dashboards: match &file.dashboards.dir {
                 Some(dir) => dashboard::load_dir(dir),
@@ -401,6 +416,28 @@ impl Config {
             streams,
             catalog,
         })
+    }
+}
+
+/// `[[queues]]`, each checked on its own (references between them, such
+/// as dead-letter queues, are checked when they open).
+fn validated_queues(queues: Vec<QueueConfig>) -> Result<Vec<QueueConfig>, ConfigError> {
+    for (i, queue) in queues.iter().enumerate() {
+        queue.validate(&format!("queues[{i}]"))?;
+    }
+    Ok(queues)
+}
+
+fn validated_max_queues(max: Option<usize>, defined: usize) -> Result<usize, ConfigError> {
+    match max {
+        Some(n) if (defined.max(1)..=MAX_QUEUES_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ConfigError::new(
+            "limits.max_queues",
+            format!(
+                "must be at least the {defined} queue(s) the file defines, and at most {MAX_QUEUES_LIMIT}"
+            ),
+        )),
+        None => Ok(DEFAULT_MAX_QUEUES.max(defined)),
     }
 }
 

@@ -12,6 +12,7 @@ use tidewire_bridge::{BridgeError, BridgeMetrics, Bridges};
 use tidewire_core::{Broker, Catalog, CatalogError, PublishMetrics, StorageError, Streams};
 use tidewire_dashboard::Dashboard;
 use tidewire_mqtt::{MqttError, MqttServer};
+use tidewire_queues::{QueueError, QueueMetrics, Queues};
 use tidewire_sql::{ContinuousQueries, SqlEngine, SqlError, SqlMetrics};
 use tidewire_storage::{OnFatal, StorageMetrics};
 use tidewire_tls::Tls;
@@ -34,6 +35,9 @@ const AWS_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Why the server could not start, or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The queues could not be opened (a bad definition, or their files).
+    #[error("opening queues: {0}")]
+    Queues(#[from] QueueError),
     /// The data directory or a stream could not be opened (external).
     #[error("opening streams: {0}")]
     Storage(#[from] StorageError),
@@ -77,6 +81,7 @@ pub enum ServerError {
 pub struct Server {
     broker: Broker,
     catalog: Catalog,
+    queues: Queues,
     auth: Auth,
     reloader: Reloader,
     registry: Arc<Registry>,
@@ -144,6 +149,27 @@ impl Server {
             .await
             .map_err(|e| ServerError::Internal(format!("catalog opening task: {e}")))??
         };
+        let queues = {
+            let (catalog, storage_metrics, on_fatal) =
+                (catalog.clone(), storage_metrics.clone(), on_fatal.clone());
+            let (configs, max_queues) = (config.queues.clone(), config.max_queues);
+            let metrics = QueueMetrics::register(&mut registry);
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                let _entered = runtime.enter();
+                Queues::open(
+                    catalog,
+                    &configs,
+                    storage_metrics,
+                    on_fatal,
+                    metrics,
+                    max_queues,
+                )
+            })
+            .await
+            .map_err(|e| ServerError::Internal(format!("queue opening task: {e}")))??
+        };
+        broker.set_queues(Arc::new(queues.clone()));
         let mqtt = MqttServer::start(
             config.mqtt.clone(),
             broker.clone(),
@@ -189,6 +215,7 @@ impl Server {
         Ok(Server {
             broker,
             catalog,
+            queues: queues.clone(),
             reloader: Reloader::new(&config),
             auth: config.auth.clone(),
             registry: Arc::new(registry),
@@ -205,7 +232,7 @@ impl Server {
             http_limits: config.http,
             http_metrics,
             http_tls: config.tls.clone().filter(|_| config.http_tls),
-            aws: AwsApi::new(config.aws.clone(), config.auth.clone()),
+            aws: AwsApi::new(config.aws.clone(), config.auth.clone(), queues),
             fatal,
         })
     }
@@ -243,6 +270,7 @@ impl Server {
         let state = AppState {
             broker: self.broker.clone(),
             catalog: self.catalog.clone(),
+            queues: self.queues.clone(),
             reloader: self.reloader.clone(),
             registry: Arc::clone(&self.registry),
         };
@@ -311,7 +339,8 @@ impl Server {
         self.bridges.stop().await;
         self.background.cancel();
         self.broker.streams().close().await;
-        tracing::info!("all streams synced and closed");
+        self.queues.close().await;
+        tracing::info!("all streams and queues synced and closed");
 
         if let Some(reason) = self
             .fatal

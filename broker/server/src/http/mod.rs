@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use tidewire_core::{Broker, Catalog};
+use tidewire_queues::Queues;
 
 use crate::reload::Reloader;
 
@@ -33,6 +34,8 @@ pub struct AppState {
     pub broker: Broker,
     /// The run-time catalog of streams.
     pub catalog: Catalog,
+    /// The queues.
+    pub queues: Queues,
     /// Reloads the config file (`POST /api/v1/admin/reload`).
     pub reloader: Reloader,
     /// Every metric, for `/metrics`.
