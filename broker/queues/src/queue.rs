@@ -659,6 +659,44 @@ impl Queue {
         Ok(())
     }
 
+    /// Up to `max` messages in queue order, without receiving them: those
+    /// already looked at (with their receive history), then unread ones.
+    /// Their receipt handles are empty. For people (the dashboard).
+    pub async fn peek(&self, max: usize) -> Result<Vec<Delivered>, QueueError> {
+        let spec = self.spec();
+        let (tracked, head): (Vec<(u64, Tracked)>, u64) = {
+            let state = self.state.lock().await;
+            (
+                state
+                    .tracked()
+                    .take(max)
+                    .map(|(o, t)| (*o, t.clone()))
+                    .collect(),
+                state.head(),
+            )
+        };
+        let mut out = Vec::with_capacity(max);
+        for (offset, t) in tracked {
+            if let Some(record) = self.read(offset)? {
+                out.push(self.delivered(&spec, record, offset, &t, 0));
+            }
+        }
+        let end = self.messages.next_offset();
+        for record in self.messages.scan(head..end) {
+            if out.len() >= max {
+                break;
+            }
+            let record = record?;
+            let offset = record.offset;
+            let t = tracked_from(&spec, &record, None);
+            out.push(self.delivered(&spec, record, offset, &t, 0));
+        }
+        for message in &mut out {
+            message.receipt_handle.clear();
+        }
+        Ok(out)
+    }
+
     /// Finishes a dead-letter or redrive move: the message is gone from
     /// here, if it is still the move's.
     pub(crate) async fn forget_moved(&self, offset: u64, nonce: u64) -> Result<(), QueueError> {
