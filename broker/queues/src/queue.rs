@@ -5,6 +5,7 @@
 //! under the queue's fsync policy; a receive, delete or visibility change
 //! once its journal record is.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -30,8 +31,9 @@ pub const MAX_RECEIVE: usize = 10;
 /// in flight) that a queue keeps in memory; past it, it stops reading ahead
 /// until some are received.
 const MAX_LOOKAHEAD: usize = 20_000;
-/// Records read ahead from the log at a time.
-const SCAN_BATCH: u64 = 32;
+/// Fewest records read ahead from the log at a time (more when a receive
+/// wants more).
+const MIN_SCAN: u64 = 1;
 /// A journal this many records past the last snapshot is compacted.
 const SNAPSHOT_EVERY_RECORDS: u64 = 8192;
 /// A journal that changed at all is compacted at least this often.
@@ -487,18 +489,25 @@ impl Queue {
             .map(|d| d.max_receive_count);
         let mut pass = Pass::default();
         let mut changes = Vec::new();
+        // Records read ahead in this pass, so they are not read twice.
+        let mut fresh = BTreeMap::new();
         let mut state = self.state.lock().await;
         state.expire(now);
         while pass.delivered.len() + pass.dead_letters.len() < max {
-            let candidates = state.candidates(max - pass.delivered.len() - pass.dead_letters.len());
+            let want = max - pass.delivered.len() - pass.dead_letters.len();
+            let candidates = state.candidates(want);
             if candidates.is_empty() {
-                if self.read_ahead(&spec, &mut state, now)? {
+                if self.read_ahead(&spec, &mut state, now, want as u64, &mut fresh)? {
                     continue;
                 }
                 break;
             }
             for offset in candidates {
-                let record = self.read(offset)?.filter(|r| r.timestamp_ms >= horizon);
+                let record = match fresh.remove(&offset) {
+                    Some(record) => Some(record),
+                    None => self.read(offset)?,
+                };
+                let record = record.filter(|r: &Record| r.timestamp_ms >= horizon);
                 let Some(record) = record else {
                     state.remove(offset);
                     changes.push(Change::Delete { offset });
@@ -562,6 +571,8 @@ impl Queue {
         spec: &QueueSpec,
         state: &mut State,
         now: i64,
+        want: u64,
+        fresh: &mut BTreeMap<u64, Record>,
     ) -> Result<bool, QueueError> {
         let head = state.head();
         let end = self.messages.next_offset();
@@ -570,7 +581,7 @@ impl Queue {
         }
         let horizon = now - spec.config.retention.as_millis() as i64;
         let mut last = None;
-        for record in self.messages.scan(head..end.min(head + SCAN_BATCH)) {
+        for record in self.messages.scan(head..end.min(head + want.max(MIN_SCAN))) {
             let record = record?;
             last = Some(record.offset);
             if record.timestamp_ms < horizon {
@@ -579,6 +590,7 @@ impl Queue {
             }
             let tracked = tracked_from(spec, &record, None);
             state.insert(record.offset, tracked, now);
+            fresh.insert(record.offset, record);
         }
         // Records below the log's first one were dropped by retention.
         let first = self.messages.stats().first_offset;
@@ -589,29 +601,47 @@ impl Queue {
     /// Deletes the message of a receipt handle. A handle of a message
     /// already deleted succeeds again; one of an older receive does not.
     pub async fn delete(&self, handle: &str) -> Result<(), QueueError> {
-        let receipt = self.receipt(handle)?;
+        self.delete_batch(&[handle])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(QueueError::State("no answer".into())))
+    }
+
+    /// Deletes the messages of several receipt handles, with one journal
+    /// record (one fsync) for all of them; answers each in order.
+    pub async fn delete_batch(&self, handles: &[&str]) -> Vec<Result<(), QueueError>> {
+        let mut answers = Vec::with_capacity(handles.len());
+        let mut changes = Vec::with_capacity(handles.len());
         let ticket = {
             let mut state = self.state.lock().await;
-            match state.get(receipt.offset) {
-                Some(t) if t.nonce == receipt.nonce => {
-                    state.remove(receipt.offset);
-                    let ticket = self
-                        .journal_changes(&[Change::Delete {
-                            offset: receipt.offset,
-                        }])
-                        .await?;
-                    self.counters.deleted.inc();
-                    ticket
-                }
-                Some(_) => return Err(QueueError::InvalidReceiptHandle(handle.to_owned())),
-                None if receipt.offset < state.head() => None,
-                None => return Err(QueueError::InvalidReceiptHandle(handle.to_owned())),
+            for handle in handles {
+                answers.push(match self.receipt(handle) {
+                    Err(e) => Err(e),
+                    Ok(receipt) => match state.get(receipt.offset) {
+                        Some(t) if t.nonce == receipt.nonce => {
+                            state.remove(receipt.offset);
+                            changes.push(Change::Delete {
+                                offset: receipt.offset,
+                            });
+                            Ok(())
+                        }
+                        None if receipt.offset < state.head() => Ok(()),
+                        _ => Err(QueueError::InvalidReceiptHandle((*handle).to_owned())),
+                    },
+                });
+            }
+            match self.journal_changes(&changes).await {
+                Ok(ticket) => ticket,
+                Err(e) => return fail_all(answers, &e),
             }
         };
-        if let Some(ticket) = ticket {
-            ticket.await?;
+        if let Some(ticket) = ticket
+            && let Err(e) = ticket.await
+        {
+            return fail_all(answers, &QueueError::from(e));
         }
-        Ok(())
+        self.counters.deleted.inc_by(changes.len() as u64);
+        answers
     }
 
     /// Changes how long the message of a receipt handle stays hidden,
@@ -1052,6 +1082,15 @@ impl Queue {
         }
         Ok(())
     }
+}
+
+/// Every answer that was a success becomes `e`: the change they were part
+/// of did not become durable.
+fn fail_all(answers: Vec<Result<(), QueueError>>, e: &QueueError) -> Vec<Result<(), QueueError>> {
+    answers
+        .into_iter()
+        .map(|a| a.and_then(|()| Err(QueueError::State(e.to_string()))))
+        .collect()
 }
 
 /// A send on its way to the log.

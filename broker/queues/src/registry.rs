@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -62,6 +63,9 @@ struct Inner {
     metrics: QueueMetrics,
     max_queues: usize,
     open: RwLock<Arc<Open>>,
+    /// True when some queue takes published messages: the publish path's
+    /// check when none does is one load.
+    fed_by_topics: AtomicBool,
     changes: tokio::sync::Mutex<()>,
     tasks: Mutex<MoveTasks>,
 }
@@ -155,6 +159,7 @@ impl Queues {
                 on_fatal,
                 metrics,
                 max_queues,
+                fed_by_topics: AtomicBool::new(fed_by_topics(&open)),
                 open: RwLock::new(Arc::new(open)),
                 changes: tokio::sync::Mutex::new(()),
                 tasks: Mutex::default(),
@@ -193,6 +198,9 @@ impl Queues {
             origins: current.origins.clone(),
         };
         edit(&mut next);
+        self.inner
+            .fed_by_topics
+            .store(fed_by_topics(&next), Ordering::Relaxed);
         *current = Arc::new(next);
     }
 
@@ -602,16 +610,22 @@ impl Queues {
     }
 }
 
+fn fed_by_topics(open: &Open) -> bool {
+    open.queues.values().any(|q| !q.spec().from.is_empty())
+}
+
 fn header_source(header: &Header) -> Option<String> {
     header.moved.as_ref().map(|m: &Moved| m.from.clone())
 }
 
 impl Enqueue for Queues {
     fn takes(&self, topic: &str) -> bool {
-        self.snapshot()
-            .queues
-            .values()
-            .any(|q| q.spec().takes(topic))
+        self.inner.fed_by_topics.load(Ordering::Relaxed)
+            && self
+                .snapshot()
+                .queues
+                .values()
+                .any(|q| q.spec().takes(topic))
     }
 
     fn enqueue<'a>(
