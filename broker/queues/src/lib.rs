@@ -5,12 +5,14 @@
 //! registry ([`Queues`]) opens them, keeps their definitions in the
 //! run-time catalog, and takes published messages into them by topic, so
 //! MQTT, `/ws`, HTTP and NATS ingest all feed them. The front doors (SQS,
-//! `/api/v1/queues`, `/ws`) call [`Queues`] and [`Queue`].
+//! `/api/v1/queues`, `/ws`) call [`Queues`] and [`Queue`]; the two JSON
+//! ones share their message shapes ([`json`]).
 
 pub mod config;
 mod dedup;
 pub mod error;
 mod journal;
+pub mod json;
 pub mod message;
 pub mod metrics;
 pub mod moves;

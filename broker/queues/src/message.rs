@@ -18,6 +18,8 @@ use bytes::{Buf, Bytes};
 use serde::{Deserialize, Serialize};
 use tidewire_storage::{Message, Properties};
 
+use crate::error::QueueError;
+
 /// A message attribute, as SQS has them: a data type (`String`, `Number`,
 /// `Binary`, optionally with a `.custom` suffix) and a value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +186,77 @@ pub struct Sent {
     pub duplicate: bool,
 }
 
+/// Most message attributes a message may carry, as in SQS.
+pub const MAX_ATTRIBUTES: usize = 10;
+/// Longest attribute name and data type, as in SQS.
+const MAX_ATTRIBUTE_NAME: usize = 256;
+
+/// Checks message attributes as SQS does: at most 10; names of letters,
+/// digits, `_`, `-` and `.` (not first or last, never two in a row, and
+/// not starting with `AWS.` or `Amazon.`); a data type of `String`,
+/// `Number` or `Binary`, optionally followed by `.label`; a non-empty
+/// value of that type (a `Number` must be a number).
+pub fn check_attributes(attributes: &BTreeMap<String, Attribute>) -> Result<(), QueueError> {
+    let invalid = |message: String| QueueError::invalid("MessageAttributes", message);
+    if attributes.len() > MAX_ATTRIBUTES {
+        return Err(invalid(format!(
+            "{} attributes, more than the limit of {MAX_ATTRIBUTES}",
+            attributes.len()
+        )));
+    }
+    for (name, attribute) in attributes {
+        check_attribute_name(name).map_err(|m| invalid(format!("attribute {name:?}: {m}")))?;
+        check_attribute_value(attribute)
+            .map_err(|m| invalid(format!("attribute {name:?}: {m}")))?;
+    }
+    Ok(())
+}
+
+fn check_attribute_name(name: &str) -> Result<(), String> {
+    let lower = name.to_ascii_lowercase();
+    if name.is_empty() || name.len() > MAX_ATTRIBUTE_NAME {
+        Err(format!("a name is 1 to {MAX_ATTRIBUTE_NAME} characters"))
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        Err("a name holds only letters, digits, '_', '-' and '.'".into())
+    } else if name.starts_with('.') || name.ends_with('.') || name.contains("..") {
+        Err("a name cannot start or end with '.', or have two in a row".into())
+    } else if lower.starts_with("aws.") || lower.starts_with("amazon.") {
+        Err("names starting with AWS. or Amazon. are reserved".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn check_attribute_value(attribute: &Attribute) -> Result<(), String> {
+    let data_type = &attribute.data_type;
+    let (base, label) = data_type
+        .split_once('.')
+        .map_or((data_type.as_str(), None), |(b, l)| (b, Some(l)));
+    if data_type.len() > MAX_ATTRIBUTE_NAME || label.is_some_and(str::is_empty) {
+        return Err(format!("invalid data type {data_type:?}"));
+    }
+    match (base, &attribute.string, &attribute.binary) {
+        ("String", Some(s), None) if !s.is_empty() => Ok(()),
+        ("Number", Some(s), None) => {
+            if s.trim().parse::<f64>().is_ok_and(f64::is_finite) {
+                Ok(())
+            } else {
+                Err(format!("{s:?} is not a number"))
+            }
+        }
+        ("Binary", None, Some(b)) if !b.is_empty() => Ok(()),
+        ("String" | "Number" | "Binary", _, _) => {
+            Err(format!("needs a non-empty value of type {base}"))
+        }
+        _ => Err(format!(
+            "the data type must be String, Number or Binary, optionally followed by .label, not {data_type:?}"
+        )),
+    }
+}
+
 /// The `String` attributes an MQTT message carries: its user properties
 /// (the first of repeated names) and its content type.
 pub fn attributes_of_properties(properties: &Properties) -> BTreeMap<String, Attribute> {
@@ -267,6 +340,77 @@ mod tests {
             decode(&plain.payload),
             (Header::default(), Bytes::from_static(b"{}"))
         );
+    }
+
+    #[test]
+    fn attributes_are_checked_as_sqs_does() {
+        let string = |v: &str| Attribute {
+            data_type: "String".into(),
+            string: Some(v.into()),
+            binary: None,
+        };
+        let of = |pairs: Vec<(&str, Attribute)>| {
+            pairs
+                .into_iter()
+                .map(|(n, a)| (n.to_owned(), a))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let good = of(vec![
+            ("a.b-c_d", string("x")),
+            (
+                "n",
+                Attribute {
+                    data_type: "Number.float".into(),
+                    string: Some("-1.5e3".into()),
+                    binary: None,
+                },
+            ),
+            (
+                "b",
+                Attribute {
+                    data_type: "Binary".into(),
+                    string: None,
+                    binary: Some(vec![0]),
+                },
+            ),
+        ]);
+        assert!(check_attributes(&good).is_ok());
+        let number = |v: &str| Attribute {
+            data_type: "Number".into(),
+            string: Some(v.into()),
+            binary: None,
+        };
+        let typed = |t: &str| Attribute {
+            data_type: t.into(),
+            string: Some("x".into()),
+            binary: None,
+        };
+        for bad in [
+            of(vec![("", string("x"))]),
+            of(vec![(".a", string("x"))]),
+            of(vec![("a..b", string("x"))]),
+            of(vec![("a b", string("x"))]),
+            of(vec![("AWS.x", string("x"))]),
+            of(vec![("amazon.x", string("x"))]),
+            of(vec![("a", string(""))]),
+            of(vec![("a", number("ten"))]),
+            of(vec![("a", typed("Text"))]),
+            of(vec![("a", typed("String."))]),
+            of((0..11)
+                .map(|i| {
+                    (
+                        ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"][i],
+                        string("x"),
+                    )
+                })
+                .collect()),
+        ] {
+            let err = check_attributes(&bad).expect_err("refused");
+            assert!(
+                matches!(&err, QueueError::InvalidParameter { name, .. } if name == "MessageAttributes"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -210,6 +210,7 @@ impl Queue {
 
     /// Checks a message for this queue: its size and FIFO fields.
     fn check(&self, spec: &QueueSpec, body_len: usize, out: &Outgoing) -> Result<(), QueueError> {
+        message::check_attributes(&out.attributes)?;
         let size = body_len + attributes_size(&out.attributes);
         let max = spec.config.max_message_bytes.as_u64();
         if size as u64 > max {

@@ -278,6 +278,7 @@ impl Server {
             self.mqtt.context(),
             self.sql.clone(),
             self.queries.clone(),
+            self.queues.clone(),
             self.websocket.clone(),
             self.websocket_metrics.clone(),
             stop.clone(),

@@ -1,6 +1,8 @@
 //! The `/ws` JSON protocol's frames: what clients send ([`Request`]) and
 //! the frames the server answers with. Every request may carry an `id`,
-//! which the answers to it echo; `query` and `watch` require one.
+//! which the answers to it echo; `query`, `watch` and the queue ops
+//! require one. Queue messages have the shapes `/api/v1/queues` uses
+//! ([`tidewire_queues::json`]).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -11,6 +13,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tidewire_core::Stored;
 use tidewire_core::payload::JsonPayload;
+use tidewire_queues::json::{MessageView, ReceiveRequest, SendRequest, SentView};
 use tidewire_sql::output::JsonResult;
 use tidewire_sql::{QueryConfig, WindowResult};
 
@@ -32,6 +35,12 @@ pub enum Request {
     /// Answered with `{"type":"pong"}`: a keepalive for clients (browsers)
     /// that cannot send WebSocket pings.
     Ping(PingRequest),
+    /// Send a message to a queue; answered once durable.
+    QueueSend(QueueSend),
+    /// Receive messages from a queue, with a long poll.
+    QueueReceive(QueueReceive),
+    /// Delete a received message by its receipt handle.
+    QueueDelete(QueueDelete),
 }
 
 /// `{"op":"publish",...}`.
@@ -125,6 +134,69 @@ pub struct PingRequest {
     pub id: Option<Value>,
 }
 
+/// `{"op":"queue_send","id":ID,"queue":Q,"body":ANY,...}`: the fields of
+/// [`SendRequest`] beside the op, id and queue.
+#[derive(Debug)]
+pub struct QueueSend {
+    /// Names the result.
+    pub id: Value,
+    /// The queue's name.
+    pub queue: String,
+    /// The message.
+    pub message: SendRequest,
+}
+
+/// `{"op":"queue_receive","id":ID,"queue":Q,"max":N,"wait_ms":MS,
+/// "visibility_ms":MS}`.
+#[derive(Debug)]
+pub struct QueueReceive {
+    /// Names the result.
+    pub id: Value,
+    /// The queue's name.
+    pub queue: String,
+    /// How many, how long to wait, how long to hide them.
+    pub receive: ReceiveRequest,
+}
+
+/// `{"op":"queue_delete","id":ID,"queue":Q,"receipt_handle":H}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueDelete {
+    #[serde(rename = "op")]
+    _op: IgnoredAny,
+    /// Names the result.
+    pub id: Value,
+    /// The queue's name.
+    pub queue: String,
+    /// From the receive.
+    pub receipt_handle: String,
+}
+
+/// The op, id and queue of a queue op whose other fields are a shared
+/// request shape.
+#[derive(Debug, Deserialize)]
+struct QueueOp {
+    id: Value,
+    queue: String,
+}
+
+impl QueueOp {
+    /// Splits a frame into its id and queue, and the rest read as `T`
+    /// (which refuses unknown fields; raw JSON values keep their text).
+    fn parse<T: DeserializeOwned>(text: &str) -> Result<(QueueOp, T), String> {
+        let bad = |e: serde_json::Error| format!("bad request: {e}");
+        let op: QueueOp = serde_json::from_str(text).map_err(bad)?;
+        let mut fields: std::collections::BTreeMap<String, Box<RawValue>> =
+            serde_json::from_str(text).map_err(bad)?;
+        for envelope in ["op", "id", "queue"] {
+            fields.remove(envelope);
+        }
+        let rest = serde_json::to_string(&fields).map_err(bad)?;
+        let request = serde_json::from_str(&rest).map_err(bad)?;
+        Ok((op, request))
+    }
+}
+
 /// What every frame has: its op and maybe an id.
 #[derive(Debug, Deserialize)]
 struct Envelope {
@@ -160,8 +232,23 @@ impl Request {
             Some("watch") => parse(text).map(Request::Watch),
             Some("unwatch") => parse(text).map(Request::Unwatch),
             Some("ping") => parse(text).map(Request::Ping),
+            Some("queue_send") => QueueOp::parse(text).map(|(op, message)| {
+                Request::QueueSend(QueueSend {
+                    id: op.id,
+                    queue: op.queue,
+                    message,
+                })
+            }),
+            Some("queue_receive") => QueueOp::parse(text).map(|(op, receive)| {
+                Request::QueueReceive(QueueReceive {
+                    id: op.id,
+                    queue: op.queue,
+                    receive,
+                })
+            }),
+            Some("queue_delete") => parse(text).map(Request::QueueDelete),
             Some(other) => Err(format!(
-                "unknown op {other:?}: use publish, subscribe, unsubscribe, query, watch, unwatch or ping"
+                "unknown op {other:?}: use publish, subscribe, unsubscribe, query, watch, unwatch, ping, queue_send, queue_receive or queue_delete"
             )),
             None => Err("bad request: missing field `op`".to_owned()),
         };
@@ -296,6 +383,13 @@ pub enum Reply {
         #[serde(flatten)]
         window: WindowView,
     },
+    /// A queue op's answer (also type `result`).
+    #[serde(rename = "result")]
+    Queue {
+        id: Value,
+        #[serde(flatten)]
+        answer: QueueAnswer,
+    },
     /// A request failed; the socket carries on.
     Error { id: Option<Value>, error: String },
     /// Answer to `ping`.
@@ -303,6 +397,18 @@ pub enum Reply {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<Value>,
     },
+}
+
+/// What a queue op answers, inside a [`Reply::Queue`] frame.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum QueueAnswer {
+    /// `queue_send`: the message's id (and FIFO sequence number).
+    Sent(SentView),
+    /// `queue_receive`: the messages, as `/api/v1/queues` gives them.
+    Received { messages: Vec<MessageView> },
+    /// `queue_delete`: nothing more than the id.
+    Deleted {},
 }
 
 /// A window result inside a [`Reply::Window`] frame.
@@ -343,7 +449,9 @@ impl Reply {
     pub fn id(&self) -> Option<Value> {
         match self {
             Reply::Ack { id, .. } | Reply::Error { id, .. } | Reply::Pong { id } => id.clone(),
-            Reply::Result { id, .. } | Reply::Window { id, .. } => Some(id.clone()),
+            Reply::Result { id, .. } | Reply::Window { id, .. } | Reply::Queue { id, .. } => {
+                Some(id.clone())
+            }
         }
     }
 
@@ -351,7 +459,7 @@ impl Reply {
     pub fn kind(&self) -> &'static str {
         match self {
             Reply::Ack { .. } => "ack",
-            Reply::Result { .. } | Reply::Window { .. } => "result",
+            Reply::Result { .. } | Reply::Window { .. } | Reply::Queue { .. } => "result",
             Reply::Error { .. } => "error",
             Reply::Pong { .. } => "pong",
         }
@@ -397,6 +505,71 @@ mod tests {
         assert_eq!(garbage.id, None);
         let no_op = Request::parse(r#"{"id":"x"}"#).expect_err("no op");
         assert_eq!(no_op.id, Some(Value::from("x")));
+    }
+
+    #[test]
+    fn queue_ops_parse_and_answer_as_results() {
+        let Ok(Request::QueueSend(send)) = Request::parse(
+            r#"{"op":"queue_send","id":1,"queue":"jobs","body":{"a": [1, 2]},"delay_ms":5}"#,
+        ) else {
+            panic!("a queue_send");
+        };
+        assert_eq!((send.id, send.queue.as_str()), (Value::from(1), "jobs"));
+        assert_eq!(
+            send.message.body.as_deref().map(RawValue::get),
+            Some(r#"{"a": [1, 2]}"#),
+            "a JSON body keeps its text"
+        );
+        assert_eq!(send.message.delay_ms, Some(5));
+        let Ok(Request::QueueReceive(receive)) = Request::parse(
+            r#"{"op":"queue_receive","id":"r","queue":"jobs","max":3,"wait_ms":100}"#,
+        ) else {
+            panic!("a queue_receive");
+        };
+        assert_eq!(
+            (receive.receive.max, receive.receive.wait_ms),
+            (Some(3), Some(100))
+        );
+        assert!(matches!(
+            Request::parse(r#"{"op":"queue_delete","id":2,"queue":"jobs","receipt_handle":"h"}"#),
+            Ok(Request::QueueDelete(_))
+        ));
+        for (bad, needle) in [
+            (
+                r#"{"op":"queue_send","id":1,"queue":"q","bdoy":"x"}"#,
+                "bdoy",
+            ),
+            (r#"{"op":"queue_send","id":1,"body":"x"}"#, "queue"),
+            (r#"{"op":"queue_receive","queue":"q"}"#, "id"),
+            (
+                r#"{"op":"queue_receive","id":1,"queue":"q","max":"ten"}"#,
+                "invalid type",
+            ),
+            (
+                r#"{"op":"queue_delete","id":1,"queue":"q"}"#,
+                "receipt_handle",
+            ),
+        ] {
+            let err = Request::parse(bad).expect_err(bad);
+            assert!(err.error.contains(needle), "{bad}: {}", err.error);
+        }
+
+        let deleted = Reply::Queue {
+            id: Value::from(2),
+            answer: QueueAnswer::Deleted {},
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&deleted.to_text()).expect("JSON"),
+            serde_json::json!({"type":"result","id":2})
+        );
+        let received = Reply::Queue {
+            id: Value::from("r"),
+            answer: QueueAnswer::Received { messages: vec![] },
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&received.to_text()).expect("JSON"),
+            serde_json::json!({"type":"result","id":"r","messages":[]})
+        );
     }
 
     #[test]

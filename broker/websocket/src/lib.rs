@@ -3,11 +3,12 @@
 //! - `/mqtt` ([`mqtt`]): MQTT 3.1.1 and 5.0 over WebSocket, served by the
 //!   same session layer as the TCP listener;
 //! - `/ws` ([`socket`]): the JSON protocol for browsers and scripts
-//!   ([`frames`]): publish, subscribe, one-shot SQL and continuous-query
-//!   watches, authenticated like MQTT ([`auth`]).
+//!   ([`frames`]): publish, subscribe, one-shot SQL, continuous-query
+//!   watches and queue consumers (send, receive, delete), authenticated
+//!   like MQTT ([`auth`]).
 //!
-//! Wiring: build a [`Gateway`] from the MQTT context and the SQL engine,
-//! merge [`Gateway::router`] into the HTTP router, and call
+//! Wiring: build a [`Gateway`] from the MQTT context, the SQL engine and
+//! the queues, merge [`Gateway::router`] into the HTTP router, and call
 //! [`Gateway::drain`] at shutdown.
 
 pub mod auth;
@@ -26,6 +27,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::routing::get;
 use tidewire_core::Broker;
 use tidewire_mqtt::Context;
+use tidewire_queues::Queues;
 use tidewire_sql::{ContinuousQueries, SqlEngine};
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite;
@@ -50,6 +52,7 @@ pub struct Gateway {
     mqtt: Arc<Context>,
     sql: SqlEngine,
     queries: ContinuousQueries,
+    queues: Queues,
     settings: WebSocketSettings,
     metrics: WsMetrics,
     shutdown: CancellationToken,
@@ -64,6 +67,7 @@ impl Gateway {
         mqtt: Arc<Context>,
         sql: SqlEngine,
         queries: ContinuousQueries,
+        queues: Queues,
         settings: WebSocketSettings,
         metrics: WsMetrics,
         shutdown: CancellationToken,
@@ -73,6 +77,7 @@ impl Gateway {
             mqtt,
             sql,
             queries,
+            queues,
             settings,
             metrics,
             shutdown,

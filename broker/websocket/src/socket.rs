@@ -10,6 +10,9 @@
 //! socket carries on; only a broken WebSocket, a dead peer or shutdown
 //! closes it.
 //!
+//! Queue ops (`queue_send`, `queue_receive`, `queue_delete`) are in
+//! [`queues`].
+//!
 //! Overflow policy: a socket's queue holds `websocket.send_queue`
 //! messages; when it is full, new messages for that socket are dropped and
 //! counted (`tidewire_mqtt_messages_dropped_total{transport="ws_json"}`).
@@ -44,6 +47,8 @@ use crate::Gateway;
 use crate::auth::Credentials;
 use crate::frames::{self, IdRequest, MessageFrame, Reply, Request, StoredView, WatchRequest};
 use crate::metrics::WsMetrics;
+
+mod queues;
 
 /// Messages sent per wake-up before the socket looks at other work.
 const SEND_BATCH: usize = 256;
@@ -144,6 +149,8 @@ struct Socket {
     helpers: JoinSet<()>,
     watches: HashMap<String, Watch>,
     queries: Arc<Semaphore>,
+    /// Queue receives waiting (long polls).
+    receives: Arc<Semaphore>,
     outbox: mpsc::Sender<Reply>,
     results: mpsc::Receiver<Reply>,
     watches_started: u64,
@@ -162,6 +169,7 @@ impl Socket {
         let (outbox, results) = mpsc::channel(OUTBOX);
         Socket {
             queries: Arc::new(Semaphore::new(gateway.settings.max_queries)),
+            receives: Arc::new(Semaphore::new(queues::MAX_RECEIVES)),
             gateway,
             acl,
             session,
@@ -307,6 +315,18 @@ impl Socket {
             Request::Ping(ping) => {
                 WsMetrics::count(&metrics.received, "ping");
                 Some(Reply::Pong { id: ping.id })
+            }
+            Request::QueueSend(request) => {
+                WsMetrics::count(&metrics.received, "queue_send");
+                self.queue_send(request)
+            }
+            Request::QueueReceive(request) => {
+                WsMetrics::count(&metrics.received, "queue_receive");
+                self.queue_receive(request)
+            }
+            Request::QueueDelete(request) => {
+                WsMetrics::count(&metrics.received, "queue_delete");
+                self.queue_delete(request)
             }
         }
     }
@@ -604,7 +624,7 @@ async fn send_reply(gateway: &Gateway, sink: &mut Sink, reply: Reply) -> Result<
         WsMetrics::count(&gateway.metrics.errors, "reply_too_big");
         let error = format!(
             "the answer is {} bytes, over the {MAX_REPLY_BYTES} one /ws frame may carry; \
-             add a LIMIT, or use POST /api/v1/sql",
+             ask for less (a LIMIT, a smaller max), or use the HTTP API",
             text.len()
         );
         text = Reply::error(reply.id(), error).to_text();

@@ -6,6 +6,8 @@
 pub mod auth;
 mod ops;
 mod publish;
+mod queue_messages;
+mod queues;
 mod records;
 mod serve;
 mod streams;
@@ -22,6 +24,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
+use serde::de::DeserializeOwned;
 use tidewire_core::{Broker, Catalog};
 use tidewire_queues::Queues;
 
@@ -66,6 +69,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(streams::MAX_DEFINITION_BYTES)),
         )
         .route("/api/v1/streams/{name}/records", get(records::read))
+        .merge(queues::routes())
         .route("/api/v1/admin/reload", post(ops::reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -132,6 +136,38 @@ where
         let message = rejection.to_string();
         ApiError::new(rejection.into_response().status(), message)
     })
+}
+
+/// A 201 Created answer: `Location` and the new resource as JSON.
+pub fn created(location: String, view: impl serde::Serialize) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(view),
+    )
+        .into_response()
+}
+
+/// A JSON object from a request body, read as written (raw JSON values
+/// keep their text); a syntax error, a missing or unknown field or a value
+/// of the wrong kind is a 400 that starts with `what` and names the field.
+pub fn json_body<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    let invalid = |message: String| ApiError::bad_request(format!("{what}: {message}"));
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(invalid("expected a JSON object".into()));
+    }
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            invalid(inner.to_string())
+        } else {
+            invalid(format!("{path}: {inner}"))
+        }
+    })?;
+    json.end().map_err(|e| invalid(e.to_string()))?;
+    Ok(value)
 }
 
 /// Longest error text [`json_errors`] carries over; a longer body is

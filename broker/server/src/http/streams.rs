@@ -5,8 +5,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::{Extension, Json};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -15,7 +15,7 @@ use tidewire_core::catalog::StreamPatch;
 use tidewire_core::{CatalogError, Origin, Stream, StreamConfig};
 
 use super::auth::require_admin;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, created, json_body};
 use crate::time::rfc3339_ms;
 
 /// Largest definition a request may send.
@@ -152,13 +152,7 @@ pub async fn create(
         .await
         .map_err(catalog_error)?;
     let location = format!("/api/v1/streams/{}", stream.spec.name);
-    let view = StreamView::of(&stream, Origin::Api);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(view),
-    )
-        .into_response())
+    Ok(created(location, StreamView::of(&stream, Origin::Api)))
 }
 
 /// `PATCH /api/v1/streams/{name}`: new filters or retention.
@@ -198,29 +192,13 @@ fn origin(state: &AppState, name: &str) -> Origin {
     state.catalog.origin(name).unwrap_or(Origin::Config)
 }
 
-/// A JSON request body; a syntax error, a missing or unknown field or a
-/// value of the wrong kind is a 400 naming it.
+/// A definition from a request body.
 fn definition<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let invalid = |e: serde_json::Error| ApiError::bad_request(format!("invalid definition: {e}"));
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
-    if !value.is_object() {
-        return Err(ApiError::bad_request(
-            "invalid definition: expected a JSON object",
-        ));
-    }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            invalid(inner)
-        } else {
-            ApiError::bad_request(format!("invalid definition: {path}: {inner}"))
-        }
-    })
+    json_body(body, "invalid definition")
 }
 
 /// The status each catalog refusal deserves.
-fn catalog_error(e: CatalogError) -> ApiError {
+pub(super) fn catalog_error(e: CatalogError) -> ApiError {
     let status = match &e {
         CatalogError::Invalid(_) => StatusCode::BAD_REQUEST,
         CatalogError::NotFound { .. } => StatusCode::NOT_FOUND,
