@@ -1,9 +1,10 @@
 // Headless-browser test of the dashboard served by a real tidewire binary:
 // starts the server on free ports, drives the page with playwright-core and
 // the system Chromium, publishes over real MQTT with `tidewire pub`, and
-// fails on any failed assertion or browser console error. Two scenarios:
-// anonymous access on loopback (the default: no login), and a server that
-// requires a login (`[auth] allow_anonymous = false`, a user and a token).
+// fails on any failed assertion or browser console error. Three scenarios:
+// anonymous access on loopback (the default: no login), a server that
+// requires a login (`[auth] allow_anonymous = false`, a user and a token),
+// and the Queues page (queues.mjs).
 //
 //   npm ci --prefix tests/browser
 //   node tests/browser/dashboard.test.mjs
@@ -13,58 +14,14 @@
 // SCREENSHOT_DIR (default target/browser).
 
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
-
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const BIN = resolve(ROOT, process.env.TIDEWIRE_BIN
-  || join(process.env.CARGO_TARGET_DIR || 'target', 'debug', 'tidewire'));
-const SCREENSHOTS = resolve(ROOT, process.env.SCREENSHOT_DIR || 'target/browser');
-const WAIT = 10_000;
-
-const started = Date.now();
-const step = (text) => console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${text}`);
-
-/** Starts `tidewire serve` on port 0 (with `--config configFile` if
- *  given); resolves once both listeners are up. */
-function startServer(dataDir, configFile) {
-  const config = configFile ? ['--config', configFile] : [];
-  const child = spawn(BIN, ['serve', ...config, '--data-dir', dataDir,
-    '--http-listen', '127.0.0.1:0', '--mqtt-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (chunk) => { stderr = (stderr + chunk).slice(-4000); });
-  const ready = new Promise((resolvePorts, reject) => {
-    const ports = {};
-    const timer = setTimeout(() => reject(new Error(`server not ready in 20 s; stderr:\n${stderr}`)), 20_000);
-    child.on('error', reject);
-    child.on('exit', (code) => reject(new Error(`server exited with ${code}; stderr:\n${stderr}`)));
-    createInterface({ input: child.stdout }).on('line', (line) => {
-      const match = /^(mqtt|http) listening on (\S+)$/.exec(line);
-      if (match) ports[match[1]] = match[2];
-      if (ports.mqtt && ports.http) {
-        clearTimeout(timer);
-        resolvePorts(ports);
-      }
-    });
-  });
-  return { child, ready };
-}
-
-/** Stops the server: SIGTERM, then SIGKILL if it lingers. */
-async function stopServer(child) {
-  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((done) => child.once('exit', done));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
-}
+import { BIN, SCREENSHOTS, WAIT, openPage, startServer, started, step, stopServer } from './harness.mjs';
+import { queuesScenario } from './queues.mjs';
 
 /** Publishes one QoS 1 message over MQTT with the real binary. */
 async function mqttPublish(mqttAddress, topic, message) {
@@ -297,25 +254,6 @@ async function testOverview(page) {
   await page.locator('#overview-chart canvas').first().waitFor({ timeout: WAIT });
   step('overview: cards, chart and streams shown');
   await page.screenshot({ path: join(SCREENSHOTS, 'dashboard-overview.png'), fullPage: true });
-}
-
-/** A page in a fresh browser context (its own sessionStorage) that
- *  records console and page errors. Each pattern pushed on
- *  `expectedErrors` excuses one message; while `tolerate` is set, the
- *  messages it matches are excused too. */
-async function openPage(browser) {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  const log = { errors: [], expectedErrors: [], tolerate: null, tolerated: 0 };
-  page.on('console', (message) => {
-    if (message.type() !== 'error') return;
-    const text = `${message.text()} (${message.location().url})`;
-    const expected = log.expectedErrors.findIndex((pattern) => pattern.test(text));
-    if (expected >= 0) log.expectedErrors.splice(expected, 1);
-    else if (log.tolerate && log.tolerate.test(text)) log.tolerated += 1;
-    else log.errors.push(`console: ${text}`);
-  });
-  page.on('pageerror', (error) => log.errors.push(`page error: ${error.message}`));
-  return { page, log };
 }
 
 /** The default: anonymous access on a loopback listener, no login. */
@@ -560,7 +498,7 @@ async function main() {
   let passed = 0;
   let failed = 0;
   try {
-    for (const scenario of [anonymousScenario, loginScenario]) {
+    for (const scenario of [anonymousScenario, loginScenario, queuesScenario]) {
       try {
         await scenario(browser);
         passed += 1;

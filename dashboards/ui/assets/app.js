@@ -1,4 +1,4 @@
-// tidewire dashboard: one page, five tabs, talking only to the public API
+// tidewire dashboard: one page, six tabs, talking only to the public API
 // (/api/v1/*, /metrics and the /ws JSON protocol). Plain ES2020, no build
 // step; charts use the vendored uPlot (global `uPlot`).
 'use strict';
@@ -81,6 +81,19 @@ function formatDuration(ms) {
   const units = [['d', 86400000], ['h', 3600000], ['m', 60000], ['s', 1000]];
   for (const [unit, size] of units) if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
   return `${ms}ms`;
+}
+
+/** An age in milliseconds, short: `850 ms`, `12.5 s`, `4 min 10 s`,
+ *  `3 h 5 min`, `2 d 4 h`. */
+function formatAge(ms) {
+  if (ms === null || ms === undefined) return '–';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(1)} s`;
+  const [m, h, d] = [Math.floor(s / 60), Math.floor(s / 3600), Math.floor(s / 86400)];
+  if (h === 0) return `${m} min ${Math.floor(s % 60)} s`;
+  if (d === 0) return `${h} h ${m % 60} min`;
+  return `${d} d ${h % 24} h`;
 }
 
 /** A payload for display: pretty JSON, or the text as it came. */
@@ -694,7 +707,7 @@ function chartModel(columns, rows, { x, y = [], series, defaultX = 0 } = {}) {
 }
 
 // ---------------------------------------------------------------------------
-// Router: #overview, #tail, #streams, #sql, #dashboards[/ID]. Each view
+// Router: #overview, #tail, #streams, #queues, #sql, #dashboards[/ID]. Each view
 // has enter() and leave() so it can start and stop its timers.
 
 const views = {};
@@ -1203,6 +1216,461 @@ views.streams = (() => {
       if (name) select(name, true);
       listPoller.start();
     },
+    leave() { listPoller.stop(); },
+  };
+})();
+
+// ---------------------------------------------------------------------------
+// Queues: depth (with a sparkline of its recent history), peek, redrive,
+// purge, and creating and deleting them. Rows are updated in place, so a
+// button keeps the keyboard focus across refreshes.
+
+views.queues = (() => {
+  const REFRESH_MS = 2000;
+  const HISTORY_SECONDS = 300; // depth kept per queue while the page is open
+  const PEEK_MAX = 10;
+  const rows = new Map();      // name -> row (see makeRow)
+  let queues = [];             // the last list, in its order
+  let listRequest = 0;         // only the latest list request is shown
+  let peeked = null;           // the queue whose messages #peek shows
+  let redriven = null;         // the dead-letter queue #redrive shows
+
+  async function loadList() {
+    const request = ++listRequest;
+    let list;
+    try {
+      ({ queues: list } = await api('/api/v1/queues'));
+    } catch (e) {
+      if (request === listRequest) queuesError(`Could not list queues: ${e.message}`, 'list');
+      return;
+    }
+    if (request !== listRequest) return; // a later request (after a change) answered first
+    if ($('#queues-error').dataset.source === 'list') showError($('#queues-error'), '');
+    queues = list;
+    showList(Date.now() / 1000);
+    if (redriven) await loadTasks();
+  }
+
+  /** Shows an error under the list: a listing failure (`list`, gone with
+   *  the next good listing) or a refused action (`action`, kept until the
+   *  next action). */
+  function queuesError(text, source) {
+    $('#queues-error').dataset.source = source;
+    showError($('#queues-error'), text);
+  }
+
+  const byName = (name) => queues.find((q) => q.name === name);
+  const receives = (n) => `${n} receive${n === 1 ? '' : 's'}`;
+  const total = (depth) => depth.visible + depth.in_flight + depth.delayed;
+
+  function showList(now) {
+    const names = new Set(queues.map((q) => q.name));
+    for (const [name, row] of rows) {
+      if (!names.has(name)) { row.spark.destroy(); rows.delete(name); }
+    }
+    const body = $('#queues-list tbody');
+    const nodes = queues.map((queue) => {
+      if (!rows.has(queue.name)) rows.set(queue.name, makeRow(queue));
+      const row = rows.get(queue.name);
+      row.update(queue, now);
+      return row.node;
+    });
+    // Rows move only when their place changes: moving a row would take
+    // the keyboard focus off its buttons.
+    if (!nodes.length) nodes.push(el('tr', {}, el('td', { colSpan: 11, class: 'muted', text: 'no queues' })));
+    nodes.forEach((node, i) => {
+      if (body.children[i] !== node) body.insertBefore(node, body.children[i] || null);
+    });
+    while (body.children.length > nodes.length) body.lastElementChild.remove();
+    for (const queue of queues) rows.get(queue.name).spark.draw(now);
+    showNames();
+    // A queue shown in a panel was deleted (here or elsewhere).
+    if (peeked && !names.has(peeked)) closePeek();
+    if (redriven && !names.has(redriven)) closeRedrive();
+    else if (redriven) $('#redrive-sources').textContent = byName(redriven).dead_letter_sources.join(', ') || 'none';
+  }
+
+  /** The queue names offered by the DLQ and destination fields. */
+  function showNames() {
+    const list = $('#queue-names');
+    const names = queues.map((q) => q.name);
+    if ([...list.options].map((o) => o.value).join('\n') === names.join('\n')) return;
+    fill(list, names.map((name) => el('option', { value: name })));
+  }
+
+  /** A table row that keeps its elements; update() sets its cells. */
+  function makeRow(queue) {
+    const { name } = queue;
+    const text = (attrs = {}) => el('td', attrs);
+    const cells = {
+      name: text({ class: 'strong mono', text: name }),
+      type: text(),
+      origin: text(),
+      from: text({ class: 'mono filters' }),
+      visible: text({ class: 'num' }),
+      inFlight: text({ class: 'num' }),
+      delayed: text({ class: 'num' }),
+      oldest: text({ class: 'num' }),
+      depth: text({ class: 'depth' }),
+      deadLetters: text({ class: 'dead-letters' }),
+    };
+    // Each button's accessible name says which queue ("Peek at jobs").
+    const button = (label, title, onclick, cls = 'small') => {
+      const node = el('button', { type: 'button', class: cls, text: label, title, onclick });
+      node.setAttribute('aria-label', `${label} ${label === 'Peek' ? 'at ' : ''}${name}`);
+      return node;
+    };
+    const buttons = {
+      peek: button('Peek', `show the first ${PEEK_MAX} messages in ${name} without receiving them`, (e) => openPeek(name, e.currentTarget)),
+      redrive: button('Redrive', `move the messages in ${name} back to their source queues`, (e) => openRedrive(name, e.currentTarget)),
+      purge: button('Purge', `delete every message in ${name}`, () => purge(name), 'small danger'),
+      remove: button('Delete', `delete queue ${name} and its messages`, () => remove(name), 'small danger'),
+    };
+    buttons.remove.hidden = queue.origin !== 'api';
+    const spark = new Sparkline(name);
+    cells.depth.append(spark.node);
+    const node = el('tr', { dataset: { queue: name, origin: queue.origin } },
+      Object.values(cells), el('td', { class: 'actions' }, Object.values(buttons)));
+
+    function update(q, now) {
+      const { depth } = q;
+      fill(cells.type, el('span', q.fifo
+        ? { class: 'badge alt', text: 'FIFO', title: 'order kept within each message group; deduplicated' }
+        : { class: 'badge', text: 'standard' }));
+      fill(cells.origin, q.origin === 'api'
+        ? el('span', { class: 'badge alt', text: 'api', title: 'created at run time; can be deleted' })
+        : el('span', { class: 'badge', text: q.origin, title: 'defined in the config file; change it there' }));
+      cells.from.textContent = (q.definition.from || []).join(', ');
+      cells.visible.textContent = formatNumber(depth.visible);
+      cells.inFlight.textContent = formatNumber(depth.in_flight);
+      cells.delayed.textContent = formatNumber(depth.delayed);
+      cells.oldest.textContent = total(depth) ? formatAge(depth.oldest_age_ms) : '–';
+      const dl = q.definition.dead_letter;
+      fill(cells.deadLetters,
+        dl ? el('div', { title: `after ${receives(dl.max_receive_count)}, the next receive moves a message to ${dl.queue}` },
+          '→ ', el('span', { class: 'mono', text: dl.queue }), el('span', { class: 'muted', text: ` after ${receives(dl.max_receive_count)}` })) : null,
+        q.dead_letter_sources.length ? el('div', {},
+          el('span', { class: 'badge warn', text: 'DLQ', title: 'the dead-letter queue of these queues' }),
+          ' of ', el('span', { class: 'mono', text: q.dead_letter_sources.join(', ') })) : null,
+        !dl && !q.dead_letter_sources.length ? el('span', { class: 'muted', text: '–' }) : null);
+      buttons.redrive.hidden = !q.dead_letter_sources.length;
+      buttons.purge.disabled = total(depth) === 0;
+      spark.record(now, depth);
+    }
+
+    return { node, spark, update };
+  }
+
+  /** The depth of one queue over the last HISTORY_SECONDS, as a small
+   *  uPlot chart without axes (one line each: visible, in flight,
+   *  delayed) from the first sample kept to now. */
+  class Sparkline {
+    constructor(name) {
+      this.name = name;
+      this.history = { x: [], visible: [], inFlight: [], delayed: [] };
+      this.node = el('div', { class: 'spark', role: 'img' });
+      this.plot = null;
+    }
+
+    record(now, depth) {
+      const h = this.history;
+      h.x.push(now);
+      h.visible.push(depth.visible);
+      h.inFlight.push(depth.in_flight);
+      h.delayed.push(depth.delayed);
+      while (h.x.length && h.x[0] < now - HISTORY_SECONDS) ['x', 'visible', 'inFlight', 'delayed'].forEach((k) => h[k].shift());
+      const peak = Math.max(...h.x.map((_, i) => h.visible[i] + h.inFlight[i] + h.delayed[i]));
+      const label = `depth of ${this.name}: at most ${formatNumber(peak)} messages over the last ${formatDuration(HISTORY_SECONDS * 1000)}`;
+      this.node.setAttribute('aria-label', label);
+      this.node.title = label;
+    }
+
+    /** Draws the history (the row must be in the document). */
+    draw(now) {
+      const h = this.history;
+      const data = [h.x, h.visible, h.inFlight, h.delayed];
+      this.end = now;
+      if (this.plot) {
+        this.plot.setData(data);
+        return;
+      }
+      const line = (stroke) => ({ stroke, width: 1.5, points: { show: false } });
+      this.plot = new uPlot({
+        width: 120,
+        height: 30,
+        padding: [3, 2, 2, 2],
+        legend: { show: false },
+        cursor: { show: false },
+        select: { show: false },
+        axes: [{ show: false }, { show: false }],
+        scales: {
+          x: { time: true, range: (u) => [Math.min(u.data[0][0] ?? this.end, this.end - 10), this.end] },
+          y: { range: (u, min, max) => [0, Math.max(1, max)] },
+        },
+        series: [{}, line(cssVar('--accent')), line(cssVar('--warn')), line(cssVar('--alt'))],
+      }, data, this.node);
+    }
+
+    destroy() {
+      if (this.plot) this.plot.destroy();
+      this.plot = null;
+    }
+  }
+
+  // Peek.
+
+  let peekOpener = null; // the button that opened a panel, refocused on close
+
+  async function openPeek(name, opener) {
+    peeked = name;
+    peekOpener = opener || null;
+    $('#peek-queue').textContent = name;
+    fill($('#peek-messages'));
+    $('#peek').hidden = false;
+    $('#peek').focus();
+    await loadPeek();
+  }
+
+  async function loadPeek() {
+    const name = peeked;
+    if (!name) return;
+    $('#peek-status').textContent = 'loading…';
+    $('#peek-refresh').disabled = true;
+    try {
+      const { messages } = await api(`/api/v1/queues/${encodeURIComponent(name)}/peek?max=${PEEK_MAX}`);
+      if (name !== peeked) return;
+      showError($('#peek-error'), '');
+      $('#peek-status').textContent = `${messages.length ? `${messages.length} message${messages.length === 1 ? '' : 's'}` : 'no messages'} at ${formatTime(Date.now(), false)}`;
+      fill($('#peek-messages'), messages.map(peekMessage));
+    } catch (e) {
+      if (name !== peeked) return;
+      $('#peek-status').textContent = '';
+      showError($('#peek-error'), `Could not peek at ${name}: ${e.message}`);
+    } finally {
+      $('#peek-refresh').disabled = false;
+    }
+  }
+
+  /** One peeked message; the body goes in as text, never as HTML. */
+  function peekMessage(message) {
+    const binary = message.body === null || message.body === undefined;
+    const attributes = Object.entries(message.attributes || {});
+    return el('li', { class: 'peek-message', dataset: { messageId: message.message_id } },
+      el('div', { class: 'tail-meta' },
+        el('span', { class: 'tail-time', text: formatTime(message.sent_ts), title: 'sent' }),
+        message.topic ? el('span', { class: 'tail-topic', text: message.topic, title: 'MQTT topic' }) : null,
+        el('span', { class: 'badge', text: `received ${message.receive_count}×`, title: 'receive count' }),
+        message.group !== undefined && message.group !== null ? el('span', { class: 'badge alt', text: `group ${message.group}`, title: 'FIFO message group' }) : null,
+        message.sequence_number ? el('span', { class: 'badge', text: `seq ${message.sequence_number}`, title: 'FIFO sequence number' }) : null,
+        binary ? el('span', { class: 'badge alt', text: 'base64', title: 'binary body, base64-encoded' }) : null),
+      el('div', { class: 'peek-ids muted' },
+        el('span', { class: 'mono', text: message.message_id, title: 'message id' }),
+        message.sender ? el('span', { text: `from ${message.sender}`, title: 'sender' }) : null),
+      attributes.length ? el('dl', { class: 'peek-attributes' }, attributes.flatMap(([key, value]) => [
+        el('dt', { class: 'mono', text: key }),
+        el('dd', { class: 'mono', text: attributeText(value) }),
+      ])) : null,
+      el('pre', { class: `tail-payload peek-body${binary ? ' base64' : ''}`, text: binary ? (message.body_base64 ?? '') : message.body }));
+  }
+
+  /** A message attribute (`{type, value}`; a Binary value is base64)
+   *  as text. */
+  function attributeText(attribute) {
+    if (attribute === null || typeof attribute !== 'object') return String(attribute);
+    if (attribute.value === undefined) return JSON.stringify(attribute);
+    return attribute.type ? `${attribute.value} (${attribute.type})` : String(attribute.value);
+  }
+
+  function closePeek() {
+    peeked = null;
+    $('#peek').hidden = true;
+    fill($('#peek-messages'));
+    showError($('#peek-error'), '');
+    refocus(peekOpener);
+    peekOpener = null;
+  }
+
+  // Redrive.
+
+  let redriveOpener = null;
+  let redriveRequest = 0;
+
+  async function openRedrive(name, opener) {
+    if (redriven !== name) {
+      fill($('#redrive-tasks tbody'));
+      $('#redrive-status').textContent = '';
+      $('#redrive-destination').value = '';
+    }
+    redriven = name;
+    redriveOpener = opener || null;
+    $('#redrive-queue').textContent = name;
+    $('#redrive-sources').textContent = (byName(name)?.dead_letter_sources || []).join(', ') || 'none';
+    showError($('#redrive-error'), '');
+    $('#redrive').hidden = false;
+    $('#redrive-destination').focus();
+    await loadTasks();
+  }
+
+  async function startRedrive(event) {
+    event.preventDefault();
+    const name = redriven;
+    const button = $('#redrive-start');
+    if (!name || button.disabled) return;
+    const destination = $('#redrive-destination').value.trim();
+    button.disabled = true;
+    try {
+      const { task } = await sendJson('POST', `/api/v1/queues/${encodeURIComponent(name)}/redrive`, destination ? { destination } : {});
+      showError($('#redrive-error'), '');
+      notify(`Redrive of ${name} started (task ${task}).`);
+      await loadTasks();
+    } catch (e) {
+      showError($('#redrive-error'), `Could not start the redrive: ${e.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function loadTasks() {
+    const name = redriven;
+    if (!name) return; // closed meanwhile
+    const request = ++redriveRequest;
+    let tasks;
+    try {
+      ({ tasks } = await api(`/api/v1/queues/${encodeURIComponent(name)}/redrive`));
+    } catch (e) {
+      if (request === redriveRequest && name === redriven) showError($('#redrive-error'), `Could not list redrive tasks: ${e.message}`);
+      return;
+    }
+    if (request !== redriveRequest || name !== redriven) return;
+    $('#redrive-status').textContent = tasks.length ? taskSummary(tasks[0]) : 'no redrive yet';
+    fill($('#redrive-tasks tbody'), tasks.length ? tasks.map((t) => el('tr', { dataset: { task: t.task, status: t.status } },
+      el('td', { class: 'time', text: formatTime(t.started_ts) }),
+      el('td', { class: 'mono', text: t.destination ?? 'their source queues' }),
+      el('td', {}, el('span', { class: `badge ${TASK_BADGES[t.status] || ''}`, text: t.status, title: t.failure })),
+      el('td', {}, progressBar(t)),
+      el('td', { class: 'num', text: `${formatNumber(t.moved)} of ${formatNumber(t.to_move)}` })))
+      : el('tr', {}, el('td', { colSpan: 5, class: 'muted', text: 'no redrive tasks' })));
+  }
+
+  /** A task's progress; a task with nothing to move shows as full. */
+  function progressBar(task) {
+    const max = Math.max(1, task.to_move);
+    const bar = el('progress', { max, value: task.to_move ? Math.min(task.moved, max) : (task.status === 'running' ? 0 : max) });
+    bar.setAttribute('aria-label', `moved ${task.moved} of ${task.to_move}`);
+    return bar;
+  }
+
+  const TASK_BADGES = { running: 'warn', completed: 'ok', failed: 'bad' };
+
+  /** The newest task, in words (read out by screen readers). */
+  function taskSummary(task) {
+    const moved = `${formatNumber(task.moved)} of ${formatNumber(task.to_move)} moved`;
+    return `redrive ${task.status}: ${moved}${task.failure ? ` (${task.failure})` : ''}`;
+  }
+
+  function closeRedrive() {
+    redriven = null;
+    $('#redrive').hidden = true;
+    fill($('#redrive-tasks tbody'));
+    showError($('#redrive-error'), '');
+    refocus(redriveOpener);
+    redriveOpener = null;
+  }
+
+  /** Focus back on the button that opened a panel, if it is still shown. */
+  function refocus(opener) {
+    if (opener && opener.isConnected && !opener.hidden) opener.focus();
+  }
+
+  // Purge and delete.
+
+  async function purge(name) {
+    const queue = byName(name);
+    const count = queue ? total(queue.depth) : 0;
+    const messages = count === 1 ? '1 message' : `${formatNumber(count)} messages`;
+    if (!confirm(`Purge queue "${name}"? Its ${messages} (visible, in flight and delayed) will be deleted. This cannot be undone.`)) return;
+    try {
+      await api(`/api/v1/queues/${encodeURIComponent(name)}/purge`, { method: 'POST' });
+      queuesError('', 'action');
+      notify(`Queue ${name} purged.`);
+    } catch (e) {
+      queuesError(`Could not purge queue ${name}: ${e.message}`, 'action');
+    }
+    await loadList();
+    if (peeked === name) await loadPeek();
+  }
+
+  async function remove(name) {
+    const queue = byName(name);
+    const count = queue ? total(queue.depth) : 0;
+    const messages = count === 1 ? '1 message' : `${formatNumber(count)} messages`;
+    if (!confirm(`Delete queue "${name}" and its ${messages}? This cannot be undone.`)) return;
+    try {
+      await api(`/api/v1/queues/${encodeURIComponent(name)}`, { method: 'DELETE' });
+      queuesError('', 'action');
+      notify(`Queue ${name} deleted.`);
+    } catch (e) {
+      queuesError(`Could not delete queue ${name}: ${e.message}`, 'action');
+    }
+    await loadList();
+  }
+
+  // New queue.
+
+  /** The form as a `[[queues]]` definition; empty fields are left to the
+   *  server's defaults. */
+  function definition() {
+    const body = { name: $('#queue-name').value.trim() };
+    const from = $('#queue-from').value.split(/[\s,]+/).filter(Boolean);
+    if (from.length) body.from = from;
+    const visibility = $('#queue-visibility').value.trim();
+    if (visibility) body.visibility_timeout = visibility;
+    const deadLetter = $('#queue-dlq').value.trim();
+    if (deadLetter) body.dead_letter = { queue: deadLetter, max_receive_count: Number($('#queue-max-receives').value) };
+    return body;
+  }
+
+  /** A dead-letter queue and its max receives go together. */
+  function pairDeadLetterFields() {
+    const dlq = $('#queue-dlq');
+    const max = $('#queue-max-receives');
+    max.required = dlq.value.trim() !== '';
+    dlq.required = max.value !== '';
+  }
+
+  async function create(event) {
+    event.preventDefault();
+    const button = $('#queue-create');
+    if (button.disabled) return;
+    button.disabled = true;
+    try {
+      const body = definition();
+      await sendJson('POST', '/api/v1/queues', body);
+      showError($('#queue-form-error'), '');
+      $('#queue-form').reset();
+      pairDeadLetterFields();
+      notify(`Queue ${body.name} created.`);
+      await loadList();
+    } catch (e) {
+      showError($('#queue-form-error'), `Could not create the queue: ${e.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  $('#queue-form').addEventListener('submit', create);
+  $('#queue-form').addEventListener('input', () => { showError($('#queue-form-error'), ''); pairDeadLetterFields(); });
+  $('#peek-refresh').addEventListener('click', loadPeek);
+  $('#peek-close').addEventListener('click', closePeek);
+  $('#redrive-form').addEventListener('submit', startRedrive);
+  $('#redrive-close').addEventListener('click', closeRedrive);
+  // Escape closes a panel from anywhere in it.
+  $('#peek').addEventListener('keydown', (e) => { if (e.key === 'Escape') closePeek(); });
+  $('#redrive').addEventListener('keydown', (e) => { if (e.key === 'Escape') closeRedrive(); });
+
+  const listPoller = poller(loadList, REFRESH_MS);
+  return {
+    enter() { listPoller.start(); },
     leave() { listPoller.stop(); },
   };
 })();
