@@ -25,6 +25,11 @@ pub enum QueueError {
     /// A message over the queue's size limit (user input).
     #[error("the message is {size} bytes, more than the queue's limit of {max}")]
     TooLarge { size: usize, max: u64 },
+    /// Too many messages in flight: delete some first (user input).
+    #[error(
+        "the queue has {0} messages in flight, the most it allows; delete or release some first"
+    )]
+    OverLimit(usize),
     /// A batch with too many or no entries, or repeated ids (user input).
     #[error("{0}")]
     InvalidBatch(String),

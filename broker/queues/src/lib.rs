@@ -20,6 +20,8 @@ pub mod queue;
 mod receipt;
 mod registry;
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub use config::{DeadLetterConfig, QueueConfig, QueueSpec};
 pub use error::QueueError;

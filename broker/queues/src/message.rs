@@ -174,6 +174,24 @@ pub struct Outgoing {
     pub sender: String,
 }
 
+impl Outgoing {
+    /// Its size against the queue's limit, as SQS counts it: the body and
+    /// each attribute's name, data type and value.
+    pub fn size(&self) -> usize {
+        let attributes: usize = self
+            .attributes
+            .iter()
+            .map(|(name, a)| {
+                name.len()
+                    + a.data_type.len()
+                    + a.string.as_ref().map_or(0, String::len)
+                    + a.binary.as_ref().map_or(0, Vec::len)
+            })
+            .sum();
+        self.body.len() + attributes
+    }
+}
+
 /// What a send answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sent {

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -31,6 +32,11 @@ pub const MAX_RECEIVE: usize = 10;
 /// in flight) that a queue keeps in memory; past it, it stops reading ahead
 /// until some are received.
 const MAX_LOOKAHEAD: usize = 20_000;
+/// Most messages in flight in a standard queue, as in SQS: a consumer that
+/// receives and never deletes cannot make the consumer state grow past it.
+const MAX_IN_FLIGHT: usize = 120_000;
+/// Most messages in flight in a FIFO queue, as in SQS.
+const MAX_IN_FLIGHT_FIFO: usize = 20_000;
 /// Fewest records read ahead from the log at a time (more when a receive
 /// wants more).
 const MIN_SCAN: u64 = 1;
@@ -87,6 +93,9 @@ pub struct Queue {
     dedup: Mutex<Dedup>,
     counters: Counters,
     compaction: tokio::sync::Mutex<Compaction>,
+    /// When the definition last changed at run time, ms since the Unix
+    /// epoch (0: not since the queue was opened).
+    modified_ms: AtomicI64,
 }
 
 impl std::fmt::Debug for Queue {
@@ -150,6 +159,7 @@ impl Queue {
                 at: std::time::Instant::now(),
                 last_sweep: std::time::Instant::now(),
             }),
+            modified_ms: AtomicI64::new(0),
         };
         let state = queue.rebuild(&recovered)?;
         queue.messages.release_before(state.lwm());
@@ -174,6 +184,7 @@ impl Queue {
         self.messages
             .set_retention(messages_config(&spec).retention);
         *self.spec.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(spec);
+        self.modified_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     /// The queue's name.
@@ -202,6 +213,16 @@ impl Queue {
         file_time_ms(&self.dir.join(INCARNATION_FILE))
     }
 
+    /// When its definition last changed, ms since the Unix epoch: a change
+    /// since the queue was opened, else its creation (changes before a
+    /// restart are not remembered).
+    pub fn modified_ms(&self) -> i64 {
+        match self.modified_ms.load(Ordering::Relaxed) {
+            0 => self.created_ms(),
+            ms => ms,
+        }
+    }
+
     /// Stops the logs; later operations fail.
     pub(crate) async fn close(&self) {
         self.messages.close().await;
@@ -209,9 +230,9 @@ impl Queue {
     }
 
     /// Checks a message for this queue: its size and FIFO fields.
-    fn check(&self, spec: &QueueSpec, body_len: usize, out: &Outgoing) -> Result<(), QueueError> {
+    fn check(&self, spec: &QueueSpec, out: &Outgoing) -> Result<(), QueueError> {
         message::check_attributes(&out.attributes)?;
-        let size = body_len + attributes_size(&out.attributes);
+        let size = out.size();
         let max = spec.config.max_message_bytes.as_u64();
         if size as u64 > max {
             return Err(QueueError::TooLarge { size, max });
@@ -307,7 +328,7 @@ impl Queue {
         out: Outgoing,
         now: i64,
     ) -> Result<Step, QueueError> {
-        self.check(spec, out.body.len(), &out)?;
+        self.check(spec, &out)?;
         let dedup_id = if spec.fifo {
             let id = out
                 .dedup_id
@@ -324,7 +345,9 @@ impl Queue {
         let header = Header {
             attributes: out.attributes,
             group: out.group,
-            dedup_id: out.dedup_id,
+            // The id deduplicated by, the body's hash when content-based:
+            // what a restart refills the window from.
+            dedup_id: dedup_id.clone(),
             delay_ms: out
                 .delay
                 .filter(|d| *d != default_delay)
@@ -494,7 +517,17 @@ impl Queue {
         let mut fresh = BTreeMap::new();
         let mut state = self.state.lock().await;
         state.expire(now);
-        while pass.delivered.len() + pass.dead_letters.len() < max {
+        let in_flight_limit = if spec.fifo {
+            MAX_IN_FLIGHT_FIFO
+        } else {
+            MAX_IN_FLIGHT
+        };
+        if state.in_flight() >= in_flight_limit {
+            return Err(QueueError::OverLimit(in_flight_limit));
+        }
+        while pass.delivered.len() + pass.dead_letters.len() < max
+            && state.in_flight() < in_flight_limit
+        {
             let want = max - pass.delivered.len() - pass.dead_letters.len();
             let candidates = state.candidates(want);
             if candidates.is_empty() {
@@ -1155,20 +1188,6 @@ fn tracked_from(spec: &QueueSpec, record: &Record, receipt: Option<JournalReceip
             group,
         },
     }
-}
-
-/// SQS counts a message's size as its body plus each attribute's name,
-/// type and value.
-fn attributes_size(attributes: &std::collections::BTreeMap<String, message::Attribute>) -> usize {
-    attributes
-        .iter()
-        .map(|(name, a)| {
-            name.len()
-                + a.data_type.len()
-                + a.string.as_ref().map_or(0, String::len)
-                + a.binary.as_ref().map_or(0, Vec::len)
-        })
-        .sum()
 }
 
 /// A FIFO group or deduplication id SQS would accept: 1 to 128

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -618,7 +618,44 @@ fn header_source(header: &Header) -> Option<String> {
     header.moved.as_ref().map(|m: &Moved| m.from.clone())
 }
 
-impl Enqueue for Queues {
+/// The publish path's way into the queues ([`Queues::publish_routes`]).
+/// It holds them weakly: the broker holds it, and the queues hold the
+/// broker (through the catalog).
+struct TopicRoutes {
+    inner: Weak<Inner>,
+}
+
+impl TopicRoutes {
+    fn queues(&self) -> Option<Queues> {
+        self.inner.upgrade().map(|inner| Queues { inner })
+    }
+}
+
+impl Enqueue for TopicRoutes {
+    fn takes(&self, topic: &str) -> bool {
+        self.queues().is_some_and(|queues| queues.takes(topic))
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        message: &'a Arc<Message>,
+    ) -> BoxFuture<'a, Result<Vec<QueuedAppend>, PublishError>> {
+        match self.queues() {
+            Some(queues) => Box::pin(async move { queues.enqueue(message).await }),
+            None => Box::pin(async { Ok(Vec::new()) }),
+        }
+    }
+}
+
+impl Queues {
+    /// What the broker's publish path calls to feed queues by topic
+    /// ([`tidewire_core::Broker::set_queues`]).
+    pub fn publish_routes(&self) -> Arc<dyn Enqueue> {
+        Arc::new(TopicRoutes {
+            inner: Arc::downgrade(&self.inner),
+        })
+    }
+
     fn takes(&self, topic: &str) -> bool {
         self.inner.fed_by_topics.load(Ordering::Relaxed)
             && self
@@ -628,35 +665,33 @@ impl Enqueue for Queues {
                 .any(|q| q.spec().takes(topic))
     }
 
-    fn enqueue<'a>(
-        &'a self,
-        message: &'a Arc<Message>,
-    ) -> BoxFuture<'a, Result<Vec<QueuedAppend>, PublishError>> {
-        Box::pin(async move {
-            let mut queued: Vec<QueuedAppend> = Vec::new();
-            for queue in self.snapshot().queues.values() {
-                if !queue.spec().takes(&message.topic) {
-                    continue;
-                }
-                let name = queue.name();
-                let refusal = |e: QueueError| PublishError::Queue {
-                    queue: name.clone(),
-                    client_error: e.is_user_error(),
-                    message: e.to_string(),
-                };
-                if let Some(durable) = queue.enqueue_publish(message).await.map_err(refusal)? {
-                    let name = name.clone();
-                    queued.push(Box::pin(async move {
-                        durable.await.map_err(|e| PublishError::Queue {
-                            queue: name,
-                            client_error: e.is_user_error(),
-                            message: e.to_string(),
-                        })
-                    }));
-                }
+    async fn enqueue(&self, message: &Arc<Message>) -> Result<Vec<QueuedAppend>, PublishError> {
+        let mut queued: Vec<QueuedAppend> = Vec::new();
+        for queue in self.snapshot().queues.values() {
+            if !queue.spec().takes(&message.topic) {
+                continue;
             }
-            Ok(queued)
-        })
+            let name = queue.name();
+            let queued_here = queue
+                .enqueue_publish(message)
+                .await
+                .map_err(|e| refusal(&name, &e))?;
+            if let Some(durable) = queued_here {
+                queued.push(Box::pin(async move {
+                    durable.await.map_err(|e| refusal(&name, &e))
+                }));
+            }
+        }
+        Ok(queued)
+    }
+}
+
+/// A queue's refusal as the publish path reports it.
+fn refusal(queue: &str, e: &QueueError) -> PublishError {
+    PublishError::Queue {
+        queue: queue.to_owned(),
+        client_error: e.is_user_error(),
+        message: e.to_string(),
     }
 }
 

@@ -253,6 +253,7 @@ pub(super) fn queue_error(e: QueueError) -> ApiError {
     let status = match &e {
         QueueError::NotFound(_) => StatusCode::NOT_FOUND,
         QueueError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        QueueError::OverLimit(_) => StatusCode::TOO_MANY_REQUESTS,
         QueueError::Storage(StorageError::Closed(_)) => StatusCode::SERVICE_UNAVAILABLE,
         _ if e.is_user_error() => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
