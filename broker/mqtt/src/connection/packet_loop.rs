@@ -910,12 +910,17 @@ fn exceeds_receive_maximum(
 /// How a publish the broker refused is answered: `Ok` acknowledged with
 /// this reason, `Err` the connection closed with this one. MQTT 3.1.1 has
 /// no negative ack: an invalid topic or a failed store closes the
-/// connection (the client will retry); an oversize payload is acknowledged
-/// and dropped, as Mosquitto does.
+/// connection (the client will retry); an oversize payload (for the broker
+/// or for a queue the topic feeds) is acknowledged and dropped, as
+/// Mosquitto does, and counted as refused.
 fn publish_refusal(e: &PublishError, v5: bool) -> Result<PubAckReason, DisconnectReasonCode> {
     let reason = match e {
         PublishError::InvalidTopic(_) => PubAckReason::TopicNameInvalid,
         PublishError::PayloadTooLarge { .. } => PubAckReason::QuotaExceeded,
+        // A queue fed by the topic refused it (over the queue's size limit).
+        PublishError::Queue {
+            client_error: true, ..
+        } => PubAckReason::QuotaExceeded,
         _ => PubAckReason::UnspecifiedError,
     };
     if !v5 && reason != PubAckReason::QuotaExceeded {
