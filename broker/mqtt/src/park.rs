@@ -1,6 +1,7 @@
-//! The parking lot: TCP connections that have gone quiet wait here with no
-//! task and no registration in the runtime's reactor of their own, so a
-//! quiet device costs little more than its session.
+//! The parking lot: connections over TCP (plain or TLS) that have gone
+//! quiet wait here with no task and no registration in the runtime's
+//! reactor of their own, so a quiet device costs little more than its
+//! session.
 //!
 //! One thread watches every parked socket with a mio poller. A parked
 //! connection gets a task again when its socket turns readable (input or a

@@ -1,8 +1,9 @@
 //! The MQTT server in-process on a real port, with real files, against
 //! rumqttc clients (3.1.1 and 5.0) and raw sockets: QoS flows, retained
 //! messages, wills, persistent sessions across a restart, shared
-//! subscriptions, MQTT 5 properties, keepalive, takeover, ACLs, and
-//! malformed or oversize packets.
+//! subscriptions, MQTT 5 properties, keepalive, takeover, ACLs,
+//! malformed or oversize packets, and quiet connections parking (over TCP
+//! and TLS).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,7 +17,11 @@ use tidewire_core::{Broker, Limits, PublishMetrics, StreamConfig, Streams};
 use tidewire_mqtt::codec::{Codec, Version};
 use tidewire_mqtt::{MqttConfig, MqttServer};
 use tidewire_storage::StorageMetrics;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tidewire_tls::rustls::pki_types::pem::PemObject;
+use tidewire_tls::rustls::pki_types::{CertificateDer, ServerName};
+use tidewire_tls::tokio_rustls::TlsConnector;
+use tidewire_tls::{Tls, TlsConfig, TlsMetrics, rustls};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -26,6 +31,8 @@ const WAIT: Duration = Duration::from_secs(10);
 
 struct TestBroker {
     addr: SocketAddr,
+    /// The MQTT over TLS listener, when started with one.
+    tls_addr: Option<SocketAddr>,
     broker: Broker,
     registry: Registry,
     shutdown: CancellationToken,
@@ -34,6 +41,23 @@ struct TestBroker {
 
 impl TestBroker {
     async fn start(dir: &Path, mqtt_toml: &str) -> TestBroker {
+        TestBroker::start_with(dir, mqtt_toml, None).await
+    }
+
+    /// With an MQTT over TLS listener too, serving the test certificate
+    /// in `broker/tls/testdata`.
+    async fn start_tls(dir: &Path, mqtt_toml: &str) -> TestBroker {
+        let tls = TlsConfig {
+            cert: Some(testdata("server.pem").into()),
+            key: Some(testdata("server.key").into()),
+            ..TlsConfig::default()
+        };
+        let tls = Tls::new(tls.load().expect("test certificate"), TlsMetrics::default());
+        let toml = format!("tls_listen = \"127.0.0.1:0\"\n{mqtt_toml}");
+        TestBroker::start_with(dir, &toml, Some(&tls)).await
+    }
+
+    async fn start_with(dir: &Path, mqtt_toml: &str, tls: Option<&Tls>) -> TestBroker {
         let mut registry = Registry::default();
         let storage_metrics = StorageMetrics::register(&mut registry);
         let spec = StreamConfig::default_stream()
@@ -49,7 +73,7 @@ impl TestBroker {
         let config: MqttConfig = toml::from_str(mqtt_toml).expect("mqtt config");
         let auth = config.standalone_auth().expect("valid auth");
         let settings = config
-            .validate(Some("127.0.0.1:0".parse().expect("addr")), auth, None)
+            .validate(Some("127.0.0.1:0".parse().expect("addr")), auth, tls)
             .expect("valid mqtt config");
         let server = MqttServer::start(
             settings,
@@ -62,6 +86,7 @@ impl TestBroker {
         .await
         .expect("start mqtt");
         let addr = server.local_addr();
+        let tls_addr = server.tls_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn({
             let shutdown = shutdown.clone();
@@ -69,6 +94,7 @@ impl TestBroker {
         });
         TestBroker {
             addr,
+            tls_addr,
             broker,
             registry,
             shutdown,
@@ -834,14 +860,29 @@ async fn racing_takeovers_leave_one_connection_and_it_is_still_watched() {
     server.stop().await;
 }
 
-/// Reads whole MQTT packets from a raw socket until one starts with a
+/// Reads whole MQTT packets from a raw stream until one starts with a
 /// first byte in `want`; returns it.
-async fn read_packet(raw: &mut TcpStream, buf: &mut BytesMut, want: &[u8]) -> Vec<u8> {
+async fn read_packet(
+    raw: &mut (impl AsyncRead + Unpin),
+    buf: &mut BytesMut,
+    want: &[u8],
+) -> Vec<u8> {
     tokio::time::timeout(WAIT, async {
         loop {
-            // Fixed header: type byte, then a varint length (short here).
-            if buf.len() >= 2 && buf[1] < 0x80 && buf.len() >= 2 + usize::from(buf[1]) {
-                let packet = buf.split_to(2 + usize::from(buf[1])).to_vec();
+            // Fixed header: type byte, then a varint remaining length.
+            let mut len = 0;
+            let mut header = None;
+            for (i, byte) in buf.iter().skip(1).take(4).enumerate() {
+                len |= usize::from(byte & 0x7f) << (7 * i);
+                if byte & 0x80 == 0 {
+                    header = Some(i + 2);
+                    break;
+                }
+            }
+            if let Some(header) = header
+                && buf.len() >= header + len
+            {
+                let packet = buf.split_to(header + len).to_vec();
                 if want.contains(&packet[0]) {
                     return packet;
                 }
@@ -855,7 +896,7 @@ async fn read_packet(raw: &mut TcpStream, buf: &mut BytesMut, want: &[u8]) -> Ve
 }
 
 /// Reads until the peer closes; returns what came before.
-async fn read_to_close(raw: &mut TcpStream) -> Vec<u8> {
+async fn read_to_close(raw: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
     let mut rest = Vec::new();
     tokio::time::timeout(WAIT, raw.read_to_end(&mut rest))
         .await
@@ -934,6 +975,125 @@ async fn quiet_connections_park_and_wake_for_input_messages_takeover_and_shutdow
         "{goodbye:?}"
     );
     read_to_close(&mut twin).await;
+    server.task.await.expect("mqtt task");
+    server.broker.streams().close().await;
+}
+
+fn testdata(name: &str) -> String {
+    format!("{}/../tls/testdata/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A TLS client that trusts the test CA.
+fn tls_connector() -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = CertificateDer::from_pem_file(testdata("ca.pem")).expect("test CA");
+    roots.add(ca).expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// A 3.1.1 PUBLISH at QoS 1 with packet id 1.
+fn qos1_publish(topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&[0, 1]);
+    body.extend_from_slice(payload);
+    let mut packet = vec![0x32];
+    let mut len = body.len();
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        packet.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
+    packet
+}
+
+#[tokio::test]
+async fn quiet_tls_connections_park_and_serve_on_when_woken() {
+    const PARKED: &str = "tidewire_mqtt_connections_parked";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestBroker::start_tls(dir.path(), "").await;
+    let tls_addr = server.tls_addr.expect("a TLS listener");
+    let tcp = TcpStream::connect(tls_addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut sub = tls_connector()
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let mut buf = BytesMut::new();
+
+    // A 3.1.1 subscriber without keep alive goes quiet and parks.
+    sub.write_all(&[
+        0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 0, 0, 3, b's', b'u', b'b',
+    ])
+    .await
+    .expect("connect");
+    sub.flush().await.expect("flush");
+    read_packet(&mut sub, &mut buf, &[0x20]).await;
+    sub.write_all(&[0x82, 8, 0, 1, 0, 3, b'p', b'/', b'#', 1])
+        .await
+        .expect("subscribe");
+    sub.flush().await.expect("flush");
+    assert_eq!(
+        read_packet(&mut sub, &mut buf, &[0x90]).await,
+        [0x90, 3, 0, 1, 1]
+    );
+    server.metric_reaches(PARKED, 1).await;
+
+    // A message for it brings it back, and it parks again once quiet.
+    let mut publisher = Client::connect(server.addr, |_| {}).await;
+    publisher
+        .publish("p/1", QoS::AtLeastOnce, false, "wake")
+        .await;
+    let publish = read_packet(&mut sub, &mut buf, &[0x32]).await;
+    assert!(publish.ends_with(b"p/1\0\x01wake"), "{publish:?}");
+    sub.write_all(&[0x40, 2, 0, 1]).await.expect("puback");
+    sub.flush().await.expect("flush");
+    drop(publisher);
+    server.metric_reaches(PARKED, 1).await;
+
+    // Input wakes it: a PINGREQ is answered.
+    sub.write_all(&[0xC0, 0]).await.expect("pingreq");
+    sub.flush().await.expect("flush");
+    assert_eq!(read_packet(&mut sub, &mut buf, &[0xD0]).await, [0xD0, 0]);
+    server.metric_reaches(PARKED, 1).await;
+
+    // A publish of many TLS records while parked: acknowledged, stored,
+    // and delivered back to this subscriber whole.
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    sub.write_all(&qos1_publish("p/big", &payload))
+        .await
+        .expect("publish");
+    sub.flush().await.expect("flush");
+    // The PUBACK and the delivery, in either order.
+    let mut answers = [
+        read_packet(&mut sub, &mut buf, &[0x32, 0x40]).await,
+        read_packet(&mut sub, &mut buf, &[0x32, 0x40]).await,
+    ];
+    answers.sort_by_key(|packet| packet[0]);
+    assert!(
+        answers[0].ends_with(&payload),
+        "the payload came back whole"
+    );
+    assert_eq!(answers[1], [0x40, 2, 0, 1]);
+    assert!(server.stored_topics().contains(&"p/big".to_owned()));
+    server.metric_reaches(PARKED, 1).await;
+
+    // A parked TLS connection hears the server shut down, and its stream
+    // ends cleanly.
+    server.shutdown.cancel();
+    read_to_close(&mut sub).await;
     server.task.await.expect("mqtt task");
     server.broker.streams().close().await;
 }

@@ -10,8 +10,18 @@
 //! reload can replace its certificates without touching connections
 //! already open. [`identity`] reads a client certificate's subject CN,
 //! the username with `identity_as_username`.
+//!
+//! MQTT connections use [`stream::TlsStream`] ([`Tls::accept_stream`]),
+//! whose buffers a quiet connection can give up while it is parked; HTTPS
+//! ones use tokio-rustls ([`Tls::accept`]).
 
 pub mod identity;
+pub mod stream;
+
+pub use stream::{ParkedTls, TlsStream};
+/// The rustls and tokio-rustls this crate builds on, for clients in tests
+/// and tools.
+pub use {rustls, tokio_rustls};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -28,7 +38,6 @@ use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use serde::Deserialize;
 use tidewire_core::ConfigError;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_rustls::server::TlsStream;
 
 /// Default time a client has to finish the TLS handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -174,9 +183,9 @@ impl TlsMetrics {
 
 /// A connection whose handshake finished.
 #[derive(Debug)]
-pub struct Accepted<IO> {
+pub struct Accepted<S> {
     /// The encrypted stream.
-    pub stream: TlsStream<IO>,
+    pub stream: S,
     /// The verified client certificate's subject CN, if any.
     pub identity: Option<String>,
 }
@@ -221,35 +230,67 @@ impl Tls {
             .clone()
     }
 
-    /// Runs the server side of the handshake on `io`, within the deadline.
-    /// A failure is counted for `listener` and the connection dropped.
-    pub async fn accept<IO>(&self, io: IO, listener: &'static str) -> Option<Accepted<IO>>
+    /// Runs the server side of the handshake on `io` with tokio-rustls,
+    /// within the deadline. A failure is counted for `listener` and the
+    /// connection dropped.
+    pub async fn accept<IO>(
+        &self,
+        io: IO,
+        listener: &'static str,
+    ) -> Option<Accepted<tokio_rustls::server::TlsStream<IO>>>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let settings = self.settings();
         let acceptor = tokio_rustls::TlsAcceptor::from(settings.server);
-        let outcome = tokio::time::timeout(settings.handshake_timeout, acceptor.accept(io)).await;
-        let stream = match outcome {
-            Ok(Ok(stream)) => stream,
+        let handshake = async { acceptor.accept(io).await };
+        let stream = self
+            .within_deadline(handshake, settings.handshake_timeout, listener)
+            .await?;
+        let identity = client_identity(stream.get_ref().1.peer_certificates());
+        Some(Accepted { stream, identity })
+    }
+
+    /// Runs the server side of the handshake on `io` into a
+    /// [`TlsStream`], within the deadline. A failure is counted for
+    /// `listener` and the connection dropped.
+    pub async fn accept_stream<IO>(
+        &self,
+        io: IO,
+        listener: &'static str,
+    ) -> Option<Accepted<TlsStream<IO>>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        let settings = self.settings();
+        let handshake = TlsStream::accept(io, settings.server);
+        let stream = self
+            .within_deadline(handshake, settings.handshake_timeout, listener)
+            .await?;
+        let identity = client_identity(stream.peer_certificates());
+        Some(Accepted { stream, identity })
+    }
+
+    /// Runs `handshake` within `deadline`, counting a failure.
+    async fn within_deadline<S>(
+        &self,
+        handshake: impl Future<Output = std::io::Result<S>>,
+        deadline: Duration,
+        listener: &'static str,
+    ) -> Option<S> {
+        match tokio::time::timeout(deadline, handshake).await {
+            Ok(Ok(stream)) => Some(stream),
             Ok(Err(e)) => {
                 tracing::debug!(listener, error = %e, "TLS handshake failed");
                 self.count_failure(listener);
-                return None;
+                None
             }
             Err(_) => {
                 tracing::debug!(listener, "TLS handshake timed out");
                 self.count_failure(listener);
-                return None;
+                None
             }
-        };
-        let identity = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|leaf| identity::subject_common_name(leaf));
-        Some(Accepted { stream, identity })
+        }
     }
 
     fn count_failure(&self, listener: &'static str) {
@@ -258,4 +299,11 @@ impl Tls {
             .get_or_create(&ListenerLabel { listener })
             .inc();
     }
+}
+
+/// The subject CN of a verified client certificate chain's leaf.
+fn client_identity(chain: Option<&[CertificateDer<'static>]>) -> Option<String> {
+    chain
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| identity::subject_common_name(leaf))
 }

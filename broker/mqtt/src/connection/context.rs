@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use super::parking::{Park, Quiet, park_tcp};
+use super::parking::{Park, Quiet, park};
 use super::{Transport, serve, write_out};
 use crate::codec::{self, Codec, Version};
 use crate::config::MqttSettings;
@@ -31,7 +31,7 @@ use crate::session::{Delivery, Session, SubOptions};
 use crate::sessions::SessionTable;
 use tidewire_auth::{Acl, Peer};
 use tidewire_core::panics::contain;
-use tidewire_tls::Tls;
+use tidewire_tls::{Tls, TlsStream};
 
 /// Everything connections share.
 #[derive(Debug)]
@@ -56,8 +56,8 @@ pub struct Context {
     connections: TaskTracker,
     /// Set once shutdown starts: connections say goodbye and close.
     closing: AtomicBool,
-    /// Where quiet TCP connections wait without a task; `None` if the
-    /// poller could not be set up (they keep their tasks then).
+    /// Where quiet TCP and TLS connections wait without a task; `None` if
+    /// the poller could not be set up (they keep their tasks then).
     pub(super) parking: Option<ParkingLot<Quiet>>,
 }
 
@@ -111,14 +111,15 @@ impl Context {
             address: a.ip().to_canonical(),
             listener_on_loopback: self.settings.listen.ip().is_loopback(),
         });
-        self.admit_with(stream, peer, Some(park_tcp as Park<TcpStream>))
+        self.admit_with(stream, peer, Some(park::<TcpStream> as Park<TcpStream>))
     }
 
     /// [`Context::admit`] for a connection to the TLS listener: it takes
     /// its place under `max_connections` before the handshake (so a storm
     /// of half-open handshakes is capped like connections are), then runs
     /// the handshake within its deadline. A connection over the cap is
-    /// closed at once: no CONNACK can be sent before TLS.
+    /// closed at once: no CONNACK can be sent before TLS. Like a TCP
+    /// connection, it parks while quiet, keeping only its TLS session.
     pub(crate) fn admit_tls(
         self: Arc<Self>,
         stream: TcpStream,
@@ -136,16 +137,17 @@ impl Context {
                 tracing::warn!("connection limit reached; closing a TLS connection");
                 return;
             };
-            let Some(accepted) = tls.accept(stream, "mqtts").await else {
+            let Some(accepted) = tls.accept_stream(stream, "mqtts").await else {
                 return;
             };
             if tls.identity_as_username() {
                 slot.certificate_user = accepted.identity;
             }
+            let park = park::<TlsStream<TcpStream>> as Park<TlsStream<TcpStream>>;
             contain(
                 "MQTT connection",
                 &self.metrics.panics,
-                serve(accepted.stream, slot, None),
+                serve(accepted.stream, slot, Some(park)),
             )
             .await;
         }

@@ -8,8 +8,8 @@
 //! - `packet_loop.rs`: reading and dispatching packets, acknowledging
 //!   publishes once they are durable, sending queued messages within the
 //!   client's window, and watching keep alive, takeover and shutdown;
-//! - `parking.rs`: handing a quiet TCP connection to the parking lot
-//!   (`park.rs`) and taking it back when there is work.
+//! - `parking.rs`: handing a quiet TCP or TLS connection to the parking
+//!   lot (`park.rs`) and taking it back when there is work.
 //!
 //! Inbound publishes are submitted to the broker as they arrive and
 //! acknowledged in arrival order as each becomes durable, so a client can
@@ -95,8 +95,8 @@ async fn write_out<S: Transport>(io: &mut S, bytes: &[u8]) -> std::io::Result<()
 /// own boxed future, the connection's state is one heap block, and the
 /// wait is a single poll over the socket, the session's waker and the
 /// pending acks, with no timer or notification futures of its own (keep
-/// alive and shutdown wake it through the session). Once quiet, a TCP
-/// connection gives up even that and parks.
+/// alive and shutdown wake it through the session). Once quiet, a TCP or
+/// TLS connection gives up even that and parks.
 async fn serve<S: Transport>(io: S, slot: ConnectionSlot, park: Option<Park<S>>) {
     slot.ctx.metrics.accepted.inc();
     match Box::pin(handshake(io, slot)).await {

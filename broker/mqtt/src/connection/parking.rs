@@ -1,14 +1,17 @@
 //! The hand-off between a connection's task and the parking lot
 //! ([`crate::park`]): [`drive`] runs a connection until it ends or goes
-//! quiet, a quiet TCP connection leaves its socket and [`Quiet`] state in
-//! the lot and its task ends, and the lot resumes it on a new task when
-//! input arrives or its session wakes it.
+//! quiet, a quiet connection over TCP (plain, or TLS with no bytes
+//! buffered either way) leaves its socket and [`Quiet`] state in the lot
+//! and its task ends, and the lot resumes it on a new task when input
+//! arrives or its session wakes it. A TLS connection keeps only its TLS
+//! session while parked ([`ParkedTls`]); its buffers go.
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::task::Waker;
 
 use bytes::BytesMut;
+use tidewire_tls::{ParkedTls, TlsStream};
 use tokio::net::TcpStream;
 
 use tidewire_core::panics::contain;
@@ -42,25 +45,97 @@ pub(super) async fn drive<S: Transport>(mut conn: Box<Connection<S>>, park: Opti
     Box::pin(conn.finish(exit)).await;
 }
 
-/// Parks a quiet TCP connection: the lot keeps its socket (a duplicate of
-/// the descriptor, so dropping the tokio stream only takes it out of the
+/// What a parked connection keeps of its transport besides the socket.
+pub(super) enum Dormant {
+    /// Plain TCP: nothing.
+    Tcp,
+    /// TLS: the session (keys, sequence numbers, state).
+    Tls(ParkedTls),
+}
+
+/// A transport over TCP whose connections can park.
+pub(super) trait Parks: Transport + Sized {
+    /// The socket underneath.
+    fn socket(&self) -> &TcpStream;
+
+    /// Takes the transport apart into its socket and what else it keeps
+    /// while parked; gives it back if it holds bytes not yet passed on
+    /// (TLS: part of a record, plaintext not yet read, output not yet
+    /// sent).
+    fn into_dormant(self) -> Result<(TcpStream, Dormant), Self>;
+
+    /// Puts the transport together again on `socket`, with `waiting`:
+    /// what was read from the socket when it woke. Returns it with the
+    /// input it hands the packet loop.
+    fn wake(socket: TcpStream, dormant: Dormant, waiting: &[u8]) -> Option<(Self, BytesMut)>;
+}
+
+impl Parks for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+
+    fn into_dormant(self) -> Result<(TcpStream, Dormant), Self> {
+        Ok((self, Dormant::Tcp))
+    }
+
+    fn wake(socket: TcpStream, dormant: Dormant, waiting: &[u8]) -> Option<(Self, BytesMut)> {
+        matches!(dormant, Dormant::Tcp).then(|| (socket, BytesMut::from(waiting)))
+    }
+}
+
+impl Parks for TlsStream<TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref()
+    }
+
+    fn into_dormant(self) -> Result<(TcpStream, Dormant), Self> {
+        let (socket, tls) = self.into_parts()?;
+        Ok((socket, Dormant::Tls(tls)))
+    }
+
+    fn wake(socket: TcpStream, dormant: Dormant, waiting: &[u8]) -> Option<(Self, BytesMut)> {
+        // What was read is ciphertext: the stream decrypts it on its
+        // first read.
+        match dormant {
+            Dormant::Tls(tls) => Some((tls.resume(socket, waiting), BytesMut::new())),
+            Dormant::Tcp => None,
+        }
+    }
+}
+
+/// Parks a quiet connection: the lot keeps its socket (a duplicate of the
+/// descriptor, so dropping the tokio stream only takes it out of the
 /// runtime's reactor) and everything but its buffers.
-pub(super) fn park_tcp(conn: Box<Connection<TcpStream>>) -> Option<Box<Connection<TcpStream>>> {
+pub(super) fn park<S: Parks>(conn: Box<Connection<S>>) -> Option<Box<Connection<S>>> {
     let ctx = Arc::clone(conn.ctx());
     let Some(lot) = ctx.parking.as_ref() else {
         return Some(conn);
     };
-    let socket = match conn.io().as_fd().try_clone_to_owned() {
+    let socket = match conn.io().socket().as_fd().try_clone_to_owned() {
         Ok(fd) => std::net::TcpStream::from(fd),
         Err(e) => {
             tracing::debug!(error = %e, "could not park a quiet connection");
             return Some(conn);
         }
     };
-    let (io, quiet) = Quiet::from_connection(*conn);
+    let (io, state, aliases) = conn.into_parts();
+    let (tcp, dormant) = match io.into_dormant() {
+        Ok(parts) => parts,
+        // Bytes under way: it serves on (and parks no more).
+        Err(io) => return Some(Connection::new(io, BytesMut::new(), state, aliases)),
+    };
+    let quiet = Quiet {
+        state,
+        aliases,
+        dormant,
+    };
     match lot.park(socket, quiet) {
         Ok(()) => None,
-        Err((_, quiet)) => Some(quiet.into_connection(io, BytesMut::new())),
+        Err((_, quiet)) => {
+            let (io, read_buf) = S::wake(tcp, quiet.dormant, &[])?;
+            Some(Connection::new(io, read_buf, quiet.state, quiet.aliases))
+        }
     }
 }
 
@@ -69,19 +144,7 @@ pub(super) fn park_tcp(conn: Box<Connection<TcpStream>>) -> Option<Box<Connectio
 pub(super) struct Quiet {
     state: Accepted,
     aliases: Option<Box<TopicAliases>>,
-}
-
-impl Quiet {
-    /// Takes the socket out, leaving what a parked connection keeps.
-    fn from_connection<S: Transport>(conn: Connection<S>) -> (S, Quiet) {
-        let (io, state, aliases) = conn.into_parts();
-        (io, Quiet { state, aliases })
-    }
-
-    /// A connection again, on `io`.
-    fn into_connection<S: Transport>(self, io: S, read_buf: BytesMut) -> Box<Connection<S>> {
-        Connection::new(io, read_buf, self.state, self.aliases)
-    }
+    dormant: Dormant,
 }
 
 impl Parkable for Quiet {
@@ -96,24 +159,40 @@ impl Parkable for Quiet {
         ready || self.state.told_to_go().is_some()
     }
 
-    async fn resume(mut self, socket: std::net::TcpStream) {
+    async fn resume(self, socket: std::net::TcpStream) {
+        match self.dormant {
+            Dormant::Tcp => self.resume_on::<TcpStream>(socket).await,
+            Dormant::Tls(_) => self.resume_on::<TlsStream<TcpStream>>(socket).await,
+        }
+    }
+}
+
+impl Quiet {
+    /// Serves the connection again over `S` on `socket`.
+    async fn resume_on<S: Parks>(mut self, socket: std::net::TcpStream) {
         // Read what input is waiting now: the runtime's reactor reports it
         // only some time after the socket is registered, and a PINGREQ
         // that arrived late must count before keep alive is judged. A
         // close or an error shows again on the connection's next read.
         let mut waiting = [0u8; IDLE_READ_BUFFER];
         let read = std::io::Read::read(&mut &socket, &mut waiting).unwrap_or(0);
-        match TcpStream::from_std(socket) {
-            Ok(io) => {
+        let woken = TcpStream::from_std(socket)
+            .map_err(|e| e.to_string())
+            .and_then(|io| {
+                S::wake(io, self.dormant, &waiting[..read])
+                    .ok_or_else(|| "parked without its transport's state".to_owned())
+            });
+        match woken {
+            Ok((io, read_buf)) => {
                 // Back to work, and not quiet until it has had time to
                 // read and answer.
                 self.state.ctx().sessions.touch(&self.state.session.link);
                 let panics = self.state.ctx().metrics.panics.clone();
-                let mut conn = self.into_connection(io, BytesMut::from(&waiting[..read]));
+                let mut conn = Connection::new(io, read_buf, self.state, self.aliases);
                 if read > 0 {
                     conn.note_read();
                 }
-                contain("MQTT connection", &panics, drive(conn, Some(park_tcp))).await;
+                contain("MQTT connection", &panics, drive(conn, Some(park::<S>))).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not resume a parked connection");
@@ -155,7 +234,12 @@ mod tests {
     async fn a_parked_connection_is_woken_by_queued_messages_and_by_shutdown() {
         let test = TestContext::new("");
         let (conn, _client) = test.connection(Version::V5, "meter").await;
-        let (_io, quiet) = Quiet::from_connection(*conn);
+        let (_io, state, aliases) = conn.into_parts();
+        let quiet = Quiet {
+            state,
+            aliases,
+            dormant: Dormant::Tcp,
+        };
         let counter = Arc::new(CountingWaker::default());
         let waker = Waker::from(Arc::clone(&counter));
 
