@@ -810,5 +810,7 @@ mod fuzz;
 mod hostile;
 #[path = "server/http.rs"]
 mod http;
+#[path = "server/queues.rs"]
+mod queues;
 #[path = "server/websocket.rs"]
 mod websocket;

@@ -161,6 +161,7 @@ struct DeleteBatch {
 #[derive(Debug, Serialize)]
 struct Deleted {
     receipt_handle: String,
+    deleted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -171,7 +172,8 @@ pub struct DeleteResults {
 }
 
 /// `POST /api/v1/queues/{name}/delete`: deletes 1 to 10 messages by
-/// receipt handle, answered handle by handle once durable.
+/// receipt handle (one journal commit), answered handle by handle once
+/// durable.
 pub async fn delete_batch(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -182,28 +184,17 @@ pub async fn delete_batch(
     let batch: DeleteBatch = json_body(&body, "invalid request")?;
     check_batch("receipt_handles", batch.receipt_handles.len())?;
     let queue = state.queues.get(&name).map_err(queue_error)?;
-    // Together, so their journal records share a commit.
-    let mut deletes = tokio::task::JoinSet::new();
-    for (i, handle) in batch.receipt_handles.iter().enumerate() {
-        let (queue, handle) = (queue.clone(), handle.clone());
-        deletes.spawn(async move { (i, queue.delete(&handle).await) });
-    }
-    let mut outcomes: Vec<Option<String>> = vec![None; batch.receipt_handles.len()];
-    while let Some(joined) = deletes.join_next().await {
-        let (i, outcome) =
-            joined.map_err(|e| ApiError::internal(format!("a delete task failed: {e}")))?;
-        if let Err(e) = outcome {
-            outcomes[i] = Some(json::describe(&e));
-        }
-    }
+    let handles: Vec<&str> = batch.receipt_handles.iter().map(String::as_str).collect();
+    let outcomes = queue.delete_batch(&handles).await;
     Ok(Json(DeleteResults {
         results: batch
             .receipt_handles
             .into_iter()
             .zip(outcomes)
-            .map(|(receipt_handle, error)| Deleted {
+            .map(|(receipt_handle, outcome)| Deleted {
                 receipt_handle,
-                error,
+                deleted: outcome.is_ok(),
+                error: outcome.err().map(|e| json::describe(&e)),
             })
             .collect(),
     }))

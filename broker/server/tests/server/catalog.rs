@@ -14,10 +14,11 @@ use super::*;
 
 /// `method path` with an optional JSON body: status and JSON (`null` for
 /// an empty body).
-async fn call(api: &Api, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+pub(super) async fn call(api: &Api, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let client = api.client();
     let url = api.url(path);
     let mut request = match method {
+        "GET" => client.get(url),
         "POST" => client.post(url),
         "PATCH" => client.patch(url),
         "DELETE" => client.delete(url),
@@ -45,7 +46,7 @@ async fn sql(api: &Api, query: &str) -> (u16, Value) {
 
 /// Publishes `payloads` to `topic` over MQTT at QoS 1 and waits for every
 /// PUBACK.
-async fn publish_mqtt(addr: std::net::SocketAddr, topic: &str, payloads: &[String]) {
+pub(super) async fn publish_mqtt(addr: std::net::SocketAddr, topic: &str, payloads: &[String]) {
     let mut options = MqttOptions::new("catalog-test", addr.ip().to_string(), addr.port());
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut events) = AsyncClient::new(options, 100);

@@ -283,6 +283,10 @@ const VALID_REQUESTS: &[&str] = &[
     r#"{"op":"watch","id":"w2","query":"configured"}"#,
     r#"{"op":"unwatch","id":"w"}"#,
     r#"{"op":"ping","id":[1,{"a":null}]}"#,
+    r#"{"op":"queue_send","id":"qs","queue":"jobs","body":{"t":1},"attributes":{"a":{"type":"String","value":"v"}},"delay_ms":5}"#,
+    r#"{"op":"queue_send","id":2,"queue":"jobs.fifo","body_base64":"aGk=","group":"g","dedup_id":"d"}"#,
+    r#"{"op":"queue_receive","id":"qr","queue":"jobs","max":10,"wait_ms":100,"visibility_ms":1000}"#,
+    r#"{"op":"queue_delete","id":"qd","queue":"jobs","receipt_handle":"h"}"#,
 ];
 
 /// Pieces of JSON text: punctuation, the protocol's names, odd values.
@@ -293,6 +297,8 @@ fn json_piece() -> impl Strategy<Value = String> {
             "\"qos\"", "\"retain\"", "\"encoding\"", "\"filter\"", "\"sql\"", "\"query\"",
             "\"window\"", "\"hop\"", "\"allowed_lateness\"", "\"event_time\"", "\"publish\"",
             "\"subscribe\"", "\"unsubscribe\"", "\"watch\"", "\"unwatch\"", "\"ping\"",
+            "\"queue_send\"", "\"queue_receive\"", "\"queue_delete\"", "\"queue\"",
+            "\"body\"", "\"body_base64\"", "\"receipt_handle\"", "\"max\"",
             "\"base64\"", "null", "true", "false", "0", "-1", "1e999", "18446744073709551616",
             "\"\\u0000\"", "\"\\ud800\"", "\"", "\\", " ",
         ])
@@ -315,6 +321,24 @@ fn check_ws_frame(text: &str) -> Result<(), TestCaseError> {
         Ok(Request::Publish(publish)) => {
             if let Err(e) = payload_bytes(&publish.payload, publish.encoding.as_deref()) {
                 prop_assert!(!e.is_empty(), "an empty payload error for {}", text);
+            }
+        }
+        Ok(Request::QueueSend(send)) => {
+            if let Err(e) = send.message.into_outgoing(String::new()) {
+                prop_assert!(
+                    !e.to_string().is_empty(),
+                    "an empty send error for {}",
+                    text
+                );
+            }
+        }
+        Ok(Request::QueueReceive(receive)) => {
+            if let Err(e) = receive.receive.options() {
+                prop_assert!(
+                    !e.to_string().is_empty(),
+                    "an empty receive error for {}",
+                    text
+                );
             }
         }
         Ok(Request::Watch(w)) => {
@@ -906,6 +930,10 @@ filters = ["#"]
 [streams.schema]
 temp = { type = "double", path = "t" }
 device = { type = "varchar", path = "d" }
+
+[[queues]]
+name = "jobs"
+from = ["fuzz/#"]
 "##;
 
 /// Text a request target may carry: the characters allowed as they are,
@@ -1027,6 +1055,31 @@ fn stream_body() -> impl Strategy<Value = Vec<u8>> {
         5 => mutated_json(VALID_STREAMS).prop_map(String::into_bytes),
         1 => json_ish().prop_map(String::into_bytes),
         1 => vec(any::<u8>(), 0..256),
+    ]
+}
+
+/// Sends to the `jobs` queue, valid as they are.
+const VALID_QUEUE_SENDS: &[&str] = &[
+    r#"{"body":"hello","attributes":{"n":{"type":"Number","value":"1.5"}},"delay_ms":0}"#,
+    r#"{"body_base64":"aGk=","attributes":{"b":{"type":"Binary","value":"AAE="}}}"#,
+    r#"{"messages":[{"body":{"t":1}},{"body":"x","attributes":{"s":{"type":"String.x","value":"v"}}}]}"#,
+];
+
+/// Queue definitions, valid as they are.
+const VALID_QUEUES: &[&str] = &[
+    r#"{"name":"fz","from":["fuzz/#"],"visibility_timeout":"5s","retention":"1h","delay":"0s","max_message_bytes":"64KiB","receive_wait":"1s","dead_letter":{"queue":"jobs","max_receive_count":3}}"#,
+    r#"{"name":"fz.fifo","content_based_dedup":true,"group":"{1}","fsync":"never"}"#,
+];
+
+/// `POST /api/v1/queues/jobs/messages` and `POST /api/v1/queues`.
+fn queue_request() -> impl Strategy<Value = (String, Vec<u8>)> {
+    let send = |body: Vec<u8>| ("/api/v1/queues/jobs/messages".to_owned(), body);
+    let define = |body: Vec<u8>| ("/api/v1/queues".to_owned(), body);
+    prop_oneof![
+        4 => mutated_json(VALID_QUEUE_SENDS).prop_map(move |b| send(b.into_bytes())),
+        1 => json_ish().prop_map(move |b| send(b.into_bytes())),
+        3 => mutated_json(VALID_QUEUES).prop_map(move |b| define(b.into_bytes())),
+        1 => vec(any::<u8>(), 0..256).prop_map(define),
     ]
 }
 
@@ -1215,8 +1268,8 @@ async fn send_all(addr: SocketAddr, requests: &[Fuzzed], failures: &mut Vec<Stri
         let mut problem = judge(&reply);
         if let Ok(reply) = &reply {
             problem = problem.or_else(|| shape_problem(request, reply));
-            if request.target == "/api/v1/streams" && reply.status == 201 {
-                problem = problem.or(delete_created(addr, reply).await);
+            if reply.status == 201 {
+                problem = problem.or(delete_created(addr, &request.target, reply).await);
             }
         }
         if let Some(problem) = problem {
@@ -1240,7 +1293,12 @@ fn shape_problem(request: &Fuzzed, reply: &Reply) -> Option<String> {
         "/api/v1/sql" => body
             .as_ref()
             .is_some_and(|b| b["columns"].is_array() && b["rows"].is_array()),
-        "/api/v1/streams" => body.as_ref().is_some_and(|b| b["name"].is_string()),
+        "/api/v1/streams" | "/api/v1/queues" => {
+            body.as_ref().is_some_and(|b| b["name"].is_string())
+        }
+        "/api/v1/queues/jobs/messages" => body
+            .as_ref()
+            .is_some_and(|b| b["message_id"].is_string() || b["results"].is_array()),
         target if target.starts_with("/api/v1/publish/") => {
             body.as_ref().is_some_and(|b| b["stored"].is_array())
         }
@@ -1257,18 +1315,19 @@ fn shape_problem(request: &Fuzzed, reply: &Reply) -> Option<String> {
     })
 }
 
-/// Deletes the stream a fuzzed definition created (204 expected).
-async fn delete_created(addr: SocketAddr, created: &Reply) -> Option<String> {
+/// Deletes the stream or queue a fuzzed definition posted to `collection`
+/// created (204 expected).
+async fn delete_created(addr: SocketAddr, collection: &str, created: &Reply) -> Option<String> {
     let name = created.json()?["name"].as_str()?.to_owned();
-    let reply = send_http(addr, "DELETE", &format!("/api/v1/streams/{name}"), "", b"").await;
+    let reply = send_http(addr, "DELETE", &format!("{collection}/{name}"), "", b"").await;
     match reply {
         Ok(reply) if reply.status == 204 => None,
         Ok(reply) => Some(format!(
-            "deleting the stream it created: {} {}",
+            "deleting what it created: {} {}",
             reply.status,
             preview(&reply.body)
         )),
-        Err(e) => Some(format!("deleting the stream it created: {e}")),
+        Err(e) => Some(format!("deleting what it created: {e}")),
     }
 }
 
@@ -1317,7 +1376,7 @@ async fn fuzzed_http_requests_get_json_answers_and_no_5xx() {
     }
     let addr = broker.listeners["http"];
     let seed = seed();
-    let targets: [(&str, Vec<Fuzzed>); 4] = [
+    let targets: [(&str, Vec<Fuzzed>); 5] = [
         (
             "records",
             samples(records_target(), HTTP_CASES, seed)
@@ -1347,6 +1406,17 @@ async fn fuzzed_http_requests_get_json_answers_and_no_5xx() {
                 .map(|body| Fuzzed {
                     method: "POST",
                     target: "/api/v1/streams".into(),
+                    body,
+                })
+                .collect(),
+        ),
+        (
+            "queues",
+            samples(queue_request(), HTTP_CASES, seed)
+                .into_iter()
+                .map(|(target, body)| Fuzzed {
+                    method: "POST",
+                    target,
                     body,
                 })
                 .collect(),
@@ -1385,7 +1455,7 @@ async fn fuzzed_http_requests_get_json_answers_and_no_5xx() {
         failures.is_empty(),
         "seed {seed}: {} of {} fuzzed requests got a wrong answer:\n{}\n--- log ---\n{}",
         failures.len(),
-        4 * HTTP_CASES,
+        targets.len() * HTTP_CASES,
         failures.join("\n"),
         broker.log()
     );

@@ -18,7 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::*;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(super) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const FRAME_WAIT: Duration = Duration::from_secs(15);
 
@@ -33,28 +33,28 @@ pub(super) fn mqtt_ws_request(broker: &Broker) -> tungstenite::handshake::client
     request
 }
 
-fn ws_url(broker: &Broker, path: &str) -> String {
+pub(super) fn ws_url(broker: &Broker, path: &str) -> String {
     format!(
         "{}{path}",
         broker.http_url().replacen("http://", "ws://", 1)
     )
 }
 
-async fn connect(broker: &Broker) -> Ws {
+pub(super) async fn connect(broker: &Broker) -> Ws {
     let (ws, _) = tokio_tungstenite::connect_async(ws_url(broker, "/ws"))
         .await
         .expect("connect /ws");
     ws
 }
 
-async fn send(ws: &mut Ws, frame: Value) {
+pub(super) async fn send(ws: &mut Ws, frame: Value) {
     ws.send(Message::Text(frame.to_string().into()))
         .await
         .expect("send a frame");
 }
 
 /// The next text frame, as JSON.
-async fn next_json(ws: &mut Ws) -> Value {
+pub(super) async fn next_json(ws: &mut Ws) -> Value {
     loop {
         let frame = tokio::time::timeout(FRAME_WAIT, ws.next())
             .await
