@@ -193,7 +193,10 @@ async fn sigterm_drains_syncs_and_exits_zero() {
     assert!(status.success(), "exit status {status}");
     let broker = launch.start().await.expect("restart");
     let log = broker.log();
-    assert!(log.contains("all streams synced and closed"), "{log}");
+    assert!(
+        log.contains("all streams and queues synced and closed"),
+        "{log}"
+    );
     assert!(
         !log.contains("truncating"),
         "a clean stop leaves no torn tail: {log}"
