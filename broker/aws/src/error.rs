@@ -1,7 +1,10 @@
 //! AWS error shapes: one [`AwsError`] (status, code, message, whose fault)
 //! rendered the way each protocol's SDK parser expects: an XML
 //! `ErrorResponse` for the Query protocol (STS, SNS), and a JSON body with
-//! `__type` for the JSON protocols (SQS, EventBridge, Kinesis).
+//! `__type` for the JSON protocols (SQS, EventBridge, Kinesis). A service
+//! that moved from the Query protocol to JSON (SQS) names the error's shape
+//! in `__type` and keeps its old Query code in the `x-amzn-query-error`
+//! header, which the SDKs report as the error code.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +18,9 @@ pub struct AwsError {
     pub code: String,
     /// What went wrong, for people.
     pub message: String,
+    /// The JSON protocols' `__type` when it differs from `code`: the
+    /// error's shape, e.g. `com.amazonaws.sqs#QueueDoesNotExist`.
+    pub shape: Option<&'static str>,
 }
 
 impl AwsError {
@@ -24,11 +30,25 @@ impl AwsError {
             status,
             code: code.to_owned(),
             message: message.into(),
+            shape: None,
         }
     }
 
+    /// The same error with `shape` as its JSON `__type`.
+    pub fn with_shape(self, shape: &'static str) -> AwsError {
+        AwsError {
+            shape: Some(shape),
+            ..self
+        }
+    }
+
+    /// True when the caller is at fault (a 4xx), false when the service is.
+    pub fn is_sender_fault(&self) -> bool {
+        !self.status.is_server_error()
+    }
+
     fn fault(&self) -> &'static str {
-        if self.status.is_server_error() {
+        if !self.is_sender_fault() {
             "Receiver"
         } else {
             "Sender"
@@ -52,9 +72,11 @@ impl AwsError {
     }
 
     /// The JSON protocols' error (`content_type` is the protocol's own,
-    /// e.g. `application/x-amz-json-1.0`).
+    /// e.g. `application/x-amz-json-1.0`): `__type` is the shape (else the
+    /// code), and `x-amzn-query-error` carries the code and whose fault.
     pub fn to_json(&self, content_type: &'static str, request_id: &str) -> Response {
-        let body = serde_json::json!({ "__type": self.code, "message": self.message }).to_string();
+        let kind = self.shape.unwrap_or(&self.code);
+        let body = serde_json::json!({ "__type": kind, "message": self.message }).to_string();
         let mut response =
             (self.status, [(header::CONTENT_TYPE, content_type)], body).into_response();
         if let Ok(value) = HeaderValue::from_str(&format!("{};{}", self.code, self.fault())) {

@@ -6,13 +6,14 @@
 //! signature ([`sigv4`]) over an access key of `[aws]` ([`config`]),
 //! mapped to a tidewire user whose permissions apply, or anonymous where
 //! anonymous access is allowed. Errors take each protocol's own shape
-//! ([`error`]). STS `GetCallerIdentity` ([`sts`]) answers today; a new
-//! service is a module and a line in [`AwsApi::query`] or
+//! ([`error`]). STS `GetCallerIdentity` ([`sts`]) and SQS ([`sqs`])
+//! answer; a new service is a module and a line in [`AwsApi::query`] or
 //! [`AwsApi::json`].
 
 pub mod config;
 pub mod error;
 pub mod sigv4;
+pub mod sqs;
 pub mod sts;
 
 use std::sync::Arc;
@@ -21,13 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::Response;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use tidewire_auth::{Auth, Door, Identity, Peer, Permissions, Principal};
 use tidewire_queues::Queues;
 
 pub use config::{AwsConfig, AwsSettings};
 pub use error::AwsError;
+use error::with_request_id;
 
 /// Who made an AWS request.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct Caller {
     pub access_key_id: Option<String>,
     /// True when the access key maps to a `[[users]]` entry.
     pub mapped_user: bool,
+    /// The region of the signature's credential scope; none when unsigned.
+    pub region: Option<String>,
 }
 
 /// The AWS endpoint: settings, the auth model, and its services.
@@ -89,6 +93,7 @@ impl AwsApi {
                 principal,
                 access_key_id: None,
                 mapped_user: false,
+                region: None,
             });
         }
         let request = sigv4::Request {
@@ -126,6 +131,7 @@ impl AwsApi {
             principal,
             access_key_id: Some(signed.access_key_id),
             mapped_user,
+            region: Some(signed.region),
         })
     }
 
@@ -154,14 +160,40 @@ impl AwsApi {
         }
     }
 
-    /// A JSON-protocol action (`X-Amz-Target: Service.Action`).
-    fn json(&self, target: &str, content_type: &'static str, request_id: &str) -> Response {
-        AwsError::sender(
-            StatusCode::BAD_REQUEST,
-            "UnknownOperationException",
-            format!("{target} is not served by this endpoint"),
-        )
-        .to_json(content_type, request_id)
+    /// A JSON-protocol action (`X-Amz-Target: Service.Action`) sent to
+    /// `host`.
+    async fn json(
+        &self,
+        caller: &Caller,
+        target: &str,
+        host: &str,
+        body: &[u8],
+        content_type: &'static str,
+        request_id: &str,
+    ) -> Response {
+        let answered = match target.split_once('.') {
+            Some(("AmazonSQS", action)) => {
+                let ctx = sqs::Context {
+                    queues: &self.queues,
+                    caller,
+                    account: &self.settings.account_id,
+                    host,
+                };
+                sqs::handle(&ctx, action, body).await
+            }
+            _ => Err(AwsError::sender(
+                StatusCode::BAD_REQUEST,
+                "UnknownOperationException",
+                format!("{target} is not served by this endpoint"),
+            )),
+        };
+        match answered {
+            Ok(answer) => with_request_id(
+                ([(header::CONTENT_TYPE, content_type)], answer.to_string()).into_response(),
+                request_id,
+            ),
+            Err(error) => error.to_json(content_type, request_id),
+        }
     }
 }
 
@@ -197,7 +229,12 @@ pub async fn handle(
     };
     match (protocol, target) {
         (Protocol::Json(content_type), Some(target)) => {
-            api.json(&target, content_type, &request_id)
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("localhost");
+            api.json(&caller, &target, host, &body, content_type, &request_id)
+                .await
         }
         _ => match serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) {
             Ok(form) => api.query(&caller, &form, &request_id),
