@@ -1,0 +1,327 @@
+//! The value side of one transition: for one field path out of one
+//! state, which targets a value leads to. Exact values are hash lookups,
+//! prefixes and suffixes one lookup per distinct length ([`Affixes`]),
+//! numeric ranges an interval tree ([`RangeIndex`]), CIDR blocks one lookup
+//! per distinct prefix length; wildcards are filed under their literal
+//! prefix or suffix and checked in full only when that matches.
+
+use std::cell::OnceCell;
+use std::net::IpAddr;
+
+use super::Map;
+use super::affix::Affixes;
+use super::keys::{Key, Targets};
+use super::ranges::RangeIndex;
+use crate::cidr::Cidr;
+use crate::event::Leaf;
+use crate::value::{AnythingBut, Literal, Number, Range, ValuePattern, fold};
+use crate::wildcard::Wildcard;
+
+/// One test an index entry stands for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Item<'a> {
+    String(&'a str),
+    Number(Number),
+    Bool(bool),
+    Null,
+    Prefix(&'a str),
+    Suffix(&'a str),
+    Folded(&'a str),
+    FoldedPrefix(&'a str),
+    FoldedSuffix(&'a str),
+    Wildcard(&'a Wildcard),
+    Range(Range),
+    Cidr(Cidr),
+}
+
+impl<'a> Item<'a> {
+    /// The entry for a value-list element that a value must pass; `None`
+    /// for `exists` and `anything-but`, which are not looked up this way.
+    pub(crate) fn positive(value: &'a ValuePattern) -> Option<Item<'a>> {
+        Some(match value {
+            ValuePattern::Exact(Literal::String(s)) => Item::String(s),
+            ValuePattern::Exact(Literal::Number(n)) => Item::Number(*n),
+            ValuePattern::Exact(Literal::Bool(b)) => Item::Bool(*b),
+            ValuePattern::Exact(Literal::Null) => Item::Null,
+            ValuePattern::Prefix(p) => Item::Prefix(p),
+            ValuePattern::Suffix(s) => Item::Suffix(s),
+            ValuePattern::PrefixIgnoreCase(p) => Item::FoldedPrefix(p),
+            ValuePattern::SuffixIgnoreCase(s) => Item::FoldedSuffix(s),
+            ValuePattern::EqualsIgnoreCase(v) => Item::Folded(v),
+            ValuePattern::Wildcard(w) => Item::Wildcard(w),
+            ValuePattern::Numeric(r) => Item::Range(*r),
+            ValuePattern::Cidr(c) => Item::Cidr(*c),
+            ValuePattern::AnythingBut(_) | ValuePattern::Exists(_) => return None,
+        })
+    }
+
+    /// The entries for the values an `anything-but` excludes.
+    pub(crate) fn excluded(list: &'a AnythingBut) -> Vec<Item<'a>> {
+        match list {
+            AnythingBut::Strings(v) => v.iter().map(|s| Item::String(s)).collect(),
+            AnythingBut::Numbers(v) => v.iter().map(|&n| Item::Number(n)).collect(),
+            AnythingBut::Prefixes(v) => v.iter().map(|s| Item::Prefix(s)).collect(),
+            AnythingBut::Suffixes(v) => v.iter().map(|s| Item::Suffix(s)).collect(),
+            AnythingBut::IgnoreCase(v) => v.iter().map(|s| Item::Folded(s)).collect(),
+            AnythingBut::Wildcards(v) => v.iter().map(Item::Wildcard).collect(),
+        }
+    }
+}
+
+/// A value being looked up, with what some lookups derive from it
+/// computed at most once.
+pub(crate) struct Probe<'a> {
+    leaf: Leaf<'a>,
+    folded: OnceCell<String>,
+    ip: OnceCell<Option<IpAddr>>,
+}
+
+impl<'a> Probe<'a> {
+    pub(crate) fn new(leaf: Leaf<'a>) -> Probe<'a> {
+        Probe {
+            leaf,
+            folded: OnceCell::new(),
+            ip: OnceCell::new(),
+        }
+    }
+
+    fn folded(&self, s: &str) -> &str {
+        self.folded.get_or_init(|| fold(s))
+    }
+
+    fn ip(&self, s: &str) -> Option<IpAddr> {
+        *self.ip.get_or_init(|| s.parse().ok())
+    }
+}
+
+/// Targets (states, or negation ids) by the test that leads to them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ValueIndex {
+    strings: Map<Key, Targets<u32>>,
+    numbers: Map<u64, Targets<u32>>,
+    /// The rarer tests, allocated when the first one is added.
+    more: Option<Box<More>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct More {
+    /// How many entries are in here, to free it when none are.
+    entries: usize,
+    falses: Vec<u32>,
+    trues: Vec<u32>,
+    nulls: Vec<u32>,
+    prefixes: Affixes<u32>,
+    suffixes: Affixes<u32>,
+    folded: Map<Key, Targets<u32>>,
+    folded_prefixes: Affixes<u32>,
+    folded_suffixes: Affixes<u32>,
+    /// Wildcards by their literal prefix, else by their literal suffix,
+    /// else in a list.
+    wildcard_prefixes: Affixes<(Wildcard, u32)>,
+    wildcard_suffixes: Affixes<(Wildcard, u32)>,
+    wildcards: Vec<(Wildcard, u32)>,
+    ranges: RangeIndex,
+    /// Networks by (family, prefix length), then by masked address.
+    cidrs: Map<(bool, u8), Map<u128, Targets<u32>>>,
+}
+
+impl ValueIndex {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.strings.is_empty() && self.numbers.is_empty() && self.more.is_none()
+    }
+
+    pub(crate) fn insert(&mut self, item: Item<'_>, target: u32) {
+        match item {
+            Item::String(s) => file(&mut self.strings, Key::new(s), target),
+            Item::Number(n) => file(&mut self.numbers, n.key(), target),
+            _ => {
+                let more = self.more.get_or_insert_with(Box::default);
+                more.entries += 1;
+                match item {
+                    Item::Bool(false) => more.falses.push(target),
+                    Item::Bool(true) => more.trues.push(target),
+                    Item::Null => more.nulls.push(target),
+                    Item::Prefix(p) => more.prefixes.insert(p, target),
+                    Item::Suffix(s) => more.suffixes.insert(s, target),
+                    Item::Folded(v) => file(&mut more.folded, Key::new(v), target),
+                    Item::FoldedPrefix(p) => more.folded_prefixes.insert(p, target),
+                    Item::FoldedSuffix(s) => more.folded_suffixes.insert(s, target),
+                    Item::Wildcard(w) => {
+                        let entry = (w.clone(), target);
+                        if !w.literal_prefix().is_empty() {
+                            more.wildcard_prefixes.insert(w.literal_prefix(), entry);
+                        } else if !w.literal_suffix().is_empty() {
+                            more.wildcard_suffixes.insert(w.literal_suffix(), entry);
+                        } else {
+                            more.wildcards.push(entry);
+                        }
+                    }
+                    Item::Range(r) => more.ranges.insert(r, target),
+                    Item::Cidr(c) => {
+                        file(more.cidrs.entry(c.family()).or_default(), c.bits(), target);
+                    }
+                    Item::String(_) | Item::Number(_) => {}
+                }
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, item: Item<'_>, target: u32) {
+        match item {
+            Item::String(s) => {
+                remove_keyed(&mut self.strings, s.as_bytes(), target);
+            }
+            Item::Number(n) => {
+                remove_keyed(&mut self.numbers, &n.key(), target);
+            }
+            _ => {
+                let Some(more) = self.more.as_mut() else {
+                    return;
+                };
+                match item {
+                    Item::Bool(false) => remove_one(&mut more.falses, target),
+                    Item::Bool(true) => remove_one(&mut more.trues, target),
+                    Item::Null => remove_one(&mut more.nulls, target),
+                    Item::Prefix(p) => {
+                        more.prefixes.remove(p, &target);
+                    }
+                    Item::Suffix(s) => {
+                        more.suffixes.remove(s, &target);
+                    }
+                    Item::Folded(v) => remove_keyed(&mut more.folded, v.as_bytes(), target),
+                    Item::FoldedPrefix(p) => {
+                        more.folded_prefixes.remove(p, &target);
+                    }
+                    Item::FoldedSuffix(s) => {
+                        more.folded_suffixes.remove(s, &target);
+                    }
+                    Item::Wildcard(w) => {
+                        let entry = (w.clone(), target);
+                        if !w.literal_prefix().is_empty() {
+                            more.wildcard_prefixes.remove(w.literal_prefix(), &entry);
+                        } else if !w.literal_suffix().is_empty() {
+                            more.wildcard_suffixes.remove(w.literal_suffix(), &entry);
+                        } else if let Some(at) = more.wildcards.iter().position(|e| *e == entry) {
+                            more.wildcards.swap_remove(at);
+                        }
+                    }
+                    Item::Range(r) => more.ranges.remove(r, target),
+                    Item::Cidr(c) => {
+                        if let Some(by_bits) = more.cidrs.get_mut(&c.family()) {
+                            remove_keyed(by_bits, &c.bits(), target);
+                            if by_bits.is_empty() {
+                                more.cidrs.remove(&c.family());
+                            }
+                        }
+                    }
+                    Item::String(_) | Item::Number(_) => {}
+                }
+                more.entries = more.entries.saturating_sub(1);
+                if more.entries == 0 {
+                    self.more = None;
+                }
+            }
+        }
+    }
+
+    /// Calls `emit` with the target of every entry `probe` passes (a
+    /// target filed under several passing entries comes several times).
+    pub(crate) fn query(&self, probe: &Probe<'_>, emit: &mut impl FnMut(u32)) {
+        match probe.leaf {
+            Leaf::String(s) => {
+                if let Some(targets) = self.strings.get(s.as_bytes()) {
+                    targets.as_slice().iter().copied().for_each(&mut *emit);
+                }
+                if let Some(more) = &self.more {
+                    more.query_string(s, probe, emit);
+                }
+            }
+            Leaf::Number(x) => {
+                if let Some(targets) = self.numbers.get(&Number::key_of(x)) {
+                    targets.as_slice().iter().copied().for_each(&mut *emit);
+                }
+                if let Some(more) = &self.more
+                    && !more.ranges.is_empty()
+                {
+                    more.ranges.query(x, emit);
+                }
+            }
+            Leaf::Bool(b) => {
+                if let Some(more) = &self.more {
+                    let targets = if b { &more.trues } else { &more.falses };
+                    targets.iter().copied().for_each(emit);
+                }
+            }
+            Leaf::Null => {
+                if let Some(more) = &self.more {
+                    more.nulls.iter().copied().for_each(emit);
+                }
+            }
+        }
+    }
+}
+
+impl More {
+    fn query_string(&self, s: &str, probe: &Probe<'_>, emit: &mut impl FnMut(u32)) {
+        self.prefixes.prefixes_of(s, |&t| emit(t));
+        self.suffixes.suffixes_of(s, |&t| emit(t));
+        if !self.folded.is_empty()
+            || !self.folded_prefixes.is_empty()
+            || !self.folded_suffixes.is_empty()
+        {
+            let folded = probe.folded(s);
+            if let Some(targets) = self.folded.get(folded.as_bytes()) {
+                targets.as_slice().iter().copied().for_each(&mut *emit);
+            }
+            self.folded_prefixes.prefixes_of(folded, |&t| emit(t));
+            self.folded_suffixes.suffixes_of(folded, |&t| emit(t));
+        }
+        let mut wildcard = |(w, t): &(Wildcard, u32)| {
+            if w.matches(s) {
+                emit(*t);
+            }
+        };
+        self.wildcard_prefixes.prefixes_of(s, &mut wildcard);
+        self.wildcard_suffixes.suffixes_of(s, &mut wildcard);
+        self.wildcards.iter().for_each(&mut wildcard);
+        if !self.cidrs.is_empty()
+            && let Some(ip) = probe.ip(s)
+        {
+            for (family, by_bits) in &self.cidrs {
+                if let Some(bits) = Cidr::masked(*family, ip)
+                    && let Some(targets) = by_bits.get(&bits)
+                {
+                    targets.as_slice().iter().copied().for_each(&mut *emit);
+                }
+            }
+        }
+    }
+}
+
+fn remove_one(targets: &mut Vec<u32>, target: u32) {
+    if let Some(at) = targets.iter().position(|&t| t == target) {
+        targets.swap_remove(at);
+    }
+}
+
+fn file<K: std::hash::Hash + Eq>(map: &mut Map<K, Targets<u32>>, key: K, target: u32) {
+    match map.get_mut(&key) {
+        Some(targets) => targets.push(target),
+        None => {
+            map.insert(key, Targets::One(target));
+        }
+    }
+}
+
+fn remove_keyed<K, Q>(map: &mut Map<K, Targets<u32>>, key: &Q, target: u32)
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    if let Some(targets) = map.get_mut(key)
+        && targets.as_slice().contains(&target)
+        && targets.remove(&target)
+    {
+        map.remove(key);
+    }
+}

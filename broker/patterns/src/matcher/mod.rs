@@ -1,0 +1,727 @@
+//! Many patterns compiled into one state machine, in the manner of
+//! aws/event-ruler and Quamina, so that matching an event costs about the
+//! same with ten thousand patterns as with ten.
+//!
+//! Each pattern is a set of alternatives, each a sequence of steps (a
+//! field path and what its value must pass, or that it has none). The
+//! machine is a trie of those sequences: a state's children are keyed by
+//! step, so patterns that start alike share states. Out of each state, the
+//! steps on one path share a [`Transition`], which files every value test
+//! in an index ([`ValueIndex`]): exact values are one hash lookup however
+//! many patterns list them, prefixes one lookup per distinct length,
+//! ranges an interval tree. `anything-but` steps are *negations*: taken
+//! unless a lookup in the exclusions finds them.
+//!
+//! Matching walks from the root: at each state reached, for each of its
+//! paths the event has, each value at that path is looked up and leads to
+//! more states; a state where an alternative ends reports its pattern. A
+//! state is visited once per set of chosen array elements, so the work is
+//! bounded by the states the event reaches, not by the patterns.
+
+mod affix;
+mod index;
+mod keys;
+mod ranges;
+mod scratch;
+
+use std::fmt;
+use std::hash::Hash;
+
+use index::{Item, Probe, ValueIndex};
+use scratch::{Scratch, with_scratch};
+use smallvec::SmallVec;
+
+use crate::event::{Event, consistent, merge};
+use crate::pattern::{Pattern, StepTest};
+use crate::value::ValuePattern;
+
+const ROOT: u32 = 0;
+
+/// The matcher's hash maps (foldhash, with a seed drawn at random once
+/// per process, so that a map costs no room for its own).
+type Map<K, V> = std::collections::HashMap<K, V, Seeded>;
+/// The matcher's hash sets.
+type Set<T> = std::collections::HashSet<T, Seeded>;
+
+/// Builds foldhash hashers with this process's seed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seeded;
+
+impl std::hash::BuildHasher for Seeded {
+    type Hasher = foldhash::fast::FoldHasher<'static>;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let seed = *SEED.get_or_init(|| std::hash::RandomState::new().hash_one(0u8));
+        foldhash::fast::FoldHasher::with_seed(seed, foldhash::SharedSeed::global_random())
+    }
+}
+
+/// Compiled patterns, each under an id of the caller's.
+///
+/// ```
+/// use serde_json::json;
+/// use tidewire_patterns::{Event, Matcher, Pattern};
+///
+/// let mut matcher = Matcher::new();
+/// matcher.add("hot", &Pattern::parse(&json!({"temp": [{"numeric": [">", 30]}]}))?);
+/// matcher.add("pump", &Pattern::parse(&json!({"type": ["pump"]}))?);
+/// let event = Event::from_json(&json!({"type": "pump", "temp": 35}));
+/// let mut ids = matcher.matches(&event);
+/// ids.sort();
+/// assert_eq!(ids, ["hot", "pump"]);
+/// # Ok::<(), tidewire_patterns::PatternError>(())
+/// ```
+#[derive(Clone)]
+pub struct Matcher<Id> {
+    /// Path ids, by path.
+    paths: Map<Box<str>, u32>,
+    /// By path id: how many steps of added patterns use it (0: free),
+    /// and the path.
+    path_uses: Vec<(u32, Box<str>)>,
+    free_paths: Vec<u32>,
+    /// What matching reads of each state; `states[0]` is the root.
+    states: Vec<State>,
+    /// What adding and removing patterns read of each state, by state.
+    links: Vec<Links>,
+    free_states: Vec<u32>,
+    /// The transitions of all states.
+    transitions: Vec<Transition>,
+    free_transitions: Vec<u32>,
+    /// Added patterns by slot.
+    slots: Vec<Option<Slot<Id>>>,
+    free_slots: Vec<u32>,
+    by_id: Map<Id, u32>,
+}
+
+/// An added pattern: its id, and its alternatives as the machine holds
+/// them (to take them out again).
+#[derive(Clone)]
+struct Slot<Id> {
+    id: Id,
+    alternatives: Vec<Vec<StepKey>>,
+}
+
+/// A step with its path interned.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct StepKey {
+    path: u32,
+    test: StepTest,
+}
+
+/// A state as matching sees it: small, so that visiting one touches
+/// little memory.
+#[derive(Debug, Clone, Default)]
+struct State {
+    /// (path id, transition id), by path id ascending; most states have
+    /// one or two, held here rather than behind a pointer.
+    transitions: SmallVec<[(u32, u32); 2]>,
+    /// `{"exists": false}` steps: (path id, child state).
+    absent: Vec<(u32, u32)>,
+    /// The pattern slots of the alternatives that end here.
+    ends: SmallVec<[u32; 2]>,
+}
+
+/// A state's bookkeeping, for adding and removing patterns.
+#[derive(Debug, Clone, Default)]
+struct Links {
+    /// How many alternatives pass through or end at this state.
+    uses: u32,
+    children: Map<StepKey, Child>,
+}
+
+#[derive(Debug, Clone)]
+struct Child {
+    state: u32,
+    /// The negation ids of the step's `anything-but`s, in list order.
+    negations: Vec<u32>,
+}
+
+/// The steps out of one state on one path.
+#[derive(Debug, Clone, Default)]
+struct Transition {
+    /// Value tests leading to child states.
+    positive: ValueIndex,
+    /// `exists: true` and `anything-but` steps, which few transitions
+    /// have.
+    loose: Option<Box<Loose>>,
+    /// How many children's steps use this transition.
+    steps: u32,
+}
+
+/// The steps a value takes without a lookup, or unless a lookup finds it.
+#[derive(Debug, Clone, Default)]
+struct Loose {
+    /// Child states any value leads to (`{"exists": true}`).
+    any: Vec<u32>,
+    /// Excluded values leading to negation ids.
+    negative: ValueIndex,
+    /// By negation id: the child state a value not excluded leads to.
+    negations: Vec<Option<u32>>,
+    free_negations: Vec<u32>,
+}
+
+impl<Id: Clone + Eq + Hash> Matcher<Id> {
+    /// An empty matcher.
+    pub fn new() -> Matcher<Id> {
+        Matcher {
+            paths: Map::default(),
+            path_uses: Vec::new(),
+            free_paths: Vec::new(),
+            states: vec![State::default()],
+            links: vec![Links::default()],
+            free_states: Vec::new(),
+            transitions: Vec::new(),
+            free_transitions: Vec::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            by_id: Map::default(),
+        }
+    }
+
+    /// How many patterns are added.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether no pattern is added.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Whether a pattern is added under `id`.
+    pub fn contains(&self, id: &Id) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// Adds `pattern` under `id`, replacing the pattern added under `id`
+    /// before, if any.
+    pub fn add(&mut self, id: Id, pattern: &Pattern) {
+        self.remove(&id);
+        let slot = match self.free_slots.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(None);
+                index(self.slots.len() - 1)
+            }
+        };
+        let alternatives: Vec<Vec<StepKey>> = pattern
+            .alternatives
+            .iter()
+            .map(|alternative| {
+                alternative
+                    .steps
+                    .iter()
+                    .map(|step| StepKey {
+                        path: self.intern(&step.path),
+                        test: step.test.clone(),
+                    })
+                    .collect()
+            })
+            .collect();
+        for steps in &alternatives {
+            self.insert(steps, slot);
+        }
+        self.by_id.insert(id.clone(), slot);
+        self.slots[slot as usize] = Some(Slot { id, alternatives });
+    }
+
+    /// Removes the pattern added under `id`; false if there was none.
+    pub fn remove(&mut self, id: &Id) -> bool {
+        let Some(slot) = self.by_id.remove(id) else {
+            return false;
+        };
+        let Some(removed) = self.slots[slot as usize].take() else {
+            return false;
+        };
+        for steps in &removed.alternatives {
+            self.take_out(steps, slot);
+            for step in steps {
+                self.release(step.path);
+            }
+        }
+        self.free_slots.push(slot);
+        true
+    }
+
+    /// The ids of the patterns that match `event`, each once, in no
+    /// particular order.
+    pub fn matches(&self, event: &Event) -> Vec<Id> {
+        let mut ids = Vec::new();
+        self.for_each_match(event, |id| ids.push(id.clone()));
+        ids
+    }
+
+    /// Calls `f` with the id of each pattern that matches `event`, once
+    /// each, in no particular order.
+    pub fn for_each_match(&self, event: &Event, mut f: impl FnMut(&Id)) {
+        with_scratch(|scratch| {
+            self.run(event, scratch);
+            for &slot in &scratch.matched {
+                if let Some(entry) = &self.slots[slot as usize] {
+                    f(&entry.id);
+                }
+            }
+        });
+    }
+
+    /// The transition out of `state` on `path`, made if it has none.
+    fn transition(&mut self, state: u32, path: u32) -> &mut Transition {
+        let state = &mut self.states[state as usize];
+        let id = match state.transitions.binary_search_by_key(&path, |(p, _)| *p) {
+            Ok(at) => state.transitions[at].1,
+            Err(at) => {
+                let id = match self.free_transitions.pop() {
+                    Some(id) => id,
+                    None => {
+                        self.transitions.push(Transition::default());
+                        index(self.transitions.len() - 1)
+                    }
+                };
+                state.transitions.insert(at, (path, id));
+                id
+            }
+        };
+        &mut self.transitions[id as usize]
+    }
+
+    fn intern(&mut self, path: &str) -> u32 {
+        let id = match self.paths.get(path) {
+            Some(&id) => id,
+            None => {
+                let id = match self.free_paths.pop() {
+                    Some(id) => {
+                        self.path_uses[id as usize] = (0, path.into());
+                        id
+                    }
+                    None => {
+                        self.path_uses.push((0, path.into()));
+                        index(self.path_uses.len() - 1)
+                    }
+                };
+                self.paths.insert(path.into(), id);
+                id
+            }
+        };
+        self.path_uses[id as usize].0 += 1;
+        id
+    }
+
+    fn release(&mut self, path: u32) {
+        let (uses, name) = &mut self.path_uses[path as usize];
+        *uses = uses.saturating_sub(1);
+        if *uses == 0 {
+            self.paths.remove(&**name);
+            *name = "".into();
+            self.free_paths.push(path);
+        }
+    }
+
+    /// Adds one alternative: follows its steps from the root, making the
+    /// states it lacks, and files its pattern where it ends.
+    fn insert(&mut self, steps: &[StepKey], slot: u32) {
+        let mut state = ROOT;
+        for step in steps {
+            let existing = self.links[state as usize]
+                .children
+                .get(step)
+                .map(|c| c.state);
+            let next = match existing {
+                Some(next) => next,
+                None => self.make_child(state, step),
+            };
+            self.links[next as usize].uses += 1;
+            state = next;
+        }
+        self.states[state as usize].ends.push(slot);
+    }
+
+    fn make_child(&mut self, parent: u32, step: &StepKey) -> u32 {
+        let child = match self.free_states.pop() {
+            Some(child) => child,
+            None => {
+                self.states.push(State::default());
+                self.links.push(Links::default());
+                index(self.states.len() - 1)
+            }
+        };
+        let mut negations = Vec::new();
+        match &step.test {
+            StepTest::Absent => self.states[parent as usize].absent.push((step.path, child)),
+            StepTest::Values(values) => {
+                let transition = self.transition(parent, step.path);
+                transition.steps += 1;
+                for value in values {
+                    match value {
+                        ValuePattern::Exists(true) => transition.loose().any.push(child),
+                        ValuePattern::Exists(false) => {}
+                        ValuePattern::AnythingBut(list) => {
+                            let loose = transition.loose();
+                            let negation = loose.negate(child);
+                            for item in Item::excluded(list) {
+                                loose.negative.insert(item, negation);
+                            }
+                            negations.push(negation);
+                        }
+                        other => {
+                            if let Some(item) = Item::positive(other) {
+                                transition.positive.insert(item, child);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.links[parent as usize].children.insert(
+            step.clone(),
+            Child {
+                state: child,
+                negations,
+            },
+        );
+        child
+    }
+
+    /// Takes one alternative out: unfiles its pattern, and drops the
+    /// states no other alternative uses.
+    fn take_out(&mut self, steps: &[StepKey], slot: u32) {
+        let mut chain = vec![ROOT];
+        for step in steps {
+            let state = chain[chain.len() - 1];
+            match self.links[state as usize].children.get(step) {
+                Some(child) => chain.push(child.state),
+                // Not in the machine: nothing of it to take out.
+                None => return,
+            }
+        }
+        let end = &mut self.states[chain[chain.len() - 1] as usize].ends;
+        if let Some(at) = end.iter().position(|&s| s == slot) {
+            end.swap_remove(at);
+        }
+        for &state in &chain[1..] {
+            let uses = &mut self.links[state as usize].uses;
+            *uses = uses.saturating_sub(1);
+        }
+        for i in (1..chain.len()).rev() {
+            if self.links[chain[i] as usize].uses == 0 {
+                self.detach(chain[i - 1], &steps[i - 1]);
+                self.states[chain[i] as usize] = State::default();
+                self.links[chain[i] as usize] = Links::default();
+                self.free_states.push(chain[i]);
+            }
+        }
+    }
+
+    fn detach(&mut self, parent: u32, step: &StepKey) {
+        let Some(child) = self.links[parent as usize].children.remove(step) else {
+            return;
+        };
+        let parent = &mut self.states[parent as usize];
+        match &step.test {
+            StepTest::Absent => {
+                parent
+                    .absent
+                    .retain(|&(path, state)| (path, state) != (step.path, child.state));
+            }
+            StepTest::Values(values) => {
+                let Ok(at) = parent
+                    .transitions
+                    .binary_search_by_key(&step.path, |(path, _)| *path)
+                else {
+                    return;
+                };
+                let id = parent.transitions[at].1;
+                let transition = &mut self.transitions[id as usize];
+                let mut negations = child.negations.iter();
+                for value in values {
+                    match value {
+                        ValuePattern::Exists(true) => {
+                            let loose = transition.loose();
+                            if let Some(i) = loose.any.iter().position(|&s| s == child.state) {
+                                loose.any.swap_remove(i);
+                            }
+                        }
+                        ValuePattern::Exists(false) => {}
+                        ValuePattern::AnythingBut(list) => {
+                            if let Some(&negation) = negations.next() {
+                                let loose = transition.loose();
+                                for item in Item::excluded(list) {
+                                    loose.negative.remove(item, negation);
+                                }
+                                loose.negations[negation as usize] = None;
+                                loose.free_negations.push(negation);
+                            }
+                        }
+                        other => {
+                            if let Some(item) = Item::positive(other) {
+                                transition.positive.remove(item, child.state);
+                            }
+                        }
+                    }
+                }
+                if transition.loose.as_ref().is_some_and(|l| l.is_empty()) {
+                    transition.loose = None;
+                }
+                transition.steps = transition.steps.saturating_sub(1);
+                if transition.steps == 0 {
+                    parent.transitions.remove(at);
+                    self.transitions[id as usize] = Transition::default();
+                    self.free_transitions.push(id);
+                }
+            }
+        }
+    }
+
+    /// Fills `scratch.matched` with the slots of the patterns `event`
+    /// matches.
+    fn run(&self, event: &Event, scratch: &mut Scratch) {
+        scratch.begin(self.states.len(), self.slots.len(), self.path_uses.len());
+        // The event's fields are sorted by path: group them, keeping the
+        // paths some pattern uses.
+        let mut start = 0;
+        while start < event.len() {
+            let path = event.path(start);
+            let mut end = start + 1;
+            while end < event.len() && event.same_path(start, end) {
+                end += 1;
+            }
+            if let Some(&id) = self.paths.get(path) {
+                scratch.group(id, index(start), index(end));
+            }
+            start = end;
+        }
+        scratch.reach(ROOT, 0, 0);
+        while let Some((state, from, to)) = scratch.work.pop() {
+            let state = &self.states[state as usize];
+            for &slot in &state.ends {
+                scratch.report(slot);
+            }
+            if state.transitions.len() <= scratch.present.len() {
+                for &(path, transition) in &state.transitions {
+                    if let Some(fields) = scratch.fields_at(path) {
+                        let transition = &self.transitions[transition as usize];
+                        step(transition, event, fields, (from, to), scratch);
+                    }
+                }
+            } else {
+                for g in 0..scratch.present.len() {
+                    let (path, start, end) = scratch.present[g];
+                    if let Ok(t) = state
+                        .transitions
+                        .binary_search_by_key(&path, |(path, _)| *path)
+                    {
+                        let transition = &self.transitions[state.transitions[t].1 as usize];
+                        step(transition, event, (start, end), (from, to), scratch);
+                    }
+                }
+            }
+            for &(path, child) in &state.absent {
+                let present = scratch.fields_at(path).is_some_and(|(start, end)| {
+                    let chosen = &scratch.elements[from as usize..to as usize];
+                    (start..end).any(|i| consistent(chosen, event.trail(i as usize)))
+                });
+                if !present {
+                    scratch.reach(child, from, to);
+                }
+            }
+        }
+    }
+}
+
+/// Follows `transition` with each of the event's `fields` (a span of
+/// field indices) consistent with the `chosen` array elements (a span of
+/// `scratch.elements`).
+fn step(
+    transition: &Transition,
+    event: &Event,
+    fields: (u32, u32),
+    chosen: (u32, u32),
+    scratch: &mut Scratch,
+) {
+    for i in fields.0..fields.1 {
+        let trail = event.trail(i as usize);
+        if !consistent(
+            &scratch.elements[chosen.0 as usize..chosen.1 as usize],
+            trail,
+        ) {
+            continue;
+        }
+        scratch.next.clear();
+        transition.lookup(
+            &Probe::new(event.leaf(i as usize)),
+            &mut scratch.next,
+            &mut scratch.hits,
+        );
+        if scratch.next.is_empty() {
+            continue;
+        }
+        let now = if trail.is_empty() {
+            chosen
+        } else {
+            let before = scratch.elements[chosen.0 as usize..chosen.1 as usize].to_vec();
+            let start = index(scratch.elements.len());
+            merge(&before, trail, &mut scratch.elements);
+            (start, index(scratch.elements.len()))
+        };
+        for k in 0..scratch.next.len() {
+            let next = scratch.next[k];
+            scratch.reach(next, now.0, now.1);
+        }
+    }
+}
+
+impl Transition {
+    fn loose(&mut self) -> &mut Loose {
+        self.loose.get_or_insert_with(Box::default)
+    }
+
+    /// Pushes onto `next` the child states `probe` leads to.
+    fn lookup(&self, probe: &Probe<'_>, next: &mut Vec<u32>, hits: &mut Vec<u32>) {
+        if !self.positive.is_empty() {
+            self.positive.query(probe, &mut |t| next.push(t));
+        }
+        if let Some(loose) = &self.loose {
+            loose.lookup(probe, next, hits);
+        }
+    }
+}
+
+impl Loose {
+    fn is_empty(&self) -> bool {
+        self.any.is_empty() && self.negations.len() == self.free_negations.len()
+    }
+
+    fn negate(&mut self, child: u32) -> u32 {
+        match self.free_negations.pop() {
+            Some(negation) => {
+                self.negations[negation as usize] = Some(child);
+                negation
+            }
+            None => {
+                self.negations.push(Some(child));
+                index(self.negations.len() - 1)
+            }
+        }
+    }
+
+    /// Pushes onto `next` the child states `probe` leads to without a
+    /// lookup, or unless one finds an exclusion.
+    fn lookup(&self, probe: &Probe<'_>, next: &mut Vec<u32>, hits: &mut Vec<u32>) {
+        next.extend_from_slice(&self.any);
+        if self.negations.len() > self.free_negations.len() {
+            hits.clear();
+            if !self.negative.is_empty() {
+                self.negative.query(probe, &mut |n| hits.push(n));
+            }
+            hits.sort_unstable();
+            for (negation, child) in self.negations.iter().enumerate() {
+                if let Some(child) = child
+                    && hits.binary_search(&index(negation)).is_err()
+                {
+                    next.push(*child);
+                }
+            }
+        }
+    }
+}
+
+/// An index into the machine's vectors, which hold fewer than 2^32
+/// entries.
+fn index(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+impl<Id: Clone + Eq + Hash> Default for Matcher<Id> {
+    fn default() -> Self {
+        Matcher::new()
+    }
+}
+
+impl<Id> fmt::Debug for Matcher<Id> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Matcher")
+            .field("patterns", &self.by_id.len())
+            .field("states", &(self.states.len() - self.free_states.len()))
+            .field("paths", &self.paths.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::Matcher;
+    use crate::{Event, Pattern};
+
+    fn pattern(value: serde_json::Value) -> Pattern {
+        Pattern::parse(&value).expect("valid pattern")
+    }
+
+    #[test]
+    fn shareable_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Matcher<String>>();
+    }
+
+    /// Removing every pattern leaves nothing behind: no states but the
+    /// root, no transitions, no paths.
+    #[test]
+    fn removal_frees_everything() {
+        let patterns = [
+            json!({"a": ["x", {"prefix": "y"}], "b": [{"numeric": [">", 1]}]}),
+            json!({"a": ["x"], "c": [{"exists": false}], "$or": [{"d": [1]}, {"e": [{"anything-but": "z"}]}]}),
+            json!({"a": [{"wildcard": "*x*"}, {"cidr": "10.0.0.0/8"}, {"exists": true}]}),
+            json!({"f": [{"equals-ignore-case": "Q"}, {"suffix": {"equals-ignore-case": "Z"}}, true, null]}),
+        ];
+        let mut matcher = Matcher::new();
+        for round in 0..2 {
+            for (i, p) in patterns.iter().enumerate() {
+                matcher.add(i, &pattern(p.clone()));
+            }
+            assert!(matcher.states.len() > 5, "round {round}");
+            let event = Event::from_json(&json!({"a": "x", "b": 2, "d": 1}));
+            let mut ids = matcher.matches(&event);
+            ids.sort_unstable();
+            assert_eq!(ids, [0, 1, 2]);
+            for i in 0..patterns.len() {
+                assert!(matcher.remove(&i));
+            }
+            assert!(!matcher.remove(&0));
+            assert!(matcher.is_empty());
+            assert_eq!(matcher.states.len() - matcher.free_states.len(), 1);
+            assert_eq!(matcher.transitions.len(), matcher.free_transitions.len());
+            assert!(matcher.paths.is_empty());
+            let root = &matcher.states[0];
+            assert!(root.transitions.is_empty() && root.absent.is_empty() && root.ends.is_empty());
+            assert!(matcher.links[0].children.is_empty());
+            assert!(matcher.matches(&event).is_empty());
+        }
+    }
+
+    #[test]
+    fn adding_an_id_again_replaces_its_pattern() {
+        let mut matcher = Matcher::new();
+        matcher.add("s", &pattern(json!({"a": [1]})));
+        matcher.add("s", &pattern(json!({"a": [2]})));
+        assert_eq!(matcher.len(), 1);
+        assert!(
+            matcher
+                .matches(&Event::from_json(&json!({"a": 1})))
+                .is_empty()
+        );
+        assert_eq!(matcher.matches(&Event::from_json(&json!({"a": 2}))), ["s"]);
+        assert!(matcher.contains(&"s"));
+    }
+
+    /// A callback that matches another event gets its own scratch space.
+    #[test]
+    fn matching_inside_a_callback() {
+        let mut matcher = Matcher::new();
+        matcher.add(1, &pattern(json!({"a": [1]})));
+        let event = Event::from_json(&json!({"a": 1}));
+        let mut inner = Vec::new();
+        matcher.for_each_match(&event, |_| inner = matcher.matches(&event));
+        assert_eq!(inner, [1]);
+    }
+}

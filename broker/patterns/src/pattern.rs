@@ -1,0 +1,241 @@
+//! A parsed pattern: the tree as written (fields ANDed, `$or` groups of
+//! branches), which the reference interpreter walks, and the same pattern
+//! as a list of alternatives (its disjunctive normal form), each a list of
+//! steps, which the compiled matcher adds to its state machine.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use crate::error::PatternError;
+use crate::event::Event;
+use crate::limits::Limits;
+use crate::value::ValuePattern;
+
+/// An event pattern (an SNS filter policy, an EventBridge rule's pattern).
+///
+/// ```
+/// use serde_json::json;
+/// use tidewire_patterns::{Event, Pattern};
+///
+/// let pattern = Pattern::parse(&json!({
+///     "detail": {"state": ["running"], "temp": [{"numeric": [">", 30]}]}
+/// }))?;
+/// assert!(pattern.matches(&Event::from_json(&json!({
+///     "detail": {"state": "running", "temp": 31.5}
+/// }))));
+/// # Ok::<(), tidewire_patterns::PatternError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    pub(crate) root: Conjunction,
+    pub(crate) alternatives: Vec<Alternative>,
+}
+
+/// Fields that must all match, and `$or` groups of which one branch each
+/// must match.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Conjunction {
+    pub(crate) fields: Vec<FieldPattern>,
+    pub(crate) ors: Vec<Vec<Conjunction>>,
+}
+
+/// A field's path and its value list (any element may match).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldPattern {
+    pub(crate) path: String,
+    pub(crate) values: Vec<ValuePattern>,
+}
+
+/// One way through the pattern's `$or`s: steps that must all hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Alternative {
+    pub(crate) steps: Vec<Step>,
+}
+
+/// One field of an alternative.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Step {
+    pub(crate) path: String,
+    pub(crate) test: StepTest,
+}
+
+/// What a step asks of its field.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum StepTest {
+    /// A value that passes one of these (sorted, without duplicates,
+    /// never `{"exists": false}`).
+    Values(Vec<ValuePattern>),
+    /// No value (`{"exists": false}`).
+    Absent,
+}
+
+impl Step {
+    /// Steps are ordered so that an event reaches few states: one exact
+    /// value first (patterns that start alike share its state), then lists
+    /// of exact values (each list is a state of its own, and an event can
+    /// reach several), then the looser tests; absences last, where every
+    /// positive step has chosen its array elements.
+    fn rank(&self) -> u8 {
+        match &self.test {
+            StepTest::Values(values) => {
+                let loosest = values.iter().map(ValuePattern::fan_out).max().unwrap_or(0);
+                if loosest == 0 && values.len() > 1 {
+                    1
+                } else {
+                    loosest
+                }
+            }
+            StepTest::Absent => u8::MAX,
+        }
+    }
+
+    fn combinations(&self) -> usize {
+        match &self.test {
+            StepTest::Values(values) => values.len(),
+            StepTest::Absent => 1,
+        }
+    }
+}
+
+impl Pattern {
+    /// Parses a pattern within [`Limits::DEFAULT`].
+    pub fn parse(value: &Value) -> Result<Pattern, PatternError> {
+        Pattern::parse_with(value, &Limits::DEFAULT)
+    }
+
+    /// Parses a pattern within `limits`.
+    pub fn parse_with(value: &Value, limits: &Limits) -> Result<Pattern, PatternError> {
+        let root = crate::parse::parse(value, limits)?;
+        let alternatives = expand(&root, limits)?;
+        Ok(Pattern { root, alternatives })
+    }
+
+    /// Whether the pattern matches the event. This is the reference
+    /// interpreter: it walks the pattern as written, one pattern at a
+    /// time; use a [`Matcher`](crate::Matcher) for many patterns.
+    pub fn matches(&self, event: &Event) -> bool {
+        crate::naive::matches(&self.root, event)
+    }
+
+    /// How many alternatives (ways through its `$or`s) the pattern has.
+    pub fn alternatives(&self) -> usize {
+        self.alternatives.len()
+    }
+}
+
+impl FromStr for Pattern {
+    type Err = PatternError;
+
+    /// Parses pattern JSON text within [`Limits::DEFAULT`].
+    fn from_str(text: &str) -> Result<Pattern, PatternError> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| PatternError::invalid("", format!("the pattern is not JSON: {e}")))?;
+        Pattern::parse(&value)
+    }
+}
+
+/// The alternatives of a conjunction, each with its steps in matching
+/// order. Refuses more than `limits.max_combinations` combinations, and a
+/// path that one alternative would test twice (as EventBridge does).
+fn expand(root: &Conjunction, limits: &Limits) -> Result<Vec<Alternative>, PatternError> {
+    let mut alternatives = Vec::new();
+    for mut steps in expand_conjunction(root, limits)? {
+        steps.sort_by(|a, b| (a.rank(), a).cmp(&(b.rank(), b)));
+        let mut seen = BTreeSet::new();
+        for step in &steps {
+            if !seen.insert(step.path.as_str()) {
+                return Err(PatternError::invalid(
+                    &step.path,
+                    "the field is tested twice in one alternative (beside an $or that \
+                     tests it too, or as both a dotted key and a nested object)",
+                ));
+            }
+        }
+        alternatives.push(Alternative { steps });
+    }
+    let combinations: usize = alternatives
+        .iter()
+        .map(|a| a.steps.iter().map(Step::combinations).product::<usize>())
+        .sum();
+    if combinations > limits.max_combinations {
+        return Err(too_many_combinations(limits));
+    }
+    Ok(alternatives)
+}
+
+fn expand_conjunction(c: &Conjunction, limits: &Limits) -> Result<Vec<Vec<Step>>, PatternError> {
+    let mut alternatives = vec![Vec::new()];
+    for field in &c.fields {
+        alternatives = product(alternatives, &field_steps(field), limits)?;
+    }
+    for branches in &c.ors {
+        let mut options = Vec::new();
+        for branch in branches {
+            options.extend(expand_conjunction(branch, limits)?);
+            if options.len() > limits.max_combinations {
+                return Err(too_many_combinations(limits));
+            }
+        }
+        alternatives = product(alternatives, &options, limits)?;
+    }
+    Ok(alternatives)
+}
+
+/// A field as steps: one for its values, one for `{"exists": false}`; a
+/// list with both is either.
+fn field_steps(field: &FieldPattern) -> Vec<Vec<Step>> {
+    let mut values: Vec<ValuePattern> = field
+        .values
+        .iter()
+        .filter(|v| **v != ValuePattern::Exists(false))
+        .cloned()
+        .collect();
+    values.sort();
+    values.dedup();
+    let mut options = Vec::new();
+    if !values.is_empty() {
+        options.push(vec![Step {
+            path: field.path.clone(),
+            test: StepTest::Values(values),
+        }]);
+    }
+    if field.values.contains(&ValuePattern::Exists(false)) {
+        options.push(vec![Step {
+            path: field.path.clone(),
+            test: StepTest::Absent,
+        }]);
+    }
+    options
+}
+
+fn product(
+    left: Vec<Vec<Step>>,
+    right: &[Vec<Step>],
+    limits: &Limits,
+) -> Result<Vec<Vec<Step>>, PatternError> {
+    if left.len().saturating_mul(right.len()) > limits.max_combinations {
+        return Err(too_many_combinations(limits));
+    }
+    let mut out = Vec::with_capacity(left.len() * right.len());
+    for l in &left {
+        for r in right {
+            let mut steps = l.clone();
+            steps.extend(r.iter().cloned());
+            out.push(steps);
+        }
+    }
+    Ok(out)
+}
+
+fn too_many_combinations(limits: &Limits) -> PatternError {
+    PatternError::too_complex(
+        "",
+        format!(
+            "the pattern stands for more than {} combinations of values \
+             (the product of its value lists' sizes, summed over its $or branches)",
+            limits.max_combinations
+        ),
+    )
+}
