@@ -99,6 +99,7 @@ impl<'a> Probe<'a> {
 pub(crate) struct ValueIndex {
     strings: Map<Key, Targets<u32>>,
     numbers: Map<u64, Targets<u32>>,
+    ranges: RangeIndex,
     /// The rarer tests, allocated when the first one is added.
     more: Option<Box<More>>,
 }
@@ -120,20 +121,23 @@ struct More {
     wildcard_prefixes: Affixes<(Wildcard, u32)>,
     wildcard_suffixes: Affixes<(Wildcard, u32)>,
     wildcards: Vec<(Wildcard, u32)>,
-    ranges: RangeIndex,
     /// Networks by (family, prefix length), then by masked address.
     cidrs: Map<(bool, u8), Map<u128, Targets<u32>>>,
 }
 
 impl ValueIndex {
     pub(crate) fn is_empty(&self) -> bool {
-        self.strings.is_empty() && self.numbers.is_empty() && self.more.is_none()
+        self.strings.is_empty()
+            && self.numbers.is_empty()
+            && self.ranges.is_empty()
+            && self.more.is_none()
     }
 
     pub(crate) fn insert(&mut self, item: Item<'_>, target: u32) {
         match item {
             Item::String(s) => file(&mut self.strings, Key::new(s), target),
             Item::Number(n) => file(&mut self.numbers, n.key(), target),
+            Item::Range(r) => self.ranges.insert(r, target),
             _ => {
                 let more = self.more.get_or_insert_with(Box::default);
                 more.entries += 1;
@@ -156,11 +160,10 @@ impl ValueIndex {
                             more.wildcards.push(entry);
                         }
                     }
-                    Item::Range(r) => more.ranges.insert(r, target),
                     Item::Cidr(c) => {
                         file(more.cidrs.entry(c.family()).or_default(), c.bits(), target);
                     }
-                    Item::String(_) | Item::Number(_) => {}
+                    Item::String(_) | Item::Number(_) | Item::Range(_) => {}
                 }
             }
         }
@@ -174,6 +177,7 @@ impl ValueIndex {
             Item::Number(n) => {
                 remove_keyed(&mut self.numbers, &n.key(), target);
             }
+            Item::Range(r) => self.ranges.remove(r, target),
             _ => {
                 let Some(more) = self.more.as_mut() else {
                     return;
@@ -205,7 +209,6 @@ impl ValueIndex {
                             more.wildcards.swap_remove(at);
                         }
                     }
-                    Item::Range(r) => more.ranges.remove(r, target),
                     Item::Cidr(c) => {
                         if let Some(by_bits) = more.cidrs.get_mut(&c.family()) {
                             remove_keyed(by_bits, &c.bits(), target);
@@ -214,7 +217,7 @@ impl ValueIndex {
                             }
                         }
                     }
-                    Item::String(_) | Item::Number(_) => {}
+                    Item::String(_) | Item::Number(_) | Item::Range(_) => {}
                 }
                 more.entries = more.entries.saturating_sub(1);
                 if more.entries == 0 {
@@ -240,11 +243,7 @@ impl ValueIndex {
                 if let Some(targets) = self.numbers.get(&Number::key_of(x)) {
                     targets.as_slice().iter().copied().for_each(&mut *emit);
                 }
-                if let Some(more) = &self.more
-                    && !more.ranges.is_empty()
-                {
-                    more.ranges.query(x, emit);
-                }
+                self.ranges.query(x, emit);
             }
             Leaf::Bool(b) => {
                 if let Some(more) = &self.more {

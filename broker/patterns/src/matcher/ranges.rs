@@ -2,16 +2,79 @@
 //! about the logarithm of their count plus the number found: a centered
 //! interval tree, rebuilt when enough ranges were added or removed since
 //! the last build (the newest ones wait in a short list scanned as is).
+//! The one or few ranges most transitions have are held inline and
+//! scanned, so that looking them up reads no memory of their own.
+
+use smallvec::SmallVec;
 
 use super::Map;
 use crate::value::Range;
+
+/// How many ranges are held inline before the tree takes them.
+const FEW: usize = 4;
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RangeIndex {
+    /// The ranges while there are few.
+    few: SmallVec<[(Range, u32); 1]>,
+    /// All of them once there are more.
+    many: Option<Box<Tree>>,
+}
+
+impl RangeIndex {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.few.is_empty() && self.many.is_none()
+    }
+
+    pub(crate) fn insert(&mut self, range: Range, target: u32) {
+        if self.few.contains(&(range, target)) {
+            return;
+        }
+        match &mut self.many {
+            Some(tree) => tree.insert(range, target),
+            None if self.few.len() < FEW => self.few.push((range, target)),
+            None => {
+                let mut tree = Box::<Tree>::default();
+                for (r, t) in self.few.drain(..) {
+                    tree.insert(r, t);
+                }
+                tree.insert(range, target);
+                self.many = Some(tree);
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, range: Range, target: u32) {
+        if let Some(at) = self.few.iter().position(|e| *e == (range, target)) {
+            self.few.swap_remove(at);
+        } else if let Some(tree) = &mut self.many {
+            tree.remove(range, target);
+            if tree.is_empty() {
+                self.many = None;
+            }
+        }
+    }
+
+    /// Calls `emit` with the target of every range holding `x`.
+    pub(crate) fn query(&self, x: f64, emit: &mut impl FnMut(u32)) {
+        for &(range, target) in &self.few {
+            if range.contains(x) {
+                emit(target);
+            }
+        }
+        if let Some(tree) = &self.many {
+            tree.query(x, emit);
+        }
+    }
+}
 
 /// How many ranges may wait outside the tree, or be removed inside it,
 /// before it is built again.
 const UNBUILT: usize = 32;
 
+/// Many ranges.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RangeIndex {
+struct Tree {
     /// The ranges and their targets; `None` once removed.
     entries: Vec<Option<(Range, u32)>>,
     /// Where each (range, target) is in `entries`.
@@ -37,12 +100,12 @@ struct Node {
     right: Option<u32>,
 }
 
-impl RangeIndex {
-    pub(crate) fn is_empty(&self) -> bool {
+impl Tree {
+    fn is_empty(&self) -> bool {
         self.positions.is_empty()
     }
 
-    pub(crate) fn insert(&mut self, range: Range, target: u32) {
+    fn insert(&mut self, range: Range, target: u32) {
         if self.positions.contains_key(&(range, target)) {
             return;
         }
@@ -55,7 +118,7 @@ impl RangeIndex {
         }
     }
 
-    pub(crate) fn remove(&mut self, range: Range, target: u32) {
+    fn remove(&mut self, range: Range, target: u32) {
         let Some(at) = self.positions.remove(&(range, target)) else {
             return;
         };
@@ -67,14 +130,13 @@ impl RangeIndex {
             None => self.dead += 1,
         }
         if self.positions.is_empty() {
-            *self = RangeIndex::default();
+            *self = Tree::default();
         } else if self.dead > UNBUILT && self.dead > self.positions.len() {
             self.rebuild();
         }
     }
 
-    /// Calls `emit` with the target of every range holding `x`.
-    pub(crate) fn query(&self, x: f64, emit: &mut impl FnMut(u32)) {
+    fn query(&self, x: f64, emit: &mut impl FnMut(u32)) {
         for &at in &self.pending {
             if let Some((range, target)) = self.entries[at as usize]
                 && range.contains(x)
