@@ -93,6 +93,8 @@ pub struct Queue {
     dedup: Mutex<Dedup>,
     counters: Counters,
     compaction: tokio::sync::Mutex<Compaction>,
+    /// The scan receives read ahead with, kept open between them.
+    read_ahead: Mutex<Option<ReadAhead>>,
     /// When the definition last changed at run time, ms since the Unix
     /// epoch (0: not since the queue was opened).
     modified_ms: AtomicI64,
@@ -154,6 +156,7 @@ impl Queue {
             woken: Notify::new(),
             dedup: Mutex::default(),
             counters,
+            read_ahead: Mutex::new(None),
             compaction: tokio::sync::Mutex::new(Compaction {
                 journal_from: recovered.journal_from,
                 at: std::time::Instant::now(),
@@ -615,8 +618,35 @@ impl Queue {
         }
         let horizon = now - spec.config.retention.as_millis() as i64;
         let mut last = None;
-        for record in self.messages.scan(head..end.min(head + want.max(MIN_SCAN))) {
-            let record = record?;
+        let mut reader = self.read_ahead.lock().unwrap_or_else(|p| p.into_inner());
+        if reader.as_ref().is_none_or(|r| r.next != head) {
+            *reader = Some(ReadAhead::open(&self.messages, head));
+        }
+        let mut read = 0;
+        while read < want.max(MIN_SCAN) {
+            let Some(open) = reader.as_mut() else {
+                break;
+            };
+            let record = match open.scan.next() {
+                Some(Ok(record)) => record,
+                Some(Err(e)) => {
+                    *reader = None;
+                    return Err(e.into());
+                }
+                // The scan has read what was committed when it opened: a
+                // new one sees what came since, unless it was new itself.
+                None if open.read_any => {
+                    *reader = Some(ReadAhead::open(&self.messages, open.next));
+                    continue;
+                }
+                None => {
+                    *reader = None;
+                    break;
+                }
+            };
+            open.next = record.offset + 1;
+            open.read_any = true;
+            read += 1;
             last = Some(record.offset);
             if record.timestamp_ms < horizon {
                 self.counters.expired.inc();
@@ -1125,6 +1155,32 @@ fn fail_all(answers: Vec<Result<(), QueueError>>, e: &QueueError) -> Vec<Result<
         .into_iter()
         .map(|a| a.and_then(|()| Err(QueueError::State(e.to_string()))))
         .collect()
+}
+
+/// The log scan that receives read new messages with. It stays open from
+/// one receive to the next, so a backlog is read in the storage reader's
+/// large sequential chunks (256 KiB) rather than one chunk per receive for
+/// the ten or so records it wants: a fresh scan reads a whole chunk however
+/// few records it yields. It is used only while it is exactly at the
+/// state's head (anything that moves the head, such as a purge, makes the
+/// next receive open a new one).
+struct ReadAhead {
+    scan: tidewire_storage::RecordScan,
+    /// The offset after the last record it yielded (where it opened, before
+    /// any).
+    next: u64,
+    /// True once it has yielded a record.
+    read_any: bool,
+}
+
+impl ReadAhead {
+    fn open(log: &StreamLog, from: u64) -> ReadAhead {
+        ReadAhead {
+            scan: log.scan(from..u64::MAX),
+            next: from,
+            read_any: false,
+        }
+    }
 }
 
 /// A send on its way to the log.
