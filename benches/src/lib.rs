@@ -3,6 +3,7 @@
 //! way. The programs themselves are in `src/bin/`.
 
 pub mod peers;
+pub mod raw_amqp;
 pub mod raw_mqtt;
 
 use std::time::{Duration, Instant};
