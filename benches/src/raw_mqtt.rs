@@ -261,6 +261,32 @@ pub async fn connect_tls(
     mqtt_connect(Reader::new(read), write, client_id).await
 }
 
+/// What a TLS handshake with the broker at `addr` negotiates: protocol
+/// version, cipher suite and key exchange group, for the report.
+pub async fn tls_parameters(addr: SocketAddr, tls: &TlsConnector) -> Result<String> {
+    let stream = TcpStream::connect(addr).await?;
+    let server_name = ServerName::IpAddress(addr.ip().into());
+    let mut stream = tls
+        .connect(server_name, stream)
+        .await
+        .context("TLS handshake")?;
+    let connection = stream.get_ref().1;
+    let parameters = format!(
+        "{:?}, {:?}, {:?}",
+        connection.protocol_version().context("no version")?,
+        connection
+            .negotiated_cipher_suite()
+            .context("no cipher suite")?
+            .suite(),
+        connection
+            .negotiated_key_exchange_group()
+            .context("no key exchange")?
+            .name()
+    );
+    let _ = stream.shutdown().await;
+    Ok(parameters)
+}
+
 /// Sends CONNECT on a fresh connection and waits for a successful CONNACK.
 async fn mqtt_connect<R, W>(
     mut reader: Reader<R>,

@@ -1,7 +1,8 @@
 //! MQTT load generator: runs the same scenarios against tidewire and
 //! Mosquitto, each started by this program on free ports, and prints
-//! msg/s, end-to-end latency percentiles and memory side by side with the
-//! ratio. tidewire runs with its default fsync `always`; Mosquitto does not
+//! msg/s (messages delivered, over the time from the first publish to the
+//! last delivery), end-to-end latency percentiles and memory side by side
+//! with the ratio. tidewire runs with its default fsync `always`; Mosquitto does not
 //! fsync at all.
 //!
 //! Scenarios: 1 -> 1 at QoS 0 and QoS 1 (100-byte payloads, publisher
@@ -11,12 +12,14 @@
 //! `raw_mqtt`, so the brokers, not the clients, set the pace.
 //!
 //! `--tls` runs every chosen scenario a second time over TLS (both
-//! brokers serving a P-256 certificate made with `openssl` at start),
-//! measures TLS handshakes per second (clients that connect, CONNECT,
-//! DISCONNECT and start again, for a fixed time) and RSS per idle TLS
-//! connection, and prints whether the TLS targets are met: QoS 1 at least
-//! 3x Mosquitto, handshakes at least 2x Mosquitto, an idle TLS connection
-//! at most 2x an idle plain one and less than Mosquitto's idle TLS one.
+//! brokers serving the same P-256 certificate made with `openssl` at
+//! start, to the same client), measures TLS handshakes per second (clients
+//! that connect, CONNECT, DISCONNECT and start again, for a fixed time,
+//! beside the version, cipher suite and key exchange each broker
+//! negotiated) and RSS per idle TLS connection, and prints whether the TLS
+//! targets are met: QoS 1 at least 3x Mosquitto, handshakes at least 2x
+//! Mosquitto, an idle TLS connection at most 2x an idle plain one and less
+//! than Mosquitto's idle TLS one.
 //!
 //! `cargo build --release -p tidewire -p tidewire-benches && ulimit -n 65536 &&
 //!  target/release/mqtt-load --tls`
@@ -200,6 +203,9 @@ where
     let mut received = 0;
     let mut latencies = Latencies::default();
     let mut acks = Vec::new();
+    // When the last message arrived: a run that lost messages ends then,
+    // not when this subscriber gave up waiting for the rest.
+    let mut last = epoch.elapsed();
     while received < expect {
         let patience = PATIENCE[usize::from(received > 0)];
         let frame = match tokio::time::timeout(patience, reader.next()).await {
@@ -212,6 +218,7 @@ where
         }
         let (qos, pkid, payload) = frame.publish()?;
         received += 1;
+        last = epoch.elapsed();
         latencies.record(latency(epoch, payload));
         if qos > 0 {
             raw_mqtt::put_puback(&mut acks, pkid);
@@ -222,7 +229,7 @@ where
         }
     }
     raw_mqtt::send(&mut writer, &acks).await?;
-    done_at.fetch_max(epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    done_at.fetch_max(last.as_nanos() as u64, Ordering::Relaxed);
     let _ = raw_mqtt::disconnect(&mut writer).await;
     Ok((received, latencies))
 }
@@ -424,8 +431,8 @@ async fn idle_connections(server: &Peer, tls: Option<&TlsConnector>, n: usize) -
             Some(tls) => encrypted.push(raw_mqtt::connect_tls(target.addr, tls, &id).await?),
         }
     }
-    // Idle means quiet for a while: tidewire parks a plain connection once
-    // it has been quiet for a second (TLS ones it does not park).
+    // Idle means quiet for a while: tidewire parks a connection (plain or
+    // TLS) once it has been quiet for a second.
     tokio::time::sleep(IDLE_SETTLE).await;
     let after = rss_kib(pid).context("rss")?;
     drop((plain, encrypted));
@@ -616,9 +623,12 @@ async fn main() -> Result<()> {
         for which in &args.brokers {
             let server = start(which, &tidewire, &args.mosquitto, pki.as_ref()).await?;
             let duration = Duration::from_secs(args.handshake_secs);
+            let target = Target::of(&server, Some(tls))?;
+            let negotiated = raw_mqtt::tls_parameters(target.addr, tls).await?;
             let rate = handshakes(&server, tls, args.handshake_clients, duration).await?;
             handshake_rows.push(vec![
                 server.name.to_string(),
+                negotiated,
                 format!("{:.0}", rate.per_second()),
                 rate.completed.to_string(),
                 rate.failed.to_string(),
@@ -652,6 +662,7 @@ async fn main() -> Result<()> {
         print_table(
             &[
                 "broker",
+                "negotiated",
                 "TLS handshakes/s",
                 "completed",
                 "failed",

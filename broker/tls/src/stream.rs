@@ -34,9 +34,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Size of the first read buffer; it doubles while reads fill it.
 const FIRST_READ: usize = 1024;
-/// Largest read buffer: room for a whole record (16 KiB and its
-/// overhead) and for reading in bulk.
-const MAX_READ: usize = 64 * 1024;
+/// Largest read buffer: room for the records of the largest handshake
+/// message rustls takes (64 KiB, a client's certificate chain) and for
+/// reading in bulk.
+const MAX_READ: usize = 80 * 1024;
 /// Plaintext encrypted per write call.
 const MAX_WRITE: usize = 64 * 1024;
 /// Ciphertext queued before writes wait for the socket.
