@@ -280,7 +280,8 @@ impl<IO> TlsStream<IO> {
 impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
     /// Runs the server side of the handshake on `io` with `config`.
     /// Whatever the client sent after its Finished stays buffered for the
-    /// first read.
+    /// first read; TLS 1.3 session tickets go out with the first write or
+    /// flush.
     pub async fn accept(io: IO, config: Arc<ServerConfig>) -> io::Result<TlsStream<IO>> {
         let tls = UnbufferedServerConnection::new(config).map_err(io::Error::other)?;
         let mut stream = TlsStream::new(io, Box::new(tls));
@@ -295,8 +296,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
                 let _ = self.poll_send(cx);
                 return Poll::Ready(Err(e));
             }
+            // Once a TLS 1.3 handshake is over, all that is left to send is
+            // the session tickets: they go out with the first write (one
+            // packet with the CONNACK, not two).
+            let done = !self.tls.is_handshaking();
+            if done && self.tls.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+                return Poll::Ready(Ok(()));
+            }
             ready!(self.poll_send(cx))?;
-            if !self.tls.is_handshaking() {
+            if done {
                 return Poll::Ready(Ok(()));
             }
             if ready!(self.poll_fill(cx))? == 0 {
@@ -656,6 +664,33 @@ mod tests {
             assert!(got_down == down, "{version:?}: server to client");
             assert!(got_up == up, "{version:?}: client to server");
         }
+    }
+
+    #[tokio::test]
+    async fn session_tickets_go_out_with_the_first_write_and_a_client_resumes_with_them() {
+        let server_config = server_config();
+        let client = connector(&rustls::version::TLS13);
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let (client_io, server_io) = tokio::io::duplex(8 * 1024);
+            let (mut client, server) = tokio::join!(
+                client.connect(localhost(), client_io),
+                TlsStream::accept(server_io, Arc::clone(&server_config))
+            );
+            let (mut client, mut server) = (client.expect("client"), server.expect("server"));
+            assert!(server.queued > server.sent, "tickets wait for the first write");
+            server.write_all(b"connack").await.expect("write");
+            server.flush().await.expect("flush");
+            assert_eq!(read_exactly(&mut client, 7).await, b"connack");
+            kinds.push(client.get_ref().1.handshake_kind());
+        }
+        assert_eq!(
+            kinds,
+            [
+                Some(rustls::HandshakeKind::Full),
+                Some(rustls::HandshakeKind::Resumed)
+            ]
+        );
     }
 
     #[tokio::test]
