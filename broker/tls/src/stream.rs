@@ -678,7 +678,10 @@ mod tests {
                 TlsStream::accept(server_io, Arc::clone(&server_config))
             );
             let (mut client, mut server) = (client.expect("client"), server.expect("server"));
-            assert!(server.queued > server.sent, "tickets wait for the first write");
+            assert!(
+                server.queued > server.sent,
+                "tickets wait for the first write"
+            );
             server.write_all(b"connack").await.expect("write");
             server.flush().await.expect("flush");
             assert_eq!(read_exactly(&mut client, 7).await, b"connack");
