@@ -673,7 +673,7 @@ mod tests {
         let mut kinds = Vec::new();
         for _ in 0..2 {
             let (client_io, server_io) = tokio::io::duplex(8 * 1024);
-            let (mut client, server) = tokio::join!(
+            let (client, server) = tokio::join!(
                 client.connect(localhost(), client_io),
                 TlsStream::accept(server_io, Arc::clone(&server_config))
             );
