@@ -213,6 +213,7 @@ async fn bench(
     };
 
     // 1. End to end.
+    let commits_before = target.commits().await?;
     let cpu_before = (cpu_ticks(pid), cpu_ticks(std::process::id()));
     let (elapsed, mut lat) = end_to_end(args, target, epoch, args.messages, None).await?;
     let cpu = |before: Option<u64>, p: u32| {
@@ -228,6 +229,16 @@ async fn bench(
         "end to end: {:.0} msg/s, p50 {:.2} ms, p99 {:.2} ms; CPU {:.1} s server, {:.1} s bench",
         report.end_to_end, report.latency.0, report.latency.1, report.server_cpu, report.bench_cpu
     );
+    for ((log, fsyncs, records), (_, fsyncs_before, records_before)) in
+        target.commits().await?.into_iter().zip(commits_before)
+    {
+        let (fsyncs, records) = (fsyncs - fsyncs_before, records - records_before);
+        println!(
+            "  {log}: {records:.0} records in {fsyncs:.0} fsyncs ({:.1} per fsync, {:.2} fsyncs per message)",
+            records / fsyncs.max(1.0),
+            fsyncs / args.messages as f64
+        );
+    }
 
     // 2. Paced.
     if args.paced_secs > 0 {
@@ -610,6 +621,39 @@ impl Target {
                 Ok(consumer.info().await?.num_pending)
             }
         }
+    }
+}
+
+impl Target {
+    /// tidewire: each of the queue's logs (messages, journal) with its
+    /// fsyncs and records so far, from `/metrics`; nothing for the others.
+    async fn commits(&self) -> Result<Vec<(String, f64, f64)>> {
+        let Target::Tidewire { http, base } = self else {
+            return Ok(Vec::new());
+        };
+        let root = base
+            .split("/api/")
+            .next()
+            .context("the queue URL has no /api/")?;
+        let text = check(http.get(format!("{root}/metrics")).send().await?)
+            .await?
+            .text()
+            .await?;
+        let value = |family: &str, log: &str| {
+            let prefix = format!("{family}{{stream=\"{log}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        Ok([format!("queue:{QUEUE}"), format!("queue:{QUEUE}:journal")]
+            .into_iter()
+            .map(|log| {
+                let fsyncs = value("tidewire_stream_fsyncs_total", &log);
+                let records = value("tidewire_stream_records_total", &log);
+                (log, fsyncs, records)
+            })
+            .collect())
     }
 }
 
