@@ -409,35 +409,23 @@ impl Queue {
         let group = spec
             .fifo
             .then(|| spec.group.render(&published.topic, &published.client_id));
-        let out = Outgoing {
-            body: Bytes::new(),
-            attributes: Default::default(),
-            delay: None,
-            dedup_id: None,
-            group: group.clone(),
-            sender: published.client_id.clone(),
-        };
         let size = published.payload.len();
         let max = spec.config.max_message_bytes.as_u64();
         if size as u64 > max {
             return Err(QueueError::TooLarge { size, max });
         }
-        let dedup_id = if spec.fifo {
+        let dedup_id = if spec.fifo && spec.config.content_based_dedup {
             let id = dedup::content_id(&published.payload);
-            if spec.config.content_based_dedup {
-                if let Check::Duplicate(_) = self.dedup().check(&id, now_ms()) {
-                    self.counters.deduplicated.inc();
-                    return Ok(None);
-                }
-                Some(id)
-            } else {
-                None
+            if let Check::Duplicate(_) = self.dedup().check(&id, now_ms()) {
+                self.counters.deduplicated.inc();
+                return Ok(None);
             }
+            Some(id)
         } else {
             None
         };
         let header = Header {
-            group: out.group,
+            group,
             dedup_id: dedup_id.clone(),
             ..Header::default()
         };
@@ -557,13 +545,15 @@ impl Queue {
                 if move_all || max_receives.is_some_and(|limit| tracked.receive_count >= limit) {
                     let nonce = receipt::nonce();
                     state.receive(offset, nonce, now + MOVE_TIMEOUT_MS, now);
+                    let (header, _) = message::decode(&record.message.payload);
+                    let (id, sent_ms) = self.origin(&record, header.moved.as_ref());
                     pass.dead_letters.push(DeadLetter {
                         offset,
                         nonce,
                         moved: Moved {
                             from: spec.name().to_owned(),
-                            id: self.message_id_of(&record),
-                            sent_ms: self.sent_ms_of(&record),
+                            id,
+                            sent_ms,
                             receive_count: tracked.receive_count,
                             first_receive_ms: tracked.first_receive_ms,
                         },
@@ -1038,17 +1028,16 @@ impl Queue {
         }
     }
 
-    fn message_id_of(&self, record: &Record) -> String {
-        let (header, _) = message::decode(&record.message.payload);
-        header
-            .moved
-            .map(|m| m.id)
-            .unwrap_or_else(|| message::message_id(self.incarnation, record.offset))
-    }
-
-    fn sent_ms_of(&self, record: &Record) -> i64 {
-        let (header, _) = message::decode(&record.message.payload);
-        header.moved.map_or(record.timestamp_ms, |m| m.sent_ms)
+    /// A message's id and first send time: kept from the queue it moved
+    /// from, else its own.
+    fn origin(&self, record: &Record, moved: Option<&Moved>) -> (String, i64) {
+        match moved {
+            Some(m) => (m.id.clone(), m.sent_ms),
+            None => (
+                message::message_id(self.incarnation, record.offset),
+                record.timestamp_ms,
+            ),
+        }
     }
 
     fn delivered(
@@ -1063,11 +1052,9 @@ impl Queue {
         let mut attributes = message::attributes_of_properties(&record.message.properties);
         attributes.extend(header.attributes);
         let moved = header.moved;
+        let (message_id, sent_ms) = self.origin(&record, moved.as_ref());
         Delivered {
-            message_id: moved
-                .as_ref()
-                .map(|m| m.id.clone())
-                .unwrap_or_else(|| message::message_id(self.incarnation, offset)),
+            message_id,
             receipt_handle: Receipt {
                 incarnation: self.incarnation,
                 offset,
@@ -1078,7 +1065,7 @@ impl Queue {
             attributes,
             topic: record.message.topic,
             sender: record.message.client_id,
-            sent_ms: moved.as_ref().map_or(record.timestamp_ms, |m| m.sent_ms),
+            sent_ms,
             receive_count: tracked.receive_count + moved.as_ref().map_or(0, |m| m.receive_count),
             first_receive_ms: moved
                 .as_ref()
