@@ -64,21 +64,24 @@ pub trait Fanout: Send + Sync + 'static {
 /// The appends of one publish: almost always one stream, so kept inline.
 type Appends = SmallVec<[AppendTicket; 2]>;
 
-/// A publish queued in a queue; resolves once it is durable there.
+/// A publish queued in a queue or a topic; resolves once it is durable
+/// there.
 pub type QueuedAppend = BoxFuture<'static, Result<(), PublishError>>;
 
-/// Takes published messages into the queues fed by their topic. Kept
-/// behind a trait so the core does not depend on queues.
+/// Takes published messages into the buffers fed by their topic: queues,
+/// and the fan-out topics. Kept behind a trait so the core depends on
+/// neither.
 pub trait Enqueue: Send + Sync + 'static {
-    /// True when some queue takes messages published to `topic`; cheap,
-    /// asked on every publish.
-    fn takes(&self, topic: &str) -> bool;
+    /// True when some buffer takes messages published to `topic` from
+    /// `source`; cheap, asked on every publish.
+    fn takes(&self, topic: &str, source: Source) -> bool;
 
-    /// Checks `message` against every queue that takes its topic and
+    /// Checks `message` against every buffer that takes its topic and
     /// queues it in each; the futures resolve once it is durable there.
     fn enqueue<'a>(
         &'a self,
         message: &'a Arc<Message>,
+        source: Source,
     ) -> BoxFuture<'a, Result<Vec<QueuedAppend>, PublishError>>;
 }
 
@@ -102,7 +105,7 @@ struct Inner {
     limits: Limits,
     metrics: PublishMetrics,
     fanout: OnceLock<Arc<dyn Fanout>>,
-    queues: OnceLock<Arc<dyn Enqueue>>,
+    routes: OnceLock<Vec<Arc<dyn Enqueue>>>,
 }
 
 /// A publish that has been validated and queued in every stream that keeps
@@ -161,7 +164,7 @@ impl Broker {
                 limits,
                 metrics,
                 fanout: OnceLock::new(),
-                queues: OnceLock::new(),
+                routes: OnceLock::new(),
             }),
         }
     }
@@ -172,10 +175,11 @@ impl Broker {
         self.inner.fanout.set(fanout).is_ok()
     }
 
-    /// Installs the queues that take published messages by topic. It can
-    /// be set once; returns false if they were already set.
-    pub fn set_queues(&self, queues: Arc<dyn Enqueue>) -> bool {
-        self.inner.queues.set(queues).is_ok()
+    /// Installs the buffers that take published messages by topic (the
+    /// queues, the fan-out topics), asked in this order. They can be set
+    /// once; returns false if they were already set.
+    pub fn set_routes(&self, routes: Vec<Arc<dyn Enqueue>>) -> bool {
+        self.inner.routes.set(routes).is_ok()
     }
 
     /// The open streams.
@@ -206,7 +210,7 @@ impl Broker {
         source: Source,
         message: Message,
     ) -> Result<PublishTicket, PublishError> {
-        let queued = self.queue(message).await;
+        let queued = self.queue(message, source).await;
         match queued {
             Ok((message, appends, queued)) => Ok(PublishTicket {
                 broker: self.clone(),
@@ -276,6 +280,7 @@ impl Broker {
     async fn queue(
         &self,
         message: Message,
+        source: Source,
     ) -> Result<(Arc<Message>, Appends, Vec<QueuedAppend>), PublishError> {
         let limits = self.inner.limits;
         topic::validate_name(&message.topic, limits.max_topic_bytes)?;
@@ -286,12 +291,14 @@ impl Broker {
             });
         }
         let message = Arc::new(message);
-        // Queues first: one that refuses the message (over its size limit)
-        // refuses the publish before any stream has stored it.
-        let queued = match self.inner.queues.get() {
-            Some(queues) if queues.takes(&message.topic) => queues.enqueue(&message).await?,
-            _ => Vec::new(),
-        };
+        // Queues and topics first: one that refuses the message (over its
+        // size limit) refuses the publish before any stream has stored it.
+        let mut queued = Vec::new();
+        for route in self.inner.routes.get().into_iter().flatten() {
+            if route.takes(&message.topic, source) {
+                queued.extend(route.enqueue(&message, source).await?);
+            }
+        }
         let mut appends = Appends::new();
         let streams = self.inner.streams.snapshot();
         for stream in streams.keeping(&message.topic) {

@@ -15,16 +15,20 @@ pub enum Source {
     Nats,
     /// A continuous query's results.
     Query,
+    /// A topic subscription republishing to MQTT. Messages from here are
+    /// never fed into topics again, so subscriptions cannot form a loop.
+    Topic,
 }
 
 impl Source {
     /// Every source, in declaration order.
-    pub const ALL: [Source; 5] = [
+    pub const ALL: [Source; 6] = [
         Source::Http,
         Source::Mqtt,
         Source::WebSocket,
         Source::Nats,
         Source::Query,
+        Source::Topic,
     ];
 
     /// The metric label value.
@@ -35,6 +39,7 @@ impl Source {
             Source::WebSocket => "websocket",
             Source::Nats => "nats",
             Source::Query => "query",
+            Source::Topic => "topic",
         }
     }
 }

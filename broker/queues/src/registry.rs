@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use tidewire_core::{Catalog, CatalogError, Enqueue, Message, Origin, PublishError, QueuedAppend};
+use tidewire_core::{
+    Catalog, CatalogError, Enqueue, Message, Origin, PublishError, QueuedAppend, Source,
+};
 use tidewire_storage::{OnFatal, StorageMetrics};
 
 use crate::config::{MAX_RECEIVE_WAIT, MAX_VISIBILITY, QueueConfig, QueueSpec};
@@ -632,13 +634,14 @@ impl TopicRoutes {
 }
 
 impl Enqueue for TopicRoutes {
-    fn takes(&self, topic: &str) -> bool {
+    fn takes(&self, topic: &str, _source: Source) -> bool {
         self.queues().is_some_and(|queues| queues.takes(topic))
     }
 
     fn enqueue<'a>(
         &'a self,
         message: &'a Arc<Message>,
+        _source: Source,
     ) -> BoxFuture<'a, Result<Vec<QueuedAppend>, PublishError>> {
         match self.queues() {
             Some(queues) => Box::pin(async move { queues.enqueue(message).await }),
@@ -649,7 +652,7 @@ impl Enqueue for TopicRoutes {
 
 impl Queues {
     /// What the broker's publish path calls to feed queues by topic
-    /// ([`tidewire_core::Broker::set_queues`]).
+    /// ([`tidewire_core::Broker::set_routes`]).
     pub fn publish_routes(&self) -> Arc<dyn Enqueue> {
         Arc::new(TopicRoutes {
             inner: Arc::downgrade(&self.inner),

@@ -54,7 +54,7 @@ impl Node {
             100,
         )
         .expect("queues");
-        broker.set_queues(queues.publish_routes());
+        broker.set_routes(vec![queues.publish_routes()]);
         Node { broker, queues }
     }
 

@@ -169,7 +169,7 @@ impl Server {
             .await
             .map_err(|e| ServerError::Internal(format!("queue opening task: {e}")))??
         };
-        broker.set_queues(queues.publish_routes());
+        broker.set_routes(vec![queues.publish_routes()]);
         let mqtt = MqttServer::start(
             config.mqtt.clone(),
             broker.clone(),
