@@ -53,6 +53,14 @@ pub enum PublishError {
         message: String,
         client_error: bool,
     },
+    /// A fan-out topic fed by the topic refused the message (user input,
+    /// e.g. over its size limit) or could not store it (external).
+    #[error("topic {topic}: {message}")]
+    Topic {
+        topic: String,
+        message: String,
+        client_error: bool,
+    },
 }
 
 /// Why a publish was refused, as counted in metrics.
@@ -66,6 +74,8 @@ pub enum RejectReason {
     Storage,
     /// A queue refused it.
     Queue,
+    /// A fan-out topic refused it.
+    Topic,
 }
 
 impl RejectReason {
@@ -76,6 +86,7 @@ impl RejectReason {
             RejectReason::PayloadTooLarge => "payload_too_large",
             RejectReason::Storage => "storage",
             RejectReason::Queue => "queue",
+            RejectReason::Topic => "topic",
         }
     }
 }
@@ -88,6 +99,7 @@ impl PublishError {
             PublishError::PayloadTooLarge { .. } => RejectReason::PayloadTooLarge,
             PublishError::Storage { .. } | PublishError::Retained(_) => RejectReason::Storage,
             PublishError::Queue { .. } => RejectReason::Queue,
+            PublishError::Topic { .. } => RejectReason::Topic,
         }
     }
 
@@ -99,6 +111,10 @@ impl PublishError {
             PublishError::InvalidTopic(_)
                 | PublishError::PayloadTooLarge { .. }
                 | PublishError::Queue {
+                    client_error: true,
+                    ..
+                }
+                | PublishError::Topic {
                     client_error: true,
                     ..
                 }

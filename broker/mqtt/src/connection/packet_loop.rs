@@ -911,14 +911,18 @@ fn exceeds_receive_maximum(
 /// this reason, `Err` the connection closed with this one. MQTT 3.1.1 has
 /// no negative ack: an invalid topic or a failed store closes the
 /// connection (the client will retry); an oversize payload (for the broker
-/// or for a queue the topic feeds) is acknowledged and dropped, as
+/// or for a queue or fan-out topic the topic feeds) is acknowledged and dropped, as
 /// Mosquitto does, and counted as refused.
 fn publish_refusal(e: &PublishError, v5: bool) -> Result<PubAckReason, DisconnectReasonCode> {
     let reason = match e {
         PublishError::InvalidTopic(_) => PubAckReason::TopicNameInvalid,
         PublishError::PayloadTooLarge { .. } => PubAckReason::QuotaExceeded,
-        // A queue fed by the topic refused it (over the queue's size limit).
+        // A queue or fan-out topic fed by the topic refused it (over its
+        // size limit).
         PublishError::Queue {
+            client_error: true, ..
+        }
+        | PublishError::Topic {
             client_error: true, ..
         } => PubAckReason::QuotaExceeded,
         _ => PubAckReason::UnspecifiedError,
