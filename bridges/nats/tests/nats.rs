@@ -707,6 +707,7 @@ async fn inbound_messages_obey_the_rules_of_the_user_they_are_published_as() {
         deny: vec!["cmd/door/unlock".into()],
         sql: None,
         queues: None,
+        topics: None,
         admin: None,
     };
     let table = AuthTable::validate(

@@ -4,10 +4,10 @@
 //!
 //! Defaults: a user may publish and subscribe to everything (as before
 //! users could read SQL) and read no stream and not administer unless
-//! given `sql`, `queues` and `admin`; a token may do nothing it is not given.
+//! given `sql`, `queues`, `topics` and `admin`; a token may do nothing it is not given.
 //! Anonymous clients, when allowed, may do everything unless an
 //! `anonymous` table says otherwise; given one, what it leaves out is
-//! `publish`/`subscribe` and `queues` everything, `sql` none, `admin`
+//! `publish`/`subscribe`, `queues` and `topics` everything, `sql` none, `admin`
 //! false.
 
 use std::collections::{BTreeSet, HashMap};
@@ -49,6 +49,9 @@ pub struct PermissionsConfig {
     /// Queues it may send to and receive from (SQS, `/api/v1/queues`,
     /// `/ws`); `"*"` is every queue.
     pub queues: Option<Vec<String>>,
+    /// Fan-out topics it may publish to directly (SNS `Publish`,
+    /// `/api/v1/topics/{name}/publish`, `/ws`); `"*"` is every topic.
+    pub topics: Option<Vec<String>>,
     /// May create and delete streams, queries, queues, topics, rules and
     /// exports.
     pub admin: Option<bool>,
@@ -77,6 +80,9 @@ pub struct UserConfig {
     /// See [`PermissionsConfig::queues`].
     #[serde(default)]
     pub queues: Option<Vec<String>>,
+    /// See [`PermissionsConfig::topics`].
+    #[serde(default)]
+    pub topics: Option<Vec<String>>,
     /// See [`PermissionsConfig::admin`].
     pub admin: Option<bool>,
 }
@@ -102,6 +108,9 @@ pub struct TokenConfig {
     /// See [`PermissionsConfig::queues`].
     #[serde(default)]
     pub queues: Option<Vec<String>>,
+    /// See [`PermissionsConfig::topics`].
+    #[serde(default)]
+    pub topics: Option<Vec<String>>,
     /// See [`PermissionsConfig::admin`].
     pub admin: Option<bool>,
 }
@@ -171,6 +180,7 @@ impl AuthTable {
                 deny: user.deny.clone(),
                 sql: user.sql.clone(),
                 queues: user.queues.clone(),
+                topics: user.topics.clone(),
                 admin: user.admin,
             };
             let permissions = permissions(&given, Kind::User, key)?;
@@ -201,6 +211,7 @@ impl AuthTable {
                 deny: token.deny.clone(),
                 sql: token.sql.clone(),
                 queues: token.queues.clone(),
+                topics: token.topics.clone(),
                 admin: token.admin,
             };
             token_list.push((
@@ -254,29 +265,41 @@ fn permissions(
             StreamAccess::Only(names.iter().cloned().collect())
         }
     };
-    let queues = match given.queues.as_deref() {
-        // Anonymous clients, when allowed, may use every queue unless told
-        // otherwise; users and tokens only those they are given.
+    let queues = named_access(given.queues.as_deref(), kind, &format!("{key}.queues"), 80)?;
+    let topics = named_access(given.topics.as_deref(), kind, &format!("{key}.topics"), 256)?;
+    Ok(Permissions {
+        rules,
+        sql,
+        queues,
+        topics,
+        admin: given.admin.unwrap_or(false),
+    })
+}
+
+/// Access to queues or topics by name: anonymous clients, when allowed,
+/// may use every one unless told otherwise; users and tokens only those
+/// they are given.
+fn named_access(
+    names: Option<&[String]>,
+    kind: Kind,
+    key: &str,
+    max_len: usize,
+) -> Result<StreamAccess, ConfigError> {
+    Ok(match names {
         None if kind == Kind::Anonymous => StreamAccess::All,
         None => StreamAccess::Only(BTreeSet::new()),
         Some(names) if names.iter().any(|n| n == "*") => StreamAccess::All,
         Some(names) => {
             for (i, name) in names.iter().enumerate() {
-                if name.is_empty() || name.len() > 80 {
+                if name.is_empty() || name.len() > max_len {
                     return Err(ConfigError::new(
-                        format!("{key}.queues[{i}]"),
-                        "a queue name is 1 to 80 characters",
+                        format!("{key}[{i}]"),
+                        format!("a name is 1 to {max_len} characters"),
                     ));
                 }
             }
             StreamAccess::Only(names.iter().cloned().collect())
         }
-    };
-    Ok(Permissions {
-        rules,
-        sql,
-        queues,
-        admin: given.admin.unwrap_or(false),
     })
 }
 

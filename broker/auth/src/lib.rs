@@ -376,6 +376,8 @@ mod tests {
             deny: Vec::new(),
             sql: Some(vec!["events".into()]),
             queues: None,
+        topics: None,
+            topics: None,
             admin: None,
         };
         let token = TokenConfig {
@@ -386,6 +388,8 @@ mod tests {
             deny: Vec::new(),
             sql: Some(vec!["*".into()]),
             queues: None,
+        topics: None,
+            topics: None,
             admin: None,
         };
         let config = AuthConfig {

@@ -78,6 +78,8 @@ mod tests {
             deny: Vec::new(),
             sql: None,
             queues: None,
+        topics: None,
+            topics: None,
             admin: None,
         };
         AuthTable::validate(

@@ -36,6 +36,8 @@ pub struct Permissions {
     pub sql: StreamAccess,
     /// Queues it may send to and receive from.
     pub queues: StreamAccess,
+    /// Fan-out topics it may publish to directly.
+    pub topics: StreamAccess,
     /// May create and delete streams, queries, queues, topics, rules and
     /// exports.
     pub admin: bool,
@@ -49,6 +51,7 @@ impl Permissions {
             rules: Rules::parse(&every, &every, &[], "").unwrap_or_default(),
             sql: StreamAccess::All,
             queues: StreamAccess::All,
+            topics: StreamAccess::All,
             admin: true,
         }
     }
@@ -59,6 +62,7 @@ impl Permissions {
             rules: Rules::default(),
             sql: StreamAccess::Only(BTreeSet::new()),
             queues: StreamAccess::Only(BTreeSet::new()),
+            topics: StreamAccess::Only(BTreeSet::new()),
             admin: false,
         }
     }
@@ -107,6 +111,11 @@ impl Principal {
     /// May it send to and receive from the queue `name`?
     pub fn may_use_queue(&self, name: &str) -> bool {
         self.permissions.queues.allows(name)
+    }
+
+    /// May it publish to the fan-out topic `name` directly?
+    pub fn may_publish_topic(&self, name: &str) -> bool {
+        self.permissions.topics.allows(name)
     }
 
     /// May it administer?

@@ -26,10 +26,14 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tidewire_auth::{Auth, Door, Identity, Peer, Permissions, Principal};
 use tidewire_queues::Queues;
+use tidewire_topics::Topics;
 
 pub use config::{AwsConfig, AwsSettings};
 pub use error::AwsError;
 use error::with_request_id;
+
+/// The region of unsigned requests, and of ARNs made outside a request.
+pub const DEFAULT_REGION: &str = "us-east-1";
 
 /// Who made an AWS request.
 #[derive(Debug, Clone)]
@@ -50,6 +54,7 @@ pub struct AwsApi {
     settings: Arc<AwsSettings>,
     auth: Auth,
     queues: Queues,
+    topics: Topics,
 }
 
 /// Where an AWS request's answer goes: which error shape it needs.
@@ -61,12 +66,13 @@ enum Protocol {
 
 impl AwsApi {
     /// The endpoint for `settings`, checking callers against `auth`,
-    /// serving `queues` over SQS.
-    pub fn new(settings: AwsSettings, auth: Auth, queues: Queues) -> AwsApi {
+    /// serving `queues` over SQS and `topics` over SNS.
+    pub fn new(settings: AwsSettings, auth: Auth, queues: Queues, topics: Topics) -> AwsApi {
         AwsApi {
             settings: Arc::new(settings),
             auth,
             queues,
+            topics,
         }
     }
 

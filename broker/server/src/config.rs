@@ -18,6 +18,8 @@ use tidewire_dashboard::{Dashboard, definition as dashboard};
 use tidewire_mqtt::{MqttConfig, MqttSettings};
 use tidewire_nats::NatsBridgeConfig;
 use tidewire_queues::{DEFAULT_MAX_QUEUES, QueueConfig};
+use tidewire_targets::email::SmtpConfig;
+use tidewire_topics::{DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_TOPICS, TopicConfig, TopicLimits};
 use tidewire_sql::{QueryConfig, SqlConfig, SqlLimits};
 use tidewire_tls::{Tls, TlsConfig, TlsMetrics};
 use tidewire_websocket::{WebSocketConfig, WebSocketSettings};
@@ -29,6 +31,10 @@ pub const DEFAULT_DATA_DIR: &str = "./tidewire-data";
 /// Default time a client has to send a request's headers, from the moment
 /// the connection waits for them (hyper's own default).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Highest `limits.max_topics` accepted.
+const MAX_TOPICS_LIMIT: usize = 10_000;
+/// Highest `limits.max_subscriptions` accepted.
+const MAX_SUBSCRIPTIONS_LIMIT: usize = 10_000;
 /// Highest `limits.max_queues` accepted.
 const MAX_QUEUES_LIMIT: usize = 10_000;
 /// Highest `limits.max_streams` accepted.
@@ -104,6 +110,13 @@ pub struct FileConfig {
     /// `[[queues]]`: durable work queues (SQS semantics).
     #[serde(default)]
     pub queues: Vec<QueueConfig>,
+    /// `[[topics]]`: fan-out topics and their subscriptions (SNS
+    /// semantics).
+    #[serde(default)]
+    pub topics: Vec<TopicConfig>,
+    /// `[smtp]`: the mail server `mailto:` subscriptions send through.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
     /// `[websocket]`: limits of `/mqtt` and `/ws`.
     #[serde(default)]
     pub websocket: WebSocketConfig,
@@ -203,6 +216,12 @@ pub struct LimitsSection {
     /// Most queues, from the config file and the API together (default
     /// 1000; each has two writer threads and open files).
     pub max_queues: Option<usize>,
+    /// Most fan-out topics, from the config file and the API together
+    /// (default 1000; each has a writer thread and open files).
+    pub max_topics: Option<usize>,
+    /// Most subscriptions per topic (default 1000; each is a task with a
+    /// cursor file).
+    pub max_subscriptions: Option<usize>,
 }
 
 /// Settings given on the command line or in the environment; they win over
@@ -251,6 +270,13 @@ pub struct Config {
     pub queues: Vec<QueueConfig>,
     /// Most queues, config and API together.
     pub max_queues: usize,
+    /// The fan-out topics of the config file (each already validated,
+    /// with its subscriptions).
+    pub topics: Vec<TopicConfig>,
+    /// Limits on topics and subscriptions.
+    pub topic_limits: TopicLimits,
+    /// `[smtp]`, validated.
+    pub smtp: Option<SmtpConfig>,
     /// The bridges, of every kind.
     pub bridges: Vec<Arc<dyn BridgeConfig>>,
     /// SQL limits.
@@ -406,6 +432,15 @@ impl Config {
             queries: validated_queries(file.queries)?,
             max_queues: validated_max_queues(file.limits.max_queues, file.queues.len())?,
             queues: validated_queues(file.queues)?,
+            topic_limits: validated_topic_limits(&file.limits, &file.topics)?,
+            topics: validated_topics(file.topics)?,
+            smtp: match file.smtp {
+                Some(smtp) => {
+                    smtp.validate("smtp")?;
+                    Some(smtp)
+                }
+                None => None,
+            },
             websocket: file.websocket.validate()?,
             dashboards: match &file.dashboards.dir {
                 Some(dir) => dashboard::load_dir(dir),
@@ -426,6 +461,54 @@ fn validated_queues(queues: Vec<QueueConfig>) -> Result<Vec<QueueConfig>, Config
         queue.validate(&format!("queues[{i}]"))?;
     }
     Ok(queues)
+}
+
+/// `[[topics]]` and their subscriptions, each checked on its own (what
+/// a target names is checked when the topics open).
+fn validated_topics(topics: Vec<TopicConfig>) -> Result<Vec<TopicConfig>, ConfigError> {
+    for (i, topic) in topics.iter().enumerate() {
+        topic.validate(&format!("topics[{i}]"))?;
+        for (j, sub) in topic.subscriptions.iter().enumerate() {
+            sub.validate(&format!("topics[{i}].subscriptions[{j}]"))?;
+        }
+    }
+    Ok(topics)
+}
+
+fn validated_topic_limits(
+    limits: &LimitsSection,
+    topics: &[TopicConfig],
+) -> Result<TopicLimits, ConfigError> {
+    let defined = topics.len();
+    let max_topics = match limits.max_topics {
+        Some(n) if (defined.max(1)..=MAX_TOPICS_LIMIT).contains(&n) => n,
+        Some(_) => {
+            return Err(ConfigError::new(
+                "limits.max_topics",
+                format!(
+                    "must be at least the {defined} topic(s) the file defines, and at most {MAX_TOPICS_LIMIT}"
+                ),
+            ));
+        }
+        None => DEFAULT_MAX_TOPICS.max(defined),
+    };
+    let most = topics.iter().map(|t| t.subscriptions.len()).max().unwrap_or(0);
+    let max_subscriptions = match limits.max_subscriptions {
+        Some(n) if (most.max(1)..=MAX_SUBSCRIPTIONS_LIMIT).contains(&n) => n,
+        Some(_) => {
+            return Err(ConfigError::new(
+                "limits.max_subscriptions",
+                format!(
+                    "must be at least the {most} subscription(s) a topic of the file has, and at most {MAX_SUBSCRIPTIONS_LIMIT}"
+                ),
+            ));
+        }
+        None => DEFAULT_MAX_SUBSCRIPTIONS.max(most),
+    };
+    Ok(TopicLimits {
+        max_topics,
+        max_subscriptions,
+    })
 }
 
 fn validated_max_queues(max: Option<usize>, defined: usize) -> Result<usize, ConfigError> {

@@ -13,6 +13,8 @@ use tidewire_core::{Broker, Catalog, CatalogError, PublishMetrics, StorageError,
 use tidewire_dashboard::Dashboard;
 use tidewire_mqtt::{MqttError, MqttServer};
 use tidewire_queues::{QueueError, QueueMetrics, Queues};
+use tidewire_targets::Targets;
+use tidewire_topics::{Naming, TopicError, TopicMetrics, Topics, TopicsSetup};
 use tidewire_sql::{ContinuousQueries, SqlEngine, SqlError, SqlMetrics};
 use tidewire_storage::{OnFatal, StorageMetrics};
 use tidewire_tls::Tls;
@@ -38,6 +40,10 @@ pub enum ServerError {
     /// The queues could not be opened (a bad definition, or their files).
     #[error("opening queues: {0}")]
     Queues(#[from] QueueError),
+    /// The fan-out topics could not be opened (a bad definition, a target
+    /// that does not exist, or their files).
+    #[error("opening topics: {0}")]
+    Topics(#[from] TopicError),
     /// The data directory or a stream could not be opened (external).
     #[error("opening streams: {0}")]
     Storage(#[from] StorageError),
@@ -76,12 +82,25 @@ pub enum ServerError {
     Internal(String),
 }
 
+/// The broker's base URL for links it hands out (SNS `UnsubscribeURL`):
+/// the HTTP listener, with loopback for an unspecified address.
+fn endpoint(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let ip = if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
+}
+
 /// A started server: streams open, listeners bound, not yet serving.
 #[derive(Debug)]
 pub struct Server {
     broker: Broker,
     catalog: Catalog,
     queues: Queues,
+    topics: Topics,
     auth: Auth,
     reloader: Reloader,
     registry: Arc<Registry>,
@@ -169,7 +188,36 @@ impl Server {
             .await
             .map_err(|e| ServerError::Internal(format!("queue opening task: {e}")))??
         };
-        broker.set_routes(vec![queues.publish_routes()]);
+        let http = TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.http_listen,
+                source,
+            })?;
+        let http_addr = http.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.http_listen,
+            source,
+        })?;
+        let targets = Targets::new(broker.clone(), queues.clone(), config.smtp.clone())
+            .map_err(|e| TopicError::from(e))?;
+        let topics = Topics::open(
+            TopicsSetup {
+                catalog: catalog.clone(),
+                targets,
+                storage: storage_metrics.clone(),
+                on_fatal: on_fatal.clone(),
+                metrics: TopicMetrics::register(&mut registry),
+                naming: Naming {
+                    account: config.aws.account_id.clone(),
+                    region: tidewire_aws::DEFAULT_REGION.to_owned(),
+                    endpoint: endpoint(http_addr, config.http_tls),
+                },
+                limits: config.topic_limits,
+            },
+            &config.topics,
+        )
+        .await?;
+        broker.set_routes(vec![queues.publish_routes(), topics.publish_routes()]);
         let mqtt = MqttServer::start(
             config.mqtt.clone(),
             broker.clone(),
@@ -201,21 +249,11 @@ impl Server {
             &background,
         )
         .await?;
-
-        let http = TcpListener::bind(config.http_listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.http_listen,
-                source,
-            })?;
-        let http_addr = http.local_addr().map_err(|source| ServerError::Bind {
-            addr: config.http_listen,
-            source,
-        })?;
         Ok(Server {
             broker,
             catalog,
             queues: queues.clone(),
+            topics: topics.clone(),
             reloader: Reloader::new(&config),
             auth: config.auth.clone(),
             registry: Arc::new(registry),
@@ -232,7 +270,7 @@ impl Server {
             http_limits: config.http,
             http_metrics,
             http_tls: config.tls.clone().filter(|_| config.http_tls),
-            aws: AwsApi::new(config.aws.clone(), config.auth.clone(), queues),
+            aws: AwsApi::new(config.aws.clone(), config.auth.clone(), queues, topics),
             fatal,
         })
     }
@@ -271,6 +309,7 @@ impl Server {
             broker: self.broker.clone(),
             catalog: self.catalog.clone(),
             queues: self.queues.clone(),
+            topics: self.topics.clone(),
             reloader: self.reloader.clone(),
             registry: Arc::clone(&self.registry),
         };
@@ -294,6 +333,7 @@ impl Server {
             .route(
                 "/",
                 axum::routing::post(tidewire_aws::handle)
+                    .get(tidewire_aws::handle)
                     .with_state(self.aws.clone())
                     .layer(axum::extract::DefaultBodyLimit::max(AWS_MAX_BODY_BYTES)),
             )
@@ -339,9 +379,10 @@ impl Server {
         }
         self.bridges.stop().await;
         self.background.cancel();
+        self.topics.close().await;
         self.broker.streams().close().await;
         self.queues.close().await;
-        tracing::info!("all streams and queues synced and closed");
+        tracing::info!("all streams, topics and queues synced and closed");
 
         if let Some(reason) = self
             .fatal

@@ -9,10 +9,7 @@ use std::sync::Arc;
 use tidewire_queues::{Queue, Queues};
 
 use super::errors::{Kind, from_queue, invalid, missing, no_such_queue};
-use crate::{AwsError, Caller};
-
-/// The region of unsigned requests.
-pub const DEFAULT_REGION: &str = "us-east-1";
+use crate::{AwsError, Caller, DEFAULT_REGION};
 
 /// One SQS request's surroundings.
 #[derive(Debug, Clone, Copy)]

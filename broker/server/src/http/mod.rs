@@ -11,6 +11,7 @@ mod queues;
 mod records;
 mod serve;
 mod streams;
+mod topics;
 
 pub use serve::{HttpMetrics, serve};
 
@@ -27,6 +28,7 @@ use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
 use tidewire_core::{Broker, Catalog};
 use tidewire_queues::Queues;
+use tidewire_topics::Topics;
 
 use crate::reload::Reloader;
 
@@ -39,6 +41,8 @@ pub struct AppState {
     pub catalog: Catalog,
     /// The queues.
     pub queues: Queues,
+    /// The fan-out topics.
+    pub topics: Topics,
     /// Reloads the config file (`POST /api/v1/admin/reload`).
     pub reloader: Reloader,
     /// Every metric, for `/metrics`.
@@ -70,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/streams/{name}/records", get(records::read))
         .merge(queues::routes())
+        .merge(topics::routes())
         .route("/api/v1/admin/reload", post(ops::reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
