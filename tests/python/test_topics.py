@@ -332,3 +332,29 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_publishing_over_ws(tmp):
+    from websockets.sync.client import connect
+
+    receiver = Receiver()
+    server = start(tmp, '[[topics]]\nname = "t"\n')
+    try:
+        subscribe(server, "t", name="s", target=receiver.url(), filter={"level": ["warn"]})
+        with connect(f"ws://127.0.0.1:{server.http_port}/ws") as ws:
+            ws.send(json.dumps({"op": "topic_publish", "id": 1, "topic": "t",
+                                "message": {"disk": 93}, "attributes": {"level": "warn"}}))
+            answer = json.loads(ws.recv(timeout=10))
+            assert answer["type"] == "result" and answer["id"] == 1 and answer["message_id"]
+            ws.send(json.dumps({"op": "topic_publish", "id": 2, "topic": "t",
+                                "message": "quiet", "attributes": {"level": "info"}}))
+            assert json.loads(ws.recv(timeout=10))["id"] == 2
+            ws.send(json.dumps({"op": "topic_publish", "id": 3, "topic": "nope", "message": 1}))
+            error = json.loads(ws.recv(timeout=10))
+            assert error["type"] == "error" and "no topic named" in error["error"]
+        wait_for(lambda: receiver.bodies(), "the delivery")
+        time.sleep(0.5)
+        assert [json.loads(b) for b in receiver.bodies()] == [{"disk": 93}]
+    finally:
+        server.stop()
+        receiver.close()

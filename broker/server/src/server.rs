@@ -13,11 +13,11 @@ use tidewire_core::{Broker, Catalog, CatalogError, PublishMetrics, StorageError,
 use tidewire_dashboard::Dashboard;
 use tidewire_mqtt::{MqttError, MqttServer};
 use tidewire_queues::{QueueError, QueueMetrics, Queues};
-use tidewire_targets::Targets;
-use tidewire_topics::{Naming, TopicError, TopicMetrics, Topics, TopicsSetup};
 use tidewire_sql::{ContinuousQueries, SqlEngine, SqlError, SqlMetrics};
 use tidewire_storage::{OnFatal, StorageMetrics};
+use tidewire_targets::Targets;
 use tidewire_tls::Tls;
+use tidewire_topics::{Naming, TopicError, TopicMetrics, Topics, TopicsSetup};
 use tidewire_websocket::{Gateway, WebSocketSettings, WsMetrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -80,6 +80,40 @@ pub enum ServerError {
     /// A bug: a task the server depends on ended unexpectedly.
     #[error("internal error (a bug): {0}")]
     Internal(String),
+}
+
+/// `GET /?Action=...`: the links SNS hands out (`SubscribeURL`,
+/// `UnsubscribeURL`) go to the AWS endpoint; any other `GET /` is the
+/// dashboard's.
+async fn aws_links(
+    axum::extract::State(aws): axum::extract::State<AwsApi>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let is_link = request.method() == axum::http::Method::GET
+        && request.uri().path() == "/"
+        && request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("Action=")));
+    if !is_link {
+        return next.run(request).await;
+    }
+    let (parts, _) = request.into_parts();
+    let peer = parts
+        .extensions
+        .get::<tidewire_auth::Peer>()
+        .copied()
+        .map(axum::Extension);
+    tidewire_aws::handle(
+        axum::extract::State(aws),
+        peer,
+        parts.method,
+        parts.uri,
+        parts.headers,
+        axum::body::Bytes::new(),
+    )
+    .await
 }
 
 /// The broker's base URL for links it hands out (SNS `UnsubscribeURL`):
@@ -318,6 +352,7 @@ impl Server {
             self.sql.clone(),
             self.queries.clone(),
             self.queues.clone(),
+            self.topics.clone(),
             self.websocket.clone(),
             self.websocket_metrics.clone(),
             stop.clone(),
@@ -333,10 +368,13 @@ impl Server {
             .route(
                 "/",
                 axum::routing::post(tidewire_aws::handle)
-                    .get(tidewire_aws::handle)
                     .with_state(self.aws.clone())
                     .layer(axum::extract::DefaultBodyLimit::max(AWS_MAX_BODY_BYTES)),
             )
+            .layer(axum::middleware::from_fn_with_state(
+                self.aws.clone(),
+                aws_links,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 self.auth.clone(),
                 http::auth::authenticate,

@@ -41,6 +41,8 @@ pub enum Request {
     QueueReceive(QueueReceive),
     /// Delete a received message by its receipt handle.
     QueueDelete(QueueDelete),
+    /// Publish to a fan-out topic directly; answered once durable.
+    TopicPublish(TopicPublish),
 }
 
 /// `{"op":"publish",...}`.
@@ -172,6 +174,29 @@ pub struct QueueDelete {
     pub receipt_handle: String,
 }
 
+/// `{"op":"topic_publish","id":ID,"topic":T,"message":ANY,"subject":S,
+/// "attributes":{NAME:VALUE}}`: a message for a fan-out topic's
+/// subscriptions, its body given as a publish's payload is.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicPublish {
+    #[serde(rename = "op")]
+    _op: IgnoredAny,
+    /// Names the result.
+    pub id: Value,
+    /// The fan-out topic's name.
+    pub topic: String,
+    /// The body: as a publish's payload.
+    pub message: Box<RawValue>,
+    /// `base64` for a binary body given as a base64 string.
+    pub encoding: Option<String>,
+    /// SNS `Subject`.
+    pub subject: Option<String>,
+    /// `String` message attributes.
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
 /// The op, id and queue of a queue op whose other fields are a shared
 /// request shape.
 #[derive(Debug, Deserialize)]
@@ -247,8 +272,9 @@ impl Request {
                 })
             }),
             Some("queue_delete") => parse(text).map(Request::QueueDelete),
+            Some("topic_publish") => parse(text).map(Request::TopicPublish),
             Some(other) => Err(format!(
-                "unknown op {other:?}: use publish, subscribe, unsubscribe, query, watch, unwatch, ping, queue_send, queue_receive or queue_delete"
+                "unknown op {other:?}: use publish, subscribe, unsubscribe, query, watch, unwatch, ping, queue_send, queue_receive, queue_delete or topic_publish"
             )),
             None => Err("bad request: missing field `op`".to_owned()),
         };
@@ -390,6 +416,9 @@ pub enum Reply {
         #[serde(flatten)]
         answer: QueueAnswer,
     },
+    /// A `topic_publish` answer: the message's id (also type `result`).
+    #[serde(rename = "result")]
+    Topic { id: Value, message_id: String },
     /// A request failed; the socket carries on.
     Error { id: Option<Value>, error: String },
     /// Answer to `ping`.
@@ -449,9 +478,10 @@ impl Reply {
     pub fn id(&self) -> Option<Value> {
         match self {
             Reply::Ack { id, .. } | Reply::Error { id, .. } | Reply::Pong { id } => id.clone(),
-            Reply::Result { id, .. } | Reply::Window { id, .. } | Reply::Queue { id, .. } => {
-                Some(id.clone())
-            }
+            Reply::Result { id, .. }
+            | Reply::Window { id, .. }
+            | Reply::Queue { id, .. }
+            | Reply::Topic { id, .. } => Some(id.clone()),
         }
     }
 
@@ -459,7 +489,10 @@ impl Reply {
     pub fn kind(&self) -> &'static str {
         match self {
             Reply::Ack { .. } => "ack",
-            Reply::Result { .. } | Reply::Window { .. } | Reply::Queue { .. } => "result",
+            Reply::Result { .. }
+            | Reply::Window { .. }
+            | Reply::Queue { .. }
+            | Reply::Topic { .. } => "result",
             Reply::Error { .. } => "error",
             Reply::Pong { .. } => "pong",
         }

@@ -29,6 +29,7 @@ use tidewire_core::Broker;
 use tidewire_mqtt::Context;
 use tidewire_queues::Queues;
 use tidewire_sql::{ContinuousQueries, SqlEngine};
+use tidewire_topics::Topics;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,7 @@ pub struct Gateway {
     sql: SqlEngine,
     queries: ContinuousQueries,
     queues: Queues,
+    topics: Topics,
     settings: WebSocketSettings,
     metrics: WsMetrics,
     shutdown: CancellationToken,
@@ -68,6 +70,7 @@ impl Gateway {
         sql: SqlEngine,
         queries: ContinuousQueries,
         queues: Queues,
+        topics: Topics,
         settings: WebSocketSettings,
         metrics: WsMetrics,
         shutdown: CancellationToken,
@@ -78,6 +81,7 @@ impl Gateway {
             sql,
             queries,
             queues,
+            topics,
             settings,
             metrics,
             shutdown,

@@ -11,7 +11,7 @@
 //! closes it.
 //!
 //! Queue ops (`queue_send`, `queue_receive`, `queue_delete`) are in
-//! [`queues`].
+//! [`queues`], the fan-out topic op (`topic_publish`) in [`topics`].
 //!
 //! Overflow policy: a socket's queue holds `websocket.send_queue`
 //! messages; when it is full, new messages for that socket are dropped and
@@ -49,6 +49,7 @@ use crate::frames::{self, IdRequest, MessageFrame, Reply, Request, StoredView, W
 use crate::metrics::WsMetrics;
 
 mod queues;
+mod topics;
 
 /// Messages sent per wake-up before the socket looks at other work.
 const SEND_BATCH: usize = 256;
@@ -327,6 +328,10 @@ impl Socket {
             Request::QueueDelete(request) => {
                 WsMetrics::count(&metrics.received, "queue_delete");
                 self.queue_delete(request)
+            }
+            Request::TopicPublish(request) => {
+                WsMetrics::count(&metrics.received, "topic_publish");
+                self.topic_publish(request)
             }
         }
     }
