@@ -376,7 +376,7 @@ mod tests {
             deny: Vec::new(),
             sql: Some(vec!["events".into()]),
             queues: None,
-        topics: None,
+            topics: None,
             topics: None,
             admin: None,
         };
@@ -388,7 +388,7 @@ mod tests {
             deny: Vec::new(),
             sql: Some(vec!["*".into()]),
             queues: None,
-        topics: None,
+            topics: None,
             topics: None,
             admin: None,
         };

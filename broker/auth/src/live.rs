@@ -78,7 +78,7 @@ mod tests {
             deny: Vec::new(),
             sql: None,
             queues: None,
-        topics: None,
+            topics: None,
             topics: None,
             admin: None,
         };

@@ -18,10 +18,10 @@ use tidewire_dashboard::{Dashboard, definition as dashboard};
 use tidewire_mqtt::{MqttConfig, MqttSettings};
 use tidewire_nats::NatsBridgeConfig;
 use tidewire_queues::{DEFAULT_MAX_QUEUES, QueueConfig};
-use tidewire_targets::email::SmtpConfig;
-use tidewire_topics::{DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_TOPICS, TopicConfig, TopicLimits};
 use tidewire_sql::{QueryConfig, SqlConfig, SqlLimits};
+use tidewire_targets::email::SmtpConfig;
 use tidewire_tls::{Tls, TlsConfig, TlsMetrics};
+use tidewire_topics::{DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_TOPICS, TopicConfig, TopicLimits};
 use tidewire_websocket::{WebSocketConfig, WebSocketSettings};
 
 /// Default HTTP, WebSocket and dashboard listener.
@@ -492,7 +492,11 @@ fn validated_topic_limits(
         }
         None => DEFAULT_MAX_TOPICS.max(defined),
     };
-    let most = topics.iter().map(|t| t.subscriptions.len()).max().unwrap_or(0);
+    let most = topics
+        .iter()
+        .map(|t| t.subscriptions.len())
+        .max()
+        .unwrap_or(0);
     let max_subscriptions = match limits.max_subscriptions {
         Some(n) if (most.max(1)..=MAX_SUBSCRIPTIONS_LIMIT).contains(&n) => n,
         Some(_) => {

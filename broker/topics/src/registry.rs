@@ -58,14 +58,19 @@ impl Default for TopicLimits {
 }
 
 /// How a subscription is made, which decides whether it must be confirmed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
     /// The config file or tidewire's API: confirmed at once; a webhook
     /// must answer a connection first.
     Api,
     /// SNS `Subscribe`: an HTTP(S) subscription waits for its endpoint to
-    /// visit the `SubscribeURL` of a `SubscriptionConfirmation`.
-    Sns,
+    /// visit the `SubscribeURL` of a `SubscriptionConfirmation`, which
+    /// points at `endpoint` (the base URL the request came in on, e.g.
+    /// `http://10.0.0.5:8080`).
+    Sns {
+        /// The broker's base URL as the subscriber should reach it.
+        endpoint: String,
+    },
 }
 
 /// A subscription as the catalog keeps it.
@@ -527,7 +532,7 @@ impl Topics {
         }
         let shape = self.shape(&topic, &spec, "subscription")?;
         let is_http = matches!(config.target, TargetSpec::Http { .. });
-        let pending = (via == Via::Sns && is_http).then(token);
+        let pending = (matches!(via, Via::Sns { .. }) && is_http).then(token);
         if via == Via::Api && is_http {
             self.inner
                 .setup
@@ -559,8 +564,8 @@ impl Topics {
                 Start::Latest,
             )
             .await;
-        if let Some(token) = pending {
-            self.send_confirmation(&topic_name, &config, &token);
+        if let (Some(token), Via::Sns { endpoint }) = (pending, &via) {
+            self.send_confirmation(&topic_name, &config, &token, endpoint);
         }
         tracing::info!(subscription = %key, target = %config.target, "subscribed");
         Ok((sub, true))
@@ -568,7 +573,13 @@ impl Topics {
 
     /// POSTs a `SubscriptionConfirmation` to a new SNS HTTP(S)
     /// subscription, in the background, trying a few times.
-    fn send_confirmation(&self, topic: &str, config: &SubscriptionConfig, token: &str) {
+    fn send_confirmation(
+        &self,
+        topic: &str,
+        config: &SubscriptionConfig,
+        token: &str,
+        endpoint: &str,
+    ) {
         let targets = self.inner.setup.targets.clone();
         let target = match targets.build(&config.target, &config.options, "subscription.target") {
             Ok(target) => target,
@@ -578,7 +589,11 @@ impl Topics {
             }
         };
         let now = now_ms();
-        let body = envelope::confirmation(self.naming(), topic, token, now);
+        let naming = Naming {
+            endpoint: endpoint.to_owned(),
+            ..self.naming().clone()
+        };
+        let body = envelope::confirmation(&naming, topic, token, now);
         let delivery = Delivery {
             message_id: message::new_id(),
             topic: topic.to_owned(),

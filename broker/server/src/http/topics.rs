@@ -26,8 +26,8 @@ use tidewire_auth::Principal;
 use tidewire_core::{Origin, Properties, StorageError};
 use tidewire_queues::Attribute;
 use tidewire_topics::{
-    Publication, StatusSnapshot, Subscription, SubscriptionConfig, Topic, TopicConfig,
-    TopicError, Via,
+    Publication, StatusSnapshot, Subscription, SubscriptionConfig, Topic, TopicConfig, TopicError,
+    Via,
 };
 
 use super::auth::{forbidden, require_admin};
@@ -305,7 +305,10 @@ async fn show_subscription(
     State(state): State<AppState>,
     Path((name, sub)): Path<(String, String)>,
 ) -> Result<Json<SubscriptionView>, ApiError> {
-    let sub = state.topics.subscription(&name, &sub).map_err(topic_error)?;
+    let sub = state
+        .topics
+        .subscription(&name, &sub)
+        .map_err(topic_error)?;
     Ok(Json(SubscriptionView::of(&state, &sub)))
 }
 
@@ -320,7 +323,10 @@ async fn update_subscription(
 ) -> Result<Json<SubscriptionView>, ApiError> {
     require_admin(&caller, "change subscriptions")?;
     let changes: Map<String, Value> = json_body(&body, "invalid change")?;
-    let current = state.topics.subscription(&name, &sub).map_err(topic_error)?;
+    let current = state
+        .topics
+        .subscription(&name, &sub)
+        .map_err(topic_error)?;
     let config = patched(&current.spec().config, changes)?;
     let updated = state
         .topics
