@@ -1,7 +1,9 @@
 //! [`Targets`]: everything a target needs to be built, and the one place
-//! that turns a [`TargetSpec`] into a running [`Target`]. NATS bridges
-//! register their links here ([`NatsLink`]) when they start, so the
-//! targets crate does not depend on the bridge.
+//! that turns a [`TargetSpec`] into a running [`Target`]. It holds the one
+//! HTTP client every webhook shares and the one SMTP transport every
+//! `mailto:` target shares. NATS bridges register their links here
+//! ([`NatsLink`]) when they start, so the targets crate does not depend
+//! on the bridge.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -12,6 +14,8 @@ use futures_util::future::BoxFuture;
 use tidewire_core::{Broker, ConfigError};
 use tidewire_queues::Queues;
 
+use crate::email::{EmailTarget, Mailer, SmtpConfig};
+use crate::http::WebhookTarget;
 use crate::local::{MqttTarget, QueueTarget, StreamTarget};
 use crate::{Delivery, SinkError, Target, TargetOptions, TargetSpec};
 
@@ -38,17 +42,56 @@ struct Inner {
     broker: Broker,
     queues: Queues,
     nats: RwLock<BTreeMap<String, Arc<dyn NatsLink>>>,
+    /// The client every webhook shares (kept-alive connections).
+    http: reqwest::Client,
+    /// From `[smtp]`; none: `mailto:` targets cannot be built.
+    mailer: Option<Mailer>,
 }
 
 impl Targets {
-    /// Targets over `broker` (MQTT and streams) and `queues`.
-    pub fn new(broker: Broker, queues: Queues) -> Targets {
-        Targets {
+    /// Targets over `broker` (MQTT and streams) and `queues`, sending
+    /// email through `smtp` (`[smtp]` in the config file; without it a
+    /// `mailto:` target is a config error). Builds the shared HTTP client
+    /// and, with `smtp`, the pooled SMTP transport; neither connects yet.
+    /// Call it inside the tokio runtime (the SMTP pool starts a task).
+    ///
+    /// Errors: a field of `smtp` (`smtp.from`, ...), or `http` when the
+    /// HTTP client cannot start (no usable certificate in the OS roots).
+    pub fn new(
+        broker: Broker,
+        queues: Queues,
+        smtp: Option<SmtpConfig>,
+    ) -> Result<Targets, ConfigError> {
+        let http = crate::http::client().map_err(|e| {
+            ConfigError::new(
+                "http",
+                format!(
+                    "the webhook client cannot start: {}",
+                    crate::http::error_chain(&e)
+                ),
+            )
+        })?;
+        let mailer = smtp.map(|c| Mailer::new(&c, "smtp")).transpose()?;
+        Ok(Targets {
             inner: Arc::new(Inner {
                 broker,
                 queues,
                 nats: RwLock::default(),
+                http,
+                mailer,
             }),
+        })
+    }
+
+    /// Checks, when a subscription is created through the API, that its
+    /// target can be reached at all: a webhook's host resolves and takes
+    /// a TCP connection within 5 s (`https://x/hook is unreachable:
+    /// connection refused`). Other kinds answer `Ok` (what they name is
+    /// checked by [`Targets::build`]).
+    pub async fn probe(&self, spec: &TargetSpec) -> Result<(), String> {
+        match spec {
+            TargetSpec::Http { url } => crate::http::probe(url).await,
+            _ => Ok(()),
         }
     }
 
@@ -74,7 +117,6 @@ impl Targets {
         options: &TargetOptions,
         key: &str,
     ) -> Result<Arc<dyn Target>, ConfigError> {
-        let _ = options;
         let inner = &self.inner;
         match spec {
             TargetSpec::Queue { name } => {
@@ -82,13 +124,19 @@ impl Targets {
                     .queues
                     .get(name)
                     .map_err(|_| ConfigError::new(key, format!("no queue named {name:?}")))?;
-                Ok(Arc::new(QueueTarget::new(inner.queues.clone(), name.clone())))
+                Ok(Arc::new(QueueTarget::new(
+                    inner.queues.clone(),
+                    name.clone(),
+                )))
             }
             TargetSpec::Stream { name } => {
                 if inner.broker.streams().get(name).is_none() {
                     return Err(ConfigError::new(key, format!("no stream named {name:?}")));
                 }
-                Ok(Arc::new(StreamTarget::new(inner.broker.clone(), name.clone())))
+                Ok(Arc::new(StreamTarget::new(
+                    inner.broker.clone(),
+                    name.clone(),
+                )))
             }
             TargetSpec::Mqtt { topic } => {
                 if let Some(topic) = topic {
@@ -98,7 +146,10 @@ impl Targets {
                     )
                     .map_err(|e| ConfigError::new(key, format!("mqtt:{topic}: {e}")))?;
                 }
-                Ok(Arc::new(MqttTarget::new(inner.broker.clone(), topic.clone())))
+                Ok(Arc::new(MqttTarget::new(
+                    inner.broker.clone(),
+                    topic.clone(),
+                )))
             }
             TargetSpec::Nats { bridge, subject } => {
                 if self.nats_link(bridge).is_none() {
@@ -113,10 +164,18 @@ impl Targets {
                     subject: subject.clone(),
                 }))
             }
-            TargetSpec::Http { .. } | TargetSpec::Email { .. } => Err(ConfigError::new(
+            TargetSpec::Http { url } => Ok(Arc::new(WebhookTarget::new(
+                inner.http.clone(),
+                url,
+                options,
                 key,
-                format!("{} targets are not built yet", spec.kind()),
-            )),
+            )?)),
+            TargetSpec::Email { to } => {
+                let mailer = inner.mailer.clone().ok_or_else(|| {
+                    ConfigError::new(key, "mailto: targets need [smtp] in the config")
+                })?;
+                Ok(Arc::new(EmailTarget::new(mailer, to, options, key)?))
+            }
         }
     }
 }

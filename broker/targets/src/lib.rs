@@ -8,6 +8,11 @@
 //!   `mailto:ADDRESS`) and its options, validated with the field named.
 //! - [`local`]: the targets inside tidewire: a queue, an MQTT topic, a
 //!   stream.
+//! - [`http`]: a webhook ([`WebhookTarget`]), one POST per message over a
+//!   shared keep-alive client, with a deadline, a cap on what is read of
+//!   the answer, bounded concurrency and an optional HMAC signature.
+//! - [`email`]: an email per message ([`EmailTarget`]) through the SMTP
+//!   server of `[smtp]` ([`SmtpConfig`]), subject and body from templates.
 //! - [`Targets`] ([`context`]): what a target needs to be built (the
 //!   broker, the queues, the shared HTTP client, SMTP settings, NATS
 //!   links), and the one place that turns a spec into a running target.
@@ -18,6 +23,8 @@
 
 pub mod context;
 pub mod delivery;
+pub mod email;
+pub mod http;
 pub mod local;
 pub mod spec;
 
@@ -28,6 +35,8 @@ pub use tidewire_delivery::SinkError;
 
 pub use context::{NatsLink, Targets};
 pub use delivery::Delivery;
+pub use email::{EmailTarget, Mailer, SmtpConfig, SmtpTls, Template};
+pub use http::WebhookTarget;
 pub use spec::{TargetOptions, TargetSpec};
 
 /// One place a message can be delivered to.

@@ -33,7 +33,7 @@ impl Target for QueueTarget {
     fn deliver(&self, delivery: Delivery) -> BoxFuture<'static, Result<(), SinkError>> {
         let (queues, name) = (self.queues.clone(), self.name.clone());
         Box::pin(async move {
-            let queue = queues.get(&name).map_err(|e| SinkError::retry(e))?;
+            let queue = queues.get(&name).map_err(SinkError::retry)?;
             let fifo = queue.spec().fifo;
             let out = Outgoing {
                 body: delivery.body,

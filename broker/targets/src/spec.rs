@@ -90,7 +90,9 @@ impl FromStr for TargetSpec {
         })?;
         let named = |what: &str| {
             if rest.is_empty() || rest.contains(char::is_whitespace) {
-                Err(format!("{scheme}: needs a {what} without spaces, e.g. {scheme}:name"))
+                Err(format!(
+                    "{scheme}: needs a {what} without spaces, e.g. {scheme}:name"
+                ))
             } else {
                 Ok(rest.to_owned())
             }
@@ -165,9 +167,9 @@ impl FromStr for TargetSpec {
 
 /// `local@domain`, each part non-empty and without spaces.
 fn looks_like_address(address: &str) -> bool {
-    address
-        .split_once('@')
-        .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !address.contains(char::is_whitespace))
+    address.split_once('@').is_some_and(|(l, d)| {
+        !l.is_empty() && d.contains('.') && !address.contains(char::is_whitespace)
+    })
 }
 
 impl fmt::Display for TargetSpec {
@@ -202,7 +204,11 @@ impl<'de> Deserialize<'de> for TargetSpec {
 pub struct TargetOptions {
     /// Webhooks: how long one request may take, connecting included
     /// (default 10 s).
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout: Option<Duration>,
     /// Webhooks: a secret; each request then carries
     /// `X-Tidewire-Signature: sha256=HEX`, the HMAC-SHA256 of the body.
