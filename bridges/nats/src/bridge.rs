@@ -232,7 +232,9 @@ async fn connect_loop(
             Ok(session) => {
                 tracing::info!(bridge = %spec.name, "NATS bridge connected");
                 state.set_health(Health::Connected, None);
+                spec.publisher.connected(Some(session.client.clone()));
                 let reason = session_run(&session, &mut outbound, &inbound).await;
+                spec.publisher.connected(None);
                 session.close(DRAIN_TIMEOUT).await;
                 reason
             }

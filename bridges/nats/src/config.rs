@@ -17,6 +17,7 @@
 //! ```
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -24,6 +25,7 @@ use tidewire_core::ConfigError;
 use tidewire_core::stream_config::validate_stream_name;
 
 use crate::mapping::{Pattern, Route, Side};
+use crate::publisher::Publisher;
 
 /// Default time allowed to connect to a server.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -226,6 +228,8 @@ pub struct NatsBridge {
     pub outbound: Vec<Outbound>,
     /// Inbound links.
     pub inbound: Vec<Inbound>,
+    /// Publishes on the bridge's connection for fan-out's `nats:` targets.
+    pub publisher: Arc<Publisher>,
 }
 
 /// A validated outbound link.
@@ -361,6 +365,7 @@ impl NatsBridgeConfig {
             reconnect_max: self.reconnect_max,
             outbound,
             inbound,
+            publisher: Arc::default(),
         })
     }
 }

@@ -7,7 +7,8 @@
 //! (topic <-> subject rules), [`headers`] (MQTT 5 properties <-> headers),
 //! [`connection`] (connect and session end), [`outbound`] (the outbound
 //! links: a `tidewire_delivery` sink, on that crate's cursor and pump),
-//! [`inbound`] (the inbound links), and `bridge` (the
+//! [`inbound`] (the inbound links), [`publisher`] (the bridge as a
+//! fan-out target, `nats:BRIDGE/SUBJECT`), and `bridge` (the
 //! [`tidewire_bridge::BridgeConfig`] impl and the reconnecting task).
 //!
 //! Loop prevention: messages bridged in are stored with the client id
@@ -23,9 +24,11 @@ pub mod headers;
 pub mod inbound;
 pub mod mapping;
 pub mod outbound;
+pub mod publisher;
 
 pub use config::{NatsBridge, NatsBridgeConfig};
 pub use error::LinkError;
+pub use publisher::Publisher;
 
 /// The bridge kind, as in `[[bridge.nats]]`, metrics and the API.
 pub const KIND: &str = "nats";

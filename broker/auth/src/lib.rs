@@ -377,7 +377,6 @@ mod tests {
             sql: Some(vec!["events".into()]),
             queues: None,
             topics: None,
-            topics: None,
             admin: None,
         };
         let token = TokenConfig {
@@ -388,7 +387,6 @@ mod tests {
             deny: Vec::new(),
             sql: Some(vec!["*".into()]),
             queues: None,
-            topics: None,
             topics: None,
             admin: None,
         };

@@ -79,7 +79,6 @@ mod tests {
             sql: None,
             queues: None,
             topics: None,
-            topics: None,
             admin: None,
         };
         AuthTable::validate(

@@ -2,7 +2,7 @@
 //! the merge of file, environment and flags (flag > env > file > default)
 //! into one validated [`Config`].
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use tidewire_mqtt::{MqttConfig, MqttSettings};
 use tidewire_nats::NatsBridgeConfig;
 use tidewire_queues::{DEFAULT_MAX_QUEUES, QueueConfig};
 use tidewire_sql::{QueryConfig, SqlConfig, SqlLimits};
+use tidewire_targets::NatsLink;
 use tidewire_targets::email::SmtpConfig;
 use tidewire_tls::{Tls, TlsConfig, TlsMetrics};
 use tidewire_topics::{DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_MAX_TOPICS, TopicConfig, TopicLimits};
@@ -54,14 +55,31 @@ pub struct BridgeSection {
     pub nats: Vec<NatsBridgeConfig>,
 }
 
+/// The validated bridges, and the NATS bridges' links for fan-out's
+/// `nats:` targets, by bridge name.
+type ValidatedBridges = (
+    Vec<Arc<dyn BridgeConfig>>,
+    BTreeMap<String, Arc<dyn NatsLink>>,
+);
+
 impl BridgeSection {
     /// Every bridge, validated; `key` is the section's path (`bridge`).
-    pub fn validate(&self, key: &str) -> Result<Vec<Arc<dyn BridgeConfig>>, ConfigError> {
+    pub fn validate(&self, key: &str) -> Result<ValidatedBridges, ConfigError> {
         let nats = NatsBridgeConfig::validate_all(&self.nats, &format!("{key}.nats"))?;
-        Ok(nats
+        let links = nats
+            .iter()
+            .map(|b| {
+                (
+                    b.name.clone(),
+                    Arc::clone(&b.publisher) as Arc<dyn NatsLink>,
+                )
+            })
+            .collect();
+        let bridges = nats
             .into_iter()
             .map(|b| Arc::new(b) as Arc<dyn BridgeConfig>)
-            .collect())
+            .collect();
+        Ok((bridges, links))
     }
 }
 
@@ -279,6 +297,8 @@ pub struct Config {
     pub smtp: Option<SmtpConfig>,
     /// The bridges, of every kind.
     pub bridges: Vec<Arc<dyn BridgeConfig>>,
+    /// The NATS bridges' links, for `nats:` subscription targets.
+    pub nats_links: BTreeMap<String, Arc<dyn NatsLink>>,
     /// SQL limits.
     pub sql: SqlLimits,
     /// Continuous queries to start (each already validated).
@@ -362,6 +382,7 @@ impl Config {
             },
         };
         let auth = Auth::new(auth_table(&file)?, AuthMetrics::default());
+        let (bridges, nats_links) = file.bridge.validate("bridge")?;
         let aws = {
             let table = auth.table();
             file.aws.validate(|user| table.users.contains_key(user))?
@@ -427,7 +448,8 @@ impl Config {
             tls,
             aws,
             source: overrides.clone(),
-            bridges: file.bridge.validate("bridge")?,
+            bridges,
+            nats_links,
             sql: file.sql.validate("sql")?,
             queries: validated_queries(file.queries)?,
             max_queues: validated_max_queues(file.limits.max_queues, file.queues.len())?,

@@ -233,7 +233,8 @@ impl Server {
             source,
         })?;
         let targets = Targets::new(broker.clone(), queues.clone(), config.smtp.clone())
-            .map_err(|e| TopicError::from(e))?;
+            .map_err(TopicError::from)?;
+        targets.set_nats_links(config.nats_links.clone());
         let topics = Topics::open(
             TopicsSetup {
                 catalog: catalog.clone(),

@@ -45,8 +45,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle kept-alive connection stays open for reuse.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Requests one webhook target has in flight at most.
-pub const MAX_IN_FLIGHT: usize = 8;
+/// Requests one webhook target has in flight at most (a subscription's
+/// `max_in_flight` bounds it further; each subscription builds its own
+/// target). Measured with `benches/src/bin/fanout.rs`: 64 keeps a local
+/// receiver busy.
+pub const MAX_IN_FLIGHT: usize = 64;
 /// The most of an answer's body that is read. A shorter body is read to
 /// its end, so the connection goes back to the pool; from a longer one
 /// this much is kept and the connection is dropped, never buffered.
