@@ -1,10 +1,10 @@
 // Headless-browser test of the dashboard served by a real tidewire binary:
 // starts the server on free ports, drives the page with playwright-core and
 // the system Chromium, publishes over real MQTT with `tidewire pub`, and
-// fails on any failed assertion or browser console error. Three scenarios:
+// fails on any failed assertion or browser console error. Four scenarios:
 // anonymous access on loopback (the default: no login), a server that
 // requires a login (`[auth] allow_anonymous = false`, a user and a token),
-// and the Queues page (queues.mjs).
+// the Queues page (queues.mjs) and the Topics page (topics.mjs).
 //
 //   npm ci --prefix tests/browser
 //   node tests/browser/dashboard.test.mjs
@@ -22,6 +22,7 @@ import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 import { BIN, SCREENSHOTS, WAIT, openPage, startServer, started, step, stopServer } from './harness.mjs';
 import { queuesScenario } from './queues.mjs';
+import { topicsScenario } from './topics.mjs';
 
 /** Publishes one QoS 1 message over MQTT with the real binary. */
 async function mqttPublish(mqttAddress, topic, message) {
@@ -498,7 +499,7 @@ async function main() {
   let passed = 0;
   let failed = 0;
   try {
-    for (const scenario of [anonymousScenario, loginScenario, queuesScenario]) {
+    for (const scenario of [anonymousScenario, loginScenario, queuesScenario, topicsScenario]) {
       try {
         await scenario(browser);
         passed += 1;
