@@ -282,6 +282,11 @@ async fn session_run(
         })
     }));
     let (outs, ins) = tokio::join!(outs, ins);
+    if outbound.is_empty() && inbound.is_empty() {
+        // A bridge that only serves fan-out's `nats:` targets holds its
+        // connection until it drops.
+        ended.cancelled().await;
+    }
     outs.into_iter()
         .chain(ins)
         .find_map(Result::err)

@@ -334,12 +334,6 @@ impl NatsBridgeConfig {
         if self.connect_timeout.is_zero() {
             return Err(err("connect_timeout", "must be more than 0".into()));
         }
-        if self.outbound.is_empty() && self.inbound.is_empty() {
-            return Err(err(
-                "outbound",
-                "a bridge needs an outbound or inbound link".into(),
-            ));
-        }
         let outbound = self
             .outbound
             .iter()

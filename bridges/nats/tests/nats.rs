@@ -18,6 +18,8 @@ use tidewire_nats_testkit::{NatsServer, free_port};
 use tidewire_storage::StorageMetrics;
 use tokio_util::sync::CancellationToken;
 
+#[path = "nats/fanout.rs"]
+mod fanout;
 #[path = "nats/proxy.rs"]
 mod proxy;
 #[path = "nats/reconnects.rs"]

@@ -50,7 +50,7 @@ const AFTER_RESTART: Range<u64> = 1_000_000..1_000_500;
 const INBOUND_CLIENT: &str = "$nats:uplink";
 
 /// The `tidewire` binary (see the module doc).
-fn tidewire_bin() -> PathBuf {
+pub(super) fn tidewire_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("TIDEWIRE_BIN") {
         return bin.into();
     }
