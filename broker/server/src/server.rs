@@ -18,7 +18,7 @@ use tidewire_storage::{OnFatal, StorageMetrics};
 use tidewire_targets::Targets;
 use tidewire_tls::Tls;
 use tidewire_topics::{Naming, TopicError, TopicMetrics, Topics, TopicsSetup};
-use tidewire_websocket::{Gateway, WebSocketSettings, WsMetrics};
+use tidewire_websocket::{Gateway, Services, WebSocketSettings, WsMetrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -349,11 +349,13 @@ impl Server {
             registry: Arc::clone(&self.registry),
         };
         let gateway = Gateway::new(
-            self.mqtt.context(),
-            self.sql.clone(),
-            self.queries.clone(),
-            self.queues.clone(),
-            self.topics.clone(),
+            Services {
+                mqtt: self.mqtt.context(),
+                sql: self.sql.clone(),
+                queries: self.queries.clone(),
+                queues: self.queues.clone(),
+                topics: self.topics.clone(),
+            },
             self.websocket.clone(),
             self.websocket_metrics.clone(),
             stop.clone(),

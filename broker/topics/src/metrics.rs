@@ -206,6 +206,11 @@ impl SubscriptionStatus {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
     }
 
+    /// The target took a message.
+    pub fn delivered(&self) {
+        self.delivered.inc();
+    }
+
     /// An attempt is repeated under the delivery policy.
     pub fn retried(&self) {
         self.retries.inc();
@@ -218,9 +223,10 @@ impl SubscriptionStatus {
 }
 
 impl Report for SubscriptionStatus {
-    fn delivered(&self, n: u64) {
-        self.delivered.inc_by(n);
-    }
+    /// The pump counts every message it could commit past, dead letters
+    /// included; deliveries are counted by the sink instead
+    /// ([`SubscriptionStatus::delivered`]).
+    fn delivered(&self, _n: u64) {}
 
     fn lost(&self, n: u64) {
         self.lost.inc_by(n);

@@ -139,7 +139,10 @@ async fn attempt(
     let failure = loop {
         attempts += 1;
         let error = match shape.target.deliver(delivery.clone()).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                status.delivered();
+                return Ok(());
+            }
             Err(error) => error,
         };
         status.failed(&error.to_string());

@@ -63,18 +63,37 @@ pub struct Gateway {
     next_socket: AtomicU64,
 }
 
+/// What the sockets reach: MQTT sessions, SQL, queues and topics.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The MQTT session layer (`/mqtt`, and `/ws` subscriptions).
+    pub mqtt: Arc<Context>,
+    /// SQL for `query`.
+    pub sql: SqlEngine,
+    /// Continuous queries for `watch`.
+    pub queries: ContinuousQueries,
+    /// Queues for the queue ops.
+    pub queues: Queues,
+    /// Fan-out topics for `topic_publish`.
+    pub topics: Topics,
+}
+
 impl Gateway {
-    /// A gateway whose sockets close when `shutdown` is cancelled.
+    /// A gateway over `services` whose sockets close when `shutdown` is
+    /// cancelled.
     pub fn new(
-        mqtt: Arc<Context>,
-        sql: SqlEngine,
-        queries: ContinuousQueries,
-        queues: Queues,
-        topics: Topics,
+        services: Services,
         settings: WebSocketSettings,
         metrics: WsMetrics,
         shutdown: CancellationToken,
     ) -> Arc<Gateway> {
+        let Services {
+            mqtt,
+            sql,
+            queries,
+            queues,
+            topics,
+        } = services;
         Arc::new(Gateway {
             socket_slots: Arc::new(Semaphore::new(settings.max_sockets)),
             mqtt,
