@@ -6,13 +6,21 @@
 //! signature ([`sigv4`]) over an access key of `[aws]` ([`config`]),
 //! mapped to a tidewire user whose permissions apply, or anonymous where
 //! anonymous access is allowed. Errors take each protocol's own shape
-//! ([`error`]). STS `GetCallerIdentity` ([`sts`]) and SQS ([`sqs`])
-//! answer; a new service is a module and a line in [`AwsApi::query`] or
-//! [`AwsApi::json`].
+//! ([`error`]). STS `GetCallerIdentity` ([`sts`]), SQS ([`sqs`]) and SNS
+//! ([`sns`]) answer; a new service is a module and a line in
+//! [`AwsApi::query`] or [`AwsApi::json`].
+//!
+//! `GET /?Action=...` serves only the links SNS's documents carry
+//! (`SubscribeURL`: `ConfirmSubscription`, `UnsubscribeURL`:
+//! `Unsubscribe`), with the form in the query string. Unsigned, they are
+//! let in even where anonymous access is off, with no permissions: the
+//! confirmation token, or the random id of a subscription made through
+//! SNS, is their credential.
 
 pub mod config;
 pub mod error;
 pub mod sigv4;
+pub mod sns;
 pub mod sqs;
 pub mod sts;
 
@@ -76,7 +84,10 @@ impl AwsApi {
         }
     }
 
-    /// Finds the caller: a valid SigV4 signature, or anonymous.
+    /// Finds the caller: a valid SigV4 signature, or anonymous. An
+    /// unsigned `link` (an SNS link followed with `GET`) where anonymous
+    /// access is off gets a caller with no permissions: the link's token
+    /// is checked by the action.
     fn caller(
         &self,
         method: &Method,
@@ -84,17 +95,25 @@ impl AwsApi {
         headers: &HeaderMap,
         body: &[u8],
         peer: Option<Peer>,
+        link: bool,
     ) -> Result<Caller, AwsError> {
         let forbidden =
             |code: &str, message: String| AwsError::sender(StatusCode::FORBIDDEN, code, message);
         if !headers.contains_key("authorization") {
             let on_loopback = peer.is_some_and(|p| p.listener_on_loopback);
-            let principal = self.auth.anonymous(on_loopback, Door::Http).map_err(|_| {
-                forbidden(
-                    "MissingAuthenticationToken",
-                    "requests must be signed with an access key of [aws.credentials]".into(),
-                )
-            })?;
+            let principal = match self.auth.anonymous(on_loopback, Door::Http) {
+                Ok(principal) => principal,
+                Err(_) if link => Principal {
+                    identity: Identity::Anonymous,
+                    permissions: Arc::new(Permissions::none()),
+                },
+                Err(_) => {
+                    return Err(forbidden(
+                        "MissingAuthenticationToken",
+                        "requests must be signed with an access key of [aws.credentials]".into(),
+                    ));
+                }
+            };
             return Ok(Caller {
                 principal,
                 access_key_id: None,
@@ -141,12 +160,22 @@ impl AwsApi {
         })
     }
 
-    /// A Query-protocol action.
-    fn query(&self, caller: &Caller, form: &[(String, String)], request_id: &str) -> Response {
-        let action = form
-            .iter()
-            .find(|(k, _)| k == "Action")
-            .map(|(_, v)| v.as_str());
+    /// A Query-protocol action sent to `host` (`link`: an SNS link
+    /// followed with `GET`).
+    async fn query(
+        &self,
+        caller: &Caller,
+        form: &sns::Form,
+        host: &str,
+        link: bool,
+        request_id: &str,
+    ) -> Response {
+        let action = form.get("Action");
+        if let Some(action) = action.and_then(sns::Action::named) {
+            let account = &self.settings.account_id;
+            let ctx = sns::Context::new(&self.topics, caller, account, host, link);
+            return sns::handle(&ctx, action, form, request_id).await;
+        }
         match action {
             Some("GetCallerIdentity") => {
                 sts::get_caller_identity(caller, &self.settings.account_id, request_id)
@@ -203,7 +232,7 @@ impl AwsApi {
     }
 }
 
-/// `POST /`: an AWS SDK request.
+/// `POST /`: an AWS SDK request; `GET /?Action=...`: an SNS link.
 pub async fn handle(
     State(api): State<AwsApi>,
     peer: Option<Extension<Peer>>,
@@ -213,9 +242,11 @@ pub async fn handle(
     body: Bytes,
 ) -> Response {
     let request_id = request_id();
+    let link = method == Method::GET;
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
+        .filter(|_| !link)
         .map(str::to_owned);
     let protocol = match &target {
         Some(target) if target.starts_with("AmazonSQS.") => {
@@ -228,29 +259,59 @@ pub async fn handle(
         Protocol::Query => error.to_query_xml(&request_id),
         Protocol::Json(content_type) => error.to_json(content_type, &request_id),
     };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost")
+        .to_owned();
     let peer = peer.map(|Extension(p)| p);
-    let caller = match api.caller(&method, &uri, &headers, &body, peer) {
+    if link && let Err(error) = query_form(link, &uri, &body) {
+        return fail(error);
+    }
+    let caller = match api.caller(&method, &uri, &headers, &body, peer, link) {
         Ok(caller) => caller,
         Err(e) => return fail(e),
     };
-    match (protocol, target) {
-        (Protocol::Json(content_type), Some(target)) => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("localhost");
-            api.json(&caller, &target, host, &body, content_type, &request_id)
-                .await
-        }
-        _ => match serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) {
-            Ok(form) => api.query(&caller, &form, &request_id),
-            Err(e) => fail(AwsError::sender(
-                StatusCode::BAD_REQUEST,
-                "MalformedQueryString",
-                format!("the body is not a form: {e}"),
-            )),
-        },
+    if let (Protocol::Json(content_type), Some(target)) = (protocol, &target) {
+        return api
+            .json(&caller, target, &host, &body, content_type, &request_id)
+            .await;
     }
+    match query_form(link, &uri, &body) {
+        Ok(form) => api.query(&caller, &form, &host, link, &request_id).await,
+        Err(error) => fail(error),
+    }
+}
+
+/// The Query protocol's form: a `POST`'s body, or the query string of a
+/// `GET`, which may only follow an SNS link.
+fn query_form(link: bool, uri: &Uri, body: &[u8]) -> Result<sns::Form, AwsError> {
+    let raw = if link {
+        uri.query().unwrap_or_default().as_bytes()
+    } else {
+        body
+    };
+    let pairs = serde_urlencoded::from_bytes::<Vec<(String, String)>>(raw).map_err(|e| {
+        AwsError::sender(
+            StatusCode::BAD_REQUEST,
+            "MalformedQueryString",
+            format!("the request is not a form: {e}"),
+        )
+    })?;
+    let form = sns::Form::new(pairs);
+    if link
+        && !form
+            .get("Action")
+            .and_then(sns::Action::named)
+            .is_some_and(sns::Action::is_link)
+    {
+        return Err(AwsError::sender(
+            StatusCode::BAD_REQUEST,
+            "InvalidAction",
+            "GET / only follows the links of SNS messages (Action=ConfirmSubscription, Action=Unsubscribe); every other action is a POST",
+        ));
+    }
+    Ok(form)
 }
 
 /// A request id, unique in this process and unlikely to repeat across
