@@ -358,3 +358,62 @@ def test_publishing_over_ws(tmp):
     finally:
         server.stop()
         receiver.close()
+
+
+def test_email_reaches_a_real_smtp_server_after_it_refused_once(tmp):
+    from aiosmtpd.controller import Controller
+
+    class Handler:
+        def __init__(self):
+            self.attempts = 0
+            self.received = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.attempts += 1
+            if self.attempts == 1:
+                return "451 4.3.0 Try again later"
+            self.received.append(envelope)
+            return "250 OK"
+
+    handler = Handler()
+    smtp = Controller(handler, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    config = f"""
+[smtp]
+host = "127.0.0.1"
+port = {smtp.port}
+tls = "none"
+from = "tidewire@example.com"
+
+[[topics]]
+name = "alarms"
+
+[[topics.subscriptions]]
+name = "oncall"
+target = "mailto:oncall@example.com"
+filter = {{ severity = ["critical"] }}
+email_subject = "[{{attr.severity}}] {{topic}}: {{subject}}"
+email_body = "Alarm: {{message}}"
+"""
+    server = start(tmp, config)
+    try:
+        publish_query = {"subject": "boiler", "attr.severity": "critical"}
+        status, _ = api(server, "POST", "/api/v1/topics/alarms/publish", b"pressure 9 bar", publish_query)
+        assert status == 200
+        status, _ = api(server, "POST", "/api/v1/topics/alarms/publish", b"all fine",
+                        {"attr.severity": "info"})
+        assert status == 200
+        wait_for(lambda: handler.received, "the email", timeout=60)
+        time.sleep(1)
+        assert handler.attempts == 2 and len(handler.received) == 1
+        mail = handler.received[0]
+        assert mail.rcpt_tos == ["oncall@example.com"]
+        text = mail.content.decode()
+        assert "Subject: [critical] alarms: boiler" in text
+        assert "Alarm: pressure 9 bar" in text
+        status, sub = api(server, "GET", "/api/v1/topics/alarms/subscriptions/oncall")
+        assert sub["stats"]["delivered"] == 1 and sub["stats"]["failed"] == 1
+        assert "451" in sub["stats"]["last_error"]
+    finally:
+        server.stop()
+        smtp.stop()
