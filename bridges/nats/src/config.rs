@@ -508,7 +508,6 @@ mod tests {
         let base = "[[nats]]\nname = \"b\"\nurl = \"nats://h:4222\"\n";
         let out = "[[nats.outbound]]\nfrom = \"a/#\"\nsubject = \"x.>\"\n";
         let cases = [
-            (base.to_owned(), "bridge.nats[0].outbound"),
             (format!("{base}user = \"u\"\n{out}"), "bridge.nats[0].user"),
             (
                 format!("{base}token = \"t\"\nnkey = \"n\"\n{out}"),
@@ -546,6 +545,14 @@ mod tests {
         let typo = toml::from_str::<Section>(&format!("{base}{out}jetsream = true\n"))
             .expect_err("unknown key");
         assert!(typo.to_string().contains("jetsream"), "{typo}");
+    }
+
+    #[test]
+    fn a_bridge_without_links_serves_fan_out_targets() {
+        let bridges = section("[[nats]]\nname = \"edge\"\nurl = \"nats://h:4222\"\n")
+            .validate("bridge")
+            .expect("valid");
+        assert!(bridges[0].outbound.is_empty() && bridges[0].inbound.is_empty());
     }
 
     #[test]
