@@ -16,6 +16,10 @@ pub const DEFAULT_ACCOUNT_ID: &str = "000000000000";
 pub struct AwsConfig {
     /// Twelve digits (default `000000000000`).
     pub account_id: Option<String>,
+    /// The region in ARNs tidewire writes outside a request, such as the
+    /// `TopicArn` of the SNS messages it delivers (default `us-east-1`).
+    /// Requests are answered in the region they were signed for.
+    pub region: Option<String>,
     /// `[[aws.credentials]]`.
     #[serde(default)]
     pub credentials: Vec<CredentialConfig>,
@@ -47,6 +51,8 @@ pub struct Credential {
 pub struct AwsSettings {
     /// The account id.
     pub account_id: String,
+    /// The region of ARNs written outside a request.
+    pub region: String,
     /// Access keys by id.
     pub credentials: HashMap<String, Credential>,
 }
@@ -63,6 +69,20 @@ impl AwsConfig {
             return Err(ConfigError::new(
                 "aws.account_id",
                 "must be 12 digits, e.g. \"000000000000\"",
+            ));
+        }
+        let region = self
+            .region
+            .clone()
+            .unwrap_or_else(|| crate::DEFAULT_REGION.to_owned());
+        if region.is_empty()
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(ConfigError::new(
+                "aws.region",
+                "a region name: lower-case letters, digits and '-', e.g. \"eu-west-1\"",
             ));
         }
         let mut credentials = HashMap::with_capacity(self.credentials.len());
@@ -104,6 +124,7 @@ impl AwsConfig {
         }
         Ok(AwsSettings {
             account_id,
+            region,
             credentials,
         })
     }

@@ -40,7 +40,8 @@ pub use config::{AwsConfig, AwsSettings};
 pub use error::AwsError;
 use error::with_request_id;
 
-/// The region of unsigned requests, and of ARNs made outside a request.
+/// The region when `[aws] region` is not set: of unsigned requests, and of
+/// ARNs made outside a request.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
 /// Who made an AWS request.
@@ -52,7 +53,8 @@ pub struct Caller {
     pub access_key_id: Option<String>,
     /// True when the access key maps to a `[[users]]` entry.
     pub mapped_user: bool,
-    /// The region of the signature's credential scope; none when unsigned.
+    /// The region of the signature's credential scope; `[aws] region`
+    /// when unsigned.
     pub region: Option<String>,
 }
 
@@ -118,7 +120,7 @@ impl AwsApi {
                 principal,
                 access_key_id: None,
                 mapped_user: false,
-                region: None,
+                region: Some(self.settings.region.clone()),
             });
         }
         let request = sigv4::Request {

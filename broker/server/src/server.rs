@@ -244,7 +244,7 @@ impl Server {
                 metrics: TopicMetrics::register(&mut registry),
                 naming: Naming {
                     account: config.aws.account_id.clone(),
-                    region: tidewire_aws::DEFAULT_REGION.to_owned(),
+                    region: config.aws.region.clone(),
                     endpoint: endpoint(http_addr, config.http_tls),
                 },
                 limits: config.topic_limits,
