@@ -194,7 +194,7 @@ async fn sigterm_drains_syncs_and_exits_zero() {
     let broker = launch.start().await.expect("restart");
     let log = broker.log();
     assert!(
-        log.contains("all streams and queues synced and closed"),
+        log.contains("all streams, topics and queues synced and closed"),
         "{log}"
     );
     assert!(
