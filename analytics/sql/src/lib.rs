@@ -4,7 +4,8 @@
 //! memory and time limits on an executor of their own ([`engine`],
 //! [`sandbox`], [`executor`]), continuous windowed
 //! queries keep running and feed subscribers and topics ([`continuous`]),
-//! served over HTTP ([`http`]) and the `tidewire sql` CLI ([`cli`]).
+//! served over HTTP ([`http`]) and the `tidewire sql` CLI ([`cli`]);
+//! [`records`] gives other crates (exports) a stream's records as Arrow.
 //!
 //! Wiring: build a [`SqlEngine`] from the broker, spawn
 //! [`SqlEngine::maintain_column_files`], build a [`ContinuousQueries`]
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod output;
 mod plan_cache;
 mod plan_guards;
+pub mod records;
 pub mod sandbox;
 pub mod table;
 mod tables;
@@ -38,3 +40,4 @@ pub use continuous::{ContinuousQueries, QueryInfo, WindowResult};
 pub use engine::{QueryOutput, SqlEngine};
 pub use error::SqlError;
 pub use metrics::SqlMetrics;
+pub use records::{RecordBatches, Transform};

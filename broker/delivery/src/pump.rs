@@ -224,7 +224,7 @@ impl Pump {
         };
         // Keep what was accepted even when the session broke.
         let committed = match self.finish_commit(&mut run).await {
-            Ok(()) => self.commit(run.acked_to).await,
+            Ok(()) => self.commit(sink.committable(run.acked_to)).await,
             Err(e) => Err(e),
         };
         let outcome = outcome.and(committed);
@@ -294,9 +294,11 @@ impl Pump {
             if run.read_to >= end {
                 self.settle(sink, run, 0).await?;
                 self.finish_commit(run).await?;
-                self.commit(run.acked_to).await?;
+                self.commit(sink.committable(run.acked_to)).await?;
+                let deadline = sink.flush_deadline();
                 tokio::select! {
                     () = records_after(&self.log, run.read_to) => {}
+                    () = sleep_until(deadline) => self.flush_idle(sink).await?,
                     () = ended.cancelled() => return Ok(()),
                 }
                 continue;
@@ -347,7 +349,8 @@ impl Pump {
             if run.pending.back().is_some_and(|p| p.ack.is_none()) {
                 self.settle(sink, run, 0).await?;
             }
-            self.commit_in_background(run).await?;
+            let committable = sink.committable(run.acked_to);
+            self.commit_in_background(run, committable).await?;
         }
     }
 
@@ -468,6 +471,7 @@ impl Pump {
     async fn commit_in_background(
         &mut self,
         run: &mut Run<impl Sized>,
+        committable: u64,
     ) -> Result<(), DeliveryError> {
         if run
             .committing
@@ -477,10 +481,10 @@ impl Pump {
             return Ok(());
         }
         self.finish_commit(run).await?;
-        if run.acked_to > self.committed && run.last_commit.elapsed() >= self.config.commit_interval
+        if committable > self.committed && run.last_commit.elapsed() >= self.config.commit_interval
         {
             let cursor = self.cursor.clone();
-            let next = run.acked_to;
+            let next = committable;
             run.committing = Some((
                 next,
                 tokio::task::spawn_blocking(move || cursor.commit(next)),
@@ -488,6 +492,17 @@ impl Pump {
             run.last_commit = Instant::now();
         }
         Ok(())
+    }
+
+    /// Flushes a sink whose flush deadline came while no record did (an
+    /// export's `max_interval`).
+    async fn flush_idle<S: Sink>(&self, sink: &mut S) -> Result<(), DeliveryError> {
+        let timeout = self.config.ack_timeout;
+        match tokio::time::timeout(timeout, sink.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SinkError::retry(e).into()),
+            Err(_) => Err(SinkError::retry(format!("no flush within {timeout:?}")).into()),
+        }
     }
 
     /// Waits for the background commit, if any, and records its result.
@@ -523,6 +538,14 @@ impl Pump {
         }
         self.report_position();
         Ok(())
+    }
+}
+
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -622,6 +645,76 @@ mod tests {
         }
         ended.cancel();
         run.await
+    }
+
+    /// A sink that gathers records and writes them out `due` after the
+    /// first one, as an export does: only written records may be behind
+    /// the cursor.
+    struct Gathering {
+        first: Option<u64>,
+        since: Option<Instant>,
+        due: Duration,
+        written: Vec<u64>,
+        buffered: Vec<u64>,
+    }
+
+    impl Sink for Gathering {
+        type Ack = Ack;
+
+        async fn send(&mut self, record: &Record) -> Result<Sent<Ack>, SinkError> {
+            self.first.get_or_insert(record.offset);
+            self.since.get_or_insert_with(Instant::now);
+            self.buffered.push(record.offset);
+            Ok(Sent::Accepted)
+        }
+
+        async fn flush(&mut self) -> Result<(), SinkError> {
+            if self.since.is_some_and(|s| s.elapsed() >= self.due) {
+                self.written.append(&mut self.buffered);
+                self.first = None;
+                self.since = None;
+            }
+            Ok(())
+        }
+
+        fn committable(&self, accepted_to: u64) -> u64 {
+            self.first.map_or(accepted_to, |f| f.min(accepted_to))
+        }
+
+        fn flush_deadline(&self) -> Option<Instant> {
+            self.since.map(|s| s + self.due)
+        }
+
+        fn reset(&mut self) {
+            self.buffered.clear();
+            self.first = None;
+            self.since = None;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gathering_sink_is_flushed_when_due_and_commits_only_what_it_wrote() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = log_with(&dir.path().join("log"), 5).await;
+        let (mut pump, _) = pump(dir.path(), &log, Start::Earliest);
+        let mut sink = Gathering {
+            first: None,
+            since: None,
+            due: Duration::from_secs(3600),
+            written: Vec::new(),
+            buffered: Vec::new(),
+        };
+        // Not due: everything is accepted, nothing written, and the cursor
+        // stays before the first buffered record.
+        run_to_end(&mut pump, &mut sink).await.expect("run");
+        assert!(sink.written.is_empty());
+        assert_eq!(pump.committed(), 0);
+        // Due soon: the idle pump wakes at the deadline, with no new
+        // record, and commits past what was written.
+        sink.due = Duration::from_millis(100);
+        run_to_end(&mut pump, &mut sink).await.expect("run");
+        assert_eq!(sink.written, vec![0, 1, 2, 3, 4]);
+        assert_eq!(pump.committed(), 5);
     }
 
     #[tokio::test]

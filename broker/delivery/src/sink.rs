@@ -4,7 +4,10 @@
 //! the next [`Sink::flush`]), or on its way with an acknowledgement to
 //! wait for ([`Sent::Pending`]). Pending acknowledgements are awaited in
 //! order, up to the pump's in-flight limit, so a target with many
-//! acknowledgements in flight (JetStream's PubAcks) stays pipelined.
+//! acknowledgements in flight (JetStream's PubAcks) stays pipelined. A
+//! sink that gathers records into files tells the pump how far the cursor
+//! may move ([`Sink::committable`]) and when to flush while idle
+//! ([`Sink::flush_deadline`]).
 
 use std::future::Future;
 
@@ -72,6 +75,21 @@ pub trait Sink: Send {
 
     /// Confirms every record answered with [`Sent::Accepted`] so far.
     fn flush(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// How far the consumer's cursor may move, given that every record
+    /// before `accepted_to` was accepted and confirmed. A sink that
+    /// gathers records into larger units (an export's files) answers the
+    /// end of the last unit it completed, so that after a crash the pump
+    /// sends the rest again. Default: all of them.
+    fn committable(&self, accepted_to: u64) -> u64 {
+        accepted_to
+    }
+
+    /// When the sink wants [`Sink::flush`] called although no record came
+    /// (an export's `max_interval`); none: flushes follow records only.
+    fn flush_deadline(&self) -> Option<std::time::Instant> {
+        None
+    }
 
     /// Called when a session starts: the pump gave up on every record not
     /// confirmed yet and sends them again, so anything still buffered from

@@ -15,6 +15,7 @@ use tidewire_aws::{AwsConfig, AwsSettings};
 use tidewire_bridge::BridgeConfig;
 use tidewire_core::{CatalogLimits, ConfigError, Limits, StreamConfig, StreamSpec};
 use tidewire_dashboard::{Dashboard, definition as dashboard};
+use tidewire_export::{DEFAULT_MAX_EXPORTS, ExportConfig};
 use tidewire_mqtt::{MqttConfig, MqttSettings};
 use tidewire_nats::NatsBridgeConfig;
 use tidewire_queues::{DEFAULT_MAX_QUEUES, QueueConfig};
@@ -32,6 +33,8 @@ pub const DEFAULT_DATA_DIR: &str = "./tidewire-data";
 /// Default time a client has to send a request's headers, from the moment
 /// the connection waits for them (hyper's own default).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Highest `limits.max_exports` accepted.
+const MAX_EXPORTS_LIMIT: usize = 1000;
 /// Highest `limits.max_topics` accepted.
 const MAX_TOPICS_LIMIT: usize = 10_000;
 /// Highest `limits.max_subscriptions` accepted.
@@ -132,6 +135,9 @@ pub struct FileConfig {
     /// semantics).
     #[serde(default)]
     pub topics: Vec<TopicConfig>,
+    /// `[[exports]]`: streams exported to Parquet files.
+    #[serde(default)]
+    pub exports: Vec<ExportConfig>,
     /// `[smtp]`: the mail server `mailto:` subscriptions send through.
     #[serde(default)]
     pub smtp: Option<SmtpConfig>,
@@ -240,6 +246,9 @@ pub struct LimitsSection {
     /// Most subscriptions per topic (default 1000; each is a task with a
     /// cursor file).
     pub max_subscriptions: Option<usize>,
+    /// Most exports, from the config file and the API together (default
+    /// 64; each buffers up to its `max_bytes`).
+    pub max_exports: Option<usize>,
 }
 
 /// Settings given on the command line or in the environment; they win over
@@ -295,6 +304,10 @@ pub struct Config {
     pub topic_limits: TopicLimits,
     /// `[smtp]`, validated.
     pub smtp: Option<SmtpConfig>,
+    /// The exports of the config file (each checked on its own).
+    pub exports: Vec<ExportConfig>,
+    /// Most exports, config and API together.
+    pub max_exports: usize,
     /// The bridges, of every kind.
     pub bridges: Vec<Arc<dyn BridgeConfig>>,
     /// The NATS bridges' links, for `nats:` subscription targets.
@@ -456,6 +469,8 @@ impl Config {
             queues: validated_queues(file.queues)?,
             topic_limits: validated_topic_limits(&file.limits, &file.topics)?,
             topics: validated_topics(file.topics)?,
+            max_exports: validated_max_exports(file.limits.max_exports, file.exports.len())?,
+            exports: validated_exports(file.exports)?,
             smtp: match file.smtp {
                 Some(smtp) => {
                     smtp.validate("smtp")?;
@@ -535,6 +550,28 @@ fn validated_topic_limits(
         max_topics,
         max_subscriptions,
     })
+}
+
+/// `[[exports]]`, each checked on its own (its stream, destination and
+/// projection are checked when it starts).
+fn validated_exports(exports: Vec<ExportConfig>) -> Result<Vec<ExportConfig>, ConfigError> {
+    for (i, export) in exports.iter().enumerate() {
+        export.validate(&format!("exports[{i}]"))?;
+    }
+    Ok(exports)
+}
+
+fn validated_max_exports(max: Option<usize>, defined: usize) -> Result<usize, ConfigError> {
+    match max {
+        Some(n) if (defined.max(1)..=MAX_EXPORTS_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ConfigError::new(
+            "limits.max_exports",
+            format!(
+                "must be at least the {defined} export(s) the file defines, and at most {MAX_EXPORTS_LIMIT}"
+            ),
+        )),
+        None => Ok(DEFAULT_MAX_EXPORTS.max(defined)),
+    }
 }
 
 fn validated_max_queues(max: Option<usize>, defined: usize) -> Result<usize, ConfigError> {

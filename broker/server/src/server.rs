@@ -11,6 +11,7 @@ use tidewire_aws::AwsApi;
 use tidewire_bridge::{BridgeError, BridgeMetrics, Bridges};
 use tidewire_core::{Broker, Catalog, CatalogError, PublishMetrics, StorageError, Streams};
 use tidewire_dashboard::Dashboard;
+use tidewire_export::{ExportError, ExportMetrics, Exports};
 use tidewire_mqtt::{MqttError, MqttServer};
 use tidewire_queues::{QueueError, QueueMetrics, Queues};
 use tidewire_sql::{ContinuousQueries, SqlEngine, SqlError, SqlMetrics};
@@ -40,6 +41,9 @@ pub enum ServerError {
     /// The queues could not be opened (a bad definition, or their files).
     #[error("opening queues: {0}")]
     Queues(#[from] QueueError),
+    /// An export could not start (its stream, destination or projection).
+    #[error("starting exports: {0}")]
+    Exports(#[from] ExportError),
     /// The fan-out topics could not be opened (a bad definition, a target
     /// that does not exist, or their files).
     #[error("opening topics: {0}")]
@@ -135,6 +139,7 @@ pub struct Server {
     catalog: Catalog,
     queues: Queues,
     topics: Topics,
+    exports: Exports,
     auth: Auth,
     reloader: Reloader,
     registry: Arc<Registry>,
@@ -271,6 +276,13 @@ impl Server {
             SqlMetrics::register(&mut registry),
         )?;
         tokio::spawn(sql.clone().maintain_column_files(background.clone()));
+        let exports = Exports::open(
+            catalog.clone(),
+            &config.exports,
+            ExportMetrics::register(&mut registry),
+            config.max_exports,
+        )
+        .await?;
         let queries = ContinuousQueries::new(sql.clone(), background.clone());
         for query in &config.queries {
             queries.start(query.clone()).await?;
@@ -289,6 +301,7 @@ impl Server {
             catalog,
             queues: queues.clone(),
             topics: topics.clone(),
+            exports,
             reloader: Reloader::new(&config),
             auth: config.auth.clone(),
             registry: Arc::new(registry),
@@ -345,6 +358,7 @@ impl Server {
             catalog: self.catalog.clone(),
             queues: self.queues.clone(),
             topics: self.topics.clone(),
+            exports: self.exports.clone(),
             reloader: self.reloader.clone(),
             registry: Arc::clone(&self.registry),
         };
@@ -421,6 +435,7 @@ impl Server {
         self.bridges.stop().await;
         self.background.cancel();
         self.topics.close().await;
+        self.exports.close().await;
         self.broker.streams().close().await;
         self.queues.close().await;
         tracing::info!("all streams, topics and queues synced and closed");

@@ -4,6 +4,7 @@
 //! ([`serve`]).
 
 pub mod auth;
+mod exports;
 mod ops;
 mod publish;
 mod queue_messages;
@@ -27,6 +28,7 @@ use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
 use tidewire_core::{Broker, Catalog};
+use tidewire_export::Exports;
 use tidewire_queues::Queues;
 use tidewire_topics::Topics;
 
@@ -43,6 +45,8 @@ pub struct AppState {
     pub queues: Queues,
     /// The fan-out topics.
     pub topics: Topics,
+    /// The stream exports.
+    pub exports: Exports,
     /// Reloads the config file (`POST /api/v1/admin/reload`).
     pub reloader: Reloader,
     /// Every metric, for `/metrics`.
@@ -75,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/streams/{name}/records", get(records::read))
         .merge(queues::routes())
         .merge(topics::routes())
+        .merge(exports::routes())
         .route("/api/v1/admin/reload", post(ops::reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

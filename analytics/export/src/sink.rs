@@ -1,0 +1,246 @@
+//! An export on the delivery layer: [`ExportSink`] is the [`Sink`] its
+//! pump delivers through. It takes each record into a buffer per
+//! partition (`Sent::Accepted`), and when the buffer reaches `max_bytes`,
+//! or `max_interval` after its first record, writes one Parquet file per
+//! partition and empties it. The pump's cursor moves only to the first
+//! record still buffered ([`Sink::committable`]), so records are in the
+//! cursor's past only once their file is complete; the flush's range is
+//! planned in the [`Manifest`] first, so a crash replays into the same
+//! files.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tidewire_core::{Record, SchemaField};
+use tidewire_delivery::{Sent, Sink, SinkError};
+use tidewire_sql::{RecordBatches, Transform};
+
+use crate::config::ExportSpec;
+use crate::destination::Destination;
+use crate::manifest::Manifest;
+use crate::status::ExportStatus;
+use crate::writer;
+
+/// Bytes a record costs in the buffer besides its payload and topic
+/// (offset, time, the other columns' share).
+const RECORD_OVERHEAD: usize = 48;
+
+/// The records of one partition waiting for the next flush.
+struct Part {
+    batches: RecordBatches,
+    first: u64,
+    last: u64,
+}
+
+/// What is buffered.
+#[derive(Default)]
+struct Buffer {
+    parts: BTreeMap<String, Part>,
+    first: Option<u64>,
+    last: u64,
+    bytes: usize,
+    since: Option<Instant>,
+    /// The planned end of this flush, after a crash.
+    planned_end: Option<u64>,
+}
+
+/// The sink of one export's pump.
+pub(crate) struct ExportSink {
+    pub spec: Arc<ExportSpec>,
+    pub fields: Vec<SchemaField>,
+    pub destination: Destination,
+    pub transform: Option<Transform>,
+    pub manifest: Option<Manifest>,
+    pub status: Arc<ExportStatus>,
+    buffer: Buffer,
+}
+
+impl ExportSink {
+    pub fn new(
+        spec: Arc<ExportSpec>,
+        fields: Vec<SchemaField>,
+        destination: Destination,
+        transform: Option<Transform>,
+        manifest: Manifest,
+        status: Arc<ExportStatus>,
+    ) -> ExportSink {
+        ExportSink {
+            spec,
+            fields,
+            destination,
+            transform,
+            manifest: Some(manifest),
+            status,
+            buffer: Buffer::default(),
+        }
+    }
+
+    fn max_interval(&self) -> Duration {
+        self.spec.config.max_interval
+    }
+
+    fn is_due(&self) -> bool {
+        self.buffer
+            .since
+            .is_some_and(|since| since.elapsed() >= self.max_interval())
+    }
+
+    /// Writes the buffer's files, then empties it.
+    async fn write(&mut self) -> Result<(), SinkError> {
+        let Some(first) = self.buffer.first else {
+            return Ok(());
+        };
+        let last = self.buffer.last;
+        let outcome = self.write_range(first, last).await;
+        if let Err(e) = &outcome {
+            self.status.failed(&e.to_string());
+        }
+        outcome
+    }
+
+    async fn write_range(&mut self, first: u64, last: u64) -> Result<(), SinkError> {
+        self.plan(first, last).await?;
+        let parts = std::mem::take(&mut self.buffer.parts);
+        for (partition, mut part) in parts {
+            let batch = part.batches.finish().map_err(SinkError::retry)?;
+            let (schema, batches) = match &self.transform {
+                Some(transform) => (
+                    Arc::clone(transform.schema()),
+                    transform.apply(batch).await.map_err(SinkError::retry)?,
+                ),
+                None => (batch.schema(), vec![batch]),
+            };
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            if rows == 0 {
+                continue;
+            }
+            let row_group_rows = self.spec.config.row_group_rows;
+            let bytes = tokio::task::spawn_blocking(move || {
+                writer::parquet(&schema, &batches, row_group_rows)
+            })
+            .await
+            .map_err(|e| SinkError::retry(format!("encoding task: {e}")))?
+            .map_err(|e| SinkError::retry(format!("encoding Parquet: {e}")))?;
+            let name = file_name(&partition, self.spec.name(), part.first, part.last);
+            let size = bytes.len() as u64;
+            self.destination
+                .put(&name, bytes)
+                .await
+                .map_err(SinkError::retry)?;
+            self.status.wrote(&name, rows as u64, size);
+        }
+        self.buffer = Buffer::default();
+        self.status.next_flush(0);
+        Ok(())
+    }
+
+    /// Records the flush's range before its files are written.
+    async fn plan(&mut self, first: u64, last: u64) -> Result<(), SinkError> {
+        let mut manifest = self
+            .manifest
+            .take()
+            .ok_or_else(|| SinkError::retry("the export's manifest is being written"))?;
+        let (manifest, planned) = tokio::task::spawn_blocking(move || {
+            let planned = manifest.plan(first, last);
+            (manifest, planned)
+        })
+        .await
+        .map_err(|e| SinkError::retry(format!("manifest task: {e}")))?;
+        self.manifest = Some(manifest);
+        planned.map_err(|e| SinkError::retry(format!("recording the flush: {e}")))
+    }
+}
+
+/// `PARTITION/EXPORT-FIRST-LAST.parquet`.
+pub(crate) fn file_name(partition: &str, export: &str, first: u64, last: u64) -> String {
+    let file = format!("{export}-{first}-{last}.parquet");
+    if partition.is_empty() {
+        file
+    } else {
+        format!("{}/{file}", partition.trim_end_matches('/'))
+    }
+}
+
+impl Sink for ExportSink {
+    type Ack = std::future::Ready<Result<(), SinkError>>;
+
+    async fn send(&mut self, record: &Record) -> Result<Sent<Self::Ack>, SinkError> {
+        let offset = record.offset;
+        if self.buffer.planned_end.is_some_and(|end| offset > end) {
+            // The planned end itself is gone (retention): cut here.
+            self.write().await?;
+        }
+        if self.buffer.first.is_none() {
+            self.buffer.first = Some(offset);
+            self.buffer.since = Some(Instant::now());
+            self.buffer.planned_end = self.manifest.as_ref().and_then(|m| m.planned_end(offset));
+            let due = chrono::Utc::now().timestamp_millis()
+                + i64::try_from(self.max_interval().as_millis()).unwrap_or(i64::MAX);
+            self.status.next_flush(due);
+        }
+        let partition = self.spec.partition.render(record.timestamp_ms);
+        let fields = &self.fields;
+        let part = self.buffer.parts.entry(partition).or_insert_with(|| Part {
+            batches: RecordBatches::new(fields),
+            first: offset,
+            last: offset,
+        });
+        part.batches.push(record);
+        part.last = offset;
+        self.buffer.last = offset;
+        self.buffer.bytes += record.message.payload.len()
+            + record.message.topic.len()
+            + record.message.client_id.len()
+            + RECORD_OVERHEAD;
+        // A flush planned before a crash ends where it was planned to, so
+        // it writes the same files; others end at `max_bytes`.
+        let cut = match self.buffer.planned_end {
+            Some(end) => offset == end,
+            None => self.buffer.bytes as u64 >= self.spec.config.max_bytes.as_u64(),
+        };
+        if cut {
+            self.write().await?;
+        }
+        Ok(Sent::Accepted)
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        if self.buffer.planned_end.is_none() && self.is_due() {
+            self.write().await?;
+        }
+        Ok(())
+    }
+
+    fn committable(&self, accepted_to: u64) -> u64 {
+        self.buffer
+            .first
+            .map_or(accepted_to, |first| first.min(accepted_to))
+    }
+
+    fn flush_deadline(&self) -> Option<Instant> {
+        if self.buffer.planned_end.is_some() {
+            return None;
+        }
+        self.buffer.since.map(|since| since + self.max_interval())
+    }
+
+    fn reset(&mut self) {
+        self.buffer = Buffer::default();
+        self.status.next_flush(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_name;
+
+    #[test]
+    fn file_names_carry_the_offset_range() {
+        assert_eq!(
+            file_name("dt=2024-01-01/hour=03", "lake", 100, 199),
+            "dt=2024-01-01/hour=03/lake-100-199.parquet"
+        );
+        assert_eq!(file_name("", "lake", 0, 9), "lake-0-9.parquet");
+    }
+}
