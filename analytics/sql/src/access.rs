@@ -1,7 +1,8 @@
 //! Which streams a query may read: [`ReadAccess`], checked against every
 //! table its plan scans (subqueries included) before anything runs. A
 //! query reaching a stream it may not read is refused whole
-//! ([`SqlError::Forbidden`]), never answered in part.
+//! ([`SqlError::Forbidden`]), never answered in part. A history table
+//! (`<stream>_history`) needs the permission of its stream.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use datafusion::logical_expr::LogicalPlan;
 use tidewire_auth::Principal;
 
 use crate::error::SqlError;
+use crate::history;
 
 /// Says whether a stream may be read.
 type StreamCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -58,11 +60,13 @@ impl ReadAccess {
         }
         let mut refused = None;
         let _ = plan.apply_with_subqueries(|node| {
-            if let LogicalPlan::TableScan(scan) = node
-                && !self.allows(scan.table_name.table())
-            {
-                refused = Some(scan.table_name.table().to_owned());
-                return Ok(TreeNodeRecursion::Stop);
+            if let LogicalPlan::TableScan(scan) = node {
+                // `<stream>_history` reads the stream's records.
+                let stream = history::stream_read_by(scan);
+                if !self.allows(&stream) {
+                    refused = Some(stream);
+                    return Ok(TreeNodeRecursion::Stop);
+                }
             }
             Ok(TreeNodeRecursion::Continue)
         });

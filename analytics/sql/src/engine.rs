@@ -31,6 +31,7 @@ use crate::bounded_functions;
 use crate::config::SqlLimits;
 use crate::error::SqlError;
 use crate::executor::SqlExecutor;
+use crate::history::{Histories, LIST_TIMEOUT};
 use crate::memory::SqlBudget;
 use crate::metrics::{OutcomeLabel, SqlMetrics};
 use crate::plan_cache::{CachedPlan, PlanCache};
@@ -102,7 +103,11 @@ impl SqlEngine {
         datafusion_functions_json::register_all(&mut ctx)
             .map_err(|e| SqlError::Internal(e.to_string()))?;
         bounded_functions::bound_all(&ctx, limits.memory_limit);
-        let tables = Arc::new(StreamTables::new(broker.clone(), metrics.clone()));
+        let tables = Arc::new(StreamTables::new(
+            broker.clone(),
+            metrics.clone(),
+            LIST_TIMEOUT.min(limits.query_timeout / 2),
+        ));
         ctx.catalog("datafusion")
             .ok_or_else(|| SqlError::Internal("the default catalog is missing".into()))?
             .register_schema("public", Arc::clone(&tables) as _)
@@ -146,6 +151,13 @@ impl SqlEngine {
             let stop = stop.clone();
             let _ = tokio::task::spawn_blocking(move || table.sync_column_files(&stop)).await;
         }
+    }
+
+    /// Finds stream exports through `histories` from the next query on: a
+    /// stream with a full export is also the table `<stream>_history`
+    /// ([`crate::history`]).
+    pub fn set_histories(&self, histories: Arc<dyn Histories>) {
+        self.tables.set_histories(histories);
     }
 
     /// The broker whose streams this engine reads.
@@ -322,7 +334,9 @@ impl SqlEngine {
         let df_err = |e: DataFusionError| SqlError::from_datafusion(e, limit);
         let physical = self.plan(&state, sql, access, plans).await?;
         let pool = self.budget.query_pool(limit);
-        let runtime = RuntimeEnvBuilder::new()
+        // The session's object stores (exports' files) and caches (Parquet
+        // footers), with a memory pool of the query's own.
+        let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
             .with_memory_pool(Arc::clone(&pool))
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),

@@ -5,7 +5,9 @@
 //! [`sandbox`], [`executor`]), continuous windowed
 //! queries keep running and feed subscribers and topics ([`continuous`]),
 //! served over HTTP ([`http`]) and the `tidewire sql` CLI ([`cli`]);
-//! [`records`] gives other crates (exports) a stream's records as Arrow.
+//! [`records`] gives other crates (exports) a stream's records as Arrow,
+//! and [`history`] makes a stream's exported Parquet files and its live
+//! segments one table, `<stream>_history`.
 //!
 //! Wiring: build a [`SqlEngine`] from the broker, spawn
 //! [`SqlEngine::maintain_column_files`], build a [`ContinuousQueries`]
@@ -22,6 +24,7 @@ pub mod continuous;
 pub mod engine;
 pub mod error;
 pub mod executor;
+pub mod history;
 pub mod http;
 mod json_fields;
 mod memory;
@@ -39,5 +42,6 @@ pub use config::{QueryConfig, QuerySpec, SqlConfig, SqlLimits};
 pub use continuous::{ContinuousQueries, QueryInfo, WindowResult};
 pub use engine::{QueryOutput, SqlEngine};
 pub use error::SqlError;
+pub use history::{Histories, HistorySource};
 pub use metrics::SqlMetrics;
 pub use records::{RecordBatches, Transform};
