@@ -180,6 +180,43 @@ pub fn json_body<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiE
     Ok(value)
 }
 
+/// A `PATCH`: `current` (a definition) with `changes` laid over it, field
+/// by field (`null` restores a field's default); the fields in `fixed`
+/// cannot change (a 400 says so, `what` naming the resource). A bad
+/// result is a 400 naming the field.
+pub fn patched<T>(
+    current: &T,
+    changes: serde_json::Map<String, serde_json::Value>,
+    fixed: &[&str],
+    what: &str,
+) -> Result<T, ApiError>
+where
+    T: serde::Serialize + DeserializeOwned,
+{
+    use serde_json::Value;
+    let Ok(Value::Object(mut fields)) = serde_json::to_value(current) else {
+        return Err(ApiError::internal(format!(
+            "a {what} definition is not a JSON object"
+        )));
+    };
+    for (key, value) in changes {
+        if fixed.contains(&key.as_str()) && fields.get(&key) != Some(&value) {
+            return Err(ApiError::bad_request(format!(
+                "invalid change: {key}: a {what} keeps its {key} (create another and delete this one)"
+            )));
+        }
+        if value.is_null() {
+            fields.remove(&key);
+        } else {
+            fields.insert(key, value);
+        }
+    }
+    serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::bad_request(format!("invalid change: {path}: {}", e.into_inner()))
+    })
+}
+
 /// Longest error text [`json_errors`] carries over; a longer body is
 /// replaced by the status's name.
 const MAX_ERROR_TEXT: usize = 64 * 1024;

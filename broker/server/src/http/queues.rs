@@ -25,7 +25,7 @@ use tidewire_queues::{Queue, QueueConfig, QueueError, json};
 use super::auth::{forbidden, require_admin};
 use super::queue_messages as messages;
 use super::streams::catalog_error;
-use super::{ApiError, AppState, created, json_body};
+use super::{ApiError, AppState, created, json_body, patched};
 
 /// Largest request body besides a send's.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -178,7 +178,7 @@ pub async fn update(
     require_admin(&caller, "change queues")?;
     let changes: Map<String, Value> = json_body(&body, "invalid change")?;
     let queue = state.queues.get(&name).map_err(queue_error)?;
-    let config = patched(&queue.spec().config, changes)?;
+    let config = patched(&queue.spec().config, changes, &["name"], "queue")?;
     let queue = state.queues.update(config).await.map_err(queue_error)?;
     Ok(Json(QueueView::of(&state, &queue).await))
 }
@@ -192,31 +192,6 @@ pub async fn remove(
     require_admin(&caller, "delete queues")?;
     state.queues.delete(&name).await.map_err(queue_error)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// `current` with `changes` laid over it.
-fn patched(current: &QueueConfig, changes: Map<String, Value>) -> Result<QueueConfig, ApiError> {
-    let Ok(Value::Object(mut fields)) = serde_json::to_value(current) else {
-        return Err(ApiError::internal(
-            "a queue definition is not a JSON object",
-        ));
-    };
-    for (key, value) in changes {
-        if key == "name" && value.as_str() != Some(current.name.as_str()) {
-            return Err(ApiError::bad_request(
-                "invalid change: name: a queue keeps its name (create another and delete this one)",
-            ));
-        }
-        if value.is_null() {
-            fields.remove(&key);
-        } else {
-            fields.insert(key, value);
-        }
-    }
-    serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::bad_request(format!("invalid change: {path}: {}", e.into_inner()))
-    })
 }
 
 /// May the caller see the queue `name` (list, get, peek)?

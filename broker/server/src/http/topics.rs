@@ -33,7 +33,7 @@ use tidewire_topics::{
 use super::auth::{forbidden, require_admin};
 use super::publish::HTTP_CLIENT_ID;
 use super::streams::catalog_error;
-use super::{ApiError, AppState, created, extracted, json_body};
+use super::{ApiError, AppState, created, extracted, json_body, patched};
 
 /// Largest definition.
 const MAX_DEFINITION_BYTES: usize = 64 * 1024;
@@ -327,7 +327,12 @@ async fn update_subscription(
         .topics
         .subscription(&name, &sub)
         .map_err(topic_error)?;
-    let config = patched(&current.spec().config, changes)?;
+    let config = patched(
+        &current.spec().config,
+        changes,
+        &["name", "target"],
+        "subscription",
+    )?;
     let updated = state
         .topics
         .update_subscription(&name, config)
@@ -349,34 +354,6 @@ async fn unsubscribe(
         .await
         .map_err(topic_error)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// `current` with `changes` laid over it; the name and the target stay.
-fn patched(
-    current: &SubscriptionConfig,
-    changes: Map<String, Value>,
-) -> Result<SubscriptionConfig, ApiError> {
-    let Ok(Value::Object(mut fields)) = serde_json::to_value(current) else {
-        return Err(ApiError::internal(
-            "a subscription definition is not a JSON object",
-        ));
-    };
-    for (key, value) in changes {
-        if (key == "name" || key == "target") && fields.get(&key) != Some(&value) {
-            return Err(ApiError::bad_request(format!(
-                "invalid change: {key}: a subscription keeps its {key} (subscribe again and delete this one)"
-            )));
-        }
-        if value.is_null() {
-            fields.remove(&key);
-        } else {
-            fields.insert(key, value);
-        }
-    }
-    serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::bad_request(format!("invalid change: {path}: {}", e.into_inner()))
-    })
 }
 
 /// The status each topic refusal deserves.
