@@ -9,7 +9,8 @@
 //! [`manifest`] (planned flush ranges, so a crash replays into the same
 //! files), `sink` (the export on the delivery layer's pump: buffer, flush,
 //! commit only what is in completed files), [`Exports`] (start-up, the
-//! catalog, deletion), [`status`] (figures and metrics), [`error`].
+//! catalog, deletion), [`status`] (figures and metrics), `sql` (the
+//! exports as the SQL engine's histories: `<stream>_history`), [`error`].
 
 pub mod config;
 pub mod destination;
@@ -18,6 +19,7 @@ pub mod manifest;
 pub mod partition;
 mod registry;
 mod sink;
+mod sql;
 pub mod status;
 pub mod writer;
 

@@ -283,6 +283,7 @@ impl Server {
             config.max_exports,
         )
         .await?;
+        sql.set_histories(Arc::new(exports.clone()));
         let queries = ContinuousQueries::new(sql.clone(), background.clone());
         for query in &config.queries {
             queries.start(query.clone()).await?;
