@@ -1,10 +1,11 @@
 // Headless-browser test of the dashboard served by a real tidewire binary:
 // starts the server on free ports, drives the page with playwright-core and
 // the system Chromium, publishes over real MQTT with `tidewire pub`, and
-// fails on any failed assertion or browser console error. Four scenarios:
+// fails on any failed assertion or browser console error. Five scenarios:
 // anonymous access on loopback (the default: no login), a server that
 // requires a login (`[auth] allow_anonymous = false`, a user and a token),
-// the Queues page (queues.mjs) and the Topics page (topics.mjs).
+// the Queues page (queues.mjs), the Topics page (topics.mjs) and the
+// Exports page (exports.mjs).
 //
 //   npm ci --prefix tests/browser
 //   node tests/browser/dashboard.test.mjs
@@ -23,6 +24,7 @@ import { chromium } from 'playwright-core';
 import { BIN, SCREENSHOTS, WAIT, openPage, startServer, started, step, stopServer } from './harness.mjs';
 import { queuesScenario } from './queues.mjs';
 import { topicsScenario } from './topics.mjs';
+import { exportsScenario } from './exports.mjs';
 
 /** Publishes one QoS 1 message over MQTT with the real binary. */
 async function mqttPublish(mqttAddress, topic, message) {
@@ -499,7 +501,7 @@ async function main() {
   let passed = 0;
   let failed = 0;
   try {
-    for (const scenario of [anonymousScenario, loginScenario, queuesScenario, topicsScenario]) {
+    for (const scenario of [anonymousScenario, loginScenario, queuesScenario, topicsScenario, exportsScenario]) {
       try {
         await scenario(browser);
         passed += 1;

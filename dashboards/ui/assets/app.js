@@ -1,4 +1,4 @@
-// tidewire dashboard: one page, seven tabs, talking only to the public API
+// tidewire dashboard: one page, eight tabs, talking only to the public API
 // (/api/v1/*, /metrics and the /ws JSON protocol). Plain ES2020, no build
 // step; charts use the vendored uPlot (global `uPlot`).
 'use strict';
@@ -707,9 +707,10 @@ function chartModel(columns, rows, { x, y = [], series, defaultX = 0 } = {}) {
 }
 
 // ---------------------------------------------------------------------------
-// Router: #overview, #tail, #streams, #queues, #topics, #sql, #dashboards[/ID].
+// Router: #overview, #tail, #streams, #queues, #topics, #exports, #sql,
+// #dashboards[/ID].
 // Each view has enter() and leave() so it can start and stop its timers.
-// A page in a file of its own (topics.js) adds itself to `views`.
+// A page in a file of its own (topics.js, exports.js) adds itself to `views`.
 
 const views = {};
 let currentView = null;
