@@ -7,7 +7,7 @@
 //! - Up to `max_in_flight` records await their acknowledgement at once;
 //!   acknowledgements are awaited in order, each within `ack_timeout`.
 //! - The cursor is committed (fsynced, on a blocking thread, at most every
-//!   `commit_interval` while records flow) only past accepted records, so
+//!   `commit_interval`, also once caught up) only past accepted records, so
 //!   after a failure or a crash the records after it are sent again: at
 //!   least once, in order.
 //! - Records that retention deleted before they were sent, and records
@@ -294,11 +294,27 @@ impl Pump {
             if run.read_to >= end {
                 self.settle(sink, run, 0).await?;
                 self.finish_commit(run).await?;
-                self.commit(sink.committable(run.acked_to)).await?;
+                // Caught up: commit, but at most every `commit_interval`,
+                // so a trickle of records does not cost a cursor fsync
+                // each; a commit not due yet is made when it is.
+                let committable = sink.committable(run.acked_to);
+                let commit_due = run.last_commit + self.config.commit_interval;
+                let mut later = None;
+                if committable > self.committed {
+                    if Instant::now() >= commit_due {
+                        self.commit(committable).await?;
+                        run.last_commit = Instant::now();
+                    } else {
+                        later = Some(commit_due);
+                    }
+                } else {
+                    self.report_position();
+                }
                 let deadline = sink.flush_deadline();
                 tokio::select! {
                     () = records_after(&self.log, run.read_to) => {}
                     () = sleep_until(deadline) => self.flush_idle(sink).await?,
+                    () = sleep_until(later) => {}
                     () = ended.cancelled() => return Ok(()),
                 }
                 continue;
