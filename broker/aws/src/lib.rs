@@ -58,6 +58,24 @@ pub struct Caller {
     pub region: Option<String>,
 }
 
+impl Caller {
+    /// Who sends or publishes, as messages record it: the username, or
+    /// `anonymous`.
+    pub fn sender(&self) -> String {
+        self.principal
+            .username()
+            .map_or_else(|| "anonymous".to_owned(), str::to_owned)
+    }
+
+    /// Who it is, for error messages.
+    pub fn who(&self) -> String {
+        match self.principal.username() {
+            Some(name) => format!("the user {name:?}"),
+            None => "an anonymous caller".to_owned(),
+        }
+    }
+}
+
 /// The AWS endpoint: settings, the auth model, and its services.
 #[derive(Debug, Clone)]
 pub struct AwsApi {

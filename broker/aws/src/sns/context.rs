@@ -84,7 +84,7 @@ impl<'a> Context<'a> {
         }
         Err(Kind::AuthorizationError.error(format!(
             "{} is not authorized to perform {action}: it needs the `admin` permission",
-            self.who()
+            self.caller.who()
         )))
     }
 
@@ -95,23 +95,8 @@ impl<'a> Context<'a> {
         }
         Err(Kind::AuthorizationError.error(format!(
             "{} is not authorized to publish to the topic {topic:?}: it is not in its `topics` permission",
-            self.who()
+            self.caller.who()
         )))
-    }
-
-    /// Who publishes: the username, or `anonymous`.
-    pub fn sender(&self) -> String {
-        self.caller
-            .principal
-            .username()
-            .map_or_else(|| "anonymous".to_owned(), str::to_owned)
-    }
-
-    fn who(&self) -> String {
-        match self.caller.principal.username() {
-            Some(name) => format!("the user {name:?}"),
-            None => "an anonymous caller".to_owned(),
-        }
     }
 }
 

@@ -77,7 +77,7 @@ fn publication(ctx: &Context<'_>, topic: &str, form: &Form) -> Result<Publicatio
     let attributes = message_attributes::parse(form)?;
     Ok(Publication {
         topic: topic.to_owned(),
-        client_id: ctx.sender(),
+        client_id: ctx.caller.sender(),
         subject,
         body: Bytes::copy_from_slice(message.as_bytes()),
         attributes,

@@ -89,7 +89,7 @@ impl Context<'_> {
         }
         Err(Kind::AccessDenied.error(format!(
             "{} may not use the queue {name:?}: it is not in its `queues` permission",
-            self.who()
+            self.caller.who()
         )))
     }
 
@@ -100,23 +100,7 @@ impl Context<'_> {
         }
         Err(Kind::AccessDenied.error(format!(
             "{} may not call {action}: it needs the `admin` permission",
-            self.who()
+            self.caller.who()
         )))
-    }
-
-    /// Who sends a message: the username, or the access key id of a key
-    /// mapped to no user, or `anonymous`.
-    pub fn sender(&self) -> String {
-        self.caller
-            .principal
-            .username()
-            .map_or_else(|| "anonymous".to_owned(), str::to_owned)
-    }
-
-    fn who(&self) -> String {
-        match self.caller.principal.username() {
-            Some(name) => format!("the user {name:?}"),
-            None => "an anonymous caller".to_owned(),
-        }
     }
 }

@@ -132,7 +132,7 @@ fn check(
         delay,
         group: entry.message_group_id,
         dedup_id: entry.message_deduplication_id,
-        sender: ctx.sender(),
+        sender: ctx.caller.sender(),
     };
     Ok((out, digests))
 }
