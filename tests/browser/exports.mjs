@@ -13,10 +13,9 @@
 // flush in minutes; Delete behind its confirmation (the files stay).
 
 import assert from 'node:assert/strict';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, mkdirSync, openSync, readSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { SCREENSHOTS, WAIT, openPage, startServer, step, stopServer } from './harness.mjs';
+import { SCREENSHOTS, WAIT, assertNoBrowserErrors, call, clickConfirming, openView, step, submitForm, waitForText, watchText, withConfiguredServer } from './harness.mjs';
 
 const STREAM = 'browser-readings';
 const CONFIG_EXPORT = 'browser-archive';
@@ -28,23 +27,12 @@ const MORE = 5;
 const temperature = (i) => i + 5.5;
 const KEPT = Array.from({ length: PUBLISHED }, (_, i) => temperature(i + 1)).filter((t) => t > 20).length;
 
-/** The JSON answer of an API call, after checking its status. */
-async function call(ports, method, path, body, status = 200) {
-  const response = await fetch(`http://${ports.http}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  assert.equal(response.status, status, `${method} ${path}: ${text}`);
-  return text ? JSON.parse(text) : null;
-}
-
-const card = (page, name) => page.locator(`#exports-list article[data-export="${name}"]`);
+const CARD = (name) => `#exports-list article[data-export="${name}"]`;
+const card = (page, name) => page.locator(CARD(name));
 
 /** A card's facts, figures and shown buttons as their texts. */
 function readCard(page, name) {
-  return page.$eval(`#exports-list article[data-export="${name}"]`, (article) => {
+  return page.$eval(CARD(name), (article) => {
     const text = (selector) => article.querySelector(selector).textContent;
     const fact = (selector) => (article.querySelector(selector).hidden ? null : text(`${selector} .mono`));
     return {
@@ -81,17 +69,17 @@ async function publish(ports, i, temp) {
 }
 
 /** Fills the New export form, submits it, and waits for its answer. */
-async function submitExport(page, fields) {
-  await page.fill('#export-name', fields.name);
-  await page.selectOption('#export-stream', fields.stream);
-  await page.fill('#export-url', fields.url);
-  await page.fill('#export-max-bytes', fields.maxBytes || '');
-  await page.fill('#export-max-interval', fields.maxInterval || '');
-  if (fields.partition !== undefined) await page.fill('#export-partition', fields.partition);
-  await page.fill('#export-select', fields.select || '');
-  await page.fill('#export-where', fields.where || '');
-  await page.click('#export-create');
-  await page.waitForFunction(() => !document.querySelector('#export-create').disabled, null, { timeout: WAIT });
+function submitExport(page, fields) {
+  return submitForm(page.locator('#export-form'), {
+    '#export-name': fields.name,
+    '#export-stream': fields.stream,
+    '#export-url': fields.url,
+    '#export-max-bytes': fields.maxBytes || '',
+    '#export-max-interval': fields.maxInterval || '',
+    ...(fields.partition === undefined ? {} : { '#export-partition': fields.partition }),
+    '#export-select': fields.select || '',
+    '#export-where': fields.where || '',
+  });
 }
 
 /** Every file under `dir`, as paths relative to it. */
@@ -134,13 +122,8 @@ function isParquet(path) {
   }
 }
 
-export async function exportsScenario(browser) {
-  const dataDir = mkdtempSync(join(tmpdir(), 'tidewire-browser-exports-'));
-  const lake = join(dataDir, 'lake');
-  const archive = join(dataDir, 'archive');
-  mkdirSync(lake);
-  const configFile = join(dataDir, 'tidewire.toml');
-  writeFileSync(configFile, `[[streams]]
+/** The config file, with the config export's directory in `dataDir`. */
+const config = (dataDir) => `[[streams]]
 name = "${STREAM}"
 filters = ["browser/readings/#"]
 [streams.schema]
@@ -150,21 +133,17 @@ site = { type = "varchar", path = "site" }
 [[exports]]
 name = "${CONFIG_EXPORT}"
 stream = "${STREAM}"
-url = "file://${archive}"
+url = "file://${join(dataDir, 'archive')}"
 max_interval = "10m"
 partition = ""
-`);
-  const server = startServer(join(dataDir, 'data'), configFile);
-  try {
-    const ports = await server.ready;
-    step(`exports: server up: http ${ports.http}, mqtt ${ports.mqtt}`);
+`;
 
-    const { page, log } = await openPage(browser);
-    const requests = [];
-    page.on('request', (request) => {
-      if (request.method() !== 'GET') requests.push(`${request.method()} ${new URL(request.url()).pathname}`);
-    });
-    await page.goto(`http://${ports.http}/#exports`);
+export async function exportsScenario(browser) {
+  await withConfiguredServer('exports', config, async ({ ports, dataDir }) => {
+    const lake = join(dataDir, 'lake');
+    const archive = join(dataDir, 'archive');
+    mkdirSync(lake);
+    const { page, log, requests } = await openView(browser, ports, 'exports');
     await card(page, CONFIG_EXPORT).waitFor({ timeout: WAIT });
     assert.ok(await page.locator('#tab-exports').evaluate((a) => a.classList.contains('active')), 'the Exports tab is the active one');
     await page.waitForFunction((s) => [...document.querySelectorAll('#export-stream option')].some((o) => o.value === s), STREAM, { timeout: WAIT });
@@ -224,19 +203,15 @@ partition = ""
     step(`exports: ${EXPORT} created through the form (select and where shown, its 4 columns)`);
 
     // Records: every rate the card shows meanwhile is recorded.
-    await page.evaluate((name) => {
-      const rate = document.querySelector(`#exports-list article[data-export="${name}"] .figure.records .rate`);
-      window.seenRates = [rate.textContent];
-      new MutationObserver(() => window.seenRates.push(rate.textContent)).observe(rate, { childList: true, characterData: true, subtree: true });
-    }, EXPORT);
+    const rates = await watchText(page, `${CARD(EXPORT)} .figure.records .rate`);
     for (let i = 1; i <= PUBLISHED; i += 1) await publish(ports, i, temperature(i));
     await page.waitForFunction(([name, kept]) => {
       const article = document.querySelector(`#exports-list article[data-export="${name}"]`);
       const value = (cls) => article.querySelector(`.figure.${cls} .figure-value`).textContent;
       return value('records') === String(kept) && Number(value('files')) > 0 && value('lag') === '0 records';
     }, [EXPORT, KEPT], { timeout: WAIT });
-    await page.waitForFunction(() => window.seenRates.some((r) => /^[1-9][\d.]*\/s$/.test(r)), null, { timeout: WAIT });
-    const seenRates = await page.evaluate(() => window.seenRates);
+    await rates.until(/^[1-9][\d.]*\/s$/);
+    const seenRates = await rates.texts();
     shown = await readCard(page, EXPORT);
     let { stats } = await call(ports, 'GET', `/api/v1/exports/${EXPORT}`);
     assert.equal(stats.records, KEPT);
@@ -290,8 +265,7 @@ partition = ""
     step(`exports: the directory back, the ${MORE} records written after the retry: ${shown.records} records in ${allFiles.length} files, lag 0`);
 
     // The config export holds every record, due in about 10 minutes.
-    await page.waitForFunction(([name, lag]) => document.querySelector(`#exports-list article[data-export="${name}"] .figure.lag .figure-value`).textContent === lag,
-      [CONFIG_EXPORT, `${PUBLISHED + MORE} records`], { timeout: WAIT });
+    await waitForText(page, `${CARD(CONFIG_EXPORT)} .figure.lag .figure-value`, `${PUBLISHED + MORE} records`);
     shown = await readCard(page, CONFIG_EXPORT);
     assert.match(shown.nextFlush, /^in 9 min \d{1,2} s$/);
     assert.equal(shown.files, '0');
@@ -301,12 +275,9 @@ partition = ""
 
     // Delete: a dismissed confirmation sends nothing.
     const deletePath = `DELETE /api/v1/exports/${EXPORT}`;
-    page.once('dialog', (dialog) => dialog.dismiss());
-    await card(page, EXPORT).locator('.export-delete').click();
+    await clickConfirming(page, card(page, EXPORT).locator('.export-delete'), false);
     assert.ok(!requests.includes(deletePath), 'no deletion after a dismissed confirmation');
-    let question = '';
-    page.once('dialog', (dialog) => { question = dialog.message(); dialog.accept(); });
-    await card(page, EXPORT).locator('.export-delete').click();
+    const question = await clickConfirming(page, card(page, EXPORT).locator('.export-delete'), true);
     await card(page, EXPORT).waitFor({ state: 'detached', timeout: WAIT });
     const fileCount = `${allFiles.length} file${allFiles.length === 1 ? '' : 's'}`;
     assert.equal(question, `Delete export "${EXPORT}"? It stops and forgets its cursor. What it wrote stays in file://${lake} (${fileCount}). This cannot be undone.`);
@@ -317,10 +288,6 @@ partition = ""
     assert.ok(await page.isHidden('#exports-error'));
     step(`exports: ${EXPORT} deleted after its confirmation, GET answers 404, its files stay in ${relative(dataDir, lake)}/`);
 
-    assert.deepEqual(log.expectedErrors, [], 'every expected error happened');
-    assert.deepEqual(log.errors, [], 'the browser logged errors');
-  } finally {
-    await stopServer(server.child);
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+    assertNoBrowserErrors(log);
+  });
 }

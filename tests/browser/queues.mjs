@@ -8,28 +8,14 @@
 // Purge and Delete behind their confirmations.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SCREENSHOTS, WAIT, openPage, startServer, step, stopServer } from './harness.mjs';
+import { SCREENSHOTS, WAIT, assertNoBrowserErrors, call, clickConfirming, openView, step, submitForm, waitForText, withConfiguredServer } from './harness.mjs';
 
 const JOBS = 'browser-jobs';
 const DLQ = 'browser-dlq';
 const CREATED = 'browser-new';
 // Markup that must show as text.
 const HTML_BODY = 'job 1 <b id="injected">not bold</b>';
-
-/** The JSON answer of an API call, after checking its status. */
-async function call(ports, method, path, body, status = 200) {
-  const response = await fetch(`http://${ports.http}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  assert.equal(response.status, status, `${method} ${path}: ${text}`);
-  return text ? JSON.parse(text) : null;
-}
 
 const depthOf = async (ports, name) => (await call(ports, 'GET', `/api/v1/queues/${name}`)).depth;
 
@@ -55,22 +41,17 @@ async function waitForVisible(page, name, visible) {
 
 const button = (page, queue, label) => page.locator(`#queues-list tr[data-queue="${queue}"] button`, { hasText: label });
 
-export async function queuesScenario(browser) {
-  const dataDir = mkdtempSync(join(tmpdir(), 'tidewire-browser-queues-'));
-  const configFile = join(dataDir, 'tidewire.toml');
-  writeFileSync(configFile, `[[queues]]
+const CONFIG = `[[queues]]
 name = "${DLQ}"
 
 [[queues]]
 name = "${JOBS}"
 from = ["browser/jobs/#"]
 dead_letter = { queue = "${DLQ}", max_receive_count = 1 }
-`);
-  const server = startServer(join(dataDir, 'data'), configFile);
-  try {
-    const ports = await server.ready;
-    step(`queues: server up: http ${ports.http}, mqtt ${ports.mqtt}`);
+`;
 
+export async function queuesScenario(browser) {
+  await withConfiguredServer('queues', () => CONFIG, async ({ ports }) => {
     // Three sends (one batch) and a publish to a topic the queue takes.
     const sent = await call(ports, 'POST', `/api/v1/queues/${JOBS}/messages`, {
       messages: [
@@ -83,12 +64,7 @@ dead_letter = { queue = "${DLQ}", max_receive_count = 1 }
     await call(ports, 'POST', '/api/v1/publish/browser/jobs/4?qos=1', { n: 4 });
     assert.equal((await depthOf(ports, JOBS)).visible, 4);
 
-    const { page, log } = await openPage(browser);
-    const requests = [];
-    page.on('request', (request) => {
-      if (request.method() !== 'GET') requests.push(`${request.method()} ${new URL(request.url()).pathname}`);
-    });
-    await page.goto(`http://${ports.http}/#queues`);
+    const { page, log, requests } = await openView(browser, ports, 'queues');
     await waitForVisible(page, JOBS, 4);
     let list = await readQueues(page);
     assert.deepEqual(list[JOBS], {
@@ -141,9 +117,9 @@ dead_letter = { queue = "${DLQ}", max_receive_count = 1 }
     assert.equal(await page.textContent('#redrive-queue'), DLQ);
     assert.equal(await page.textContent('#redrive-sources'), JOBS);
     assert.equal(await page.evaluate(() => document.activeElement.id), 'redrive-destination');
-    await page.waitForFunction(() => document.querySelector('#redrive-status').textContent === 'no redrive yet', null, { timeout: WAIT });
+    await waitForText(page, '#redrive-status', 'no redrive yet');
     await page.click('#redrive-start');
-    await page.waitForFunction(() => document.querySelector('#redrive-status').textContent === 'redrive completed: 4 of 4 moved', null, { timeout: WAIT });
+    await waitForText(page, '#redrive-status', 'redrive completed: 4 of 4 moved');
     assert.ok(await page.isHidden('#redrive-error'));
     assert.equal(await page.getAttribute('#redrive-tasks tbody tr progress', 'value'), '4');
     await waitForVisible(page, JOBS, 4);
@@ -156,15 +132,13 @@ dead_letter = { queue = "${DLQ}", max_receive_count = 1 }
     await page.click('#redrive-close');
 
     // New queue: the server's refusal, then one with a dead-letter queue.
-    const createQueue = async (fields) => {
-      await page.fill('#queue-name', fields.name);
-      await page.fill('#queue-from', fields.from || '');
-      await page.fill('#queue-visibility', fields.visibility || '');
-      await page.fill('#queue-dlq', fields.dlq || '');
-      await page.fill('#queue-max-receives', fields.maxReceives || '');
-      await page.click('#queue-create');
-      await page.waitForFunction(() => !document.querySelector('#queue-create').disabled, null, { timeout: WAIT });
-    };
+    const createQueue = (fields) => submitForm(page.locator('#queue-form'), {
+      '#queue-name': fields.name,
+      '#queue-from': fields.from || '',
+      '#queue-visibility': fields.visibility || '',
+      '#queue-dlq': fields.dlq || '',
+      '#queue-max-receives': fields.maxReceives || '',
+    });
     log.expectedErrors.push(/status of 400 .*\/api\/v1\/queues\)$/);
     await createQueue({ name: CREATED, visibility: '13h' });
     assert.ok(await page.isVisible('#queue-form-error'));
@@ -180,8 +154,7 @@ dead_letter = { queue = "${DLQ}", max_receive_count = 1 }
     assert.deepEqual(created.definition.from, ['browser/new/#', 'browser/other/+']);
     assert.equal(created.definition.visibility_timeout, '45s');
     assert.deepEqual(created.definition.dead_letter, { queue: DLQ, max_receive_count: 3 });
-    await page.waitForFunction(([dlq, text]) => document.querySelector(`#queues-list tr[data-queue="${dlq}"] td.dead-letters`).textContent === text,
-      [DLQ, `DLQ of ${JOBS}, ${CREATED}`], { timeout: WAIT });
+    await waitForText(page, `#queues-list tr[data-queue="${DLQ}"] td.dead-letters`, `DLQ of ${JOBS}, ${CREATED}`);
     list = await readQueues(page);
     assert.equal(list[CREATED].origin, 'api');
     assert.deepEqual(list[CREATED].buttons, ['Peek', 'Purge (disabled)', 'Delete'], 'an API queue can be deleted');
@@ -189,30 +162,22 @@ dead_letter = { queue = "${DLQ}", max_receive_count = 1 }
     await page.screenshot({ path: join(SCREENSHOTS, 'dashboard-queues.png'), fullPage: true });
 
     // Purge: a dismissed confirmation sends nothing; an accepted one empties it.
-    page.once('dialog', (dialog) => dialog.dismiss());
-    await button(page, JOBS, 'Purge').click();
+    await clickConfirming(page, button(page, JOBS, 'Purge'), false);
     assert.ok(!requests.includes(`POST /api/v1/queues/${JOBS}/purge`), 'no purge after a dismissed confirmation');
-    let question = '';
-    page.once('dialog', (dialog) => { question = dialog.message(); dialog.accept(); });
-    await button(page, JOBS, 'Purge').click();
+    let question = await clickConfirming(page, button(page, JOBS, 'Purge'), true);
     await waitForVisible(page, JOBS, 0);
     assert.equal(question, `Purge queue "${JOBS}"? Its 4 messages (visible, in flight and delayed) will be deleted. This cannot be undone.`);
     assert.equal((await depthOf(ports, JOBS)).visible, 0);
     step(`queues: ${JOBS} purged after its confirmation`);
 
     // Delete the API queue.
-    page.once('dialog', (dialog) => { question = dialog.message(); dialog.accept(); });
-    await button(page, CREATED, 'Delete').click();
+    question = await clickConfirming(page, button(page, CREATED, 'Delete'), true);
     await page.locator(`#queues-list tr[data-queue="${CREATED}"]`).waitFor({ state: 'detached', timeout: WAIT });
     assert.equal(question, `Delete queue "${CREATED}" and its 0 messages? This cannot be undone.`);
     assert.ok(await page.isHidden('#queues-error'));
     await call(ports, 'GET', `/api/v1/queues/${CREATED}`, undefined, 404);
     step(`queues: ${CREATED} deleted after its confirmation, GET answers 404`);
 
-    assert.deepEqual(log.expectedErrors, [], 'every expected error happened');
-    assert.deepEqual(log.errors, [], 'the browser logged errors');
-  } finally {
-    await stopServer(server.child);
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+    assertNoBrowserErrors(log);
+  });
 }

@@ -12,10 +12,8 @@
 // Unsubscribe and Delete behind their confirmations.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SCREENSHOTS, WAIT, openPage, startServer, step, stopServer } from './harness.mjs';
+import { SCREENSHOTS, WAIT, assertNoBrowserErrors, call, clickConfirming, openView, step, submitForm, waitForText, watchText, withConfiguredServer } from './harness.mjs';
 
 const DLQ = 'dlq';
 const SMALL = 'small';
@@ -24,25 +22,15 @@ const CONFIG_SUB = 'to-small';
 const TOPIC = 'browser-orders';
 const SUB = 'big-orders';
 
-/** The JSON answer of an API call, after checking its status. */
-async function call(ports, method, path, body, status = 200) {
-  const response = await fetch(`http://${ports.http}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  assert.equal(response.status, status, `${method} ${path}: ${text}`);
-  return text ? JSON.parse(text) : null;
-}
-
-const card = (page, topic) => page.locator(`#topics-list article[data-topic="${topic}"]`);
-const row = (page, topic, sub) => card(page, topic).locator(`tr[data-subscription="${sub}"]`);
+const CARD = (topic) => `#topics-list article[data-topic="${topic}"]`;
+const ROW = (topic, sub) => `${CARD(topic)} tr[data-subscription="${sub}"]`;
+const card = (page, topic) => page.locator(CARD(topic));
+const row = (page, topic, sub) => page.locator(ROW(topic, sub));
 
 /** A card's facts and shown buttons, and its subscriptions' cells by
  *  name (the counts without their rates). */
 function readCard(page, topic) {
-  return page.$eval(`#topics-list article[data-topic="${topic}"]`, (article) => {
+  return page.$eval(CARD(topic), (article) => {
     const text = (node, selector) => node.querySelector(selector).textContent;
     const shown = (node) => [...node.querySelectorAll('button')].filter((b) => !b.hidden).map((b) => b.textContent);
     return {
@@ -69,51 +57,29 @@ function readCard(page, topic) {
   });
 }
 
-/** Waits until the cell `selector` of a subscription's row reads `value`. */
-async function waitForCell(page, topic, sub, selector, value) {
-  await page.waitForFunction(([t, s, sel, v]) => {
-    const cell = document.querySelector(`#topics-list article[data-topic="${t}"] tr[data-subscription="${s}"] ${sel}`);
-    return cell && cell.textContent === v;
-  }, [topic, sub, selector, value], { timeout: WAIT });
-}
-
 /** Fills a card's publish form, submits it, and waits for its answer. */
 async function publish(page, topic, { body, subject = '', attrName = '', attrValue = '' }) {
-  const form = card(page, topic).locator('form.topic-publish');
-  await form.locator('[name="body"]').fill(body);
-  await form.locator('[name="subject"]').fill(subject);
-  await form.locator('[name="attr-name"]').fill(attrName);
-  await form.locator('[name="attr-value"]').fill(attrValue);
-  await form.locator('button[type="submit"]').click();
-  await page.waitForFunction((t) => {
-    const article = document.querySelector(`#topics-list article[data-topic="${t}"]`);
-    return !article.querySelector('form.topic-publish button').disabled;
-  }, topic, { timeout: WAIT });
+  await submitForm(card(page, topic).locator('form.topic-publish'), {
+    '[name="body"]': body, '[name="subject"]': subject, '[name="attr-name"]': attrName, '[name="attr-value"]': attrValue,
+  });
   assert.ok(await card(page, topic).locator('.publish-error').isHidden(), await card(page, topic).locator('.publish-error').textContent());
   assert.match(await card(page, topic).locator('.publish-status').textContent(), /^published [0-9a-f-]{36} at /);
 }
 
 /** Fills a card's Subscribe form, submits it, and waits for its answer. */
 async function subscribe(page, topic, fields) {
-  const form = card(page, topic).locator('.topic-subscribe form');
-  await form.locator('[name="name"]').fill(fields.name);
-  await form.locator('[name="target"]').fill(fields.target);
-  await form.locator('[name="filter"]').fill(fields.filter || '');
-  await form.locator('[name="scope"]').selectOption(fields.scope || 'attributes');
-  await form.locator('[name="raw"]').setChecked(fields.raw ?? true);
-  await form.locator('[name="retries"]').fill(fields.retries || '');
-  await form.locator('[name="dead-letter"]').fill(fields.deadLetter || '');
-  await form.locator('button[type="submit"]').click();
-  await page.waitForFunction((t) => {
-    const article = document.querySelector(`#topics-list article[data-topic="${t}"]`);
-    return !article.querySelector('.topic-subscribe button').disabled;
-  }, topic, { timeout: WAIT });
+  await submitForm(card(page, topic).locator('.topic-subscribe form'), {
+    '[name="name"]': fields.name,
+    '[name="target"]': fields.target,
+    '[name="filter"]': fields.filter || '',
+    '[name="scope"]': fields.scope || 'attributes',
+    '[name="raw"]': fields.raw ?? true,
+    '[name="retries"]': fields.retries || '',
+    '[name="dead-letter"]': fields.deadLetter || '',
+  });
 }
 
-export async function topicsScenario(browser) {
-  const dataDir = mkdtempSync(join(tmpdir(), 'tidewire-browser-topics-'));
-  const configFile = join(dataDir, 'tidewire.toml');
-  writeFileSync(configFile, `[[queues]]
+const CONFIG = `[[queues]]
 name = "${DLQ}"
 
 [[queues]]
@@ -129,18 +95,11 @@ name = "${CONFIG_SUB}"
 target = "queue:${SMALL}"
 dead_letter = "queue:${DLQ}"
 delivery = { retries = 1, min_delay = "100ms" }
-`);
-  const server = startServer(join(dataDir, 'data'), configFile);
-  try {
-    const ports = await server.ready;
-    step(`topics: server up: http ${ports.http}, mqtt ${ports.mqtt}`);
+`;
 
-    const { page, log } = await openPage(browser);
-    const requests = [];
-    page.on('request', (request) => {
-      if (request.method() !== 'GET') requests.push(`${request.method()} ${new URL(request.url()).pathname}`);
-    });
-    await page.goto(`http://${ports.http}/#topics`);
+export async function topicsScenario(browser) {
+  await withConfiguredServer('topics', () => CONFIG, async ({ ports }) => {
+    const { page, log, requests } = await openView(browser, ports, 'topics');
     await row(page, CONFIG_TOPIC, CONFIG_SUB).waitFor({ timeout: WAIT });
     assert.ok(await page.locator('#tab-topics').evaluate((a) => a.classList.contains('active')), 'the Topics tab is the active one');
     let shown = await readCard(page, CONFIG_TOPIC);
@@ -157,8 +116,8 @@ delivery = { retries = 1, min_delay = "100ms" }
     // Too big for the queue: refused for good, so it goes to the DLQ, and
     // the reason is the row's last error (cut; whole on hover).
     await publish(page, CONFIG_TOPIC, { body: 'x'.repeat(2000) });
-    await waitForCell(page, CONFIG_TOPIC, CONFIG_SUB, '.dead-lettered .total', '1');
-    await page.waitForFunction((t) => document.querySelector(`#topics-list article[data-topic="${t}"] .topic-messages`).textContent === '1 message', CONFIG_TOPIC, { timeout: WAIT });
+    await waitForText(page, `${ROW(CONFIG_TOPIC, CONFIG_SUB)} .dead-lettered .total`, '1');
+    await waitForText(page, `${CARD(CONFIG_TOPIC)} .topic-messages`, '1 message');
     const lastError = row(page, CONFIG_TOPIC, CONFIG_SUB).locator('.last-error');
     const fullError = 'rejected for good: queue "small": the message is 2000 bytes, more than the queue\'s limit of 1024';
     assert.equal(await lastError.getAttribute('title'), fullError);
@@ -172,9 +131,7 @@ delivery = { retries = 1, min_delay = "100ms" }
     step('topics: a message too big for the queue shows as failed and dead-lettered, its error cut with the whole on hover');
 
     // New topic.
-    await page.fill('#topic-name', TOPIC);
-    await page.fill('#topic-from', 'browser/orders/#, browser/more/+');
-    await page.click('#topic-create');
+    await submitForm(page.locator('#topic-form'), { '#topic-name': TOPIC, '#topic-from': 'browser/orders/#, browser/more/+' });
     await card(page, TOPIC).waitFor({ timeout: WAIT });
     assert.ok(await page.isHidden('#topic-form-error'));
     assert.equal(await page.inputValue('#topic-name'), '', 'a success empties the form');
@@ -226,18 +183,14 @@ delivery = { retries = 1, min_delay = "100ms" }
     // A matching and a non-matching message through the page: one delivered.
     // Every rate the row shows meanwhile is recorded: one of them must be
     // that delivery (1 message over the 1 s or more between refreshes).
-    await page.evaluate(([t, s]) => {
-      const rate = document.querySelector(`#topics-list article[data-topic="${t}"] tr[data-subscription="${s}"] .delivered .rate`);
-      window.seenRates = [rate.textContent];
-      new MutationObserver(() => window.seenRates.push(rate.textContent)).observe(rate, { childList: true, characterData: true, subtree: true });
-    }, [TOPIC, SUB]);
+    const rates = await watchText(page, `${ROW(TOPIC, SUB)} .delivered .rate`);
     await publish(page, TOPIC, { body: '{"order":1}', subject: 'first', attrName: 'kind', attrValue: 'big' });
     await publish(page, TOPIC, { body: '{"order":2}', attrName: 'kind', attrValue: 'small' });
-    await waitForCell(page, TOPIC, SUB, '.delivered .total', '1');
-    await page.waitForFunction((t) => document.querySelector(`#topics-list article[data-topic="${t}"] .topic-messages`).textContent === '2 messages', TOPIC, { timeout: WAIT });
-    await waitForCell(page, TOPIC, SUB, '.pending', '0');
-    await page.waitForFunction(() => window.seenRates.some((r) => /^0\.[1-9]\/s$|^1\/s$/.test(r)), null, { timeout: WAIT });
-    const seenRates = await page.evaluate(() => window.seenRates);
+    await waitForText(page, `${ROW(TOPIC, SUB)} .delivered .total`, '1');
+    await waitForText(page, `${CARD(TOPIC)} .topic-messages`, '2 messages');
+    await waitForText(page, `${ROW(TOPIC, SUB)} .pending`, '0');
+    await rates.until(/^0\.[1-9]\/s$|^1\/s$/);
+    const seenRates = await rates.texts();
     assert.ok(seenRates.every((r) => /^(–|0|0\.[1-9]|1)\/s$/.test(r)), `delivered/s was never above 1: ${seenRates}`);
     shown = (await readCard(page, TOPIC)).subscriptions[SUB];
     assert.equal(shown.failed, '0');
@@ -251,12 +204,10 @@ delivery = { retries = 1, min_delay = "100ms" }
 
     // Unsubscribe: a dismissed confirmation sends nothing.
     const unsubscribePath = `DELETE /api/v1/topics/${TOPIC}/subscriptions/${SUB}`;
-    page.once('dialog', (dialog) => dialog.dismiss());
-    await row(page, TOPIC, SUB).locator('button', { hasText: 'Unsubscribe' }).click();
+    const unsubscribeButton = row(page, TOPIC, SUB).locator('button', { hasText: 'Unsubscribe' });
+    await clickConfirming(page, unsubscribeButton, false);
     assert.ok(!requests.includes(unsubscribePath), 'no unsubscribe after a dismissed confirmation');
-    let question = '';
-    page.once('dialog', (dialog) => { question = dialog.message(); dialog.accept(); });
-    await row(page, TOPIC, SUB).locator('button', { hasText: 'Unsubscribe' }).click();
+    let question = await clickConfirming(page, unsubscribeButton, true);
     await row(page, TOPIC, SUB).waitFor({ state: 'detached', timeout: WAIT });
     assert.equal(question, `Unsubscribe "${SUB}" from topic "${TOPIC}"? Nothing more goes to queue:${DLQ}. This cannot be undone.`);
     assert.ok(requests.includes(unsubscribePath));
@@ -265,19 +216,14 @@ delivery = { retries = 1, min_delay = "100ms" }
     step(`topics: ${SUB} unsubscribed after its confirmation, GET answers 404`);
 
     // Delete the topic.
-    page.once('dialog', (dialog) => { question = dialog.message(); dialog.accept(); });
-    await card(page, TOPIC).locator('.topic-delete').click();
+    question = await clickConfirming(page, card(page, TOPIC).locator('.topic-delete'), true);
     await card(page, TOPIC).waitFor({ state: 'detached', timeout: WAIT });
     assert.equal(question, `Delete topic "${TOPIC}" and its 2 messages? This cannot be undone.`);
     await call(ports, 'GET', `/api/v1/topics/${TOPIC}`, undefined, 404);
-    assert.ok(await page.isVisible(`#topics-list article[data-topic="${CONFIG_TOPIC}"]`), 'the config topic stays');
+    assert.ok(await card(page, CONFIG_TOPIC).isVisible(), 'the config topic stays');
     assert.ok(await page.isHidden('#topics-error'));
     step(`topics: ${TOPIC} deleted after its confirmation, GET answers 404`);
 
-    assert.deepEqual(log.expectedErrors, [], 'every expected error happened');
-    assert.deepEqual(log.errors, [], 'the browser logged errors');
-  } finally {
-    await stopServer(server.child);
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+    assertNoBrowserErrors(log);
+  });
 }

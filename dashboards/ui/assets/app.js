@@ -1,6 +1,8 @@
 // tidewire dashboard: one page, eight tabs, talking only to the public API
 // (/api/v1/*, /metrics and the /ws JSON protocol). Plain ES2020, no build
-// step; charts use the vendored uPlot (global `uPlot`).
+// step; charts use the vendored uPlot (global `uPlot`). What the pages
+// that list things refreshed in place share (Queues here, Topics and
+// Exports) is in cards.js, loaded before this file.
 'use strict';
 
 // ---------------------------------------------------------------------------
@@ -1224,34 +1226,27 @@ views.streams = (() => {
 
 // ---------------------------------------------------------------------------
 // Queues: depth (with a sparkline of its recent history), peek, redrive,
-// purge, and creating and deleting them. Rows are updated in place, so a
-// button keeps the keyboard focus across refreshes.
+// purge, and creating and deleting them. Rows are updated in place (with
+// cards.js's helpers, as on the Topics and Exports pages), so a button
+// keeps the keyboard focus across refreshes.
 
 views.queues = (() => {
-  const REFRESH_MS = 2000;
   const HISTORY_SECONDS = 300; // depth kept per queue while the page is open
   const PEEK_MAX = 10;
-  const rows = new Map();      // name -> row (see makeRow)
+  const rows = keyedViews(makeRow, (row) => row.spark.destroy()); // one per queue (see makeRow)
   let queues = [];             // the last list, in its order
-  let listRequest = 0;         // only the latest list request is shown
   let peeked = null;           // the queue whose messages #peek shows
   let redriven = null;         // the dead-letter queue #redrive shows
 
-  async function loadList() {
-    const request = ++listRequest;
-    let list;
-    try {
-      ({ queues: list } = await api('/api/v1/queues'));
-    } catch (e) {
-      if (request === listRequest) queuesError(`Could not list queues: ${e.message}`, 'list');
-      return;
-    }
-    if (request !== listRequest) return; // a later request (after a change) answered first
-    if ($('#queues-error').dataset.source === 'list') showError($('#queues-error'), '');
-    queues = list;
-    showList(Date.now() / 1000);
-    if (redriven) await loadTasks();
-  }
+  const loadList = listLoader('queues', {
+    // A good listing clears a listing failure, not a refused action.
+    error: (text) => { if (text || $('#queues-error').dataset.source === 'list') queuesError(text, 'list'); },
+    async shown(list) {
+      queues = list;
+      showList(Date.now() / 1000);
+      if (redriven) await loadTasks();
+    },
+  });
 
   /** Shows an error under the list: a listing failure (`list`, gone with
    *  the next good listing) or a refused action (`action`, kept until the
@@ -1267,23 +1262,7 @@ views.queues = (() => {
 
   function showList(now) {
     const names = new Set(queues.map((q) => q.name));
-    for (const [name, row] of rows) {
-      if (!names.has(name)) { row.spark.destroy(); rows.delete(name); }
-    }
-    const body = $('#queues-list tbody');
-    const nodes = queues.map((queue) => {
-      if (!rows.has(queue.name)) rows.set(queue.name, makeRow(queue));
-      const row = rows.get(queue.name);
-      row.update(queue, now);
-      return row.node;
-    });
-    // Rows move only when their place changes: moving a row would take
-    // the keyboard focus off its buttons.
-    if (!nodes.length) nodes.push(el('tr', {}, el('td', { colSpan: 11, class: 'muted', text: 'no queues' })));
-    nodes.forEach((node, i) => {
-      if (body.children[i] !== node) body.insertBefore(node, body.children[i] || null);
-    });
-    while (body.children.length > nodes.length) body.lastElementChild.remove();
+    rows.show($('#queues-list tbody'), queues, () => el('tr', {}, el('td', { colSpan: 11, class: 'muted', text: 'no queues' })), now);
     for (const queue of queues) rows.get(queue.name).spark.draw(now);
     showNames();
     // A queue shown in a panel was deleted (here or elsewhere).
@@ -1317,11 +1296,9 @@ views.queues = (() => {
       deadLetters: text({ class: 'dead-letters' }),
     };
     // Each button's accessible name says which queue ("Peek at jobs").
-    const button = (label, title, onclick, cls = 'small') => {
-      const node = el('button', { type: 'button', class: cls, text: label, title, onclick });
-      node.setAttribute('aria-label', `${label} ${label === 'Peek' ? 'at ' : ''}${name}`);
-      return node;
-    };
+    const button = (caption, title, onclick, cls = 'small') => actionButton(el('button', { type: 'button', class: cls, text: caption }), {
+      title, label: `${caption} ${caption === 'Peek' ? 'at ' : ''}${name}`, onclick,
+    });
     const buttons = {
       peek: button('Peek', `show the first ${PEEK_MAX} messages in ${name} without receiving them`, (e) => openPeek(name, e.currentTarget)),
       redrive: button('Redrive', `move the messages in ${name} back to their source queues`, (e) => openRedrive(name, e.currentTarget)),
@@ -1339,9 +1316,7 @@ views.queues = (() => {
       fill(cells.type, el('span', q.fifo
         ? { class: 'badge alt', text: 'FIFO', title: 'order kept within each message group; deduplicated' }
         : { class: 'badge', text: 'standard' }));
-      fill(cells.origin, q.origin === 'api'
-        ? el('span', { class: 'badge alt', text: 'api', title: 'created at run time; can be deleted' })
-        : el('span', { class: 'badge', text: q.origin, title: 'defined in the config file; change it there' }));
+      fill(cells.origin, originBadge(q.origin, 'can be deleted'));
       cells.from.textContent = (q.definition.from || []).join(', ');
       cells.visible.textContent = formatNumber(depth.visible);
       cells.inFlight.textContent = formatNumber(depth.in_flight);
@@ -1442,7 +1417,7 @@ views.queues = (() => {
       const { messages } = await api(`/api/v1/queues/${encodeURIComponent(name)}/peek?max=${PEEK_MAX}`);
       if (name !== peeked) return;
       showError($('#peek-error'), '');
-      $('#peek-status').textContent = `${messages.length ? `${messages.length} message${messages.length === 1 ? '' : 's'}` : 'no messages'} at ${formatTime(Date.now(), false)}`;
+      $('#peek-status').textContent = `${messages.length ? plural(messages.length, 'message') : 'no messages'} at ${formatTime(Date.now(), false)}`;
       fill($('#peek-messages'), messages.map(peekMessage));
     } catch (e) {
       if (name !== peeked) return;
@@ -1586,35 +1561,32 @@ views.queues = (() => {
 
   // Purge and delete.
 
-  async function purge(name) {
+  /** What purging or deleting `name` throws away, in words. */
+  function messagesIn(name) {
     const queue = byName(name);
-    const count = queue ? total(queue.depth) : 0;
-    const messages = count === 1 ? '1 message' : `${formatNumber(count)} messages`;
-    if (!confirm(`Purge queue "${name}"? Its ${messages} (visible, in flight and delayed) will be deleted. This cannot be undone.`)) return;
-    try {
-      await api(`/api/v1/queues/${encodeURIComponent(name)}/purge`, { method: 'POST' });
-      queuesError('', 'action');
-      notify(`Queue ${name} purged.`);
-    } catch (e) {
-      queuesError(`Could not purge queue ${name}: ${e.message}`, 'action');
-    }
-    await loadList();
-    if (peeked === name) await loadPeek();
+    return plural(queue ? total(queue.depth) : 0, 'message');
   }
 
-  async function remove(name) {
-    const queue = byName(name);
-    const count = queue ? total(queue.depth) : 0;
-    const messages = count === 1 ? '1 message' : `${formatNumber(count)} messages`;
-    if (!confirm(`Delete queue "${name}" and its ${messages}? This cannot be undone.`)) return;
-    try {
-      await api(`/api/v1/queues/${encodeURIComponent(name)}`, { method: 'DELETE' });
-      queuesError('', 'action');
-      notify(`Queue ${name} deleted.`);
-    } catch (e) {
-      queuesError(`Could not delete queue ${name}: ${e.message}`, 'action');
-    }
-    await loadList();
+  async function purge(name) {
+    const purged = await confirmed(`Purge queue "${name}"? Its ${messagesIn(name)} (visible, in flight and delayed) will be deleted. This cannot be undone.`, {
+      method: 'POST',
+      path: `/api/v1/queues/${encodeURIComponent(name)}/purge`,
+      done: `Queue ${name} purged.`,
+      failed: `Could not purge queue ${name}`,
+      error: (text) => queuesError(text, 'action'),
+      reload: loadList,
+    });
+    if (purged && peeked === name) await loadPeek();
+  }
+
+  function remove(name) {
+    confirmed(`Delete queue "${name}" and its ${messagesIn(name)}? This cannot be undone.`, {
+      path: `/api/v1/queues/${encodeURIComponent(name)}`,
+      done: `Queue ${name} deleted.`,
+      failed: `Could not delete queue ${name}`,
+      error: (text) => queuesError(text, 'action'),
+      reload: loadList,
+    });
   }
 
   // New queue.
@@ -1640,28 +1612,18 @@ views.queues = (() => {
     dlq.required = max.value !== '';
   }
 
-  async function create(event) {
-    event.preventDefault();
-    const button = $('#queue-create');
-    if (button.disabled) return;
-    button.disabled = true;
-    try {
-      const body = definition();
-      await sendJson('POST', '/api/v1/queues', body);
-      showError($('#queue-form-error'), '');
+  sendsForm($('#queue-form'), {
+    error: $('#queue-form-error'),
+    failed: 'Could not create the queue',
+    send: () => postBody('/api/v1/queues', definition()),
+    async done(body) {
       $('#queue-form').reset();
       pairDeadLetterFields();
       notify(`Queue ${body.name} created.`);
       await loadList();
-    } catch (e) {
-      showError($('#queue-form-error'), `Could not create the queue: ${e.message}`);
-    } finally {
-      button.disabled = false;
-    }
-  }
-
-  $('#queue-form').addEventListener('submit', create);
-  $('#queue-form').addEventListener('input', () => { showError($('#queue-form-error'), ''); pairDeadLetterFields(); });
+    },
+  });
+  $('#queue-form').addEventListener('input', pairDeadLetterFields);
   $('#peek-refresh').addEventListener('click', loadPeek);
   $('#peek-close').addEventListener('click', closePeek);
   $('#redrive-form').addEventListener('submit', startRedrive);
@@ -1670,11 +1632,7 @@ views.queues = (() => {
   $('#peek').addEventListener('keydown', (e) => { if (e.key === 'Escape') closePeek(); });
   $('#redrive').addEventListener('keydown', (e) => { if (e.key === 'Escape') closeRedrive(); });
 
-  const listPoller = poller(loadList, REFRESH_MS);
-  return {
-    enter() { listPoller.start(); },
-    leave() { listPoller.stop(); },
-  };
+  return polledView(loadList);
 })();
 
 // ---------------------------------------------------------------------------

@@ -8,27 +8,16 @@
 // config file's are changed there). Cards are updated in place, so an
 // open column list keeps open and a button its focus across refreshes.
 //
-// Loaded after app.js, whose helpers it uses ($, el, fill, showError,
-// notify, api, sendJson, poller, views and the formatters). Server text
-// only ever goes in through textContent; the markup below is static.
+// Loaded after app.js and cards.js, whose helpers it uses ($, el, fill,
+// showError, notify, api, views and the formatters; the list, card,
+// rate and form helpers). Server text only ever goes in through
+// textContent; the markup below is static.
 'use strict';
 
 views.exports = (() => {
-  const REFRESH_MS = 2000;
-  const MIN_RATE_SECONDS = 1; // a refresh sooner than this (right after an action) keeps the last rate
-  const ERROR_CHARS = 60;     // a last error is cut after this many characters (whole on hover)
-  const NOTHING = '—';        // a figure with nothing to show
-  const cards = new Map();    // export name -> card (see makeCard)
-  let listRequest = 0;        // only the latest list request is shown
-  let streamNames = null;     // the stream picker's names, as last drawn
-
-  /** Static markup as a <template>; its content is cloned, never filled
-   *  with server text. */
-  function template(html) {
-    const node = document.createElement('template');
-    node.innerHTML = html.trim();
-    return node;
-  }
+  const NOTHING = '—';     // a figure with nothing to show
+  const cards = keyedViews((x) => makeCard(x.name)); // one per export (see makeCard)
+  let streamNames = null;  // the stream picker's names, as last drawn
 
   const PAGE = template(`
     <div class="box">
@@ -50,12 +39,7 @@ views.exports = (() => {
     </div>
     <div id="exports-list" class="export-cards"><p class="muted">loading…</p></div>`);
 
-  const CARD = template(`
-    <article class="box export-card">
-      <div class="box-head">
-        <h2><span class="mono export-name"></span> <span class="export-origin"></span></h2>
-        <div class="toolbar"><button type="button" class="small danger export-delete">Delete</button></div>
-      </div>
+  const CARD = cardTemplate('export', `
       <div class="statusline export-facts">
         <span><span class="mono export-stream"></span> → <span class="mono export-url"></span></span>
         <span>partition <span class="export-partition"></span></span>
@@ -82,38 +66,14 @@ views.exports = (() => {
         <div class="table-wrap">
           <table class="grid"><thead><tr><th>Column</th><th>Type</th></tr></thead><tbody></tbody></table>
         </div>
-      </details>
-    </article>`);
+      </details>`);
 
-  const section = $('#view-exports');
-  section.append(PAGE.content.cloneNode(true));
+  $('#view-exports').append(PAGE.content.cloneNode(true));
 
-  async function loadList() {
-    const request = ++listRequest;
-    let list;
-    try {
-      ({ exports: list } = await api('/api/v1/exports'));
-    } catch (e) {
-      if (request === listRequest) showError($('#exports-error'), `Could not list exports: ${e.message}`);
-      return;
-    }
-    if (request !== listRequest) return; // a later request (after a change) answered first
-    showError($('#exports-error'), '');
-    showList(list, Date.now());
-  }
-
-  function showList(list, now) {
-    const names = new Set(list.map((x) => x.name));
-    for (const name of cards.keys()) if (!names.has(name)) cards.delete(name);
-    const nodes = list.map((x) => {
-      if (!cards.has(x.name)) cards.set(x.name, makeCard(x.name));
-      const card = cards.get(x.name);
-      card.update(x, now);
-      return card.node;
-    });
-    if (!nodes.length) nodes.push(el('p', { class: 'muted box', text: 'no exports: New export above adds one' }));
-    place($('#exports-list'), nodes);
-  }
+  const loadList = listLoader('exports', {
+    error: $('#exports-error'),
+    shown: (list) => cards.show($('#exports-list'), list, () => el('p', { class: 'muted box', text: 'no exports: New export above adds one' }), Date.now()),
+  });
 
   /** The stream picker's options from `GET /api/v1/streams`, redrawn only
    *  when the names change (an open picker is left alone otherwise); the
@@ -139,27 +99,6 @@ views.exports = (() => {
     if (names.includes(chosen)) picker.value = chosen;
   }
 
-  /** Puts `nodes` in `parent` in order, moving only those whose place
-   *  changed: moving one would take the keyboard focus off it. */
-  function place(parent, nodes) {
-    nodes.forEach((node, i) => {
-      if (parent.children[i] !== node) parent.insertBefore(node, parent.children[i] || null);
-    });
-    while (parent.children.length > nodes.length) parent.lastElementChild.remove();
-  }
-
-  /** Sets a node's text and title, only when they change (a title
-   *  re-set while hovered would flicker). */
-  function setText(node, text, title) {
-    if (node.textContent !== text) node.textContent = text;
-    const tip = title || '';
-    if (node.title !== tip) node.title = tip;
-  }
-
-  /** `text`, cut to `max` characters with an ellipsis. */
-  const cut = (text, max) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
-  const plural = (n, word) => `${formatNumber(n)} ${word}${n === 1 ? '' : 's'}`;
-
   /** When the next flush is due, relative to `now` (ms since the epoch). */
   function nextFlushText(ts, now) {
     if (ts === null || ts === undefined) return NOTHING;
@@ -169,43 +108,25 @@ views.exports = (() => {
 
   /** A card that keeps its elements; update() sets them. */
   function makeCard(name) {
-    const node = CARD.content.firstElementChild.cloneNode(true);
-    node.dataset.export = name;
-    const part = (selector) => node.querySelector(selector);
+    let exp = null;
+    const { node, part, showOrigin } = newCard(CARD, 'export', name, {
+      deleteTitle: `stop export ${name} and forget its cursor; its files stay`,
+      onDelete: () => remove(exp, error),
+      deletable: 'can be deleted (its files stay)',
+    });
     const figure = (cls) => part(`.figure.${cls} .figure-value`);
     const error = part('.export-error');
-    let exp = null;
-    let shown = null; // the definition, origin and columns last drawn
-    let last = null;  // {t, records} the rate is counted from
-    let rate = null;
-
-    part('.export-name').textContent = name;
-    const deleteButton = part('.export-delete');
-    deleteButton.title = `stop export ${name} and forget its cursor; its files stay`;
-    deleteButton.setAttribute('aria-label', `Delete export ${name}`);
-    deleteButton.addEventListener('click', () => remove(exp, error));
+    const drawDefinition = drawWhenChanged(definitionParts);
+    const meter = rateMeter();
 
     function update(x, now) {
       exp = x;
-      const key = JSON.stringify([x.definition, x.origin, x.columns]);
-      if (key !== shown) {
-        drawDefinition(x);
-        shown = key;
-      }
+      drawDefinition(x, [x.definition, x.origin, x.columns]);
       const { stats } = x;
 
-      if (!last || stats.records < last.records) {
-        // The first look, or a counter that started again (an export
-        // made again under this name).
-        last = { t: now, records: stats.records };
-        rate = null;
-      } else if ((now - last.t) / 1000 >= MIN_RATE_SECONDS) {
-        rate = (stats.records - last.records) / ((now - last.t) / 1000);
-        last = { t: now, records: stats.records };
-      }
+      const { records: rate } = meter.update(now / 1000, { records: stats.records });
       setText(figure('records'), formatNumber(stats.records), 'records written to completed files (again after a crash included)');
-      setText(part('.figure.records .rate'), rate === null ? '–/s' : `${formatNumber(rate, rate < 10 ? 1 : 0)}/s`,
-        'records written per second between the last two refreshes');
+      setText(part('.figure.records .rate'), rateText(rate), 'records written per second between the last two refreshes');
       setText(figure('files'), formatNumber(stats.files), 'files completed');
       setText(figure('bytes'), formatBytes(stats.bytes), `${formatNumber(stats.bytes)} bytes in completed files`);
       setText(figure('lag'), plural(stats.lag_records, 'record'), `records not yet in a completed file; the next to export is offset ${stats.cursor}`);
@@ -220,20 +141,13 @@ views.exports = (() => {
       const lastFile = part('.last-file');
       setText(lastFile, stats.last_file || NOTHING, stats.last_file ? `${x.definition.url.replace(/\/+$/, '')}/${stats.last_file}` : 'no file written yet');
       lastFile.classList.toggle('muted', !stats.last_file);
-      const lastError = part('.last-error');
-      if (stats.last_error) setText(lastError, cut(stats.last_error, ERROR_CHARS), stats.last_error);
-      else setText(lastError, NOTHING);
-      lastError.classList.toggle('muted', !stats.last_error);
+      showLastError(part('.last-error'), stats.last_error, NOTHING);
     }
 
     /** What follows from the definition, origin and columns. */
-    function drawDefinition(x) {
+    function definitionParts(x) {
       const def = x.definition;
-      node.dataset.origin = x.origin;
-      fill(part('.export-origin'), x.origin === 'api'
-        ? el('span', { class: 'badge alt', text: 'api', title: 'created at run time; can be deleted (its files stay)' })
-        : el('span', { class: 'badge', text: x.origin, title: 'defined in the config file; change it there' }));
-      deleteButton.hidden = x.origin !== 'api';
+      showOrigin(x.origin);
       setText(part('.export-stream'), def.stream, 'the stream exported');
       setText(part('.export-url'), def.url, 'where the files go');
       const partition = part('.export-partition');
@@ -274,49 +188,32 @@ views.exports = (() => {
     return body;
   }
 
-  async function create(event) {
-    event.preventDefault();
-    const button = $('#export-create');
-    if (button.disabled) return;
-    button.disabled = true;
-    try {
-      const body = definition();
-      await sendJson('POST', '/api/v1/exports', body);
-      showError($('#export-form-error'), '');
+  sendsForm($('#export-form'), {
+    error: $('#export-form-error'),
+    failed: 'Could not create the export',
+    send: () => postBody('/api/v1/exports', definition()),
+    async done(body) {
       const stream = $('#export-stream').value;
       $('#export-form').reset();
       $('#export-stream').value = stream;
       notify(`Export ${body.name} created: ${body.stream} → ${body.url}.`);
       await loadList();
-    } catch (e) {
-      showError($('#export-form-error'), `Could not create the export: ${e.message}`);
-    } finally {
-      button.disabled = false;
-    }
-  }
+    },
+  });
 
-  async function remove(exp, error) {
+  function remove(exp, error) {
     if (!exp) return;
     const { stats } = exp;
     const files = stats.files ? ` What it wrote stays in ${exp.definition.url} (${plural(stats.files, 'file')}).` : '';
     const pending = stats.lag_records ? ` Its ${plural(stats.lag_records, 'record')} not yet in a file will not be exported.` : '';
-    if (!confirm(`Delete export "${exp.name}"? It stops and forgets its cursor.${files}${pending} This cannot be undone.`)) return;
-    try {
-      await api(`/api/v1/exports/${encodeURIComponent(exp.name)}`, { method: 'DELETE' });
-      showError(error, '');
-      notify(`Export ${exp.name} deleted.`);
-    } catch (e) {
-      showError(error, `Could not delete export ${exp.name}: ${e.message}`);
-    }
-    await loadList();
+    confirmed(`Delete export "${exp.name}"? It stops and forgets its cursor.${files}${pending} This cannot be undone.`, {
+      path: `/api/v1/exports/${encodeURIComponent(exp.name)}`,
+      done: `Export ${exp.name} deleted.`,
+      failed: `Could not delete export ${exp.name}`,
+      error,
+      reload: loadList,
+    });
   }
 
-  $('#export-form').addEventListener('submit', create);
-  $('#export-form').addEventListener('input', () => showError($('#export-form-error'), ''));
-
-  const listPoller = poller(() => Promise.all([loadList(), loadStreams()]), REFRESH_MS);
-  return {
-    enter() { listPoller.start(); },
-    leave() { listPoller.stop(); },
-  };
+  return polledView(() => Promise.all([loadList(), loadStreams()]));
 })();

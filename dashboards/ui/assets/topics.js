@@ -7,27 +7,15 @@
 // rows are updated in place, so a form keeps what is typed in it and a
 // button its focus across refreshes.
 //
-// Loaded after app.js, whose helpers it uses ($, el, fill, showError,
-// notify, api, sendJson, poller, views and the formatters). Server text
-// only ever goes in through textContent; the markup below is static.
+// Loaded after app.js and cards.js, whose helpers it uses ($, el, fill,
+// showError, notify, api, views and the formatters; the list, card,
+// rate and form helpers). Server text only ever goes in through
+// textContent; the markup below is static.
 'use strict';
 
 views.topics = (() => {
-  const REFRESH_MS = 2000;
-  const MIN_RATE_SECONDS = 1; // a refresh sooner than this (right after an action) keeps the last rates
-  const FILTER_CHARS = 40;    // a filter's JSON is cut after this many characters
-  const ERROR_CHARS = 60;     // and a last error after this many
-  const cards = new Map();    // topic name -> card (see makeCard)
-  let topics = [];            // the last list, in its order
-  let listRequest = 0;        // only the latest list request is shown
-
-  /** Static markup as a <template>; its content is cloned, never filled
-   *  with server text. */
-  function template(html) {
-    const node = document.createElement('template');
-    node.innerHTML = html.trim();
-    return node;
-  }
+  const FILTER_CHARS = 40; // a filter's JSON is cut after this many characters
+  const cards = keyedViews((topic) => makeCard(topic.name)); // one per topic (see makeCard)
 
   const PAGE = template(`
     <div class="box">
@@ -43,12 +31,7 @@ views.topics = (() => {
     </div>
     <div id="topics-list" class="topic-cards"><p class="muted">loading…</p></div>`);
 
-  const CARD = template(`
-    <article class="box topic-card">
-      <div class="box-head">
-        <h2><span class="mono topic-name"></span> <span class="topic-origin"></span></h2>
-        <div class="toolbar"><button type="button" class="small danger topic-delete">Delete</button></div>
-      </div>
+  const CARD = cardTemplate('topic', `
       <div class="statusline topic-facts">
         <span>from <span class="mono topic-from"></span></span>
         <span class="topic-messages"></span>
@@ -101,95 +84,33 @@ views.topics = (() => {
           <button type="submit" class="primary">Subscribe</button>
         </form>
         <p class="error subscribe-error" hidden></p>
-      </details>
-    </article>`);
+      </details>`);
 
-  const section = $('#view-topics');
-  section.append(PAGE.content.cloneNode(true));
+  $('#view-topics').append(PAGE.content.cloneNode(true));
 
-  async function loadList() {
-    const request = ++listRequest;
-    let list;
-    try {
-      ({ topics: list } = await api('/api/v1/topics'));
-    } catch (e) {
-      if (request === listRequest) showError($('#topics-error'), `Could not list topics: ${e.message}`);
-      return;
-    }
-    if (request !== listRequest) return; // a later request (after a change) answered first
-    showError($('#topics-error'), '');
-    topics = list;
-    showList(Date.now() / 1000);
-  }
-
-  function showList(now) {
-    const names = new Set(topics.map((t) => t.name));
-    for (const name of cards.keys()) if (!names.has(name)) cards.delete(name);
-    const nodes = topics.map((topic) => {
-      if (!cards.has(topic.name)) cards.set(topic.name, makeCard(topic.name));
-      const card = cards.get(topic.name);
-      card.update(topic, now);
-      return card.node;
-    });
-    if (!nodes.length) nodes.push(el('p', { class: 'muted', text: 'no topics' }));
-    place($('#topics-list'), nodes);
-  }
-
-  /** Puts `nodes` in `parent` in order, moving only those whose place
-   *  changed: moving one would take the keyboard focus off it. */
-  function place(parent, nodes) {
-    nodes.forEach((node, i) => {
-      if (parent.children[i] !== node) parent.insertBefore(node, parent.children[i] || null);
-    });
-    while (parent.children.length > nodes.length) parent.lastElementChild.remove();
-  }
-
-  /** Sets a node's text and title, only when they change (a title
-   *  re-set while hovered would flicker). */
-  function setText(node, text, title) {
-    if (node.textContent !== text) node.textContent = text;
-    const tip = title || '';
-    if (node.title !== tip) node.title = tip;
-  }
-
-  /** `text`, cut to `max` characters with an ellipsis. */
-  const cut = (text, max) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
-  const plural = (n, word) => `${formatNumber(n)} ${word}${n === 1 ? '' : 's'}`;
-  const originBadge = (origin, what) => (origin === 'api'
-    ? el('span', { class: 'badge alt', text: 'api', title: `created at run time; ${what}` })
-    : el('span', { class: 'badge', text: origin, title: 'defined in the config file; change it there' }));
+  const loadList = listLoader('topics', {
+    error: $('#topics-error'),
+    shown: (topics) => cards.show($('#topics-list'), topics, () => el('p', { class: 'muted', text: 'no topics' }), Date.now() / 1000),
+  });
 
   /** A card that keeps its elements; update() sets them. */
   function makeCard(name) {
-    const node = CARD.content.firstElementChild.cloneNode(true);
-    node.dataset.topic = name;
-    const part = (selector) => node.querySelector(selector);
-    const rows = new Map(); // subscription name -> row (see makeRow)
-    const error = part('.topic-error');
     let topic = null;
-    let originShown = null;
-
-    part('.topic-name').textContent = name;
-    const deleteButton = part('.topic-delete');
-    deleteButton.title = `delete topic ${name}, its messages and its subscriptions`;
-    deleteButton.setAttribute('aria-label', `Delete topic ${name}`);
-    deleteButton.addEventListener('click', () => remove(topic, error));
-    const publishForm = part('.topic-publish');
-    publishForm.addEventListener('submit', (e) => publish(e, name, part('.publish-error'), part('.publish-status')));
-    publishForm.addEventListener('input', () => showError(part('.publish-error'), ''));
-    const subscribeForm = part('.topic-subscribe form');
-    subscribeForm.addEventListener('submit', (e) => subscribe(e, name, part('.subscribe-error')));
-    subscribeForm.addEventListener('input', () => showError(part('.subscribe-error'), ''));
+    const { node, part, showOrigin } = newCard(CARD, 'topic', name, {
+      deleteTitle: `delete topic ${name}, its messages and its subscriptions`,
+      onDelete: () => remove(topic, error),
+      deletable: 'can be deleted',
+    });
+    const error = part('.topic-error');
+    // One row per subscription (see makeRow).
+    const rows = keyedViews((s) => makeRow(name, s.name, error));
+    publishForm(part('.topic-publish'), name, part('.publish-error'), part('.publish-status'));
+    subscribeForm(part('.topic-subscribe form'), name, part('.subscribe-error'));
     part('.topic-subscribe summary').setAttribute('aria-label', `Subscribe to ${name}…`);
 
     function update(t, now) {
       topic = t;
-      if (originShown !== t.origin) {
-        fill(part('.topic-origin'), originBadge(t.origin, 'can be deleted'));
-        originShown = t.origin;
-        node.dataset.origin = t.origin;
-      }
-      deleteButton.hidden = t.origin !== 'api';
+      showOrigin(t.origin);
       const from = t.definition.from || [];
       setText(part('.topic-from'), from.length ? from.join(', ') : 'direct publishes only',
         from.length ? 'MQTT topic filters whose messages the topic takes' : 'no topic filters: it takes only what is published to it');
@@ -198,16 +119,8 @@ views.topics = (() => {
       setText(part('.topic-messages'), plural(t.messages, 'message'), 'messages the topic took');
       setText(part('.topic-limits'), `kept ${t.definition.retention}, up to ${t.definition.max_message_bytes} each, fsync ${t.definition.fsync}`);
 
-      const subs = new Set(t.subscriptions.map((s) => s.name));
-      for (const sub of rows.keys()) if (!subs.has(sub)) rows.delete(sub);
-      const nodes = t.subscriptions.map((s) => {
-        if (!rows.has(s.name)) rows.set(s.name, makeRow(name, s.name, error));
-        const row = rows.get(s.name);
-        row.update(s, now);
-        return row.node;
-      });
-      if (!nodes.length) nodes.push(el('tr', {}, el('td', { colSpan: 13, class: 'muted', text: 'no subscriptions: Subscribe… below adds one' })));
-      place(part('.topic-subscriptions tbody'), nodes);
+      rows.show(part('.topic-subscriptions tbody'), t.subscriptions,
+        () => el('tr', {}, el('td', { colSpan: 13, class: 'muted', text: 'no subscriptions: Subscribe… below adds one' })), now);
     }
 
     return { node, update };
@@ -236,43 +149,27 @@ views.topics = (() => {
       lag: td('num lag'),
       lastError: td('last-error'),
     };
-    const unsubscribeButton = el('button', {
-      type: 'button', class: 'small danger', text: 'Unsubscribe', title: `stop delivering ${topicName} to ${name}`,
-    });
-    unsubscribeButton.setAttribute('aria-label', `Unsubscribe ${name} from ${topicName}`);
-    const node = el('tr', { dataset: { subscription: name } }, Object.values(cells), el('td', { class: 'actions' }, unsubscribeButton));
     let sub = null;
-    unsubscribeButton.addEventListener('click', () => unsubscribe(sub, error));
-
-    let shown = null;  // the definition, origin and status last drawn
-    let last = null;   // {t, delivered, failed} the rates are counted from
-    let rates = { delivered: null, failed: null };
+    const unsubscribeButton = actionButton(el('button', { type: 'button', class: 'small danger', text: 'Unsubscribe' }), {
+      title: `stop delivering ${topicName} to ${name}`,
+      label: `Unsubscribe ${name} from ${topicName}`,
+      onclick: () => unsubscribe(sub, error),
+    });
+    const node = el('tr', { dataset: { subscription: name } }, Object.values(cells), el('td', { class: 'actions' }, unsubscribeButton));
+    const drawDefinition = drawWhenChanged(definitionCells);
+    const meter = rateMeter();
 
     function update(s, now) {
       sub = s;
       const { stats } = s;
-      const key = JSON.stringify([s.definition, s.origin, s.status]);
-      if (key !== shown) {
-        drawDefinition(s);
-        shown = key;
-      }
+      drawDefinition(s, [s.definition, s.origin, s.status]);
       unsubscribeButton.hidden = s.origin !== 'api';
 
-      if (!last || stats.delivered < last.delivered || stats.failed < last.failed) {
-        // The first look, or counters that started again (a subscription
-        // made again under this name).
-        last = { t: now, delivered: stats.delivered, failed: stats.failed };
-        rates = { delivered: null, failed: null };
-      } else if (now - last.t >= MIN_RATE_SECONDS) {
-        const seconds = now - last.t;
-        rates = { delivered: (stats.delivered - last.delivered) / seconds, failed: (stats.failed - last.failed) / seconds };
-        last = { t: now, delivered: stats.delivered, failed: stats.failed };
-      }
-      const rate = (value) => (value === null ? '–/s' : `${formatNumber(value, value < 10 ? 1 : 0)}/s`);
+      const rates = meter.update(now, { delivered: stats.delivered, failed: stats.failed });
       setText(cells.delivered.firstChild, formatNumber(stats.delivered));
-      setText(cells.delivered.lastChild, rate(rates.delivered), 'per second between the last two refreshes');
+      setText(cells.delivered.lastChild, rateText(rates.delivered), 'per second between the last two refreshes');
       setText(cells.failed.firstChild, formatNumber(stats.failed));
-      setText(cells.failed.lastChild, rate(rates.failed), 'per second between the last two refreshes');
+      setText(cells.failed.lastChild, rateText(rates.failed), 'per second between the last two refreshes');
       cells.failed.classList.toggle('bad', stats.failed > 0);
       setText(cells.retries, formatNumber(stats.retries), policyText(s.definition.delivery));
       setText(cells.deadLettered.firstChild, formatNumber(stats.dead_lettered));
@@ -280,15 +177,13 @@ views.topics = (() => {
       cells.lost.classList.toggle('bad', stats.lost > 0);
       setText(cells.pending, formatNumber(stats.pending), `cursor at offset ${stats.cursor}`);
       setText(cells.lag, stats.lag_seconds > 0 ? formatAge(stats.lag_seconds * 1000) : '0 s');
-      if (stats.last_error) setText(cells.lastError, cut(stats.last_error, ERROR_CHARS), stats.last_error);
-      else setText(cells.lastError, '–');
-      cells.lastError.classList.toggle('muted', !stats.last_error);
+      showLastError(cells.lastError, stats.last_error, '–');
     }
 
     /** The cells that follow from the definition, origin and status. */
-    function drawDefinition(s) {
+    function definitionCells(s) {
       const def = s.definition;
-      fill(cells.name, name, s.origin === 'api' ? null : el('span', { class: 'badge', text: s.origin, title: 'defined in the config file; change it there' }));
+      fill(cells.name, name, s.origin === 'api' ? null : originBadge(s.origin));
       fill(cells.target,
         el('span', { class: 'mono', text: def.target }),
         def.raw === false ? el('span', { class: 'badge alt', text: 'envelope', title: "delivered in SNS's JSON envelope (raw = false)" }) : null);
@@ -331,39 +226,34 @@ views.topics = (() => {
 
   const isJson = (text) => { try { JSON.parse(text); return true; } catch { return false; } };
 
-  async function publish(event, name, error, status) {
-    event.preventDefault();
-    const form = event.currentTarget;
-    const button = form.querySelector('button[type="submit"]');
-    if (button.disabled) return;
+  /** A card's publish form: the body as it is typed, its subject and one
+   *  String attribute in the query. */
+  function publishForm(form, name, error, status) {
     const value = (field) => form.querySelector(`[name="${field}"]`).value;
-    const query = new URLSearchParams();
-    if (value('subject').trim()) query.set('subject', value('subject').trim());
-    const attribute = value('attr-name').trim();
-    if (attribute) query.set(`attr.${attribute}`, value('attr-value'));
-    else if (value('attr-value')) {
-      showError(error, 'Could not publish: the attribute value needs a name');
-      return;
-    }
-    const body = value('body');
-    const qs = query.toString();
-    button.disabled = true;
-    try {
-      const { message_id: id } = await api(`/api/v1/topics/${encodeURIComponent(name)}/publish${qs ? `?${qs}` : ''}`, {
-        method: 'POST',
-        // A JSON body says so; other text goes as the browser's text/plain.
-        headers: isJson(body) ? { 'content-type': 'application/json' } : {},
-        body,
-      });
-      showError(error, '');
-      status.textContent = `published ${id} at ${formatTime(Date.now(), false)}`;
-      await loadList();
-    } catch (e) {
-      status.textContent = '';
-      showError(error, `Could not publish to ${name}: ${e.message}`);
-    } finally {
-      button.disabled = false;
-    }
+    sendsForm(form, {
+      error,
+      status,
+      failed: `Could not publish to ${name}`,
+      check: () => (!value('attr-name').trim() && value('attr-value') ? 'Could not publish: the attribute value needs a name' : ''),
+      send() {
+        const query = new URLSearchParams();
+        if (value('subject').trim()) query.set('subject', value('subject').trim());
+        const attribute = value('attr-name').trim();
+        if (attribute) query.set(`attr.${attribute}`, value('attr-value'));
+        const body = value('body');
+        const qs = query.toString();
+        return api(`/api/v1/topics/${encodeURIComponent(name)}/publish${qs ? `?${qs}` : ''}`, {
+          method: 'POST',
+          // A JSON body says so; other text goes as the browser's text/plain.
+          headers: isJson(body) ? { 'content-type': 'application/json' } : {},
+          body,
+        });
+      },
+      async done({ message_id: id }) {
+        status.textContent = `published ${id} at ${formatTime(Date.now(), false)}`;
+        await loadList();
+      },
+    });
   }
 
   // Subscribe and unsubscribe.
@@ -389,86 +279,68 @@ views.topics = (() => {
     return body;
   }
 
-  async function subscribe(event, name, error) {
-    event.preventDefault();
-    const form = event.currentTarget;
-    const button = form.querySelector('button[type="submit"]');
-    if (button.disabled) return;
-    button.disabled = true;
-    try {
-      const body = subscription(form);
-      await sendJson('POST', `/api/v1/topics/${encodeURIComponent(name)}/subscriptions`, body);
-      showError(error, '');
-      form.reset();
-      notify(`Subscribed ${body.name} to topic ${name}.`);
-      await loadList();
-    } catch (e) {
-      showError(error, `Could not subscribe: ${e.message}`);
-    } finally {
-      button.disabled = false;
-    }
+  /** A card's Subscribe form. */
+  function subscribeForm(form, name, error) {
+    sendsForm(form, {
+      error,
+      failed: 'Could not subscribe',
+      send: () => postBody(`/api/v1/topics/${encodeURIComponent(name)}/subscriptions`, subscription(form)),
+      async done(body) {
+        form.reset();
+        notify(`Subscribed ${body.name} to topic ${name}.`);
+        await loadList();
+      },
+    });
   }
 
-  async function unsubscribe(sub, error) {
+  function unsubscribe(sub, error) {
     if (!sub) return;
     const pending = sub.stats.pending;
     const dropped = pending ? ` Its ${plural(pending, 'message')} not yet delivered will not be.` : '';
-    if (!confirm(`Unsubscribe "${sub.name}" from topic "${sub.topic}"? Nothing more goes to ${sub.definition.target}.${dropped} This cannot be undone.`)) return;
-    try {
-      await api(`/api/v1/topics/${encodeURIComponent(sub.topic)}/subscriptions/${encodeURIComponent(sub.name)}`, { method: 'DELETE' });
-      showError(error, '');
-      notify(`${sub.name} unsubscribed from topic ${sub.topic}.`);
-    } catch (e) {
-      showError(error, `Could not unsubscribe ${sub.name}: ${e.message}`);
-    }
-    await loadList();
+    confirmed(`Unsubscribe "${sub.name}" from topic "${sub.topic}"? Nothing more goes to ${sub.definition.target}.${dropped} This cannot be undone.`, {
+      path: `/api/v1/topics/${encodeURIComponent(sub.topic)}/subscriptions/${encodeURIComponent(sub.name)}`,
+      done: `${sub.name} unsubscribed from topic ${sub.topic}.`,
+      failed: `Could not unsubscribe ${sub.name}`,
+      error,
+      reload: loadList,
+    });
   }
 
   // New topic and delete.
 
-  async function create(event) {
-    event.preventDefault();
-    const button = $('#topic-create');
-    if (button.disabled) return;
-    button.disabled = true;
-    try {
-      const body = { name: $('#topic-name').value.trim() };
-      const from = $('#topic-from').value.split(/[\s,]+/).filter(Boolean);
-      if (from.length) body.from = from;
-      await sendJson('POST', '/api/v1/topics', body);
-      showError($('#topic-form-error'), '');
+  /** The New topic form as a `[[topics]]` definition. */
+  function definition() {
+    const body = { name: $('#topic-name').value.trim() };
+    const from = $('#topic-from').value.split(/[\s,]+/).filter(Boolean);
+    if (from.length) body.from = from;
+    return body;
+  }
+
+  sendsForm($('#topic-form'), {
+    error: $('#topic-form-error'),
+    failed: 'Could not create the topic',
+    send: () => postBody('/api/v1/topics', definition()),
+    async done(body) {
       $('#topic-form').reset();
       notify(`Topic ${body.name} created.`);
       await loadList();
-    } catch (e) {
-      showError($('#topic-form-error'), `Could not create the topic: ${e.message}`);
-    } finally {
-      button.disabled = false;
-    }
-  }
+    },
+  });
 
-  async function remove(topic, error) {
+  function remove(topic, error) {
     if (!topic) return;
     const messages = `its ${plural(topic.messages, 'message')}`;
     const what = topic.subscriptions.length
       ? `, ${messages} and its ${plural(topic.subscriptions.length, 'subscription')}`
       : ` and ${messages}`;
-    if (!confirm(`Delete topic "${topic.name}"${what}? This cannot be undone.`)) return;
-    try {
-      await api(`/api/v1/topics/${encodeURIComponent(topic.name)}`, { method: 'DELETE' });
-      notify(`Topic ${topic.name} deleted.`);
-    } catch (e) {
-      showError(error, `Could not delete topic ${topic.name}: ${e.message}`);
-    }
-    await loadList();
+    confirmed(`Delete topic "${topic.name}"${what}? This cannot be undone.`, {
+      path: `/api/v1/topics/${encodeURIComponent(topic.name)}`,
+      done: `Topic ${topic.name} deleted.`,
+      failed: `Could not delete topic ${topic.name}`,
+      error,
+      reload: loadList,
+    });
   }
 
-  $('#topic-form').addEventListener('submit', create);
-  $('#topic-form').addEventListener('input', () => showError($('#topic-form-error'), ''));
-
-  const listPoller = poller(loadList, REFRESH_MS);
-  return {
-    enter() { listPoller.start(); },
-    leave() { listPoller.stop(); },
-  };
+  return polledView(loadList);
 })();

@@ -24,6 +24,7 @@ macro_rules! asset {
 
 const ASSETS: &[Asset] = &[
     asset!("index.html", "text/html; charset=utf-8"),
+    asset!("cards.js", "text/javascript; charset=utf-8"),
     asset!("app.js", "text/javascript; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("topics.js", "text/javascript; charset=utf-8"),
