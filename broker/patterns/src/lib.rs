@@ -9,9 +9,10 @@
 //! - [`Pattern::matches`] is the reference interpreter, one pattern at a
 //!   time.
 //! - [`Matcher`] compiles many patterns, each under an id, into one state
-//!   machine whose matching cost depends on the event, not on the number
-//!   of patterns; it must agree with the interpreter, and the tests check
-//!   that it does on random patterns and events.
+//!   machine whose matching cost depends on the event (the states it
+//!   reaches and the lookups it makes there, [`MatchWork`]), not on the
+//!   number of patterns; it must agree with the interpreter, and the tests
+//!   check that it does on random patterns and events.
 //!
 //! The language, and where it differs from AWS's, is described below
 //! (this crate's `README.md`).
@@ -40,6 +41,6 @@ pub mod wildcard;
 pub use error::{EventError, PatternError};
 pub use event::{Event, EventBuilder, Leaf};
 pub use limits::Limits;
-pub use matcher::Matcher;
+pub use matcher::{MatchWork, Matcher};
 pub use pattern::Pattern;
 pub use sns::FilterPolicyScope;

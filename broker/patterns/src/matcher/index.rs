@@ -5,7 +5,6 @@
 //! per distinct prefix length; wildcards are filed under their literal
 //! prefix or suffix and checked in full only when that matches.
 
-use std::cell::OnceCell;
 use std::net::IpAddr;
 
 use super::Map;
@@ -68,46 +67,85 @@ impl<'a> Item<'a> {
     }
 }
 
-/// A value being looked up, with what some lookups derive from it
-/// computed at most once.
+/// A value being looked up, with what some lookups derive from it (its
+/// folded form, the address it spells) kept in `derived`, which matching
+/// keeps per event field, so that a field tested out of several states
+/// derives each at most once per event, and folding reuses one buffer.
 pub(crate) struct Probe<'a> {
     leaf: Leaf<'a>,
-    folded: OnceCell<String>,
-    ip: OnceCell<Option<IpAddr>>,
+    derived: &'a mut Derived,
+}
+
+/// What lookups derived from one event value.
+#[derive(Debug, Default)]
+pub(crate) struct Derived {
+    /// Whether the folded form is known.
+    folded_known: bool,
+    /// Whether folding changes the string (then the folded form is in
+    /// `folded`).
+    folded_differs: bool,
+    folded: String,
+    /// The address, once parsed (`Some(None)`: not one).
+    ip: Option<Option<IpAddr>>,
+}
+
+impl Derived {
+    /// Forgets what was derived from the value before (keeping the buffer).
+    pub(crate) fn reset(&mut self) {
+        self.folded_known = false;
+        self.ip = None;
+    }
 }
 
 impl<'a> Probe<'a> {
-    pub(crate) fn new(leaf: Leaf<'a>) -> Probe<'a> {
-        Probe {
-            leaf,
-            folded: OnceCell::new(),
-            ip: OnceCell::new(),
+    pub(crate) fn new(leaf: Leaf<'a>, derived: &'a mut Derived) -> Probe<'a> {
+        Probe { leaf, derived }
+    }
+
+    /// `s` folded: `s` itself when it is lowercase ASCII, as most values
+    /// are, so that folding allocates nothing.
+    fn folded<'s>(&'s mut self, s: &'s str) -> &'s str {
+        let d = &mut *self.derived;
+        if !d.folded_known {
+            d.folded_known = true;
+            d.folded_differs = !s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase());
+            if d.folded_differs {
+                d.folded.clear();
+                if s.is_ascii() {
+                    d.folded.push_str(s);
+                    d.folded.make_ascii_lowercase();
+                } else {
+                    d.folded.push_str(&fold(s));
+                }
+            }
         }
+        if d.folded_differs { &d.folded } else { s }
     }
 
-    fn folded(&self, s: &str) -> &str {
-        self.folded.get_or_init(|| fold(s))
-    }
-
-    fn ip(&self, s: &str) -> Option<IpAddr> {
-        *self.ip.get_or_init(|| s.parse().ok())
+    fn ip(&mut self, s: &str) -> Option<IpAddr> {
+        *self.derived.ip.get_or_insert_with(|| s.parse().ok())
     }
 }
 
 /// Targets (states, or negation ids) by the test that leads to them.
+///
+/// In this order (`repr(C)`), what a string lookup reads first, so that
+/// in a transition it shares a cache line with the transition's own
+/// fields.
 #[derive(Debug, Clone, Default)]
+#[repr(C)]
 pub(crate) struct ValueIndex {
     strings: Map<Key, Targets<u32>>,
-    numbers: Map<u64, Targets<u32>>,
-    ranges: RangeIndex,
     /// The rarer tests, allocated when the first one is added.
     more: Option<Box<More>>,
+    ranges: RangeIndex,
 }
 
 #[derive(Debug, Clone, Default)]
 struct More {
     /// How many entries are in here, to free it when none are.
     entries: usize,
+    numbers: Map<u64, Targets<u32>>,
     falses: Vec<u32>,
     trues: Vec<u32>,
     nulls: Vec<u32>,
@@ -127,21 +165,18 @@ struct More {
 
 impl ValueIndex {
     pub(crate) fn is_empty(&self) -> bool {
-        self.strings.is_empty()
-            && self.numbers.is_empty()
-            && self.ranges.is_empty()
-            && self.more.is_none()
+        self.strings.is_empty() && self.ranges.is_empty() && self.more.is_none()
     }
 
     pub(crate) fn insert(&mut self, item: Item<'_>, target: u32) {
         match item {
             Item::String(s) => file(&mut self.strings, Key::new(s), target),
-            Item::Number(n) => file(&mut self.numbers, n.key(), target),
             Item::Range(r) => self.ranges.insert(r, target),
             _ => {
                 let more = self.more.get_or_insert_with(Box::default);
                 more.entries += 1;
                 match item {
+                    Item::Number(n) => file(&mut more.numbers, n.key(), target),
                     Item::Bool(false) => more.falses.push(target),
                     Item::Bool(true) => more.trues.push(target),
                     Item::Null => more.nulls.push(target),
@@ -163,7 +198,7 @@ impl ValueIndex {
                     Item::Cidr(c) => {
                         file(more.cidrs.entry(c.family()).or_default(), c.bits(), target);
                     }
-                    Item::String(_) | Item::Number(_) | Item::Range(_) => {}
+                    Item::String(_) | Item::Range(_) => {}
                 }
             }
         }
@@ -174,15 +209,13 @@ impl ValueIndex {
             Item::String(s) => {
                 remove_keyed(&mut self.strings, s.as_bytes(), target);
             }
-            Item::Number(n) => {
-                remove_keyed(&mut self.numbers, &n.key(), target);
-            }
             Item::Range(r) => self.ranges.remove(r, target),
             _ => {
                 let Some(more) = self.more.as_mut() else {
                     return;
                 };
                 match item {
+                    Item::Number(n) => remove_keyed(&mut more.numbers, &n.key(), target),
                     Item::Bool(false) => remove_one(&mut more.falses, target),
                     Item::Bool(true) => remove_one(&mut more.trues, target),
                     Item::Null => remove_one(&mut more.nulls, target),
@@ -217,7 +250,7 @@ impl ValueIndex {
                             }
                         }
                     }
-                    Item::String(_) | Item::Number(_) | Item::Range(_) => {}
+                    Item::String(_) | Item::Range(_) => {}
                 }
                 more.entries = more.entries.saturating_sub(1);
                 if more.entries == 0 {
@@ -227,12 +260,34 @@ impl ValueIndex {
         }
     }
 
+    /// When `probe` is a string and this index holds nothing but exact
+    /// strings, pushes the targets of the ones it equals onto `next` and
+    /// returns true; else false (then use [`ValueIndex::query`]).
+    #[inline]
+    pub(crate) fn strings_only(&self, probe: &Probe<'_>, next: &mut Vec<u32>) -> bool {
+        let Leaf::String(s) = probe.leaf else {
+            return false;
+        };
+        if self.more.is_some() {
+            return false;
+        }
+        if !self.strings.is_empty()
+            && let Some(targets) = self.strings.get(s.as_bytes())
+        {
+            next.extend_from_slice(targets.as_slice());
+        }
+        true
+    }
+
     /// Calls `emit` with the target of every entry `probe` passes (a
     /// target filed under several passing entries comes several times).
-    pub(crate) fn query(&self, probe: &Probe<'_>, emit: &mut impl FnMut(u32)) {
+    #[inline]
+    pub(crate) fn query(&self, probe: &mut Probe<'_>, emit: &mut impl FnMut(u32)) {
         match probe.leaf {
             Leaf::String(s) => {
-                if let Some(targets) = self.strings.get(s.as_bytes()) {
+                if !self.strings.is_empty()
+                    && let Some(targets) = self.strings.get(s.as_bytes())
+                {
                     targets.as_slice().iter().copied().for_each(&mut *emit);
                 }
                 if let Some(more) = &self.more {
@@ -240,7 +295,9 @@ impl ValueIndex {
                 }
             }
             Leaf::Number(x) => {
-                if let Some(targets) = self.numbers.get(&Number::key_of(x)) {
+                if let Some(more) = &self.more
+                    && let Some(targets) = more.numbers.get(&Number::key_of(x))
+                {
                     targets.as_slice().iter().copied().for_each(&mut *emit);
                 }
                 self.ranges.query(x, emit);
@@ -261,7 +318,7 @@ impl ValueIndex {
 }
 
 impl More {
-    fn query_string(&self, s: &str, probe: &Probe<'_>, emit: &mut impl FnMut(u32)) {
+    fn query_string(&self, s: &str, probe: &mut Probe<'_>, emit: &mut impl FnMut(u32)) {
         self.prefixes.prefixes_of(s, |&t| emit(t));
         self.suffixes.suffixes_of(s, |&t| emit(t));
         if !self.folded.is_empty()

@@ -1,6 +1,7 @@
 //! Many patterns compiled into one state machine, in the manner of
-//! aws/event-ruler and Quamina, so that matching an event costs about the
-//! same with ten thousand patterns as with ten.
+//! aws/event-ruler and Quamina, so that matching an event costs what the
+//! event reaches in it, not what the patterns number: ten thousand
+//! patterns that an event does not start to match cost it nothing.
 //!
 //! Each pattern is a set of alternatives, each a sequence of steps (a
 //! field path and what its value must pass, or that it has none). The
@@ -16,7 +17,11 @@
 //! paths the event has, each value at that path is looked up and leads to
 //! more states; a state where an alternative ends reports its pattern. A
 //! state is visited once per set of chosen array elements, so the work is
-//! bounded by the states the event reaches, not by the patterns.
+//! bounded by the states the event reaches, not by the patterns
+//! ([`Matcher::work`] counts them). An event reaches more of them when
+//! more patterns start alike with it (a site's, a device type's), and in a
+//! large machine each is likely a cache miss: so a state is one cache
+//! line, and what a string lookup reads of a transition is its first one.
 
 mod affix;
 mod index;
@@ -94,6 +99,19 @@ pub struct Matcher<Id> {
     by_id: Map<Id, u32>,
 }
 
+/// What matching one event took ([`Matcher::work`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MatchWork {
+    /// States reached (the root included), each visited once (once per
+    /// set of chosen array elements).
+    pub states: usize,
+    /// Lookups made: one event value looked up in the value index of one
+    /// transition out of a reached state.
+    pub lookups: usize,
+    /// Patterns matched.
+    pub matches: usize,
+}
+
 /// An added pattern: its id, and its alternatives as the machine holds
 /// them (to take them out again).
 #[derive(Clone)]
@@ -109,15 +127,18 @@ struct StepKey {
     test: StepTest,
 }
 
-/// A state as matching sees it: small, so that visiting one touches
-/// little memory.
+/// A state as matching sees it: one cache line, so that visiting one
+/// reads one line of memory.
 #[derive(Debug, Clone, Default)]
+#[repr(align(64))]
 struct State {
     /// (path id, transition id), by path id ascending; most states have
     /// one or two, held here rather than behind a pointer.
     transitions: SmallVec<[(u32, u32); 2]>,
-    /// `{"exists": false}` steps: (path id, child state).
-    absent: Vec<(u32, u32)>,
+    /// `{"exists": false}` steps: (path id, child state), which few states
+    /// have (behind a thin pointer, a third of the room of a `Vec`).
+    #[allow(clippy::box_collection)]
+    absent: Option<Box<Vec<(u32, u32)>>>,
     /// The pattern slots of the alternatives that end here.
     ends: SmallVec<[u32; 2]>,
 }
@@ -138,15 +159,19 @@ struct Child {
 }
 
 /// The steps out of one state on one path.
+///
+/// Aligned to a cache line and laid out in this order (`repr(C)`), so
+/// that looking a string up reads the first line only.
 #[derive(Debug, Clone, Default)]
+#[repr(C, align(64))]
 struct Transition {
-    /// Value tests leading to child states.
-    positive: ValueIndex,
     /// `exists: true` and `anything-but` steps, which few transitions
     /// have.
     loose: Option<Box<Loose>>,
     /// How many children's steps use this transition.
     steps: u32,
+    /// Value tests leading to child states.
+    positive: ValueIndex,
 }
 
 /// The steps a value takes without a lookup, or unless a lookup finds it.
@@ -265,6 +290,21 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
         });
     }
 
+    /// Matches `event` and tells how much work that took: the states it
+    /// reached and the lookups it made there, which is what matching
+    /// costs grow with, and the patterns it matched. For benchmarks and
+    /// diagnostics.
+    pub fn work(&self, event: &Event) -> MatchWork {
+        with_scratch(|scratch| {
+            self.run(event, scratch);
+            MatchWork {
+                states: scratch.visited,
+                lookups: scratch.lookups,
+                matches: scratch.matched.len(),
+            }
+        })
+    }
+
     /// The transition out of `state` on `path`, made if it has none.
     fn transition(&mut self, state: u32, path: u32) -> &mut Transition {
         let state = &mut self.states[state as usize];
@@ -347,7 +387,10 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
         };
         let mut negations = Vec::new();
         match &step.test {
-            StepTest::Absent => self.states[parent as usize].absent.push((step.path, child)),
+            StepTest::Absent => self.states[parent as usize]
+                .absent
+                .get_or_insert_default()
+                .push((step.path, child)),
             StepTest::Values(values) => {
                 let transition = self.transition(parent, step.path);
                 transition.steps += 1;
@@ -419,9 +462,12 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
         let parent = &mut self.states[parent as usize];
         match &step.test {
             StepTest::Absent => {
-                parent
-                    .absent
-                    .retain(|&(path, state)| (path, state) != (step.path, child.state));
+                if let Some(absent) = &mut parent.absent {
+                    absent.retain(|&(path, state)| (path, state) != (step.path, child.state));
+                    if absent.is_empty() {
+                        parent.absent = None;
+                    }
+                }
             }
             StepTest::Values(values) => {
                 let Ok(at) = parent
@@ -475,7 +521,12 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
     /// Fills `scratch.matched` with the slots of the patterns `event`
     /// matches.
     fn run(&self, event: &Event, scratch: &mut Scratch) {
-        scratch.begin(self.states.len(), self.slots.len(), self.path_uses.len());
+        scratch.begin(
+            self.states.len(),
+            self.slots.len(),
+            self.path_uses.len(),
+            event.len(),
+        );
         // The event's fields are sorted by path: group them, keeping the
         // paths some pattern uses.
         let mut start = 0;
@@ -492,6 +543,7 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
         }
         scratch.reach(ROOT, 0, 0);
         while let Some((state, from, to)) = scratch.work.pop() {
+            scratch.visited += 1;
             let state = &self.states[state as usize];
             for &slot in &state.ends {
                 scratch.report(slot);
@@ -515,7 +567,7 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
                     }
                 }
             }
-            for &(path, child) in &state.absent {
+            for &(path, child) in state.absent.iter().flat_map(|a| a.iter()) {
                 let present = scratch.fields_at(path).is_some_and(|(start, end)| {
                     let chosen = &scratch.elements[from as usize..to as usize];
                     (start..end).any(|i| consistent(chosen, event.trail(i as usize)))
@@ -546,12 +598,10 @@ fn step(
         ) {
             continue;
         }
-        scratch.next.clear();
-        transition.lookup(
-            &Probe::new(event.leaf(i as usize)),
-            &mut scratch.next,
-            &mut scratch.hits,
-        );
+        scratch.lookups += 1;
+        let (derived, next, hits) = scratch.lookup_space(i);
+        next.clear();
+        transition.lookup(&mut Probe::new(event.leaf(i as usize), derived), next, hits);
         if scratch.next.is_empty() {
             continue;
         }
@@ -576,10 +626,19 @@ impl Transition {
     }
 
     /// Pushes onto `next` the child states `probe` leads to.
-    fn lookup(&self, probe: &Probe<'_>, next: &mut Vec<u32>, hits: &mut Vec<u32>) {
-        if !self.positive.is_empty() {
-            self.positive.query(probe, &mut |t| next.push(t));
+    #[inline]
+    fn lookup(&self, probe: &mut Probe<'_>, next: &mut Vec<u32>, hits: &mut Vec<u32>) {
+        // Most lookups are of a string in a transition that has only
+        // exact strings: that one hash lookup, inline.
+        if self.loose.is_none() && self.positive.strings_only(probe, next) {
+            return;
         }
+        self.lookup_any(probe, next, hits);
+    }
+
+    #[inline(never)]
+    fn lookup_any(&self, probe: &mut Probe<'_>, next: &mut Vec<u32>, hits: &mut Vec<u32>) {
+        self.positive.query(probe, &mut |t| next.push(t));
         if let Some(loose) = &self.loose {
             loose.lookup(probe, next, hits);
         }
@@ -606,7 +665,7 @@ impl Loose {
 
     /// Pushes onto `next` the child states `probe` leads to without a
     /// lookup, or unless one finds an exclusion.
-    fn lookup(&self, probe: &Probe<'_>, next: &mut Vec<u32>, hits: &mut Vec<u32>) {
+    fn lookup(&self, probe: &mut Probe<'_>, next: &mut Vec<u32>, hits: &mut Vec<u32>) {
         next.extend_from_slice(&self.any);
         if self.negations.len() > self.free_negations.len() {
             hits.clear();
@@ -651,11 +710,20 @@ impl<Id> fmt::Debug for Matcher<Id> {
 mod tests {
     use serde_json::json;
 
-    use super::Matcher;
+    use super::{MatchWork, Matcher};
     use crate::{Event, Pattern};
 
     fn pattern(value: serde_json::Value) -> Pattern {
         Pattern::parse(&value).expect("valid pattern")
+    }
+
+    /// What matching reads of a state is one cache line, and what a string
+    /// lookup reads of a transition is its first line.
+    #[test]
+    fn layout() {
+        assert_eq!(std::mem::size_of::<super::State>(), 64);
+        assert_eq!(std::mem::align_of::<super::Transition>(), 64);
+        assert!(std::mem::offset_of!(super::Transition, positive) + 40 <= 64);
     }
 
     #[test]
@@ -693,7 +761,7 @@ mod tests {
             assert_eq!(matcher.transitions.len(), matcher.free_transitions.len());
             assert!(matcher.paths.is_empty());
             let root = &matcher.states[0];
-            assert!(root.transitions.is_empty() && root.absent.is_empty() && root.ends.is_empty());
+            assert!(root.transitions.is_empty() && root.absent.is_none() && root.ends.is_empty());
             assert!(matcher.links[0].children.is_empty());
             assert!(matcher.matches(&event).is_empty());
         }
@@ -712,6 +780,32 @@ mod tests {
         );
         assert_eq!(matcher.matches(&Event::from_json(&json!({"a": 2}))), ["s"]);
         assert!(matcher.contains(&"s"));
+    }
+
+    #[test]
+    fn work_counts_states_lookups_and_matches() {
+        let mut matcher = Matcher::new();
+        matcher.add(1, &pattern(json!({"a": ["x"], "b": ["y"]})));
+        matcher.add(2, &pattern(json!({"a": ["z"]})));
+        let work = matcher.work(&Event::from_json(&json!({"a": "x", "b": "y", "c": 1})));
+        // The root, a = x, then b = y, where pattern 1 ends.
+        assert_eq!(
+            work,
+            MatchWork {
+                states: 3,
+                lookups: 2,
+                matches: 1
+            }
+        );
+        let work = matcher.work(&Event::from_json(&json!({"c": 1})));
+        assert_eq!(
+            work,
+            MatchWork {
+                states: 1,
+                lookups: 0,
+                matches: 0
+            }
+        );
     }
 
     /// A callback that matches another event gets its own scratch space.

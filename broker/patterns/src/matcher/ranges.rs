@@ -14,11 +14,12 @@ use crate::value::Range;
 const FEW: usize = 4;
 
 #[derive(Debug, Clone, Default)]
+#[repr(C)]
 pub(crate) struct RangeIndex {
-    /// The ranges while there are few.
-    few: SmallVec<[(Range, u32); 1]>,
     /// All of them once there are more.
     many: Option<Box<Tree>>,
+    /// The ranges while there are few.
+    few: SmallVec<[(Range, u32); 1]>,
 }
 
 impl RangeIndex {

@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 
 use super::Set;
+use super::index::Derived;
 use crate::event::Element;
 
 #[derive(Debug, Default)]
@@ -27,33 +28,47 @@ pub(crate) struct Scratch {
     pub(crate) work: Vec<(u32, u32, u32)>,
     /// The chosen-element sets of the work items, back to back.
     pub(crate) elements: Vec<Element>,
+    /// By event field: the generation and what lookups derived from its
+    /// value.
+    derived: Vec<(u32, Derived)>,
     /// Targets one lookup found.
     pub(crate) next: Vec<u32>,
     /// Negation ids one lookup found.
     pub(crate) hits: Vec<u32>,
     /// Pattern slots matched, each once.
     pub(crate) matched: Vec<u32>,
+    /// States visited and lookups made in this match.
+    pub(crate) visited: usize,
+    pub(crate) lookups: usize,
 }
 
 impl Scratch {
     /// Starts a match over a machine of this many states, pattern slots
-    /// and path ids.
-    pub(crate) fn begin(&mut self, states: usize, slots: usize, paths: usize) {
+    /// and path ids, of an event of this many fields.
+    pub(crate) fn begin(&mut self, states: usize, slots: usize, paths: usize, fields: usize) {
         if self.generation == u32::MAX {
             self.reached.iter_mut().for_each(|g| *g = 0);
             self.reported.iter_mut().for_each(|g| *g = 0);
             self.groups.iter_mut().for_each(|g| g.0 = 0);
+            self.derived.iter_mut().for_each(|d| d.0 = 0);
             self.generation = 0;
         }
         self.generation += 1;
         grow(&mut self.reached, states, 0);
         grow(&mut self.reported, slots, 0);
         grow(&mut self.groups, paths, (0, 0, 0));
-        self.reached_with.clear();
+        if self.derived.len() < fields {
+            self.derived.resize_with(fields, Default::default);
+        }
+        if !self.reached_with.is_empty() {
+            self.reached_with.clear();
+        }
         self.present.clear();
         self.work.clear();
         self.elements.clear();
         self.matched.clear();
+        self.visited = 0;
+        self.lookups = 0;
     }
 
     /// Notes that the event has fields `start..end` at path `path`.
@@ -66,6 +81,21 @@ impl Scratch {
     pub(crate) fn fields_at(&self, path: u32) -> Option<(u32, u32)> {
         let (generation, start, end) = self.groups[path as usize];
         (generation == self.generation).then_some((start, end))
+    }
+
+    /// What a lookup of field `field` works with: what was derived from its
+    /// value in this match, and the lists for the targets and negation ids
+    /// it finds.
+    pub(crate) fn lookup_space(
+        &mut self,
+        field: u32,
+    ) -> (&mut Derived, &mut Vec<u32>, &mut Vec<u32>) {
+        let (generation, derived) = &mut self.derived[field as usize];
+        if *generation != self.generation {
+            *generation = self.generation;
+            derived.reset();
+        }
+        (derived, &mut self.next, &mut self.hits)
     }
 
     /// Queues `state` with the chosen elements `elements[start..end]`,
