@@ -1,12 +1,14 @@
 //! An export on the delivery layer: [`ExportSink`] is the [`Sink`] its
 //! pump delivers through. It takes each record into a buffer per
 //! partition (`Sent::Accepted`), and when the buffer reaches `max_bytes`,
-//! or `max_interval` after its first record, writes one Parquet file per
-//! partition and empties it. The pump's cursor moves only to the first
-//! record still buffered ([`Sink::committable`]), so records are in the
-//! cursor's past only once their file is complete; the flush's range is
-//! planned in the [`Manifest`] first, so a crash replays into the same
-//! files.
+//! or `max_interval` after its first record, hands it to a flush that
+//! writes one Parquet file per partition in the background while the
+//! next buffer fills (one flush at a time: the next waits for it, so at
+//! most two buffers are held). The pump's cursor moves only to the first
+//! record not yet in a completed file ([`Sink::committable`]), so records
+//! are in the cursor's past only once their file is complete; the flush's
+//! range is planned in the [`Manifest`] first, so a crash replays into
+//! the same files.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use tidewire_core::{Record, SchemaField};
 use tidewire_delivery::{Sent, Sink, SinkError};
 use tidewire_sql::{RecordBatches, Transform};
+use tokio::task::JoinHandle;
 
 use crate::config::ExportSpec;
 use crate::destination::Destination;
@@ -45,6 +48,20 @@ struct Buffer {
     planned_end: Option<u64>,
 }
 
+/// How often a flush in flight is looked at while no record comes, so the
+/// cursor moves past its files soon after they are complete.
+const FLUSH_POLL: Duration = Duration::from_millis(50);
+
+/// A flush writing its files in the background.
+struct InFlight {
+    /// Its first record: the cursor stays before it until it is done.
+    first: u64,
+    task: JoinHandle<Result<(), SinkError>>,
+    /// Started by an earlier session (before [`Sink::reset`]): waited for
+    /// before the next flush writes, its outcome ignored.
+    stale: bool,
+}
+
 /// The sink of one export's pump.
 pub(crate) struct ExportSink {
     pub spec: Arc<ExportSpec>,
@@ -54,6 +71,9 @@ pub(crate) struct ExportSink {
     pub manifest: Option<Manifest>,
     pub status: Arc<ExportStatus>,
     buffer: Buffer,
+    in_flight: Option<InFlight>,
+    /// The first record of a flush that failed in this session.
+    failed_from: Option<u64>,
 }
 
 impl ExportSink {
@@ -73,6 +93,8 @@ impl ExportSink {
             manifest: Some(manifest),
             status,
             buffer: Buffer::default(),
+            in_flight: None,
+            failed_from: None,
         }
     }
 
@@ -86,53 +108,54 @@ impl ExportSink {
             .is_some_and(|since| since.elapsed() >= self.max_interval())
     }
 
-    /// Writes the buffer's files, then empties it.
+    /// Hands the buffer to a flush, once the one in flight is done.
     async fn write(&mut self) -> Result<(), SinkError> {
+        self.finish_in_flight().await?;
         let Some(first) = self.buffer.first else {
             return Ok(());
         };
         let last = self.buffer.last;
-        let outcome = self.write_range(first, last).await;
-        if let Err(e) = &outcome {
+        if let Err(e) = self.plan(first, last).await {
             self.status.failed(&e.to_string());
+            return Err(e);
         }
-        outcome
-    }
-
-    async fn write_range(&mut self, first: u64, last: u64) -> Result<(), SinkError> {
-        self.plan(first, last).await?;
-        let parts = std::mem::take(&mut self.buffer.parts);
-        for (partition, mut part) in parts {
-            let batch = part.batches.finish().map_err(SinkError::retry)?;
-            let (schema, batches) = match &self.transform {
-                Some(transform) => (
-                    Arc::clone(transform.schema()),
-                    transform.apply(batch).await.map_err(SinkError::retry)?,
-                ),
-                None => (batch.schema(), vec![batch]),
-            };
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            if rows == 0 {
-                continue;
-            }
-            let row_group_rows = self.spec.config.row_group_rows;
-            let bytes = tokio::task::spawn_blocking(move || {
-                writer::parquet(&schema, &batches, row_group_rows)
-            })
-            .await
-            .map_err(|e| SinkError::retry(format!("encoding task: {e}")))?
-            .map_err(|e| SinkError::retry(format!("encoding Parquet: {e}")))?;
-            let name = file_name(&partition, self.spec.name(), part.first, part.last);
-            let size = bytes.len() as u64;
-            self.destination
-                .put(&name, bytes)
-                .await
-                .map_err(SinkError::retry)?;
-            self.status.wrote(&name, rows as u64, size);
-        }
-        self.buffer = Buffer::default();
+        let parts = std::mem::take(&mut self.buffer).parts;
+        let flush = Flush {
+            export: Arc::clone(&self.spec),
+            destination: self.destination.clone(),
+            transform: self.transform.clone(),
+            status: Arc::clone(&self.status),
+        };
+        self.in_flight = Some(InFlight {
+            first,
+            task: tokio::spawn(flush.write(parts)),
+            stale: false,
+        });
         self.status.next_flush(0);
         Ok(())
+    }
+
+    /// Waits for the flush in flight, if any. A failed one keeps the
+    /// cursor before its records until the pump sends them again.
+    async fn finish_in_flight(&mut self) -> Result<(), SinkError> {
+        let Some(flush) = &mut self.in_flight else {
+            return Ok(());
+        };
+        // Awaited in place: a caller that gives up leaves it in flight.
+        let outcome = (&mut flush.task)
+            .await
+            .unwrap_or_else(|e| Err(SinkError::retry(format!("flush task: {e}"))));
+        let Some(flush) = self.in_flight.take() else {
+            return Ok(());
+        };
+        match outcome {
+            Err(e) if !flush.stale => {
+                self.failed_from = Some(flush.first);
+                self.status.failed(&e.to_string());
+                Err(e)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Records the flush's range before its files are written.
@@ -159,6 +182,53 @@ pub(crate) fn file_name(partition: &str, export: &str, first: u64, last: u64) ->
         file
     } else {
         format!("{}/{file}", partition.trim_end_matches('/'))
+    }
+}
+
+/// What a flush needs of its export.
+struct Flush {
+    export: Arc<ExportSpec>,
+    destination: Destination,
+    transform: Option<Transform>,
+    status: Arc<ExportStatus>,
+}
+
+impl Flush {
+    /// Writes a file per partition.
+    async fn write(self, parts: BTreeMap<String, Part>) -> Result<(), SinkError> {
+        for (partition, part) in parts {
+            self.write_part(&partition, part).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_part(&self, partition: &str, mut part: Part) -> Result<(), SinkError> {
+        let batch = part.batches.finish().map_err(SinkError::retry)?;
+        let (schema, batches) = match &self.transform {
+            Some(transform) => (
+                Arc::clone(transform.schema()),
+                transform.apply(batch).await.map_err(SinkError::retry)?,
+            ),
+            None => (batch.schema(), vec![batch]),
+        };
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows == 0 {
+            return Ok(());
+        }
+        let row_group_rows = self.export.config.row_group_rows;
+        let bytes =
+            tokio::task::spawn_blocking(move || writer::parquet(&schema, &batches, row_group_rows))
+                .await
+                .map_err(|e| SinkError::retry(format!("encoding task: {e}")))?
+                .map_err(|e| SinkError::retry(format!("encoding Parquet: {e}")))?;
+        let name = file_name(partition, self.export.name(), part.first, part.last);
+        let size = bytes.len() as u64;
+        self.destination
+            .put(&name, bytes)
+            .await
+            .map_err(SinkError::retry)?;
+        self.status.wrote(&name, rows as u64, size);
+        Ok(())
     }
 }
 
@@ -206,6 +276,13 @@ impl Sink for ExportSink {
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|flush| flush.task.is_finished())
+        {
+            self.finish_in_flight().await?;
+        }
         if self.buffer.planned_end.is_none() && self.is_due() {
             self.write().await?;
         }
@@ -213,20 +290,39 @@ impl Sink for ExportSink {
     }
 
     fn committable(&self, accepted_to: u64) -> u64 {
-        self.buffer
-            .first
-            .map_or(accepted_to, |first| first.min(accepted_to))
+        let writing = self
+            .in_flight
+            .as_ref()
+            .filter(|flush| !flush.stale)
+            .map(|flush| flush.first);
+        [writing, self.failed_from, self.buffer.first]
+            .into_iter()
+            .flatten()
+            .fold(accepted_to, u64::min)
     }
 
     fn flush_deadline(&self) -> Option<Instant> {
-        if self.buffer.planned_end.is_some() {
-            return None;
-        }
-        self.buffer.since.map(|since| since + self.max_interval())
+        let polling = self
+            .in_flight
+            .as_ref()
+            .filter(|flush| !flush.stale)
+            .map(|_| Instant::now() + FLUSH_POLL);
+        let due = self
+            .buffer
+            .since
+            .filter(|_| self.buffer.planned_end.is_none())
+            .map(|since| since + self.max_interval());
+        polling.into_iter().chain(due).min()
     }
 
     fn reset(&mut self) {
         self.buffer = Buffer::default();
+        // A flush still writing finishes before the next one starts (the
+        // two may write the same file).
+        if let Some(flush) = &mut self.in_flight {
+            flush.stale = true;
+        }
+        self.failed_from = None;
         self.status.next_flush(0);
     }
 }
