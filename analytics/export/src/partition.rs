@@ -2,20 +2,42 @@
 //! broker time into the Hive-style directory its file goes to. A template
 //! is literal text and `{ts:FORMAT}` fields, `FORMAT` in strftime's syntax
 //! (chrono's); `ts` is the only field. `{{` and `}}` are literal braces.
+//! Formats are parsed once; records of the same second (of the same
+//! millisecond, for a format with fractions of a second) share a
+//! partition, so a caller renders it once per [`Template::granule`].
 
-use chrono::format::{Item, StrftimeItems};
+use std::fmt::Write as _;
+
+use chrono::format::{Fixed, Item, Numeric, StrftimeItems};
 use chrono::{DateTime, Utc};
 
 /// A parsed partition template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     parts: Vec<Part>,
+    /// A format shows fractions of a second.
+    subsecond: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Text(String),
-    Ts(String),
+    Ts(Vec<Item<'static>>),
+}
+
+/// Whether a strftime item shows fractions of a second.
+fn is_subsecond(item: &Item<'_>) -> bool {
+    matches!(
+        item,
+        Item::Numeric(Numeric::Nanosecond, _)
+            | Item::Fixed(
+                Fixed::Nanosecond
+                    | Fixed::Nanosecond3
+                    | Fixed::Nanosecond6
+                    | Fixed::Nanosecond9
+                    | Fixed::Internal(_)
+            )
+    )
 }
 
 impl Template {
@@ -45,13 +67,13 @@ impl Template {
                 if format.is_empty() {
                     return Err(format!("{{{inside}}} needs a format, as {{ts:%Y-%m-%d}}"));
                 }
-                if StrftimeItems::new(format).any(|item| matches!(item, Item::Error)) {
-                    return Err(format!("{format:?} is not a valid strftime format"));
-                }
+                let items = StrftimeItems::new(format)
+                    .parse_to_owned()
+                    .map_err(|_| format!("{format:?} is not a valid strftime format"))?;
                 if !literal.is_empty() {
                     parts.push(Part::Text(std::mem::take(&mut literal)));
                 }
-                parts.push(Part::Ts(format.to_owned()));
+                parts.push(Part::Ts(items));
                 rest = &rest[end + 1..];
             } else if c == '}' {
                 return Err(format!("{text:?}: a '}}' without its '{{'"));
@@ -63,7 +85,10 @@ impl Template {
         if !literal.is_empty() {
             parts.push(Part::Text(literal));
         }
-        let template = Template { parts };
+        let subsecond = parts
+            .iter()
+            .any(|part| matches!(part, Part::Ts(items) if items.iter().any(is_subsecond)));
+        let template = Template { parts, subsecond };
         let sample = template.render(0);
         if sample.split('/').any(|level| level == ".." || level == ".")
             || sample.starts_with('/')
@@ -84,10 +109,22 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
-                Part::Ts(format) => out.push_str(&at.format(format).to_string()),
+                Part::Ts(items) => {
+                    // Writing to a String cannot fail; the items parsed.
+                    let _ = write!(out, "{}", at.format_with_items(items.iter()));
+                }
             }
         }
         out
+    }
+
+    /// Records whose `ts_ms` have the same granule have the same partition.
+    pub fn granule(&self, ts_ms: i64) -> i64 {
+        if self.subsecond {
+            ts_ms
+        } else {
+            ts_ms.div_euclid(1000)
+        }
     }
 }
 
@@ -107,6 +144,27 @@ mod tests {
                 .render(0),
             "y=1970/{raw}"
         );
+    }
+
+    #[test]
+    fn a_partition_is_the_same_within_its_granule() {
+        let hourly = Template::parse("dt={ts:%Y-%m-%d}/hour={ts:%H}").expect("valid");
+        assert_eq!(
+            hourly.granule(1_700_000_000_999),
+            hourly.granule(1_700_000_000_000)
+        );
+        assert_ne!(
+            hourly.granule(1_700_000_001_000),
+            hourly.granule(1_700_000_000_999)
+        );
+        let fine = Template::parse("t={ts:%H%M%S%.3f}").expect("valid");
+        assert_eq!(fine.render(1_700_000_000_123), "t=221320.123");
+        assert_ne!(
+            fine.granule(1_700_000_000_001),
+            fine.granule(1_700_000_000_000)
+        );
+        let millis = Template::parse("t={ts:%3f}").expect("valid");
+        assert_ne!(millis.granule(1), millis.granule(0));
     }
 
     #[test]

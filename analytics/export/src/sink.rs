@@ -74,6 +74,8 @@ pub(crate) struct ExportSink {
     in_flight: Option<InFlight>,
     /// The first record of a flush that failed in this session.
     failed_from: Option<u64>,
+    /// The last record's partition, by [`crate::partition::Template::granule`].
+    partition: Option<(i64, String)>,
 }
 
 impl ExportSink {
@@ -95,6 +97,7 @@ impl ExportSink {
             buffer: Buffer::default(),
             in_flight: None,
             failed_from: None,
+            partition: None,
         }
     }
 
@@ -249,13 +252,24 @@ impl Sink for ExportSink {
                 + i64::try_from(self.max_interval().as_millis()).unwrap_or(i64::MAX);
             self.status.next_flush(due);
         }
-        let partition = self.spec.partition.render(record.timestamp_ms);
+        let granule = self.spec.partition.granule(record.timestamp_ms);
+        let partition = match &mut self.partition {
+            Some((at, rendered)) if *at == granule => rendered,
+            slot => {
+                let rendered = self.spec.partition.render(record.timestamp_ms);
+                &mut slot.insert((granule, rendered)).1
+            }
+        };
         let fields = &self.fields;
-        let part = self.buffer.parts.entry(partition).or_insert_with(|| Part {
-            batches: RecordBatches::new(fields),
-            first: offset,
-            last: offset,
-        });
+        let part = self
+            .buffer
+            .parts
+            .entry(partition.clone())
+            .or_insert_with(|| Part {
+                batches: RecordBatches::new(fields),
+                first: offset,
+                last: offset,
+            });
         part.batches.push(record);
         part.last = offset;
         self.buffer.last = offset;
