@@ -439,6 +439,7 @@ async fn run_consumers(
                         done.cancel();
                     }
                 }
+                consumer.finish().await?;
                 anyhow::Ok(lat)
             })
         })
@@ -486,6 +487,7 @@ async fn wakeups(args: &Args, target: &Target, epoch: Instant) -> Result<Latenci
         ensure!(got.len() == 1, "a wake-up received {} messages", got.len());
         lat.record(got[0]);
     }
+    consumer.finish().await?;
     Ok(lat)
 }
 
@@ -581,7 +583,8 @@ impl Target {
             Target::Tidewire { http, base } => Consumer::Tidewire {
                 http: http.clone(),
                 receive: format!("{base}/receive"),
-                delete: format!("{base}/delete"),
+                delete: Arc::new(format!("{base}/delete")),
+                deleting: None,
             },
             Target::RabbitMq { addr } => {
                 let mut conn = raw_amqp::Connection::open(*addr, "guest", "guest").await?;
@@ -715,7 +718,11 @@ enum Consumer {
     Tidewire {
         http: reqwest::Client,
         receive: String,
-        delete: String,
+        delete: Arc<String>,
+        /// The last batch's delete: sent while the next receive waits, as
+        /// the peers' acknowledgements go out without waiting for an
+        /// answer; checked before the next one is sent.
+        deleting: Option<tokio::task::JoinHandle<Result<()>>>,
     },
     RabbitMq(raw_amqp::Connection),
     JetStream(Box<consumer::pull::Stream>),
@@ -736,6 +743,7 @@ impl Consumer {
                 http,
                 receive,
                 delete,
+                deleting,
             } => {
                 let answer: ReceiveAnswer = check(
                     http.post(&*receive)
@@ -758,23 +766,17 @@ impl Consumer {
                 if !answer.messages.is_empty() {
                     let handles = answer
                         .messages
-                        .iter()
-                        .map(|m| m.receipt_handle.as_str())
+                        .into_iter()
+                        .map(|m| m.receipt_handle)
                         .collect();
-                    let answer: DeleteAnswer = check(
-                        http.post(&*delete)
-                            .json(&DeleteBody {
-                                receipt_handles: handles,
-                            })
-                            .send()
-                            .await?,
-                    )
-                    .await?
-                    .json()
-                    .await?;
-                    if let Some(failed) = answer.results.iter().find(|r| r.get("error").is_some()) {
-                        bail!("a delete failed: {failed}");
+                    if let Some(previous) = deleting.take() {
+                        previous.await??;
                     }
+                    *deleting = Some(tokio::spawn(delete_batch(
+                        http.clone(),
+                        Arc::clone(delete),
+                        handles,
+                    )));
                 }
                 Ok(latencies)
             }
@@ -821,6 +823,39 @@ impl Consumer {
     }
 }
 
+impl Consumer {
+    /// Waits for what is still being acknowledged.
+    async fn finish(self) -> Result<()> {
+        if let Consumer::Tidewire {
+            deleting: Some(deleting),
+            ..
+        } = self
+        {
+            deleting.await??;
+        }
+        Ok(())
+    }
+}
+
+/// Deletes a received batch by its receipt handles; fails if any fails.
+async fn delete_batch(http: reqwest::Client, url: Arc<String>, handles: Vec<String>) -> Result<()> {
+    let answer: DeleteAnswer = check(
+        http.post(&*url)
+            .json(&DeleteBody {
+                receipt_handles: handles,
+            })
+            .send()
+            .await?,
+    )
+    .await?
+    .json()
+    .await?;
+    if let Some(failed) = answer.results.iter().find(|r| r.get("error").is_some()) {
+        bail!("a delete failed: {failed}");
+    }
+    Ok(())
+}
+
 /// Fails on a non-2xx answer, with its body.
 async fn check(response: reqwest::Response) -> Result<reqwest::Response> {
     let status = response.status();
@@ -860,8 +895,8 @@ struct ReceivedMessage {
 }
 
 #[derive(Serialize)]
-struct DeleteBody<'a> {
-    receipt_handles: Vec<&'a str>,
+struct DeleteBody {
+    receipt_handles: Vec<String>,
 }
 
 #[derive(Deserialize)]

@@ -3,7 +3,9 @@
 //!
 //! - It tails the stream, waking when records are appended (no polling),
 //!   and reads the next batch on a blocking thread while the current one
-//!   is sent.
+//!   is sent. With a `linger`, a caught-up pump waits that long after a
+//!   record arrives before reading, so it takes what arrived meanwhile in
+//!   one batch (for sinks that gather records into files anyway).
 //! - Up to `max_in_flight` records await their acknowledgement at once;
 //!   acknowledgements are awaited in order, each within `ack_timeout`.
 //! - The cursor is committed (fsynced, on a blocking thread, at most every
@@ -68,6 +70,9 @@ pub struct PumpConfig {
     pub backoff_min: Duration,
     /// The longest wait after failed sessions.
     pub backoff_max: Duration,
+    /// Once caught up, how long to wait after a record arrives before
+    /// reading it; zero: at once.
+    pub linger: Duration,
 }
 
 impl Default for PumpConfig {
@@ -79,6 +84,7 @@ impl Default for PumpConfig {
             commit_interval: DEFAULT_COMMIT_INTERVAL,
             backoff_min: DEFAULT_BACKOFF_MIN,
             backoff_max: DEFAULT_BACKOFF_MAX,
+            linger: Duration::ZERO,
         }
     }
 }
@@ -312,7 +318,7 @@ impl Pump {
                 }
                 let deadline = sink.flush_deadline();
                 tokio::select! {
-                    () = records_after(&self.log, run.read_to) => {}
+                    () = records_after(&self.log, run.read_to) => self.linger(ended).await,
                     () = sleep_until(deadline) => self.flush_idle(sink).await?,
                     () = sleep_until(later) => {}
                     () = ended.cancelled() => return Ok(()),
@@ -508,6 +514,17 @@ impl Pump {
             run.last_commit = Instant::now();
         }
         Ok(())
+    }
+
+    /// Waits `linger` (or until the session ends), so that what arrives
+    /// meanwhile is read with the record that woke the pump.
+    async fn linger(&self, ended: &CancellationToken) {
+        if !self.config.linger.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(self.config.linger) => {}
+                () = ended.cancelled() => {}
+            }
+        }
     }
 
     /// Flushes a sink whose flush deadline came while no record did (an

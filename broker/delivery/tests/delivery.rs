@@ -153,6 +153,7 @@ fn config() -> PumpConfig {
         commit_interval: Duration::from_millis(5),
         backoff_min: Duration::from_millis(1),
         backoff_max: Duration::from_millis(10),
+        linger: Duration::ZERO,
     }
 }
 
