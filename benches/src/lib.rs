@@ -163,6 +163,53 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Runs a Python benchmark script; its stdout, or `None` (after saying
+/// why) when it fails, e.g. because the Python package is missing.
+pub fn python(
+    name: &str,
+    script: &str,
+    args: &[&std::path::Path],
+    extra: &[String],
+) -> anyhow::Result<Option<String>> {
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .args(extra)
+        .output()?;
+    if !output.status.success() {
+        println!(
+            "{name} skipped: {}",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8(output.stdout)?))
+}
+
+/// An in-process broker over `specs`, in `dir`, with default limits and
+/// its metrics in `registry`.
+pub fn in_process_broker(
+    dir: &std::path::Path,
+    specs: Vec<tidewire_core::StreamSpec>,
+    registry: &mut prometheus_client::registry::Registry,
+) -> anyhow::Result<tidewire_core::Broker> {
+    let streams = tidewire_core::Streams::open(
+        dir,
+        specs,
+        &tidewire_storage::StorageMetrics::register(registry),
+        std::sync::Arc::new(|_| {}),
+    )?;
+    Ok(tidewire_core::Broker::new(
+        streams,
+        tidewire_core::Limits::default(),
+        tidewire_core::PublishMetrics::register(registry),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

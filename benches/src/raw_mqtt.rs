@@ -191,6 +191,30 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// Reads `count` PUBACKs from `reader` on a task of its own, giving a
+/// permit back to `window` for each: a publisher takes a permit per
+/// publish, so at most the window's size are unacknowledged.
+pub fn count_pubacks<R>(
+    mut reader: Reader<R>,
+    count: u64,
+    window: Arc<tokio::sync::Semaphore>,
+) -> tokio::task::JoinHandle<Result<u64>>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut acked = 0;
+        while acked < count {
+            let frame = reader.next().await?.context("closed before every PUBACK")?;
+            if frame.is_puback() {
+                acked += 1;
+                window.add_permits(1);
+            }
+        }
+        Ok(acked)
+    })
+}
+
 /// Appends a PUBLISH (packet id used only at QoS 1).
 pub fn put_publish(out: &mut Vec<u8>, topic: &str, qos: u8, pkid: u16, payload: &[u8]) {
     out.push(PUBLISH | (qos << 1));

@@ -39,7 +39,7 @@ use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -76,14 +76,12 @@ use serde_json::{Value, json};
 use tidewire_benches::peers::{start_tidewire, tidewire_bin};
 use tidewire_benches::raw_mqtt;
 use tidewire_benches::{
-    TICKS_PER_SECOND, cpu_ticks, machine_busy_ticks, peak_rss_mib, print_table, rss_kib,
+    TICKS_PER_SECOND, cpu_ticks, in_process_broker, machine_busy_ticks, peak_rss_mib, print_table,
+    python, rss_kib,
 };
-use tidewire_core::{
-    Broker, Limits, Message, PublishMetrics, Record, Source, StreamConfig, Streams,
-};
+use tidewire_core::{Message, Record, Source, StreamConfig};
 use tidewire_export::partition::Template;
 use tidewire_sql::{Histories, HistorySource, RecordBatches, SqlEngine, SqlLimits, SqlMetrics};
-use tidewire_storage::StorageMetrics;
 use tokio::sync::Semaphore;
 
 #[derive(Parser, Debug)]
@@ -227,22 +225,9 @@ async fn publisher(
     count: u64,
     per_tick: Option<u64>,
 ) -> Result<u64> {
-    let (mut reader, mut writer) = raw_mqtt::connect(mqtt, &format!("gw-{c}")).await?;
+    let (reader, mut writer) = raw_mqtt::connect(mqtt, &format!("gw-{c}")).await?;
     let window = Arc::new(Semaphore::new(WINDOW));
-    let acks = {
-        let window = Arc::clone(&window);
-        tokio::spawn(async move {
-            let mut acked = 0;
-            while acked < count {
-                let frame = reader.next().await?.context("closed before every PUBACK")?;
-                if frame.is_puback() {
-                    acked += 1;
-                    window.add_permits(1);
-                }
-            }
-            anyhow::Ok(acked)
-        })
-    };
+    let acks = raw_mqtt::count_pubacks(reader, count, Arc::clone(&window));
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let mut batch = Vec::new();
     let (mut sent, mut pkid) = (0u64, 0u16);
@@ -963,24 +948,15 @@ print("rss", usage.ru_maxrss, f"{usage.ru_utime + usage.ru_stime:.2f}")
 /// Runs DuckDB over `ndjson`; `None` (after saying why) when Python's
 /// `duckdb` is missing or fails.
 fn duckdb(ndjson: &Path, out: &Path) -> Result<Option<Duck>> {
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(DUCKDB_SCRIPT)
-        .arg(ndjson)
-        .arg(out)
-        .output()
-        .context("running python3")?;
-    if !output.status.success() {
-        println!(
-            "DuckDB skipped (pip install duckdb): {}",
-            String::from_utf8_lossy(&output.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
+    let Some(text) = python(
+        "DuckDB (pip install duckdb)",
+        DUCKDB_SCRIPT,
+        &[ndjson, out],
+        &[],
+    )?
+    else {
         return Ok(None);
-    }
-    let text = String::from_utf8(output.stdout)?;
+    };
     let mut duck = Duck {
         version: String::new(),
         threads: String::new(),
@@ -1438,17 +1414,7 @@ async fn history_query(args: &Args) -> Result<()> {
         toml::from_str("name = \"events\"\nfilters = [\"sensors/#\"]\nfsync = \"never\"\n")?;
     let spec = config.validate("streams[0]")?;
     let mut registry = Registry::default();
-    let streams = Streams::open(
-        &data,
-        vec![spec],
-        &StorageMetrics::register(&mut registry),
-        Arc::new(|_| {}),
-    )?;
-    let broker = Broker::new(
-        streams,
-        Limits::default(),
-        PublishMetrics::register(&mut registry),
-    );
+    let broker = in_process_broker(&data, vec![spec], &mut registry)?;
     for n in 0..1000 {
         let (topic, payload) = reading(n);
         broker

@@ -778,22 +778,9 @@ async fn publish_with(
     epoch: Instant,
     rate: Option<f64>,
 ) -> Result<()> {
-    let (mut reader, mut writer) = raw_mqtt::connect(addr, &id).await?;
+    let (reader, mut writer) = raw_mqtt::connect(addr, &id).await?;
     let window = Arc::new(Semaphore::new(WINDOW));
-    let acks = tokio::spawn({
-        let window = Arc::clone(&window);
-        async move {
-            let mut acked = 0;
-            while acked < count {
-                let frame = reader.next().await?.context("closed before every PUBACK")?;
-                if frame.is_puback() {
-                    acked += 1;
-                    window.add_permits(1);
-                }
-            }
-            anyhow::Ok(())
-        }
-    });
+    let acks = raw_mqtt::count_pubacks(reader, count, Arc::clone(&window));
     let start = tokio::time::Instant::now();
     let mut batch = Vec::new();
     let (mut sent, mut pkid) = (0u64, 0u16);

@@ -258,7 +258,7 @@ async fn publisher(
 
 /// [`publisher`] once connected.
 async fn publish<R, W>(
-    mut reader: raw_mqtt::Reader<R>,
+    reader: raw_mqtt::Reader<R>,
     mut writer: W,
     qos: u8,
     count: u64,
@@ -270,20 +270,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let window = Arc::new(Semaphore::new(WINDOW));
-    let acks = (qos > 0).then(|| {
-        let window = Arc::clone(&window);
-        tokio::spawn(async move {
-            let mut acked = 0;
-            while acked < count {
-                let frame = reader.next().await?.context("closed before every PUBACK")?;
-                if frame.is_puback() {
-                    acked += 1;
-                    window.add_permits(1);
-                }
-            }
-            anyhow::Ok(())
-        })
-    });
+    let acks = (qos > 0).then(|| raw_mqtt::count_pubacks(reader, count, Arc::clone(&window)));
     let mut batch = Vec::new();
     let mut sent = 0;
     let mut pkid = 0u16;

@@ -18,12 +18,12 @@ use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use clap::Parser;
 use prometheus_client::registry::Registry;
+use tidewire_benches::in_process_broker;
 use tidewire_benches::{peak_rss_mib, print_table};
 use tidewire_bridge::{BridgeConfig, BridgeContext, BridgeMetrics};
-use tidewire_core::{Broker, Limits, Message, PublishMetrics, Source, StreamConfig, Streams};
+use tidewire_core::{Message, Source, StreamConfig};
 use tidewire_nats::NatsBridgeConfig;
 use tidewire_nats_testkit::NatsServer;
-use tidewire_storage::StorageMetrics;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -219,17 +219,7 @@ async fn bridge(
         ..StreamConfig::default_stream()
     }
     .validate("streams[0]")?;
-    let streams = Streams::open(
-        dir.path(),
-        vec![spec],
-        &StorageMetrics::register(&mut registry),
-        Arc::new(|_| {}),
-    )?;
-    let broker = Broker::new(
-        streams,
-        Limits::default(),
-        PublishMetrics::register(&mut registry),
-    );
+    let broker = in_process_broker(dir.path(), vec![spec], &mut registry)?;
     let writers = 32;
     let fill = (0..writers).map(|w| {
         let broker = broker.clone();

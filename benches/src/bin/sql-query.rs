@@ -17,7 +17,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,11 +30,10 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use futures_util::StreamExt;
 use prometheus_client::registry::Registry;
-use tidewire_benches::{Latencies, peak_rss_mib, print_table};
+use tidewire_benches::{Latencies, in_process_broker, peak_rss_mib, print_table, python};
 use tidewire_core::StreamConfig;
-use tidewire_core::{Broker, Limits, Message, PublishMetrics, Source, Streams};
+use tidewire_core::{Broker, Message, Source};
 use tidewire_sql::{SqlEngine, SqlLimits, SqlMetrics};
-use tidewire_storage::StorageMetrics;
 
 /// Records in the dashboard query's time range.
 const DASHBOARD_WINDOW: u64 = 1000;
@@ -154,17 +153,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         spec.filters = vec![tidewire_core::topic::TopicFilter::new(filter, 1024)?];
         specs.push(spec);
     }
-    let streams = Streams::open(
-        dir.path(),
-        specs,
-        &StorageMetrics::register(&mut registry),
-        Arc::new(|_| {}),
-    )?;
-    let broker = Broker::new(
-        streams,
-        Limits::default(),
-        PublishMetrics::register(&mut registry),
-    );
+    let broker = in_process_broker(dir.path(), specs, &mut registry)?;
     let engine = SqlEngine::new(
         broker.clone(),
         SqlLimits::default(),
@@ -439,33 +428,6 @@ def med(sql):
     return sorted(times)[1]
 print(f"{med('SELECT count(*) FROM bench'):.3f} {med('SELECT topic, avg(temp) FROM bench GROUP BY topic'):.3f}")
 "#;
-
-/// Runs a Python benchmark script; its stdout, or `None` (after saying
-/// why) when it fails, e.g. because the Python package is missing.
-fn python(
-    name: &str,
-    script: &str,
-    args: &[&Path],
-    extra: &[String],
-) -> anyhow::Result<Option<String>> {
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .args(extra)
-        .output()?;
-    if !output.status.success() {
-        println!(
-            "{name} skipped: {}",
-            String::from_utf8_lossy(&output.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-        return Ok(None);
-    }
-    Ok(Some(String::from_utf8(output.stdout)?))
-}
 
 /// Times in ms: DuckDB over NDJSON and over Parquet (the four queries),
 /// and DataFusion over Parquet ((a) and (d)); `None` where a Python
