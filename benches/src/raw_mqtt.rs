@@ -228,7 +228,7 @@ pub fn put_publish(out: &mut Vec<u8>, topic: &str, qos: u8, pkid: u16, payload: 
 }
 
 /// Appends a PUBACK.
-pub fn put_puback(out: &mut Vec<u8>, pkid: u16) {
+fn put_puback(out: &mut Vec<u8>, pkid: u16) {
     out.extend_from_slice(&[PUBACK, 2]);
     out.extend_from_slice(&pkid.to_be_bytes());
 }
@@ -335,6 +335,30 @@ where
 pub async fn send<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> Result<()> {
     writer.write_all(bytes).await?;
     writer.flush().await?;
+    Ok(())
+}
+
+/// Acknowledges a received publish: a QoS 1 publish's PUBACK joins
+/// `acks`, and `acks` are written once `reader` holds no further frame,
+/// so a burst of publishes is acknowledged in one write.
+pub async fn acknowledge<R, W>(
+    reader: &Reader<R>,
+    writer: &mut W,
+    acks: &mut Vec<u8>,
+    qos: u8,
+    pkid: u16,
+) -> Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if qos > 0 {
+        put_puback(acks, pkid);
+    }
+    if !acks.is_empty() && !reader.has_frame() {
+        send(writer, acks).await?;
+        acks.clear();
+    }
     Ok(())
 }
 

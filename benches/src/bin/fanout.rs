@@ -252,14 +252,9 @@ async fn live(args: &Args, epoch: Instant, report: &mut Report) -> Result<()> {
         args.messages,
         args.messages as f64 / published.as_secs_f64()
     );
-    let mut latencies = receiver.hooks.take_latencies();
-    let row = Throughput {
-        name: "tidewire topic -> webhook, live".into(),
-        delivered: receiver.hooks.answered(),
-        seconds: receiver.hooks.span().as_secs_f64(),
-        latency: Some(Percentiles::of(&mut latencies)),
-        usage,
-    };
+    let row = receiver
+        .hooks
+        .throughput("tidewire topic -> webhook, live", usage);
     row.print();
     print_threads(&row.usage);
     print_counts(&broker).await;
@@ -273,42 +268,19 @@ async fn paced(args: &Args, epoch: Instant, report: &mut Report) -> Result<()> {
     let receiver = Receiver::start(epoch, true).await?;
     let (broker, pid) = start_broker(args, receiver.addr, "10s").await?;
     // Warm-up: the subscription opens its connections to the receiver.
-    publish(
-        broker.mqtt,
-        "bench-warm-up".into(),
-        args.rate,
-        args,
-        epoch,
-        Some(args.rate as f64),
-    )
-    .await?;
+    warm_up(broker.mqtt, args, epoch).await?;
     receiver.hooks.wait_for(args.rate, "warm-up").await?;
     receiver.hooks.reset();
-    let total = args.rate * args.paced_secs;
-    let subscriber = subscribe(broker.mqtt, "bench-subscriber", total, epoch).await?;
-    let monitor = Monitor::start(Some(pid));
-    let started = Instant::now();
-    publish(
-        broker.mqtt,
-        "bench-paced".into(),
-        total,
-        args,
-        epoch,
-        Some(args.rate as f64),
-    )
-    .await?;
-    let achieved = total as f64 / started.elapsed().as_secs_f64();
+    let (total, achieved, subscriber, monitor) =
+        publish_paced(broker.mqtt, pid, args, epoch).await?;
     receiver.hooks.wait_for(total, "paced").await?;
     let mut arrivals = subscriber.await??;
     let usage = monitor.stop();
-    let mut latencies = receiver.hooks.take_latencies();
-    let webhook = Paced {
-        name: "tidewire MQTT -> topic -> webhook".into(),
-        delivered: receiver.hooks.answered(),
+    let webhook = receiver.hooks.paced(
+        "tidewire MQTT -> topic -> webhook",
         achieved,
-        latency: Percentiles::of(&mut latencies),
-        usage: Some(usage.clone()),
-    };
+        Some(usage.clone()),
+    );
     let mqtt = Paced {
         name: "tidewire MQTT -> MQTT subscriber (same publishes)".into(),
         delivered: arrivals.count,
@@ -343,14 +315,9 @@ async fn direct(args: &Args, epoch: Instant, report: &mut Report) -> Result<()> 
     post_all(&client, &url, args, args.messages, epoch).await?;
     receiver.hooks.wait_for(args.messages, "direct").await?;
     let usage = monitor.stop();
-    let mut latencies = receiver.hooks.take_latencies();
-    let row = Throughput {
-        name: "bench -> receiver directly (reqwest)".into(),
-        delivered: receiver.hooks.answered(),
-        seconds: receiver.hooks.span().as_secs_f64(),
-        latency: Some(Percentiles::of(&mut latencies)),
-        usage,
-    };
+    let row = receiver
+        .hooks
+        .throughput("bench -> receiver directly (reqwest)", usage);
     row.print();
     report.direct = Some(row);
 
@@ -363,14 +330,11 @@ async fn direct(args: &Args, epoch: Instant, report: &mut Report) -> Result<()> 
     post_paced(&client, &url, args, total, epoch).await?;
     let achieved = total as f64 / started.elapsed().as_secs_f64();
     receiver.hooks.wait_for(total, "direct paced").await?;
-    let mut latencies = receiver.hooks.take_latencies();
-    let row = Paced {
-        name: "bench -> receiver directly (HTTP hop alone)".into(),
-        delivered: receiver.hooks.answered(),
+    let row = receiver.hooks.paced(
+        "bench -> receiver directly (HTTP hop alone)",
         achieved,
-        latency: Percentiles::of(&mut latencies),
-        usage: None,
-    };
+        None,
+    );
     row.print();
     report.paced.push(row);
     Ok(())
@@ -403,29 +367,8 @@ async fn mosquitto(args: &Args, epoch: Instant, report: &mut Report) -> Result<(
     drop(peer);
     let peer = start_mosquitto(&args.mosquitto, &settings, false).await?;
     let pid = peer.child.id().context("mosquitto exited at start")?;
-    publish(
-        peer.mqtt,
-        "bench-warm-up".into(),
-        args.rate,
-        args,
-        epoch,
-        Some(args.rate as f64),
-    )
-    .await?;
-    let total = args.rate * args.paced_secs;
-    let subscriber = subscribe(peer.mqtt, "bench-subscriber", total, epoch).await?;
-    let monitor = Monitor::start(Some(pid));
-    let started = Instant::now();
-    publish(
-        peer.mqtt,
-        "bench-paced".into(),
-        total,
-        args,
-        epoch,
-        Some(args.rate as f64),
-    )
-    .await?;
-    let achieved = total as f64 / started.elapsed().as_secs_f64();
+    warm_up(peer.mqtt, args, epoch).await?;
+    let (_, achieved, subscriber, monitor) = publish_paced(peer.mqtt, pid, args, epoch).await?;
     let mut arrivals = subscriber.await??;
     let usage = monitor.stop();
     let row = Paced {
@@ -438,6 +381,40 @@ async fn mosquitto(args: &Args, epoch: Instant, report: &mut Report) -> Result<(
     row.print();
     report.paced.push(row);
     Ok(())
+}
+
+/// One second's worth of publishes at `--rate`, before a paced run.
+async fn warm_up(mqtt: SocketAddr, args: &Args, epoch: Instant) -> Result<()> {
+    let rate = args.rate;
+    publish(
+        mqtt,
+        "bench-warm-up".into(),
+        rate,
+        args,
+        epoch,
+        Some(rate as f64),
+    )
+    .await
+}
+
+/// The paced run's publishes: `--rate` msg/s for `--paced-secs` to `mqtt`,
+/// taken by a QoS 1 subscriber on the same broker, with `pid`'s usage
+/// measured from the first. Their number, the rate achieved, the
+/// subscriber, and the monitor, still running.
+async fn publish_paced(
+    mqtt: SocketAddr,
+    pid: u32,
+    args: &Args,
+    epoch: Instant,
+) -> Result<(u64, f64, JoinHandle<Result<Arrivals>>, Monitor)> {
+    let total = args.rate * args.paced_secs;
+    let subscriber = subscribe(mqtt, "bench-subscriber", total, epoch).await?;
+    let monitor = Monitor::start(Some(pid));
+    let started = Instant::now();
+    let rate = Some(args.rate as f64);
+    publish(mqtt, "bench-paced".into(), total, args, epoch, rate).await?;
+    let achieved = total as f64 / started.elapsed().as_secs_f64();
+    Ok((total, achieved, subscriber, monitor))
 }
 
 /// tidewire's own counts for the subscription, from `/metrics`.
@@ -554,6 +531,31 @@ impl Hooks {
 
     fn take_latencies(&self) -> Latencies {
         std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A paced run's row: what was answered, with the latencies taken.
+    fn paced(&self, name: &str, achieved: f64, usage: Option<Usage>) -> Paced {
+        let mut latencies = self.take_latencies();
+        Paced {
+            name: name.to_owned(),
+            delivered: self.answered(),
+            achieved,
+            latency: Percentiles::of(&mut latencies),
+            usage,
+        }
+    }
+
+    /// A run's row: what was answered, over the span, with the latencies
+    /// taken.
+    fn throughput(&self, name: &str, usage: Usage) -> Throughput {
+        let mut latencies = self.take_latencies();
+        Throughput {
+            name: name.to_owned(),
+            delivered: self.answered(),
+            seconds: self.span().as_secs_f64(),
+            latency: Some(Percentiles::of(&mut latencies)),
+            usage,
+        }
     }
 
     /// Forgets everything counted (between a warm-up and a run).
@@ -860,13 +862,7 @@ async fn subscribe(
             }
             arrivals.last = now;
             arrivals.count += 1;
-            if qos > 0 {
-                raw_mqtt::put_puback(&mut acks, pkid);
-            }
-            if !acks.is_empty() && !reader.has_frame() {
-                raw_mqtt::send(&mut writer, &acks).await?;
-                acks.clear();
-            }
+            raw_mqtt::acknowledge(&reader, &mut writer, &mut acks, qos, pkid).await?;
         }
         raw_mqtt::send(&mut writer, &acks).await?;
         let _ = raw_mqtt::disconnect(&mut writer).await;

@@ -220,13 +220,7 @@ where
         received += 1;
         last = epoch.elapsed();
         latencies.record(latency(epoch, payload));
-        if qos > 0 {
-            raw_mqtt::put_puback(&mut acks, pkid);
-        }
-        if !acks.is_empty() && !reader.has_frame() {
-            raw_mqtt::send(&mut writer, &acks).await?;
-            acks.clear();
-        }
+        raw_mqtt::acknowledge(&reader, &mut writer, &mut acks, qos, pkid).await?;
     }
     raw_mqtt::send(&mut writer, &acks).await?;
     done_at.fetch_max(last.as_nanos() as u64, Ordering::Relaxed);
