@@ -285,16 +285,33 @@ impl Queue {
     }
 
     /// Sends messages: checks each, queues every accepted one on the log
-    /// (one group commit), and answers each once it is durable.
+    /// in one go (so they share one group commit, one fsync), and answers
+    /// each once it is durable.
     pub async fn send_batch(&self, batch: Vec<Outgoing>) -> Vec<Result<Sent, QueueError>> {
         let spec = self.spec();
         let now = now_ms();
-        let mut pending = Vec::with_capacity(batch.len());
-        for out in batch {
-            pending.push(self.queue_one(&spec, out, now).await);
-        }
-        let mut answers = Vec::with_capacity(pending.len());
-        for step in pending {
+        let mut steps: Vec<_> = batch
+            .into_iter()
+            .map(|out| self.prepare(&spec, out, now))
+            .collect();
+        let records = steps
+            .iter_mut()
+            .filter_map(|step| match step {
+                Ok(Step::Encoded { record, .. }) => record.take(),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        let queued = if records.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.messages.enqueue_all(records).await
+        };
+        let mut tickets = match queued {
+            Ok(tickets) => Ok(tickets.into_iter()),
+            Err(e) => Err(e),
+        };
+        let mut answers = Vec::with_capacity(steps.len());
+        for step in steps {
             answers.push(match step {
                 Err(e) => Err(e),
                 Ok(Step::Duplicate(mut rx)) => {
@@ -309,8 +326,19 @@ impl Queue {
                         )),
                     }
                 }
-                Ok(Step::Queued { ticket, dedup_id }) => {
-                    self.finish_send(&spec, ticket, dedup_id).await
+                Ok(Step::Encoded { dedup_id, .. }) => {
+                    let ticket = match &mut tickets {
+                        Ok(tickets) => tickets.next(),
+                        Err(_) => None,
+                    };
+                    match (ticket, &tickets) {
+                        (Some(ticket), _) => self.finish_send(&spec, ticket, dedup_id).await,
+                        (None, Err(e)) => self.send_failed(dedup_id, e.duplicate()),
+                        (None, Ok(_)) => self.send_failed(
+                            dedup_id,
+                            tidewire_storage::StorageError::Internal("no append ticket".into()),
+                        ),
+                    }
                 }
             });
         }
@@ -325,12 +353,8 @@ impl Queue {
             .unwrap_or_else(|| Err(QueueError::State("no answer".into())))
     }
 
-    async fn queue_one(
-        &self,
-        spec: &QueueSpec,
-        out: Outgoing,
-        now: i64,
-    ) -> Result<Step, QueueError> {
+    /// Checks a message and encodes its record, or finds it a duplicate.
+    fn prepare(&self, spec: &QueueSpec, out: Outgoing, now: i64) -> Result<Step, QueueError> {
         self.check(spec, &out)?;
         let dedup_id = if spec.fifo {
             let id = out
@@ -358,15 +382,23 @@ impl Queue {
             moved: None,
         };
         let record = message::encode("", &out.sender, Default::default(), &header, &out.body);
-        match self.messages.enqueue(Arc::new(record)).await {
-            Ok(ticket) => Ok(Step::Queued { ticket, dedup_id }),
-            Err(e) => {
-                if let Some(id) = &dedup_id {
-                    self.dedup().failed(id);
-                }
-                Err(e.into())
-            }
+        Ok(Step::Encoded {
+            record: Some(Arc::new(record)),
+            dedup_id,
+        })
+    }
+
+    /// A send whose record did not reach the log: its deduplication id is
+    /// free again.
+    fn send_failed(
+        &self,
+        dedup_id: Option<String>,
+        e: tidewire_storage::StorageError,
+    ) -> Result<Sent, QueueError> {
+        if let Some(id) = &dedup_id {
+            self.dedup().failed(id);
         }
+        Err(e.into())
     }
 
     async fn finish_send(
@@ -388,12 +420,7 @@ impl Queue {
                 }
                 Ok(sent)
             }
-            Err(e) => {
-                if let Some(id) = &dedup_id {
-                    self.dedup().failed(id);
-                }
-                Err(e.into())
-            }
+            Err(e) => self.send_failed(dedup_id, e),
         }
     }
 
@@ -582,7 +609,7 @@ impl Queue {
                     .push(self.delivered(&spec, record, offset, &tracked, nonce));
             }
         }
-        let ticket = self.journal_changes(&changes).await?;
+        let ticket = self.journal_changes(&changes, Wait::Written).await?;
         drop(state);
         if let Some(ticket) = ticket {
             ticket.await?;
@@ -684,7 +711,7 @@ impl Queue {
                     },
                 });
             }
-            match self.journal_changes(&changes).await {
+            match self.journal_changes(&changes, Wait::Durable).await {
                 Ok(ticket) => ticket,
                 Err(e) => return fail_all(answers, &e),
             }
@@ -723,10 +750,13 @@ impl Queue {
                     }
                     let visible_at_ms = now + timeout.as_millis() as i64;
                     state.set_visible_at(receipt.offset, visible_at_ms, now);
-                    self.journal_changes(&[Change::Visibility {
-                        offset: receipt.offset,
-                        visible_at_ms,
-                    }])
+                    self.journal_changes(
+                        &[Change::Visibility {
+                            offset: receipt.offset,
+                            visible_at_ms,
+                        }],
+                        Wait::Durable,
+                    )
                     .await?
                 }
                 Some(_) => return Err(QueueError::InvalidReceiptHandle(handle.to_owned())),
@@ -790,7 +820,8 @@ impl Queue {
                 return Ok(());
             }
             state.remove(offset);
-            self.journal_changes(&[Change::Delete { offset }]).await?
+            self.journal_changes(&[Change::Delete { offset }], Wait::Durable)
+                .await?
         };
         if let Some(ticket) = ticket {
             ticket.await?;
@@ -815,7 +846,8 @@ impl Queue {
             let mut state = self.state.lock().await;
             let below = self.messages.next_offset();
             state.purge(below);
-            self.journal_changes(&[Change::Purge { below }]).await?
+            self.journal_changes(&[Change::Purge { below }], Wait::Durable)
+                .await?
         };
         if let Some(ticket) = ticket {
             ticket.await?;
@@ -967,7 +999,7 @@ impl Queue {
                 changes.push(Change::Delete { offset });
             }
             self.counters.expired.inc_by(changes.len() as u64);
-            self.journal_changes(&changes).await?
+            self.journal_changes(&changes, Wait::Durable).await?
         };
         if let Some(ticket) = ticket {
             ticket.await?;
@@ -998,6 +1030,7 @@ impl Queue {
     async fn journal_changes(
         &self,
         changes: &[Change],
+        wait: Wait,
     ) -> Result<Option<tidewire_storage::AppendTicket>, QueueError> {
         if changes.is_empty() {
             return Ok(None);
@@ -1010,7 +1043,11 @@ impl Queue {
             payload: Bytes::from(payload),
             ..Message::default()
         };
-        Ok(Some(self.journal.enqueue(Arc::new(record)).await?))
+        let record = Arc::new(record);
+        Ok(Some(match wait {
+            Wait::Durable => self.journal.enqueue(record).await?,
+            Wait::Written => self.journal.enqueue_written(record).await?,
+        }))
     }
 
     fn receipt(&self, handle: &str) -> Result<Receipt, QueueError> {
@@ -1172,8 +1209,9 @@ impl ReadAhead {
 
 /// A send on its way to the log.
 enum Step {
-    Queued {
-        ticket: tidewire_storage::AppendTicket,
+    /// Checked and encoded (the record is taken when it is queued).
+    Encoded {
+        record: Option<Arc<Message>>,
         dedup_id: Option<String>,
     },
     Duplicate(tokio::sync::watch::Receiver<Option<Sent>>),
@@ -1301,6 +1339,18 @@ fn journal_config(fsync: FsyncPolicy) -> LogConfig {
 }
 
 /// Now, in ms since the Unix epoch.
+/// What a change to the consumer state waits for before it is answered.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// The queue's fsync policy: deletes, visibility changes, purges, moves.
+    Durable,
+    /// The journal's write, not its fsync: receives. A crash of the process
+    /// loses nothing; a crash of the machine can lose the last receives, so
+    /// their messages are visible again early (received at least once, as
+    /// SQS has it), while an acknowledged delete always stays deleted.
+    Written,
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -74,7 +74,7 @@ impl StorageError {
 
 impl StorageError {
     /// The same error again, for each of several waiters on one operation.
-    pub(crate) fn duplicate(&self) -> StorageError {
+    pub fn duplicate(&self) -> StorageError {
         match self {
             StorageError::InvalidRecord(m) => StorageError::InvalidRecord(m.clone()),
             StorageError::OutOfRange(m) => StorageError::OutOfRange(m.clone()),

@@ -192,22 +192,69 @@ impl StreamLog {
     /// a caller can keep many appends in flight and still see them complete
     /// in order.
     pub async fn enqueue(&self, message: Arc<Message>) -> Result<AppendTicket> {
+        self.queue_append(message, true).await
+    }
+
+    /// Queues a record whose ticket resolves once it is written to the
+    /// segment file, without waiting for an fsync: it survives the process
+    /// being killed, and an fsync takes it along with the next durable
+    /// append (or the next housekeeping pass, within half a second). For
+    /// records whose loss in a machine crash breaks no promise made to a
+    /// client: a queue journals its receives this way, so a power cut can
+    /// make a received message visible again early, never lose one. The
+    /// other records of the commit it is written in become visible to
+    /// readers with it, before their fsync.
+    pub async fn enqueue_written(&self, message: Arc<Message>) -> Result<AppendTicket> {
+        self.queue_append(message, false).await
+    }
+
+    /// Queues several messages for appending at once, so that they are
+    /// written in one commit (one fsync); a ticket each, in order. None is
+    /// queued when one is invalid.
+    pub async fn enqueue_all(&self, messages: Vec<Arc<Message>>) -> Result<Vec<AppendTicket>> {
+        let mut requests = Vec::with_capacity(messages.len());
+        let mut tickets = Vec::with_capacity(messages.len());
+        for message in messages {
+            let (request, ticket) = self.request(message, true)?;
+            requests.push(request);
+            tickets.push(ticket);
+        }
+        self.commands
+            .send(Command::AppendAll(requests))
+            .await
+            .map_err(|_| StorageError::Closed(self.shared.name.to_string()))?;
+        Ok(tickets)
+    }
+
+    async fn queue_append(&self, message: Arc<Message>, durable: bool) -> Result<AppendTicket> {
+        let (request, ticket) = self.request(message, durable)?;
+        self.commands
+            .send(Command::Append(request))
+            .await
+            .map_err(|_| StorageError::Closed(self.shared.name.to_string()))?;
+        Ok(ticket)
+    }
+
+    /// A checked append for the writer, and its ticket.
+    fn request(
+        &self,
+        message: Arc<Message>,
+        durable: bool,
+    ) -> Result<(AppendRequest, AppendTicket)> {
         let frame_len = validate(&message)?;
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
             message,
             frame_len,
             enqueued: Instant::now(),
+            durable,
             reply,
         };
-        self.commands
-            .send(Command::Append(request))
-            .await
-            .map_err(|_| StorageError::Closed(self.shared.name.to_string()))?;
-        Ok(AppendTicket {
+        let ticket = AppendTicket {
             answer,
             stream: Arc::clone(&self.shared.name),
-        })
+        };
+        Ok((request, ticket))
     }
 
     /// Syncs and stops the writer. Appends after this fail with

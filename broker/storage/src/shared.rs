@@ -84,6 +84,8 @@ impl Shared {
 /// A request to the writer thread.
 pub(crate) enum Command {
     Append(AppendRequest),
+    /// Appends that go into one commit together.
+    AppendAll(Vec<AppendRequest>),
     /// Sync everything and stop; answered when done.
     Close(oneshot::Sender<()>),
 }
@@ -92,6 +94,9 @@ pub(crate) struct AppendRequest {
     pub message: Arc<Message>,
     pub frame_len: usize,
     pub enqueued: Instant,
+    /// Whether the answer waits for the stream's fsync policy (else only
+    /// for the write: [`crate::StreamLog::enqueue_written`]).
+    pub durable: bool,
     pub reply: oneshot::Sender<Result<Appended>>,
 }
 

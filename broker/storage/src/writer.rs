@@ -5,7 +5,10 @@
 //! and fdatasync'ed. The writer then takes everything queued (up to a bound),
 //! encodes it into one buffer, writes it with one `pwrite`, syncs once, and
 //! only then publishes the new committed offset and answers every appender.
-//! So the cost of an fdatasync is shared by the whole batch.
+//! So the cost of an fdatasync is shared by the whole batch. Appends that
+//! wait only for their write ([`crate::StreamLog::enqueue_written`]) are
+//! answered before it, and need none of their own: the next batch with a
+//! durable append, or the next housekeeping pass, syncs them.
 //!
 //! An fdatasync error is fatal for the stream: the kernel may already have
 //! dropped the dirty pages, so retrying could report success for data that
@@ -23,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::FsyncPolicy;
 use crate::error::{Result, StorageError};
 use crate::index::{IndexEntry, SegmentSummary, SparseIndex};
+use crate::metrics::StreamMetrics;
 use crate::record::encode_frame;
 use crate::segment::{create_segment, index_path, log_path, remove_if_exists, sync_dir};
 use crate::shared::{AppendRequest, Appended, Command, OnFatal, SegmentState, Shared};
@@ -103,6 +107,8 @@ struct Pending {
     reply: oneshot::Sender<Result<Appended>>,
     appended: Appended,
     enqueued: Instant,
+    /// Answered after the fsync the policy asks for (else after the write).
+    durable: bool,
 }
 
 impl Writer {
@@ -116,6 +122,10 @@ impl Writer {
                     let (close, every_handle_dropped) = match command {
                         Some(Command::Append(request)) => {
                             batch.push(request);
+                            (take_queued(&mut commands, &mut batch), false)
+                        }
+                        Some(Command::AppendAll(requests)) => {
+                            batch.extend(requests);
                             (take_queued(&mut commands, &mut batch), false)
                         }
                         Some(Command::Close(done)) => (Some(done), false),
@@ -195,40 +205,50 @@ impl Writer {
                 timestamp_ms,
             },
             enqueued: request.enqueued,
+            durable: request.durable,
         });
     }
 
     /// Writes the staged records, syncs them if the policy says so, makes
     /// them visible and acknowledges them. On a write error the staged
-    /// records are undone and their appenders get the error.
+    /// records are undone and their appenders get the error. Records that
+    /// wait only for the write are acknowledged before the fsync, and the
+    /// batch becomes visible with them.
     fn flush(&mut self, pending: &mut Vec<Pending>) {
         if pending.is_empty() {
             return;
         }
-        let outcome = self
-            .write_staged()
-            .and_then(|()| match self.shared.config().fsync {
-                FsyncPolicy::Always => self.sync(),
-                _ => Ok(()),
-            });
-        match outcome {
-            Ok(()) => {
-                self.publish();
-                let m = &self.shared.metrics;
-                m.records.inc_by(pending.len() as u64);
-                m.commit_batch.observe(pending.len() as f64);
-                for p in pending.drain(..) {
-                    m.append_latency.observe(p.enqueued.elapsed().as_secs_f64());
-                    let _ = p.reply.send(Ok(p.appended));
+        let shared = Arc::clone(&self.shared);
+        let metrics = &shared.metrics;
+        if let Err(e) = self.write_staged() {
+            self.unstage();
+            answer(pending.drain(..), &Err(e), metrics);
+            return;
+        }
+        let sync = matches!(self.shared.config().fsync, FsyncPolicy::Always)
+            && pending.iter().any(|p| p.durable);
+        let mut committed = 0;
+        if !sync || pending.iter().any(|p| !p.durable) {
+            self.publish();
+            let written = pending.extract_if(.., |p| !sync || !p.durable);
+            committed += answer(written, &Ok(()), metrics);
+        }
+        if !pending.is_empty() {
+            match self.sync() {
+                Ok(()) => {
+                    if self.staged.end_offset != self.committed.end_offset {
+                        self.publish();
+                    }
+                    committed += answer(pending.drain(..), &Ok(()), metrics);
                 }
-            }
-            Err(e) => {
-                self.unstage();
-                for p in pending.drain(..) {
-                    let _ = p.reply.send(Err(e.duplicate()));
+                Err(e) => {
+                    self.unstage();
+                    answer(pending.drain(..), &Err(e), metrics);
                 }
             }
         }
+        metrics.records.inc_by(committed);
+        metrics.commit_batch.observe(committed as f64);
     }
 
     fn write_staged(&mut self) -> Result<()> {
@@ -323,6 +343,11 @@ impl Writer {
             return;
         }
         self.sync_if_due();
+        // Records written without waiting for an fsync, and no durable
+        // append since to take them along.
+        if matches!(self.shared.config().fsync, FsyncPolicy::Always) {
+            let _ = self.sync();
+        }
         let age_limit = self.shared.config().effective_segment_age();
         let oldest_age = self.committed.min_ts.map(|ts| now_ms().saturating_sub(ts));
         if oldest_age.is_some_and(|age| age >= duration_ms(age_limit))
@@ -411,6 +436,29 @@ impl Writer {
 
 /// Moves whatever else is already queued into `batch`, within the batch
 /// bounds. Returns the close request if one was queued behind the appends.
+/// Acknowledges `pending` appends with `outcome` (an error goes to each);
+/// how many were acknowledged as appended.
+fn answer(
+    pending: impl Iterator<Item = Pending>,
+    outcome: &Result<()>,
+    metrics: &StreamMetrics,
+) -> u64 {
+    let mut appended = 0;
+    for p in pending {
+        let _ = match outcome {
+            Ok(()) => {
+                appended += 1;
+                metrics
+                    .append_latency
+                    .observe(p.enqueued.elapsed().as_secs_f64());
+                p.reply.send(Ok(p.appended))
+            }
+            Err(e) => p.reply.send(Err(e.duplicate())),
+        };
+    }
+    appended
+}
+
 fn take_queued(
     commands: &mut mpsc::Receiver<Command>,
     batch: &mut Vec<AppendRequest>,
@@ -421,6 +469,10 @@ fn take_queued(
             Ok(Command::Append(request)) => {
                 bytes += request.frame_len;
                 batch.push(request);
+            }
+            Ok(Command::AppendAll(requests)) => {
+                bytes += requests.iter().map(|r| r.frame_len).sum::<usize>();
+                batch.extend(requests);
             }
             Ok(Command::Close(done)) => return Some(done),
             Err(_) => break,

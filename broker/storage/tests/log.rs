@@ -423,16 +423,55 @@ async fn group_commit_shares_fsyncs_between_concurrent_appends() {
         tasks.spawn(async move { log.append(Arc::new(message(i))).await.expect("append") });
     }
     tasks.join_all().await;
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
-    let fsyncs: u64 = text
-        .lines()
-        .find(|l| l.starts_with("tidewire_stream_fsyncs_total{stream=\"gc\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .expect("fsync counter");
+    let fsyncs = fsyncs(&registry, "gc");
     assert!(fsyncs >= 1);
     assert!(fsyncs < 256, "256 concurrent appends took {fsyncs} fsyncs");
+    log.close().await;
+}
+
+fn fsyncs(registry: &Registry, stream: &str) -> u64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+    let prefix = format!("tidewire_stream_fsyncs_total{{stream=\"{stream}\"}}");
+    text.lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("fsync counter")
+}
+
+/// Under fsync `always`, appends that wait only for their write are not
+/// each fsynced: the next durable append (or housekeeping) takes them
+/// along, and they are all there after a restart.
+#[tokio::test]
+async fn written_appends_ride_along_with_the_next_fsync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut registry = Registry::default();
+    let metrics = StorageMetrics::register(&mut registry);
+    let log =
+        StreamLog::open(dir.path(), "w", LogConfig::default(), &metrics, no_fatal()).expect("open");
+    for i in 0..50 {
+        let ticket = log
+            .enqueue_written(Arc::new(message(i)))
+            .await
+            .expect("queue");
+        assert_eq!(ticket.await.expect("written").offset, i as u64);
+    }
+    // One at a time, each durable append would have been an fsync; the
+    // housekeeping pass syncs at most twice a second.
+    let before = fsyncs(&registry, "w");
+    assert!(before < 25, "50 written appends took {before} fsyncs");
+    assert_eq!(read_all(&log).len(), 50);
+    log.append(Arc::new(message(50)))
+        .await
+        .expect("durable append");
+    assert!(fsyncs(&registry, "w") > before);
+    log.close().await;
+    drop(log);
+    let log = open(dir.path(), LogConfig::default());
+    let records = read_all(&log);
+    assert_eq!(records.len(), 51);
+    assert_eq!(records[50].message, message(50));
     log.close().await;
 }
 
