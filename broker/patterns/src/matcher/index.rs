@@ -9,8 +9,8 @@ use std::net::IpAddr;
 
 use super::Map;
 use super::affix::Affixes;
-use super::keys::{Key, Targets};
-use super::ranges::RangeIndex;
+use super::keys::{Key, Targets, file, remove_keyed};
+use super::ranges::{OneRange, RangeIndex};
 use crate::cidr::Cidr;
 use crate::event::Leaf;
 use crate::value::{AnythingBut, Literal, Number, Range, ValuePattern, fold};
@@ -129,22 +129,27 @@ impl<'a> Probe<'a> {
 
 /// Targets (states, or negation ids) by the test that leads to them.
 ///
-/// In this order (`repr(C)`), what a string lookup reads first, so that
-/// in a transition it shares a cache line with the transition's own
-/// fields.
+/// 64 bytes, a transition's one cache line: exact strings and one range,
+/// what most transitions hold, are looked up in it, and only the rarer
+/// tests are behind a pointer.
 #[derive(Debug, Clone, Default)]
-#[repr(C)]
 pub(crate) struct ValueIndex {
     strings: Map<Key, Targets<u32>>,
     /// The rarer tests, allocated when the first one is added.
     more: Option<Box<More>>,
-    ranges: RangeIndex,
+    /// The first range; the others are in `more`.
+    range: Option<OneRange>,
 }
 
+/// The rarer tests. Several hundred bytes over several cache lines, of
+/// which a transition usually has one or two kinds: so a lookup first
+/// reads which kinds it has (`kinds`, in the first line, `repr(C)`) and
+/// then only those, not every one's length.
 #[derive(Debug, Clone, Default)]
+#[repr(C)]
 struct More {
-    /// How many entries are in here, to free it when none are.
-    entries: usize,
+    /// The kinds of test in here ([`More::kinds`]); none frees it.
+    kinds: u16,
     numbers: Map<u64, Targets<u32>>,
     falses: Vec<u32>,
     trues: Vec<u32>,
@@ -161,20 +166,21 @@ struct More {
     wildcards: Vec<(Wildcard, u32)>,
     /// Networks by (family, prefix length), then by masked address.
     cidrs: Map<(bool, u8), Map<u128, Targets<u32>>>,
+    /// The ranges but the first.
+    ranges: RangeIndex,
 }
 
 impl ValueIndex {
     pub(crate) fn is_empty(&self) -> bool {
-        self.strings.is_empty() && self.ranges.is_empty() && self.more.is_none()
+        self.strings.is_empty() && self.range.is_none() && self.more.is_none()
     }
 
     pub(crate) fn insert(&mut self, item: Item<'_>, target: u32) {
         match item {
             Item::String(s) => file(&mut self.strings, Key::new(s), target),
-            Item::Range(r) => self.ranges.insert(r, target),
+            Item::Range(r) if self.range.is_none() => self.range = Some(OneRange::new(r, target)),
             _ => {
                 let more = self.more.get_or_insert_with(Box::default);
-                more.entries += 1;
                 match item {
                     Item::Number(n) => file(&mut more.numbers, n.key(), target),
                     Item::Bool(false) => more.falses.push(target),
@@ -198,8 +204,10 @@ impl ValueIndex {
                     Item::Cidr(c) => {
                         file(more.cidrs.entry(c.family()).or_default(), c.bits(), target);
                     }
-                    Item::String(_) | Item::Range(_) => {}
+                    Item::Range(r) => more.ranges.insert(r, target),
+                    Item::String(_) => {}
                 }
+                more.kinds = more.kinds();
             }
         }
     }
@@ -209,7 +217,7 @@ impl ValueIndex {
             Item::String(s) => {
                 remove_keyed(&mut self.strings, s.as_bytes(), target);
             }
-            Item::Range(r) => self.ranges.remove(r, target),
+            Item::Range(r) if self.range == Some(OneRange::new(r, target)) => self.range = None,
             _ => {
                 let Some(more) = self.more.as_mut() else {
                     return;
@@ -250,33 +258,33 @@ impl ValueIndex {
                             }
                         }
                     }
-                    Item::String(_) | Item::Range(_) => {}
+                    Item::Range(r) => more.ranges.remove(r, target),
+                    Item::String(_) => {}
                 }
-                more.entries = more.entries.saturating_sub(1);
-                if more.entries == 0 {
+                more.kinds = more.kinds();
+                if more.kinds == 0 {
                     self.more = None;
                 }
             }
         }
     }
 
-    /// When `probe` is a string and this index holds nothing but exact
-    /// strings, pushes the targets of the ones it equals onto `next` and
-    /// returns true; else false (then use [`ValueIndex::query`]).
+    /// When this index holds nothing but exact strings, the targets of the
+    /// one `s` equals (none if none); `None` when it holds other tests
+    /// (then use [`ValueIndex::query`]).
     #[inline]
-    pub(crate) fn strings_only(&self, probe: &Probe<'_>, next: &mut Vec<u32>) -> bool {
-        let Leaf::String(s) = probe.leaf else {
-            return false;
-        };
+    pub(crate) fn strings_only(&self, s: &str) -> Option<&[u32]> {
         if self.more.is_some() {
-            return false;
+            return None;
         }
-        if !self.strings.is_empty()
-            && let Some(targets) = self.strings.get(s.as_bytes())
-        {
-            next.extend_from_slice(targets.as_slice());
+        if self.strings.is_empty() {
+            return Some(&[]);
         }
-        true
+        Some(
+            self.strings
+                .get(s.as_bytes())
+                .map_or(&[], Targets::as_slice),
+        )
     }
 
     /// Calls `emit` with the target of every entry `probe` passes (a
@@ -295,21 +303,32 @@ impl ValueIndex {
                 }
             }
             Leaf::Number(x) => {
-                if let Some(more) = &self.more
-                    && let Some(targets) = more.numbers.get(&Number::key_of(x))
-                {
-                    targets.as_slice().iter().copied().for_each(&mut *emit);
+                if let Some(target) = self.range.and_then(|r| r.target_at(x)) {
+                    emit(target);
                 }
-                self.ranges.query(x, emit);
+                if let Some(more) = &self.more {
+                    if more.kinds & NUMBERS != 0
+                        && let Some(targets) = more.numbers.get(&Number::key_of(x))
+                    {
+                        targets.as_slice().iter().copied().for_each(&mut *emit);
+                    }
+                    if more.kinds & RANGES != 0 {
+                        more.ranges.query(x, emit);
+                    }
+                }
             }
             Leaf::Bool(b) => {
-                if let Some(more) = &self.more {
+                if let Some(more) = &self.more
+                    && more.kinds & BOOLS_AND_NULLS != 0
+                {
                     let targets = if b { &more.trues } else { &more.falses };
                     targets.iter().copied().for_each(emit);
                 }
             }
             Leaf::Null => {
-                if let Some(more) = &self.more {
+                if let Some(more) = &self.more
+                    && more.kinds & BOOLS_AND_NULLS != 0
+                {
                     more.nulls.iter().copied().for_each(emit);
                 }
             }
@@ -317,14 +336,55 @@ impl ValueIndex {
     }
 }
 
+/// [`More::kinds`] bits: each says that the fields it names hold tests.
+const NUMBERS: u16 = 1;
+const BOOLS_AND_NULLS: u16 = 1 << 1;
+const PREFIXES: u16 = 1 << 2;
+const SUFFIXES: u16 = 1 << 3;
+const FOLDED: u16 = 1 << 4;
+const WILDCARDS: u16 = 1 << 5;
+const CIDRS: u16 = 1 << 6;
+const RANGES: u16 = 1 << 7;
+
 impl More {
+    /// Which kinds of test it holds, as bits; 0 when it holds none.
+    fn kinds(&self) -> u16 {
+        [
+            (NUMBERS, self.numbers.is_empty()),
+            (
+                BOOLS_AND_NULLS,
+                self.falses.is_empty() && self.trues.is_empty() && self.nulls.is_empty(),
+            ),
+            (PREFIXES, self.prefixes.is_empty()),
+            (SUFFIXES, self.suffixes.is_empty()),
+            (
+                FOLDED,
+                self.folded.is_empty()
+                    && self.folded_prefixes.is_empty()
+                    && self.folded_suffixes.is_empty(),
+            ),
+            (
+                WILDCARDS,
+                self.wildcard_prefixes.is_empty()
+                    && self.wildcard_suffixes.is_empty()
+                    && self.wildcards.is_empty(),
+            ),
+            (CIDRS, self.cidrs.is_empty()),
+            (RANGES, self.ranges.is_empty()),
+        ]
+        .into_iter()
+        .filter(|&(_, empty)| !empty)
+        .fold(0, |kinds, (kind, _)| kinds | kind)
+    }
+
     fn query_string(&self, s: &str, probe: &mut Probe<'_>, emit: &mut impl FnMut(u32)) {
-        self.prefixes.prefixes_of(s, |&t| emit(t));
-        self.suffixes.suffixes_of(s, |&t| emit(t));
-        if !self.folded.is_empty()
-            || !self.folded_prefixes.is_empty()
-            || !self.folded_suffixes.is_empty()
-        {
+        if self.kinds & PREFIXES != 0 {
+            self.prefixes.prefixes_of(s, |&t| emit(t));
+        }
+        if self.kinds & SUFFIXES != 0 {
+            self.suffixes.suffixes_of(s, |&t| emit(t));
+        }
+        if self.kinds & FOLDED != 0 {
             let folded = probe.folded(s);
             if let Some(targets) = self.folded.get(folded.as_bytes()) {
                 targets.as_slice().iter().copied().for_each(&mut *emit);
@@ -332,15 +392,17 @@ impl More {
             self.folded_prefixes.prefixes_of(folded, |&t| emit(t));
             self.folded_suffixes.suffixes_of(folded, |&t| emit(t));
         }
-        let mut wildcard = |(w, t): &(Wildcard, u32)| {
-            if w.matches(s) {
-                emit(*t);
-            }
-        };
-        self.wildcard_prefixes.prefixes_of(s, &mut wildcard);
-        self.wildcard_suffixes.suffixes_of(s, &mut wildcard);
-        self.wildcards.iter().for_each(&mut wildcard);
-        if !self.cidrs.is_empty()
+        if self.kinds & WILDCARDS != 0 {
+            let mut wildcard = |(w, t): &(Wildcard, u32)| {
+                if w.matches(s) {
+                    emit(*t);
+                }
+            };
+            self.wildcard_prefixes.prefixes_of(s, &mut wildcard);
+            self.wildcard_suffixes.suffixes_of(s, &mut wildcard);
+            self.wildcards.iter().for_each(&mut wildcard);
+        }
+        if self.kinds & CIDRS != 0
             && let Some(ip) = probe.ip(s)
         {
             for (family, by_bits) in &self.cidrs {
@@ -357,27 +419,5 @@ impl More {
 fn remove_one(targets: &mut Vec<u32>, target: u32) {
     if let Some(at) = targets.iter().position(|&t| t == target) {
         targets.swap_remove(at);
-    }
-}
-
-fn file<K: std::hash::Hash + Eq>(map: &mut Map<K, Targets<u32>>, key: K, target: u32) {
-    match map.get_mut(&key) {
-        Some(targets) => targets.push(target),
-        None => {
-            map.insert(key, Targets::One(target));
-        }
-    }
-}
-
-fn remove_keyed<K, Q>(map: &mut Map<K, Targets<u32>>, key: &Q, target: u32)
-where
-    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
-    Q: std::hash::Hash + Eq + ?Sized,
-{
-    if let Some(targets) = map.get_mut(key)
-        && targets.as_slice().contains(&target)
-        && targets.remove(&target)
-    {
-        map.remove(key);
     }
 }

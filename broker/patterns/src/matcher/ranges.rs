@@ -3,12 +3,74 @@
 //! interval tree, rebuilt when enough ranges were added or removed since
 //! the last build (the newest ones wait in a short list scanned as is).
 //! The one or few ranges most transitions have are held inline and
-//! scanned, so that looking them up reads no memory of their own.
+//! scanned, so that looking them up reads no memory of their own; a
+//! transition's first range is held in the transition itself, in the
+//! 24 bytes of a [`OneRange`].
 
 use smallvec::SmallVec;
 
 use super::Map;
-use crate::value::Range;
+use super::keys::{Targets, file, remove_keyed};
+use crate::value::{Bound, Range};
+
+/// A range and its target in 24 bytes (a [`Range`] and a target take
+/// 40), so that it fits in the cache line of the transition that holds it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct OneRange {
+    low: f64,
+    high: f64,
+    target: u32,
+    low_end: End,
+    high_end: End,
+}
+
+/// How a [`OneRange`] ends on one side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Open,
+    Exclusive,
+    Inclusive,
+}
+
+impl End {
+    fn of(bound: Option<Bound>) -> (End, f64) {
+        match bound {
+            None => (End::Open, 0.0),
+            Some(b) if b.inclusive => (End::Inclusive, b.value.get()),
+            Some(b) => (End::Exclusive, b.value.get()),
+        }
+    }
+}
+
+impl OneRange {
+    pub(crate) fn new(range: Range, target: u32) -> OneRange {
+        let (low_end, low) = End::of(range.lower);
+        let (high_end, high) = End::of(range.upper);
+        OneRange {
+            low,
+            high,
+            target,
+            low_end,
+            high_end,
+        }
+    }
+
+    /// The target, when the range holds `x` (as [`Range::contains`]).
+    #[inline]
+    pub(crate) fn target_at(&self, x: f64) -> Option<u32> {
+        let above = match self.low_end {
+            End::Open => true,
+            End::Exclusive => x > self.low,
+            End::Inclusive => x >= self.low,
+        };
+        let below = match self.high_end {
+            End::Open => true,
+            End::Exclusive => x < self.high,
+            End::Inclusive => x <= self.high,
+        };
+        (above && below).then_some(self.target)
+    }
+}
 
 /// How many ranges are held inline before the tree takes them.
 const FEW: usize = 4;
@@ -27,10 +89,9 @@ impl RangeIndex {
         self.few.is_empty() && self.many.is_none()
     }
 
+    /// Files `target` under `range` (again, if it is already: then it
+    /// takes removing twice).
     pub(crate) fn insert(&mut self, range: Range, target: u32) {
-        if self.few.contains(&(range, target)) {
-            return;
-        }
         match &mut self.many {
             Some(tree) => tree.insert(range, target),
             None if self.few.len() < FEW => self.few.push((range, target)),
@@ -78,8 +139,9 @@ const UNBUILT: usize = 32;
 struct Tree {
     /// The ranges and their targets; `None` once removed.
     entries: Vec<Option<(Range, u32)>>,
-    /// Where each (range, target) is in `entries`.
-    positions: Map<(Range, u32), u32>,
+    /// Where each (range, target) is in `entries`, once for each time it
+    /// was added.
+    positions: Map<(Range, u32), Targets<u32>>,
     /// Entries added since the tree was built.
     pending: Vec<u32>,
     /// The tree; `nodes[0]` is the root when there is one.
@@ -107,12 +169,9 @@ impl Tree {
     }
 
     fn insert(&mut self, range: Range, target: u32) {
-        if self.positions.contains_key(&(range, target)) {
-            return;
-        }
         let at = position(self.entries.len());
         self.entries.push(Some((range, target)));
-        self.positions.insert((range, target), at);
+        file(&mut self.positions, (range, target), at);
         self.pending.push(at);
         if self.pending.len() > UNBUILT {
             self.rebuild();
@@ -120,9 +179,14 @@ impl Tree {
     }
 
     fn remove(&mut self, range: Range, target: u32) {
-        let Some(at) = self.positions.remove(&(range, target)) else {
+        let Some(&at) = self
+            .positions
+            .get(&(range, target))
+            .and_then(|ats| ats.as_slice().last())
+        else {
             return;
         };
+        remove_keyed(&mut self.positions, &(range, target), at);
         self.entries[at as usize] = None;
         match self.pending.iter().position(|&p| p == at) {
             Some(i) => {
@@ -192,7 +256,7 @@ impl Tree {
         let live: Vec<(Range, u32)> = self.entries.drain(..).flatten().collect();
         self.positions.clear();
         for (i, entry) in live.iter().enumerate() {
-            self.positions.insert(*entry, position(i));
+            file(&mut self.positions, *entry, position(i));
         }
         self.entries = live.into_iter().map(Some).collect();
         self.pending.clear();
@@ -274,7 +338,7 @@ fn position(i: usize) -> u32 {
 mod tests {
     use proptest::prelude::*;
 
-    use super::RangeIndex;
+    use super::{OneRange, RangeIndex};
     use crate::value::{Bound, Number, Range};
 
     fn bound(x: i32, inclusive: bool) -> Option<Bound> {
@@ -295,6 +359,52 @@ mod tests {
                     width.and_then(|(w, inc)| bound(low.map_or(w, |(x, _)| x + w + 1), inc));
                 (lower.is_some() || upper.is_some()).then_some(Range { lower, upper })
             })
+    }
+
+    /// A range filed twice under one target is found until removed twice,
+    /// inline or in the tree.
+    #[test]
+    fn filed_twice() {
+        for others in [0, 40] {
+            let mut index = RangeIndex::default();
+            let range = Range {
+                lower: bound(1, false),
+                upper: None,
+            };
+            for i in 0..others {
+                index.insert(range, 100 + i);
+            }
+            index.insert(range, 7);
+            index.insert(range, 7);
+            let sevens = |index: &RangeIndex| found(index, 2.0).iter().filter(|&&t| t == 7).count();
+            assert_eq!(sevens(&index), 2);
+            index.remove(range, 7);
+            assert_eq!(sevens(&index), 1);
+            index.remove(range, 7);
+            assert_eq!(sevens(&index), 0);
+        }
+    }
+
+    /// A range in 24 bytes holds what the range holds.
+    #[test]
+    fn one_range() {
+        assert_eq!(std::mem::size_of::<Option<OneRange>>(), 24);
+        let ranges = [
+            (bound(1, false), bound(5, true)),
+            (bound(1, true), None),
+            (None, bound(-3, false)),
+        ];
+        for (lower, upper) in ranges {
+            let range = Range { lower, upper };
+            let one = OneRange::new(range, 7);
+            for x in [-4.0, -3.0, 0.0, 1.0, 3.0, 5.0, 6.0, f64::NAN, f64::INFINITY] {
+                assert_eq!(
+                    one.target_at(x),
+                    range.contains(x).then_some(7),
+                    "{range:?} at {x}"
+                );
+            }
+        }
     }
 
     fn found(index: &RangeIndex, x: f64) -> Vec<u32> {

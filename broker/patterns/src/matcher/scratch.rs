@@ -1,7 +1,8 @@
 //! The working memory of one match, kept per thread and reused, so that
-//! matching an event allocates nothing in the common case. Marks are
-//! generation stamps: starting a match bumps the generation instead of
-//! clearing the arrays.
+//! matching an event allocates nothing in the common case. Marks (of the
+//! states reached, the patterns reported) are a short list while a match
+//! makes few, as most do, and generation stamps in arrays by id past that:
+//! starting a match bumps the generation instead of clearing the arrays.
 
 use std::cell::RefCell;
 
@@ -12,13 +13,12 @@ use crate::event::Element;
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     generation: u32,
-    /// By state: the generation it was last reached with no array
-    /// elements chosen.
-    reached: Vec<u32>,
+    /// States reached with no array elements chosen.
+    reached: Marks,
     /// States reached with array elements chosen.
     reached_with: Set<(u32, Vec<Element>)>,
-    /// By pattern slot: the generation it was last reported.
-    reported: Vec<u32>,
+    /// Pattern slots reported.
+    reported: Marks,
     /// By path id: the generation and the event's fields at that path.
     groups: Vec<(u32, u32, u32)>,
     /// The event's fields whose paths some pattern uses: (path id,
@@ -31,7 +31,8 @@ pub(crate) struct Scratch {
     /// By event field: the generation and what lookups derived from its
     /// value.
     derived: Vec<(u32, Derived)>,
-    /// Targets one lookup found.
+    /// Targets one lookup found (but for exact strings only: those are
+    /// followed where their map holds them).
     pub(crate) next: Vec<u32>,
     /// Negation ids one lookup found.
     pub(crate) hits: Vec<u32>,
@@ -47,15 +48,13 @@ impl Scratch {
     /// and path ids, of an event of this many fields.
     pub(crate) fn begin(&mut self, states: usize, slots: usize, paths: usize, fields: usize) {
         if self.generation == u32::MAX {
-            self.reached.iter_mut().for_each(|g| *g = 0);
-            self.reported.iter_mut().for_each(|g| *g = 0);
             self.groups.iter_mut().for_each(|g| g.0 = 0);
             self.derived.iter_mut().for_each(|d| d.0 = 0);
             self.generation = 0;
         }
         self.generation += 1;
-        grow(&mut self.reached, states, 0);
-        grow(&mut self.reported, slots, 0);
+        self.reached.begin(states);
+        self.reported.begin(slots);
         grow(&mut self.groups, paths, (0, 0, 0));
         if self.derived.len() < fields {
             self.derived.resize_with(fields, Default::default);
@@ -102,11 +101,9 @@ impl Scratch {
     /// unless it was reached with them already.
     pub(crate) fn reach(&mut self, state: u32, start: u32, end: u32) {
         if start == end {
-            let mark = &mut self.reached[state as usize];
-            if *mark == self.generation {
+            if !self.reached.mark(state) {
                 return;
             }
-            *mark = self.generation;
         } else {
             let chosen = self.elements[start as usize..end as usize].to_vec();
             if !self.reached_with.insert((state, chosen)) {
@@ -118,11 +115,73 @@ impl Scratch {
 
     /// Notes that pattern slot `slot` matched.
     pub(crate) fn report(&mut self, slot: u32) {
-        let mark = &mut self.reported[slot as usize];
-        if *mark != self.generation {
-            *mark = self.generation;
+        if self.reported.mark(slot) {
             self.matched.push(slot);
         }
+    }
+}
+
+/// How many marks a match keeps in a list before it stamps them by id.
+const LISTED: usize = 16;
+
+/// Marks on ids below a bound, for one match at a time: a list scanned
+/// while it is short, so that marking reads only memory the match already
+/// holds in cache (an array by id is a cache miss a mark in a large
+/// machine), and generation stamps by id once it is long, so that a match
+/// that marks many ids costs no more than a lookup each.
+#[derive(Debug, Default)]
+struct Marks {
+    listed: Vec<u32>,
+    /// Whether the marks are in `stamps` (the list is then unused).
+    stamped: bool,
+    generation: u32,
+    /// By id: the generation it was last marked in.
+    stamps: Vec<u32>,
+    /// The bound of this match's ids.
+    ids: usize,
+}
+
+impl Marks {
+    /// Clears the marks, for ids below `ids`.
+    fn begin(&mut self, ids: usize) {
+        self.listed.clear();
+        self.stamped = false;
+        self.ids = ids;
+    }
+
+    /// Marks `id`; false if it was marked already.
+    fn mark(&mut self, id: u32) -> bool {
+        if !self.stamped {
+            if self.listed.contains(&id) {
+                return false;
+            }
+            if self.listed.len() < LISTED {
+                self.listed.push(id);
+                return true;
+            }
+            self.stamp_listed();
+        }
+        let stamp = &mut self.stamps[id as usize];
+        if *stamp == self.generation {
+            return false;
+        }
+        *stamp = self.generation;
+        true
+    }
+
+    /// Moves the marks from the list to `stamps`, under a new generation.
+    #[cold]
+    fn stamp_listed(&mut self) {
+        if self.generation == u32::MAX {
+            self.stamps.iter_mut().for_each(|g| *g = 0);
+            self.generation = 0;
+        }
+        self.generation += 1;
+        grow(&mut self.stamps, self.ids, 0);
+        for &id in &self.listed {
+            self.stamps[id as usize] = self.generation;
+        }
+        self.stamped = true;
     }
 }
 
