@@ -290,25 +290,20 @@ impl Queue {
     pub async fn send_batch(&self, batch: Vec<Outgoing>) -> Vec<Result<Sent, QueueError>> {
         let spec = self.spec();
         let now = now_ms();
-        let mut steps: Vec<_> = batch
+        let steps: Vec<_> = batch
             .into_iter()
             .map(|out| self.prepare(&spec, out, now))
             .collect();
         let records = steps
-            .iter_mut()
+            .iter()
             .filter_map(|step| match step {
-                Ok(Step::Encoded { record, .. }) => record.take(),
+                Ok(Step::Encoded { record, .. }) => Some(Arc::clone(record)),
                 _ => None,
             })
-            .collect::<Vec<_>>();
-        let queued = if records.is_empty() {
-            Ok(Vec::new())
-        } else {
-            self.messages.enqueue_all(records).await
-        };
-        let mut tickets = match queued {
-            Ok(tickets) => Ok(tickets.into_iter()),
-            Err(e) => Err(e),
+            .collect();
+        let (mut tickets, refused) = match self.messages.enqueue_all(records).await {
+            Ok(tickets) => (tickets.into_iter(), None),
+            Err(e) => (Vec::new().into_iter(), Some(e)),
         };
         let mut answers = Vec::with_capacity(steps.len());
         for step in steps {
@@ -326,20 +321,16 @@ impl Queue {
                         )),
                     }
                 }
-                Ok(Step::Encoded { dedup_id, .. }) => {
-                    let ticket = match &mut tickets {
-                        Ok(tickets) => tickets.next(),
-                        Err(_) => None,
-                    };
-                    match (ticket, &tickets) {
-                        (Some(ticket), _) => self.finish_send(&spec, ticket, dedup_id).await,
-                        (None, Err(e)) => self.send_failed(dedup_id, e.duplicate()),
-                        (None, Ok(_)) => self.send_failed(
-                            dedup_id,
-                            tidewire_storage::StorageError::Internal("no append ticket".into()),
-                        ),
+                Ok(Step::Encoded { dedup_id, .. }) => match tickets.next() {
+                    Some(ticket) => self.finish_send(&spec, ticket, dedup_id).await,
+                    None => {
+                        let e = refused.as_ref().map_or_else(
+                            || tidewire_storage::StorageError::Internal("no append ticket".into()),
+                            tidewire_storage::StorageError::duplicate,
+                        );
+                        self.send_failed(dedup_id, e)
                     }
-                }
+                },
             });
         }
         answers
@@ -383,7 +374,7 @@ impl Queue {
         };
         let record = message::encode("", &out.sender, Default::default(), &header, &out.body);
         Ok(Step::Encoded {
-            record: Some(Arc::new(record)),
+            record: Arc::new(record),
             dedup_id,
         })
     }
@@ -1209,9 +1200,9 @@ impl ReadAhead {
 
 /// A send on its way to the log.
 enum Step {
-    /// Checked and encoded (the record is taken when it is queued).
+    /// Checked and encoded.
     Encoded {
-        record: Option<Arc<Message>>,
+        record: Arc<Message>,
         dedup_id: Option<String>,
     },
     Duplicate(tokio::sync::watch::Receiver<Option<Sent>>),
@@ -1338,7 +1329,6 @@ fn journal_config(fsync: FsyncPolicy) -> LogConfig {
     }
 }
 
-/// Now, in ms since the Unix epoch.
 /// What a change to the consumer state waits for before it is answered.
 #[derive(Debug, Clone, Copy)]
 enum Wait {
@@ -1351,6 +1341,7 @@ enum Wait {
     Written,
 }
 
+/// Now, in ms since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

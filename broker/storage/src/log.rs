@@ -212,6 +212,9 @@ impl StreamLog {
     /// written in one commit (one fsync); a ticket each, in order. None is
     /// queued when one is invalid.
     pub async fn enqueue_all(&self, messages: Vec<Arc<Message>>) -> Result<Vec<AppendTicket>> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut requests = Vec::with_capacity(messages.len());
         let mut tickets = Vec::with_capacity(messages.len());
         for message in messages {
@@ -219,20 +222,22 @@ impl StreamLog {
             requests.push(request);
             tickets.push(ticket);
         }
-        self.commands
-            .send(Command::AppendAll(requests))
-            .await
-            .map_err(|_| StorageError::Closed(self.shared.name.to_string()))?;
+        self.submit(Command::AppendAll(requests)).await?;
         Ok(tickets)
     }
 
     async fn queue_append(&self, message: Arc<Message>, durable: bool) -> Result<AppendTicket> {
         let (request, ticket) = self.request(message, durable)?;
-        self.commands
-            .send(Command::Append(request))
-            .await
-            .map_err(|_| StorageError::Closed(self.shared.name.to_string()))?;
+        self.submit(Command::Append(request)).await?;
         Ok(ticket)
+    }
+
+    /// Gives appends to the writer, waiting while its queue is full.
+    async fn submit(&self, command: Command) -> Result<()> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| StorageError::Closed(self.shared.name.to_string()))
     }
 
     /// A checked append for the writer, and its ticket.

@@ -434,8 +434,6 @@ impl Writer {
     }
 }
 
-/// Moves whatever else is already queued into `batch`, within the batch
-/// bounds. Returns the close request if one was queued behind the appends.
 /// Acknowledges `pending` appends with `outcome` (an error goes to each);
 /// how many were acknowledged as appended.
 fn answer(
@@ -459,6 +457,8 @@ fn answer(
     appended
 }
 
+/// Moves whatever else is already queued into `batch`, within the batch
+/// bounds. Returns the close request if one was queued behind the appends.
 fn take_queued(
     commands: &mut mpsc::Receiver<Command>,
     batch: &mut Vec<AppendRequest>,
