@@ -215,6 +215,21 @@ where
     })
 }
 
+/// Takes, without waiting, the permits already free in `window` beside
+/// the one the caller holds, up to `max` in all: how many publishes the
+/// caller may send now (at least one).
+pub fn take_free(window: &tokio::sync::Semaphore, max: u64) -> u64 {
+    let mut n = 1;
+    while n < max {
+        match window.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(_) => break,
+        }
+        n += 1;
+    }
+    n
+}
+
 /// Appends a PUBLISH (packet id used only at QoS 1).
 pub fn put_publish(out: &mut Vec<u8>, topic: &str, qos: u8, pkid: u16, payload: &[u8]) {
     out.push(PUBLISH | (qos << 1));

@@ -53,6 +53,7 @@ use datafusion::arrow::array::{
     TimestampMillisecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -242,14 +243,7 @@ async fn publisher(
         let mut done = 0;
         while done < quota {
             window.acquire().await?.forget();
-            let mut n = 1;
-            while n < (BATCH as u64).min(quota - done) {
-                match window.try_acquire() {
-                    Ok(permit) => permit.forget(),
-                    Err(_) => break,
-                }
-                n += 1;
-            }
+            let n = raw_mqtt::take_free(&window, (BATCH as u64).min(quota - done));
             batch.clear();
             for i in 0..n {
                 pkid = pkid.wrapping_add(1).max(1);
@@ -806,6 +800,26 @@ struct Line<'a> {
     payload: Option<&'a str>,
 }
 
+/// The column `name` of a batch read from `file`, as the array type `T`.
+fn column<'a, T: Array + 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+    file: &Path,
+) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .with_context(|| format!("{}: no column {name}", file.display()))?
+        .as_any()
+        .downcast_ref::<T>()
+        .with_context(|| {
+            format!(
+                "{}: column {name} is not a {}",
+                file.display(),
+                std::any::type_name::<T>()
+            )
+        })
+}
+
 /// Reads the exported files, checks they hold offsets `0..n` exactly
 /// once, and writes their records to `out` as NDJSON; returns the
 /// records' raw column bytes.
@@ -819,43 +833,14 @@ fn write_ndjson(files: &[(PathBuf, u64)], n: u64, out: &Path) -> Result<u64> {
             .build()?;
         for batch in reader {
             let batch = batch?;
-            let column = |name: &str| {
-                batch
-                    .column_by_name(name)
-                    .with_context(|| format!("{}: no column {name}", path.display()))
-            };
-            let offset = column("offset")?
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .context("offset")?;
-            let ts = column("ts")?
-                .as_any()
-                .downcast_ref::<TimestampMillisecondArray>()
-                .context("ts")?;
-            let topic = column("topic")?
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .context("topic")?;
-            let client = column("client_id")?
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .context("client_id")?;
-            let qos = column("qos")?
-                .as_any()
-                .downcast_ref::<Int8Array>()
-                .context("qos")?;
-            let retain = column("retain")?
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .context("retain")?;
-            let payload = column("payload")?
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .context("payload")?;
-            let bytes = column("payload_bytes")?
-                .as_any()
-                .downcast_ref::<BinaryArray>()
-                .context("payload_bytes")?;
+            let offset = column::<Int64Array>(&batch, "offset", path)?;
+            let ts = column::<TimestampMillisecondArray>(&batch, "ts", path)?;
+            let topic = column::<StringArray>(&batch, "topic", path)?;
+            let client = column::<StringArray>(&batch, "client_id", path)?;
+            let qos = column::<Int8Array>(&batch, "qos", path)?;
+            let retain = column::<BooleanArray>(&batch, "retain", path)?;
+            let payload = column::<StringArray>(&batch, "payload", path)?;
+            let bytes = column::<BinaryArray>(&batch, "payload_bytes", path)?;
             for i in 0..batch.num_rows() {
                 let o = offset.value(i);
                 let slot = seen
@@ -1293,7 +1278,7 @@ impl ObjectStore for CountingStore {
 /// A history query's answer: count and average temperature.
 type Answer = (i64, Option<f64>);
 
-fn answer(batches: &[datafusion::arrow::record_batch::RecordBatch]) -> Result<Answer> {
+fn answer(batches: &[RecordBatch]) -> Result<Answer> {
     let batch = batches.first().context("no rows")?;
     let count = batch
         .column(0)

@@ -798,14 +798,7 @@ async fn publish_with(
             .await
             .with_context(|| format!("{id}: no PUBACK for {STALL:?}"))??
             .forget();
-        let mut n = 1;
-        while n < BATCH.min(due.saturating_sub(sent)) {
-            match window.try_acquire() {
-                Ok(permit) => permit.forget(),
-                Err(_) => break,
-            }
-            n += 1;
-        }
+        let n = raw_mqtt::take_free(&window, BATCH.min(due.saturating_sub(sent)));
         batch.clear();
         for _ in 0..n {
             pkid = pkid.wrapping_add(1).max(1);

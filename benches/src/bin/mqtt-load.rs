@@ -269,19 +269,12 @@ where
     let mut sent = 0;
     let mut pkid = 0u16;
     while sent < count {
-        let mut n = 1;
-        if qos > 0 {
+        let n = if qos > 0 {
             window.acquire().await?.forget();
-            while n < BATCH.min(count - sent) {
-                match window.try_acquire() {
-                    Ok(permit) => permit.forget(),
-                    Err(_) => break,
-                }
-                n += 1;
-            }
+            raw_mqtt::take_free(&window, BATCH.min(count - sent))
         } else {
-            n = BATCH.min(count - sent);
-        }
+            BATCH.min(count - sent)
+        };
         batch.clear();
         for _ in 0..n {
             pkid = pkid.wrapping_add(1).max(1);
