@@ -4,6 +4,7 @@
 
 pub mod peers;
 pub mod raw_amqp;
+pub mod raw_http;
 pub mod raw_mqtt;
 
 use std::time::{Duration, Instant};

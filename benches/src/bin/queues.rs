@@ -4,10 +4,14 @@
 //!
 //! - **tidewire**: the release binary with `[[queues]] name = "bench"`,
 //!   fsync `always`, driven through `/api/v1/queues` over keep-alive
-//!   HTTP/1.1 connections: sends of 10 messages (SendMessageBatch),
+//!   HTTP/1.1 connections (the client is `raw_http`): sends of 10 messages (SendMessageBatch),
 //!   receives of up to 10 with a long poll (ReceiveMessage), deletes of
 //!   what each receive got (DeleteMessageBatch). `tidewire-lazy` is the
 //!   same with `fsync = "interval:120000"`: JetStream's default durability.
+//!   `tidewire-mqtt` has its producers publish to a topic in the queue's
+//!   `from` over MQTT instead (QoS 1, 10 publishes then their PUBACKs, as
+//!   the peers' producers do; the client is `raw_mqtt`), the edge path
+//!   the queues exist for.
 //! - **RabbitMQ** (Debian's `rabbitmq-server`): a durable quorum queue;
 //!   producers publish 10 persistent messages and wait for their publisher
 //!   confirms; consumers have a prefetch of 10 and acknowledge (manual
@@ -36,6 +40,7 @@
 //! `cargo build --release -p tidewire -p tidewire-benches &&
 //!  target/release/queues --only tidewire,rabbitmq,jetstream`
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,7 +56,8 @@ use tidewire_benches::peers::{
     Daemon, Peer, start_nats, start_rabbitmq, start_tidewire, tidewire_bin,
 };
 use tidewire_benches::{
-    Latencies, TICKS_PER_SECOND, cpu_ticks, latency, print_table, raw_amqp, rss_kib, stamp,
+    Latencies, TICKS_PER_SECOND, cpu_ticks, latency, print_table, raw_amqp, raw_http, raw_mqtt,
+    rss_kib, stamp,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +67,10 @@ use tokio_util::sync::CancellationToken;
 const LAZY_FSYNC: &str = "interval:120000";
 /// The queue (stream, for JetStream) every scenario uses.
 const QUEUE: &str = "bench";
+/// `tidewire-mqtt`'s producers publish here; the queue takes it.
+const MQTT_TOPIC: &str = "bench/in";
+/// Numbers `tidewire-mqtt`'s producers' client ids.
+static PRODUCER_IDS: AtomicU64 = AtomicU64::new(0);
 /// JetStream's subject and durable consumer.
 const SUBJECT: &str = "bench";
 const DURABLE: &str = "workers";
@@ -101,8 +111,8 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     wakeups: usize,
     /// Systems to run, in order: tidewire, tidewire-lazy (fsync every 2
-    /// minutes, as JetStream's default), rabbitmq, jetstream,
-    /// jetstream-fsync.
+    /// minutes, as JetStream's default), tidewire-mqtt (producers publish
+    /// over MQTT), rabbitmq, jetstream, jetstream-fsync.
     #[arg(
         long,
         value_delimiter = ',',
@@ -160,16 +170,21 @@ async fn run(args: &Args) -> Result<()> {
     for system in &args.only {
         println!("\n== {system}");
         let report = match system.as_str() {
-            "tidewire" | "tidewire-lazy" => {
-                let fsync = if system == "tidewire" {
-                    "always"
-                } else {
+            "tidewire" | "tidewire-lazy" | "tidewire-mqtt" => {
+                let fsync = if system == "tidewire-lazy" {
                     LAZY_FSYNC
+                } else {
+                    "always"
                 };
-                let config = format!("[[queues]]\nname = \"{QUEUE}\"\nfsync = \"{fsync}\"\n");
+                // The MQTT producers' topic goes to the queue alone: no
+                // stream takes it.
+                let config = format!(
+                    "[[streams]]\nname = \"other\"\nfilters = [\"other/#\"]\n\n\
+                     [[queues]]\nname = \"{QUEUE}\"\nfrom = [\"{MQTT_TOPIC}\"]\nfsync = \"{fsync}\"\n"
+                );
                 let server =
                     start_tidewire(&tidewire_bin(args.tidewire.as_deref())?, &config).await?;
-                let target = Target::tidewire(&server)?;
+                let target = Target::tidewire(&server, system == "tidewire-mqtt")?;
                 let pid = server.child.id().context("tidewire exited")?;
                 let durability = format!("queue log + journal, fsync {fsync}");
                 bench(args, system, &durability, &target, pid).await?
@@ -193,7 +208,7 @@ async fn run(args: &Args) -> Result<()> {
             }
             other => {
                 bail!(
-                    "unknown system {other:?} (tidewire, tidewire-lazy, rabbitmq, jetstream, jetstream-fsync)"
+                    "unknown system {other:?} (tidewire, tidewire-lazy, tidewire-mqtt, rabbitmq, jetstream, jetstream-fsync)"
                 )
             }
         };
@@ -520,9 +535,12 @@ async fn ensure_empty(target: &Target) -> Result<()> {
 #[derive(Clone)]
 enum Target {
     Tidewire {
-        http: reqwest::Client,
-        /// `http://ADDR/api/v1/queues/bench`.
+        addr: SocketAddr,
+        /// `/api/v1/queues/bench`.
         base: String,
+        /// Producers publish here over MQTT (QoS 1) rather than send over
+        /// HTTP.
+        mqtt: Option<SocketAddr>,
     },
     RabbitMq {
         addr: SocketAddr,
@@ -533,15 +551,12 @@ enum Target {
 }
 
 impl Target {
-    fn tidewire(server: &Peer) -> Result<Target> {
+    fn tidewire(server: &Peer, mqtt_producers: bool) -> Result<Target> {
         let addr = server.websocket.context("no http listener")?;
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(1024)
-            .tcp_nodelay(true)
-            .build()?;
         Ok(Target::Tidewire {
-            http,
-            base: format!("http://{addr}/api/v1/queues/{QUEUE}"),
+            addr,
+            base: format!("/api/v1/queues/{QUEUE}"),
+            mqtt: mqtt_producers.then_some(server.mqtt),
         })
     }
 
@@ -576,9 +591,22 @@ impl Target {
 
     async fn producer(&self) -> Result<Producer> {
         Ok(match self {
-            Target::Tidewire { http, base } => Producer::Tidewire {
-                http: http.clone(),
-                url: format!("{base}/messages"),
+            Target::Tidewire {
+                mqtt: Some(mqtt), ..
+            } => {
+                let client_id =
+                    format!("producer-{}", PRODUCER_IDS.fetch_add(1, Ordering::Relaxed));
+                let (reader, writer) = raw_mqtt::connect(*mqtt, &client_id).await?;
+                Producer::TidewireMqtt {
+                    reader,
+                    writer,
+                    pkid: 0,
+                    out: Vec::new(),
+                }
+            }
+            Target::Tidewire { addr, base, .. } => Producer::Tidewire {
+                conn: raw_http::Connection::open(*addr).await?,
+                path: format!("{base}/messages"),
             },
             Target::RabbitMq { addr } => {
                 let mut conn = raw_amqp::Connection::open(*addr, "guest", "guest").await?;
@@ -595,11 +623,11 @@ impl Target {
 
     async fn consumer(&self, batch: usize) -> Result<Consumer> {
         Ok(match self {
-            Target::Tidewire { http, base } => Consumer::Tidewire {
-                http: http.clone(),
+            Target::Tidewire { addr, base, .. } => Consumer::Tidewire {
+                conn: raw_http::Connection::open(*addr).await?,
                 receive: format!("{base}/receive"),
                 delete: Arc::new(format!("{base}/delete")),
-                deleting: None,
+                deleter: Deleter::Idle(raw_http::Connection::open(*addr).await?),
             },
             Target::RabbitMq { addr } => {
                 let mut conn = raw_amqp::Connection::open(*addr, "guest", "guest").await?;
@@ -624,8 +652,10 @@ impl Target {
     /// Messages ready to be received.
     async fn depth(&self) -> Result<u64> {
         match self {
-            Target::Tidewire { http, base } => {
-                let answer: QueueInfo = check(http.get(base).send().await?).await?.json().await?;
+            Target::Tidewire { addr, base, .. } => {
+                let mut conn = raw_http::Connection::open(*addr).await?;
+                let answer: QueueInfo =
+                    serde_json::from_slice(&conn.expect_ok("GET", base, b"").await?)?;
                 Ok(answer.depth.visible + answer.depth.delayed)
             }
             Target::RabbitMq { addr } => {
@@ -646,17 +676,11 @@ impl Target {
     /// tidewire: each of the queue's logs (messages, journal) with its
     /// fsyncs and records so far, from `/metrics`; nothing for the others.
     async fn commits(&self) -> Result<Vec<(String, f64, f64)>> {
-        let Target::Tidewire { http, base } = self else {
+        let Target::Tidewire { addr, .. } = self else {
             return Ok(Vec::new());
         };
-        let root = base
-            .split("/api/")
-            .next()
-            .context("the queue URL has no /api/")?;
-        let text = check(http.get(format!("{root}/metrics")).send().await?)
-            .await?
-            .text()
-            .await?;
+        let mut conn = raw_http::Connection::open(*addr).await?;
+        let text = String::from_utf8(conn.expect_ok("GET", "/metrics", b"").await?.into())?;
         let value = |family: &str, log: &str| {
             let prefix = format!("{family}{{stream=\"{log}\"}} ");
             text.lines()
@@ -682,7 +706,17 @@ fn server_url(client: &async_nats::Client) -> String {
 
 /// A connection that sends.
 enum Producer {
-    Tidewire { http: reqwest::Client, url: String },
+    Tidewire {
+        conn: raw_http::Connection,
+        path: String,
+    },
+    TidewireMqtt {
+        reader: raw_mqtt::Reader,
+        writer: tokio::net::tcp::OwnedWriteHalf,
+        /// The last packet id used.
+        pkid: u16,
+        out: Vec<u8>,
+    },
     RabbitMq(raw_amqp::Connection),
     JetStream(jetstream::Context),
 }
@@ -691,7 +725,7 @@ impl Producer {
     /// Sends `bodies` and waits until each is acknowledged as durable.
     async fn send(&mut self, bodies: &[Vec<u8>]) -> Result<()> {
         match self {
-            Producer::Tidewire { http, url } => {
+            Producer::Tidewire { conn, path } => {
                 let messages = bodies
                     .iter()
                     .map(|b| {
@@ -700,17 +734,34 @@ impl Producer {
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let answer: SendAnswer =
-                    check(http.post(&*url).json(&SendBody { messages }).send().await?)
-                        .await?
-                        .json()
-                        .await?;
+                let request = serde_json::to_vec(&SendBody { messages })?;
+                let body = conn.expect_ok("POST", path, &request).await?;
+                let answer: SendAnswer = serde_json::from_slice(&body)?;
                 ensure!(
                     answer.results.len() == bodies.len()
-                        && answer.results.iter().all(|r| r.get("message_id").is_some()),
-                    "a send was refused: {:?}",
-                    answer.results
+                        && answer.results.iter().all(|r| r.message_id.is_some()),
+                    "a send was refused: {}",
+                    String::from_utf8_lossy(&body)
                 );
+                Ok(())
+            }
+            Producer::TidewireMqtt {
+                reader,
+                writer,
+                pkid,
+                out,
+            } => {
+                out.clear();
+                for body in bodies {
+                    *pkid = pkid.checked_add(1).unwrap_or(1);
+                    raw_mqtt::put_publish(out, MQTT_TOPIC, 1, *pkid, body);
+                }
+                raw_mqtt::send(writer, out).await?;
+                let mut acked = 0;
+                while acked < bodies.len() {
+                    let frame = reader.next().await?.context("closed before every PUBACK")?;
+                    acked += usize::from(frame.is_puback());
+                }
                 Ok(())
             }
             Producer::RabbitMq(conn) => conn.publish_confirmed(QUEUE, bodies).await,
@@ -731,13 +782,10 @@ impl Producer {
 /// A connection that receives and deletes.
 enum Consumer {
     Tidewire {
-        http: reqwest::Client,
+        conn: raw_http::Connection,
         receive: String,
         delete: Arc<String>,
-        /// The last batch's delete: sent while the next receive waits, as
-        /// the peers' acknowledgements go out without waiting for an
-        /// answer; checked before the next one is sent.
-        deleting: Option<tokio::task::JoinHandle<Result<()>>>,
+        deleter: Deleter,
     },
     RabbitMq(raw_amqp::Connection),
     JetStream(Box<consumer::pull::Stream>),
@@ -755,24 +803,17 @@ impl Consumer {
     ) -> Result<Vec<Duration>> {
         match self {
             Consumer::Tidewire {
-                http,
+                conn,
                 receive,
                 delete,
-                deleting,
+                deleter,
             } => {
-                let answer: ReceiveAnswer = check(
-                    http.post(&*receive)
-                        .query(&[
-                            ("max", batch as u64),
-                            ("wait_ms", wait.as_millis() as u64),
-                            ("visibility_ms", VISIBILITY_MS),
-                        ])
-                        .send()
-                        .await?,
-                )
-                .await?
-                .json()
-                .await?;
+                let path = format!(
+                    "{receive}?max={batch}&wait_ms={}&visibility_ms={VISIBILITY_MS}",
+                    wait.as_millis()
+                );
+                let body = conn.expect_ok("POST", &path, b"").await?;
+                let answer: ReceiveAnswer = serde_json::from_slice(&body)?;
                 let latencies = answer
                     .messages
                     .iter()
@@ -781,17 +822,13 @@ impl Consumer {
                 if !answer.messages.is_empty() {
                     let handles = answer
                         .messages
-                        .into_iter()
-                        .map(|m| m.receipt_handle)
+                        .iter()
+                        .map(|m| m.receipt_handle.as_ref())
                         .collect();
-                    if let Some(previous) = deleting.take() {
-                        previous.await??;
-                    }
-                    *deleting = Some(tokio::spawn(delete_batch(
-                        http.clone(),
-                        Arc::clone(delete),
-                        handles,
-                    )));
+                    let request = serde_json::to_vec(&DeleteBody {
+                        receipt_handles: handles,
+                    })?;
+                    deleter.start(Arc::clone(delete), request).await?;
                 }
                 Ok(latencies)
             }
@@ -841,45 +878,48 @@ impl Consumer {
 impl Consumer {
     /// Waits for what is still being acknowledged.
     async fn finish(self) -> Result<()> {
-        if let Consumer::Tidewire {
-            deleting: Some(deleting),
-            ..
-        } = self
-        {
-            deleting.await??;
+        if let Consumer::Tidewire { deleter, .. } = self {
+            deleter.idle().await?;
         }
         Ok(())
     }
 }
 
-/// Deletes a received batch by its receipt handles; fails if any fails.
-async fn delete_batch(http: reqwest::Client, url: Arc<String>, handles: Vec<String>) -> Result<()> {
-    let answer: DeleteAnswer = check(
-        http.post(&*url)
-            .json(&DeleteBody {
-                receipt_handles: handles,
-            })
-            .send()
-            .await?,
-    )
-    .await?
-    .json()
-    .await?;
-    if let Some(failed) = answer.results.iter().find(|r| r.get("error").is_some()) {
-        bail!("a delete failed: {failed}");
-    }
-    Ok(())
+/// A tidewire consumer's second connection, for deletes: a batch's
+/// delete is sent while the next receive waits, as the peers'
+/// acknowledgements go out without waiting for an answer, and its answer
+/// is checked before the next delete is sent.
+enum Deleter {
+    Idle(raw_http::Connection),
+    Deleting(tokio::task::JoinHandle<Result<raw_http::Connection>>),
+    /// Between the two, only while a delete is being started.
+    Gone,
 }
 
-/// Fails on a non-2xx answer, with its body.
-async fn check(response: reqwest::Response) -> Result<reqwest::Response> {
-    let status = response.status();
-    if status.is_success() {
-        return Ok(response);
+impl Deleter {
+    /// Waits for the delete in flight, if any; the connection.
+    async fn idle(self) -> Result<raw_http::Connection> {
+        match self {
+            Deleter::Idle(conn) => Ok(conn),
+            Deleter::Deleting(task) => task.await?,
+            Deleter::Gone => bail!("a delete failed to start"),
+        }
     }
-    let url = response.url().clone();
-    let body = response.text().await.unwrap_or_default();
-    bail!("{url}: {status}: {body}")
+
+    /// Starts deleting a batch (a `DeleteBody`) once the previous delete
+    /// has succeeded.
+    async fn start(&mut self, path: Arc<String>, request: Vec<u8>) -> Result<()> {
+        let mut conn = std::mem::replace(self, Deleter::Gone).idle().await?;
+        *self = Deleter::Deleting(tokio::spawn(async move {
+            let body = conn.expect_ok("POST", &path, &request).await?;
+            let answer: DeleteAnswer = serde_json::from_slice(&body)?;
+            if let Some(failed) = answer.results.iter().find(|r| !r.deleted) {
+                bail!("a delete failed: {:?}", failed.error);
+            }
+            Ok(conn)
+        }));
+        Ok(())
+    }
 }
 
 #[derive(Serialize)]
@@ -894,29 +934,44 @@ struct SendEntry<'a> {
 
 #[derive(Deserialize)]
 struct SendAnswer {
-    results: Vec<serde_json::Value>,
+    results: Vec<SendResult>,
+}
+
+/// An entry's outcome: a `message_id` once sent.
+#[derive(Deserialize)]
+struct SendResult {
+    message_id: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
-struct ReceiveAnswer {
-    messages: Vec<ReceivedMessage>,
+struct ReceiveAnswer<'a> {
+    #[serde(borrow)]
+    messages: Vec<ReceivedMessage<'a>>,
 }
 
 #[derive(Deserialize)]
-struct ReceivedMessage {
-    receipt_handle: String,
+struct ReceivedMessage<'a> {
+    #[serde(borrow)]
+    receipt_handle: Cow<'a, str>,
     /// UTF-8 bodies come as text (these always are).
-    body: Option<String>,
+    #[serde(borrow)]
+    body: Option<Cow<'a, str>>,
 }
 
 #[derive(Serialize)]
-struct DeleteBody {
-    receipt_handles: Vec<String>,
+struct DeleteBody<'a> {
+    receipt_handles: Vec<&'a str>,
 }
 
 #[derive(Deserialize)]
 struct DeleteAnswer {
-    results: Vec<serde_json::Value>,
+    results: Vec<Deleted>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Deleted {
+    deleted: bool,
+    error: Option<String>,
 }
 
 #[derive(Deserialize)]

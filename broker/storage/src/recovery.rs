@@ -4,8 +4,9 @@
 //! they are trusted once their index agrees with the file length; otherwise
 //! they are scanned and re-indexed. The active (last) segment is the only one
 //! a crash can leave torn: it is scanned frame by frame, checking each CRC
-//! and that offsets follow on, and cut at the first bad frame. Everything
-//! before that point is kept; nothing after it is invented.
+//! and that offsets follow on, and cut at the first bad frame, or where the
+//! zero-filled space the writer keeps ahead of its records begins.
+//! Everything before that point is kept; nothing after it is invented.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -109,7 +110,9 @@ fn recover_sealed(
     Ok((state, cut))
 }
 
-/// Scans a segment and truncates anything after its last valid record.
+/// Scans a segment and truncates anything after its last valid record:
+/// quietly when that is the zero-filled space the writer keeps ahead of
+/// its records (a crash left it), counted as damage otherwise.
 fn scan_and_cut(
     file: &File,
     path: &Path,
@@ -120,17 +123,26 @@ fn scan_and_cut(
     let len = file_len(file, path)?;
     let scan = segment::scan(path, base, len, config.index_interval_bytes)?;
     let mut cut = 0;
-    if scan.stop != Stop::End || scan.summary.size < len {
-        cut = len - scan.summary.size;
-        tracing::warn!(
-            stream,
-            segment = %path.display(),
-            kept_records = scan.summary.end_offset - base,
-            valid_bytes = scan.summary.size,
-            cut_bytes = cut,
-            reason = ?scan.stop,
-            "truncating damaged or torn segment tail"
-        );
+    if scan.summary.size < len {
+        if scan.stop == Stop::Unwritten {
+            tracing::debug!(
+                stream,
+                segment = %path.display(),
+                bytes = len - scan.summary.size,
+                "cutting the preallocated space after the last record"
+            );
+        } else {
+            cut = len - scan.summary.size;
+            tracing::warn!(
+                stream,
+                segment = %path.display(),
+                kept_records = scan.summary.end_offset - base,
+                valid_bytes = scan.summary.size,
+                cut_bytes = cut,
+                reason = ?scan.stop,
+                "truncating damaged or torn segment tail"
+            );
+        }
         file.set_len(scan.summary.size)
             .map_err(|e| StorageError::io("truncate", path, e))?;
         file.sync_all()

@@ -54,11 +54,17 @@ pub fn has_valid_header(file: &File, base: u64) -> bool {
     file.read_exact_at(&mut h, 0).is_ok() && h == header(base)
 }
 
-/// Why a [`FrameReader`] stopped.
+/// Why a [`FrameReader`] stopped. No frame starts with eight zero bytes
+/// (a body is never empty), so zeros where a frame should start are
+/// [`Stop::Unwritten`], not damage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
     /// It reached its end limit exactly at a frame boundary.
     End,
+    /// It reached the zero-filled space the writer keeps ahead of the
+    /// active segment's last record (see [`crate::writer`]): the end of
+    /// what was written, left by a crash.
+    Unwritten,
     /// The bytes up to the limit end inside a frame (a torn write).
     Torn,
     /// The frame at the current position is damaged.
@@ -103,6 +109,9 @@ impl FrameReader {
     /// The next record, or why there is none.
     pub fn next_record(&mut self) -> Result<std::result::Result<Record, Stop>> {
         loop {
+            if self.buf.starts_with(&[0; FRAME_HEADER_LEN]) {
+                return Ok(Err(Stop::Unwritten));
+            }
             let needed = match decode_frame(&self.buf) {
                 Decoded::Record { record, len } => {
                     let _ = self.buf.split_to(len);

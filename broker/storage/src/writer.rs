@@ -10,6 +10,15 @@
 //! answered before it, and need none of their own: the next batch with a
 //! durable append, or the next housekeeping pass, syncs them.
 //!
+//! The active segment's file runs ahead of its records: once they reach
+//! its end it is extended by writing zeros (as much as the segment holds
+//! already, between [`PREALLOCATE_MIN`] and [`PREALLOCATE_MAX`]), so the
+//! fdatasync of a commit that lands inside that space has only data to
+//! flush, not a new file size and new blocks (on ext4 that halves its
+//! time and its CPU).
+//! Sealing a segment, a clean stop and recovery after a crash cut the
+//! zeros off again ([`crate::segment::Stop::Unwritten`]).
+//!
 //! An fdatasync error is fatal for the stream: the kernel may already have
 //! dropped the dirty pages, so retrying could report success for data that
 //! is gone. The stream then refuses all writes and reports to `on_fatal`.
@@ -35,6 +44,10 @@ use crate::shared::{AppendRequest, Appended, Command, OnFatal, SegmentState, Sha
 const MAX_BATCH_RECORDS: usize = 8192;
 /// The most bytes one commit takes from the queue.
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// The least the active segment's file is extended ahead of its records.
+const PREALLOCATE_MIN: u64 = 64 * 1024;
+/// The most the active segment's file is extended ahead of its records.
+const PREALLOCATE_MAX: u64 = 1024 * 1024;
 /// How often an idle writer checks retention, segment age and interval syncs.
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_millis(500);
 
@@ -68,6 +81,7 @@ pub(crate) fn spawn(
         index,
         committed,
         staged: committed,
+        allocated: committed.size,
         buf: Vec::with_capacity(1024 * 1024),
         unsynced: false,
         last_sync: Instant::now(),
@@ -94,6 +108,8 @@ struct Writer {
     committed: SegmentSummary,
     /// The active segment including records encoded but not yet written.
     staged: SegmentSummary,
+    /// The active segment file's length: its records, then zeros.
+    allocated: u64,
     last_ts: i64,
     buf: Vec<u8>,
     /// Written data not yet fdatasync'ed.
@@ -252,12 +268,44 @@ impl Writer {
     }
 
     fn write_staged(&mut self) -> Result<()> {
-        let result = self.active.write_all_at(&self.buf, self.committed.size);
         let written = self.buf.len() as u64;
+        let end = self.committed.size + written;
+        let result = self.active.write_all_at(&self.buf, self.committed.size);
         self.buf.clear();
         result.map_err(|e| StorageError::io("write", &self.active_path, e))?;
+        self.preallocate(end);
         self.unsynced = true;
         self.shared.metrics.bytes.inc_by(written);
+        Ok(())
+    }
+
+    /// Extends the file with zeros once the records reach its end, not
+    /// past the segment size. A failure (a full disk) costs only speed:
+    /// the records are written, and the next write reports the disk.
+    fn preallocate(&mut self, end: u64) {
+        if end < self.allocated {
+            return;
+        }
+        let ahead = end.clamp(PREALLOCATE_MIN, PREALLOCATE_MAX);
+        let target = (end + ahead).min(self.shared.config().segment_bytes.max(end));
+        self.allocated = target;
+        let zeros = vec![0; (target - end) as usize];
+        if let Err(e) = self.active.write_all_at(&zeros, end) {
+            tracing::debug!(stream = %self.shared.name, error = %e, "could not preallocate");
+        }
+    }
+
+    /// Cuts the zeros after the last record off the file, so that a sealed
+    /// or cleanly closed segment is exactly its records.
+    fn trim(&mut self) -> Result<()> {
+        if self.allocated == self.committed.size {
+            return Ok(());
+        }
+        self.active
+            .set_len(self.committed.size)
+            .map_err(|e| StorageError::io("truncate", &self.active_path, e))?;
+        self.allocated = self.committed.size;
+        self.unsynced = true;
         Ok(())
     }
 
@@ -267,6 +315,7 @@ impl Writer {
         self.buf.clear();
         self.staged = self.committed;
         self.index.truncate(self.committed_index_len);
+        self.allocated = self.committed.size;
         if let Err(e) = self.active.set_len(self.committed.size) {
             self.fail(&StorageError::io("truncate", &self.active_path, e));
         }
@@ -319,6 +368,7 @@ impl Writer {
 
     /// Seals the active segment (sync, write its index) and starts a new one.
     fn roll(&mut self) -> Result<()> {
+        self.trim()?;
         self.sync()?;
         let dir = self.shared.dir.clone();
         self.index
@@ -330,6 +380,7 @@ impl Writer {
         self.base = base;
         self.committed = fresh.summary;
         self.staged = fresh.summary;
+        self.allocated = fresh.summary.size;
         self.index = SparseIndex::default();
         self.committed_index_len = 0;
         self.shared.write_state().segments.push_back(fresh);
@@ -401,7 +452,7 @@ impl Writer {
 
     fn shutdown(&mut self) {
         if self.failure().is_none()
-            && let Err(e) = self.sync()
+            && let Err(e) = self.trim().and_then(|()| self.sync())
         {
             tracing::error!(stream = %self.shared.name, error = %e, "final sync failed");
         }

@@ -1,6 +1,7 @@
 //! The storage engine against real files: append and read back, restart,
-//! recovery at every truncation point and after flipped bytes, segment
-//! rolling, time lookups, retention and group commit.
+//! recovery at every truncation point, after flipped bytes and after the
+//! preallocated zeros a crash leaves, segment rolling, time lookups,
+//! retention and group commit.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -430,14 +431,94 @@ async fn group_commit_shares_fsyncs_between_concurrent_appends() {
 }
 
 fn fsyncs(registry: &Registry, stream: &str) -> u64 {
+    counter(registry, "tidewire_stream_fsyncs_total", stream)
+}
+
+/// A per-stream counter's value.
+fn counter(registry: &Registry, name: &str, stream: &str) -> u64 {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
-    let prefix = format!("tidewire_stream_fsyncs_total{{stream=\"{stream}\"}}");
+    let prefix = format!("{name}{{stream=\"{stream}\"}}");
     text.lines()
         .find(|l| l.starts_with(&prefix))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-        .expect("fsync counter")
+        .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("stat").len()
+}
+
+/// The active segment's file runs ahead of its records with zeros, so
+/// that commits do not grow it; sealed and cleanly closed segments are
+/// exactly their records.
+#[tokio::test]
+async fn the_active_segment_runs_ahead_and_sealed_segments_are_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), LogConfig::default());
+    append_all(&log, 0..20).await;
+    let active = dir.path().join("00000000000000000000.log");
+    let size = log.segments()[0].size;
+    assert!(file_len(&active) > size, "not preallocated");
+    let bytes = std::fs::read(&active).expect("read");
+    assert!(bytes[size as usize..].iter().all(|&b| b == 0));
+    log.close().await;
+    assert_eq!(file_len(&active), size);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), small_segments());
+    append_all(&log, 0..60).await;
+    let segments = log.segments();
+    assert!(segments.len() > 2);
+    for segment in &segments[..segments.len() - 1] {
+        let path = dir.path().join(format!("{:020}.log", segment.base_offset));
+        assert_eq!(
+            file_len(&path),
+            segment.size,
+            "sealed {}",
+            segment.base_offset
+        );
+    }
+    let last = segments.last().expect("active");
+    let path = dir.path().join(format!("{:020}.log", last.base_offset));
+    assert!(file_len(&path) <= small_segments().segment_bytes.max(last.size));
+    log.close().await;
+}
+
+/// A crash leaves the zeros after the last record: recovery keeps every
+/// record, cuts the zeros without counting them as damage, and appends
+/// continue right after.
+#[tokio::test]
+async fn recovery_cuts_the_preallocated_zeros_quietly() {
+    let source = tempfile::tempdir().expect("tempdir");
+    let mut bytes = one_segment_log(source.path(), 12).await;
+    let records_len = bytes.len() as u64;
+    bytes.resize(bytes.len() + 1024 * 1024, 0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("00000000000000000000.log");
+    std::fs::write(&path, &bytes).expect("write");
+
+    let mut registry = Registry::default();
+    let metrics = StorageMetrics::register(&mut registry);
+    let log =
+        StreamLog::open(dir.path(), "z", LogConfig::default(), &metrics, no_fatal()).expect("open");
+    assert_prefix(&read_all(&log), 12);
+    assert_eq!(
+        counter(
+            &registry,
+            "tidewire_stream_recovery_truncated_bytes_total",
+            "z"
+        ),
+        0
+    );
+    assert_eq!(log.segments()[0].size, records_len);
+    let next = log.append(Arc::new(message(12))).await.expect("append");
+    assert_eq!(next.offset, 12);
+    log.close().await;
+    let log = open(dir.path(), LogConfig::default());
+    assert_prefix(&read_all(&log), 13);
+    log.close().await;
 }
 
 /// Under fsync `always`, appends that wait only for their write are not
