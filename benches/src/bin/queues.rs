@@ -878,8 +878,8 @@ impl Consumer {
 impl Consumer {
     /// Waits for what is still being acknowledged.
     async fn finish(self) -> Result<()> {
-        if let Consumer::Tidewire { deleter, .. } = self {
-            deleter.idle().await?;
+        if let Consumer::Tidewire { mut deleter, .. } = self {
+            deleter.settle().await?;
         }
         Ok(())
     }
@@ -892,24 +892,33 @@ impl Consumer {
 enum Deleter {
     Idle(raw_http::Connection),
     Deleting(tokio::task::JoinHandle<Result<raw_http::Connection>>),
-    /// Between the two, only while a delete is being started.
-    Gone,
+    /// A delete failed.
+    Failed,
 }
 
 impl Deleter {
-    /// Waits for the delete in flight, if any; the connection.
-    async fn idle(self) -> Result<raw_http::Connection> {
+    /// Waits for the delete in flight, if any, and fails if it (or an
+    /// earlier one) failed. A wait that is dropped (the run ended while a
+    /// receive was under way) leaves the delete in flight.
+    async fn settle(&mut self) -> Result<()> {
+        if let Deleter::Deleting(task) = self {
+            let finished = task.await;
+            *self = Deleter::Failed;
+            *self = Deleter::Idle(finished??);
+        }
         match self {
-            Deleter::Idle(conn) => Ok(conn),
-            Deleter::Deleting(task) => task.await?,
-            Deleter::Gone => bail!("a delete failed to start"),
+            Deleter::Failed => bail!("a delete failed"),
+            _ => Ok(()),
         }
     }
 
     /// Starts deleting a batch (a `DeleteBody`) once the previous delete
     /// has succeeded.
     async fn start(&mut self, path: Arc<String>, request: Vec<u8>) -> Result<()> {
-        let mut conn = std::mem::replace(self, Deleter::Gone).idle().await?;
+        self.settle().await?;
+        let Deleter::Idle(mut conn) = std::mem::replace(self, Deleter::Failed) else {
+            bail!("a delete failed");
+        };
         *self = Deleter::Deleting(tokio::spawn(async move {
             let body = conn.expect_ok("POST", &path, &request).await?;
             let answer: DeleteAnswer = serde_json::from_slice(&body)?;
@@ -1066,6 +1075,14 @@ fn print_reports(args: &Args, reports: &[Report]) {
         return;
     };
     let verdict = |ok: bool| if ok { "met" } else { "NOT MET" };
+    // The memory and backlog targets are for 1,000,000 queued.
+    let at_scale = |ok: bool| {
+        if args.queued < 1_000_000 {
+            "not measured (the target is for 1000000 queued)"
+        } else {
+            verdict(ok)
+        }
+    };
     let lazy = reports.iter().find(|r| r.name == "tidewire-lazy");
     let jetstream = reports.iter().find(|r| r.name == "jetstream");
     if let (Some(lazy), Some(js)) = (lazy, jetstream) {
@@ -1075,17 +1092,23 @@ fn print_reports(args: &Args, reports: &[Report]) {
         );
     }
     println!("\ntargets (issue 16):");
-    for (peer, factor) in [
-        ("rabbitmq", 2.0),
-        ("jetstream", 1.5),
-        ("jetstream-fsync", 1.5),
-    ] {
-        if let Some(p) = reports.iter().find(|r| r.name == peer) {
-            let ratio = tw.end_to_end / p.end_to_end;
-            println!(
-                "  end-to-end throughput >= {factor}x {peer}: {ratio:.2}x: {}",
-                verdict(ratio >= factor)
-            );
+    let fsync_always = reports
+        .iter()
+        .filter(|r| r.name == "tidewire" || r.name == "tidewire-mqtt");
+    for ours in fsync_always {
+        for (peer, factor) in [
+            ("rabbitmq", 2.0),
+            ("jetstream", 1.5),
+            ("jetstream-fsync", 1.5),
+        ] {
+            if let Some(p) = reports.iter().find(|r| r.name == peer) {
+                let ratio = ours.end_to_end / p.end_to_end;
+                println!(
+                    "  end-to-end throughput >= {factor}x {peer} ({}): {ratio:.2}x: {}",
+                    ours.name,
+                    verdict(ratio >= factor)
+                );
+            }
         }
     }
     if let Some((achieved, _, p99)) = tw.paced {
@@ -1099,13 +1122,13 @@ fn print_reports(args: &Args, reports: &[Report]) {
         "  RSS < 64 MiB with {} queued: {:.1} MiB: {}",
         args.queued,
         tw.rss_queued_mib,
-        verdict(tw.rss_queued_mib < 64.0 && args.queued >= 1_000_000)
+        at_scale(tw.rss_queued_mib < 64.0)
     );
     let ratio = tw.drain_deep / tw.drain_empty;
     println!(
         "  receive throughput with {} queued within 20% of an empty queue's: {:.0}%: {}",
         args.queued,
         ratio * 100.0,
-        verdict(ratio >= 0.8 && args.queued >= 1_000_000)
+        at_scale(ratio >= 0.8)
     );
 }
