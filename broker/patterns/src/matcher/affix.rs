@@ -2,13 +2,12 @@
 //! distinct key lengths beside it, so finding the keys a value starts (or
 //! ends) with costs one lookup per distinct length, not one per key.
 
-use super::Map;
-use super::keys::{Key, Targets};
+use super::strings::{Removed, Sought, StringMap};
 
 /// Keys (prefixes or suffixes) with the items filed under each.
 #[derive(Debug, Clone)]
 pub(crate) struct Affixes<T> {
-    map: Map<Key, Targets<T>>,
+    map: StringMap<T>,
     /// Each distinct key length, ascending, with how many keys have it.
     lengths: Vec<(usize, usize)>,
 }
@@ -16,7 +15,7 @@ pub(crate) struct Affixes<T> {
 impl<T> Default for Affixes<T> {
     fn default() -> Self {
         Affixes {
-            map: Map::default(),
+            map: StringMap::default(),
             lengths: Vec::new(),
         }
     }
@@ -28,42 +27,31 @@ impl<T: PartialEq> Affixes<T> {
     }
 
     pub(crate) fn insert(&mut self, key: &str, item: T) {
-        match self.map.get_mut(key.as_bytes()) {
-            Some(items) => items.push(item),
-            None => {
-                self.map.insert(Key::new(key), Targets::One(item));
-                match self
-                    .lengths
-                    .binary_search_by_key(&key.len(), |&(len, _)| len)
-                {
-                    Ok(i) => self.lengths[i].1 += 1,
-                    Err(i) => self.lengths.insert(i, (key.len(), 1)),
-                }
+        if self.map.insert(key.as_bytes(), item) {
+            match self
+                .lengths
+                .binary_search_by_key(&key.len(), |&(len, _)| len)
+            {
+                Ok(i) => self.lengths[i].1 += 1,
+                Err(i) => self.lengths.insert(i, (key.len(), 1)),
             }
         }
     }
 
     /// Removes one `item` filed under `key`; false if there was none.
     pub(crate) fn remove(&mut self, key: &str, item: &T) -> bool {
-        let Some(items) = self.map.get_mut(key.as_bytes()) else {
-            return false;
-        };
-        if !items.as_slice().contains(item) {
-            return false;
-        }
-        if items.remove(item) {
-            self.map.remove(key.as_bytes());
-            if let Ok(i) = self
+        let removed = self.map.remove(key.as_bytes(), item);
+        if removed == Removed::Last
+            && let Ok(i) = self
                 .lengths
                 .binary_search_by_key(&key.len(), |&(len, _)| len)
-            {
-                self.lengths[i].1 -= 1;
-                if self.lengths[i].1 == 0 {
-                    self.lengths.remove(i);
-                }
+        {
+            self.lengths[i].1 -= 1;
+            if self.lengths[i].1 == 0 {
+                self.lengths.remove(i);
             }
         }
-        true
+        removed != Removed::Absent
     }
 
     /// Calls `f` for the items of every key `value` starts with.
@@ -77,9 +65,7 @@ impl<T: PartialEq> Affixes<T> {
                 }
                 continue;
             };
-            if let Some(items) = self.map.get(head.as_bytes()) {
-                items.as_slice().iter().for_each(&mut f);
-            }
+            self.map.get(&Sought::new(head)).iter().for_each(&mut f);
         }
     }
 
@@ -92,9 +78,7 @@ impl<T: PartialEq> Affixes<T> {
             let Some(tail) = value.get(value.len() - len..) else {
                 continue;
             };
-            if let Some(items) = self.map.get(tail.as_bytes()) {
-                items.as_slice().iter().for_each(&mut f);
-            }
+            self.map.get(&Sought::new(tail)).iter().for_each(&mut f);
         }
     }
 }

@@ -9,8 +9,9 @@ use std::net::IpAddr;
 
 use super::Map;
 use super::affix::Affixes;
-use super::keys::{Key, Targets, file, remove_keyed};
+use super::keys::{Short, Targets, file, remove_keyed};
 use super::ranges::{OneRange, RangeIndex};
+use super::strings::{Sought, StringMap, Strings};
 use crate::cidr::Cidr;
 use crate::event::Leaf;
 use crate::value::{AnythingBut, Literal, Number, Range, ValuePattern, fold};
@@ -67,10 +68,11 @@ impl<'a> Item<'a> {
     }
 }
 
-/// A value being looked up, with what some lookups derive from it (its
-/// folded form, the address it spells) kept in `derived`, which matching
-/// keeps per event field, so that a field tested out of several states
-/// derives each at most once per event, and folding reuses one buffer.
+/// A value being looked up, with what lookups derive from it (its hash,
+/// its folded form and that one's hash, the address it spells) kept in
+/// `derived`, which matching keeps per event field, so that a field tested
+/// out of several states derives each at most once per event, and folding
+/// reuses one buffer.
 pub(crate) struct Probe<'a> {
     leaf: Leaf<'a>,
     derived: &'a mut Derived,
@@ -79,12 +81,16 @@ pub(crate) struct Probe<'a> {
 /// What lookups derived from one event value.
 #[derive(Debug, Default)]
 pub(crate) struct Derived {
+    /// What [`StringMap`]s look the string up by, once computed.
+    sought: Option<(u64, Short)>,
     /// Whether the folded form is known.
     folded_known: bool,
     /// Whether folding changes the string (then the folded form is in
     /// `folded`).
     folded_differs: bool,
     folded: String,
+    /// The same of the folded form, once computed when it differs.
+    folded_sought: Option<(u64, Short)>,
     /// The address, once parsed (`Some(None)`: not one).
     ip: Option<Option<IpAddr>>,
 }
@@ -92,8 +98,21 @@ pub(crate) struct Derived {
 impl Derived {
     /// Forgets what was derived from the value before (keeping the buffer).
     pub(crate) fn reset(&mut self) {
+        self.sought = None;
         self.folded_known = false;
+        self.folded_sought = None;
         self.ip = None;
+    }
+
+    /// `s`, the string this is derived from, as string maps look it up.
+    #[inline]
+    pub(crate) fn sought<'s>(&mut self, s: &'s str) -> Sought<'s> {
+        Sought::from_parts(
+            s.as_bytes(),
+            *self
+                .sought
+                .get_or_insert_with(|| Sought::parts(s.as_bytes())),
+        )
     }
 }
 
@@ -122,6 +141,19 @@ impl<'a> Probe<'a> {
         if d.folded_differs { &d.folded } else { s }
     }
 
+    /// `s`, the probe's string, folded, as string maps look it up.
+    fn folded_sought<'s>(&'s mut self, s: &'s str) -> Sought<'s> {
+        self.folded(s);
+        let d = &mut *self.derived;
+        if !d.folded_differs {
+            return d.sought(s);
+        }
+        let parts = *d
+            .folded_sought
+            .get_or_insert_with(|| Sought::parts(d.folded.as_bytes()));
+        Sought::from_parts(d.folded.as_bytes(), parts)
+    }
+
     fn ip(&mut self, s: &str) -> Option<IpAddr> {
         *self.derived.ip.get_or_insert_with(|| s.parse().ok())
     }
@@ -134,7 +166,7 @@ impl<'a> Probe<'a> {
 /// tests are behind a pointer.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ValueIndex {
-    strings: Map<Key, Targets<u32>>,
+    strings: Strings,
     /// The rarer tests, allocated when the first one is added.
     more: Option<Box<More>>,
     /// The first range; the others are in `more`.
@@ -156,7 +188,7 @@ struct More {
     nulls: Vec<u32>,
     prefixes: Affixes<u32>,
     suffixes: Affixes<u32>,
-    folded: Map<Key, Targets<u32>>,
+    folded: StringMap<u32>,
     folded_prefixes: Affixes<u32>,
     folded_suffixes: Affixes<u32>,
     /// Wildcards by their literal prefix, else by their literal suffix,
@@ -177,7 +209,9 @@ impl ValueIndex {
 
     pub(crate) fn insert(&mut self, item: Item<'_>, target: u32) {
         match item {
-            Item::String(s) => file(&mut self.strings, Key::new(s), target),
+            Item::String(s) => {
+                self.strings.insert(s, target);
+            }
             Item::Range(r) if self.range.is_none() => self.range = Some(OneRange::new(r, target)),
             _ => {
                 let more = self.more.get_or_insert_with(Box::default);
@@ -188,7 +222,9 @@ impl ValueIndex {
                     Item::Null => more.nulls.push(target),
                     Item::Prefix(p) => more.prefixes.insert(p, target),
                     Item::Suffix(s) => more.suffixes.insert(s, target),
-                    Item::Folded(v) => file(&mut more.folded, Key::new(v), target),
+                    Item::Folded(v) => {
+                        more.folded.insert(v.as_bytes(), target);
+                    }
                     Item::FoldedPrefix(p) => more.folded_prefixes.insert(p, target),
                     Item::FoldedSuffix(s) => more.folded_suffixes.insert(s, target),
                     Item::Wildcard(w) => {
@@ -214,9 +250,7 @@ impl ValueIndex {
 
     pub(crate) fn remove(&mut self, item: Item<'_>, target: u32) {
         match item {
-            Item::String(s) => {
-                remove_keyed(&mut self.strings, s.as_bytes(), target);
-            }
+            Item::String(s) => self.strings.remove(s, target),
             Item::Range(r) if self.range == Some(OneRange::new(r, target)) => self.range = None,
             _ => {
                 let Some(more) = self.more.as_mut() else {
@@ -233,7 +267,9 @@ impl ValueIndex {
                     Item::Suffix(s) => {
                         more.suffixes.remove(s, &target);
                     }
-                    Item::Folded(v) => remove_keyed(&mut more.folded, v.as_bytes(), target),
+                    Item::Folded(v) => {
+                        more.folded.remove(v.as_bytes(), &target);
+                    }
                     Item::FoldedPrefix(p) => {
                         more.folded_prefixes.remove(p, &target);
                     }
@@ -269,22 +305,11 @@ impl ValueIndex {
         }
     }
 
-    /// When this index holds nothing but exact strings, the targets of the
-    /// one `s` equals (none if none); `None` when it holds other tests
-    /// (then use [`ValueIndex::query`]).
+    /// Its exact strings, when it holds no other tests (then a string
+    /// needs no [`ValueIndex::query`]).
     #[inline]
-    pub(crate) fn strings_only(&self, s: &str) -> Option<&[u32]> {
-        if self.more.is_some() {
-            return None;
-        }
-        if self.strings.is_empty() {
-            return Some(&[]);
-        }
-        Some(
-            self.strings
-                .get(s.as_bytes())
-                .map_or(&[], Targets::as_slice),
-        )
+    pub(crate) fn strings_only(&self) -> Option<&Strings> {
+        self.more.is_none().then_some(&self.strings)
     }
 
     /// Calls `emit` with the target of every entry `probe` passes (a
@@ -293,10 +318,13 @@ impl ValueIndex {
     pub(crate) fn query(&self, probe: &mut Probe<'_>, emit: &mut impl FnMut(u32)) {
         match probe.leaf {
             Leaf::String(s) => {
-                if !self.strings.is_empty()
-                    && let Some(targets) = self.strings.get(s.as_bytes())
-                {
-                    targets.as_slice().iter().copied().for_each(&mut *emit);
+                if !self.strings.is_empty() {
+                    let sought = probe.derived.sought(s);
+                    self.strings
+                        .get(&sought)
+                        .iter()
+                        .copied()
+                        .for_each(&mut *emit);
                 }
                 if let Some(more) = &self.more {
                     more.query_string(s, probe, emit);
@@ -385,10 +413,15 @@ impl More {
             self.suffixes.suffixes_of(s, |&t| emit(t));
         }
         if self.kinds & FOLDED != 0 {
-            let folded = probe.folded(s);
-            if let Some(targets) = self.folded.get(folded.as_bytes()) {
-                targets.as_slice().iter().copied().for_each(&mut *emit);
+            if !self.folded.is_empty() {
+                let sought = probe.folded_sought(s);
+                self.folded
+                    .get(&sought)
+                    .iter()
+                    .copied()
+                    .for_each(&mut *emit);
             }
+            let folded = probe.folded(s);
             self.folded_prefixes.prefixes_of(folded, |&t| emit(t));
             self.folded_suffixes.suffixes_of(folded, |&t| emit(t));
         }

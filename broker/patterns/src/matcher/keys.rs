@@ -6,53 +6,86 @@
 //! cache line, which one lookup reads whole (a 48-byte entry spans two
 //! lines half the time), and the maps take less of the cache.
 
-use std::borrow::Borrow;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 
 use super::Map;
 
 /// The longest key held inline.
 const INLINE: usize = 14;
 
-/// A string key, compared and hashed as its bytes.
+/// A string key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Key {
-    Inline {
-        len: u8,
-        bytes: [u8; INLINE],
-    },
+    Inline(Short),
     /// Behind a thin pointer, to keep the key 16 bytes.
     Heap(Box<Box<[u8]>>),
 }
 
-impl Key {
-    pub(crate) fn new(s: &str) -> Key {
-        let len = s.len();
-        match u8::try_from(len) {
-            Ok(short) if len <= INLINE => {
-                let mut bytes = [0; INLINE];
-                bytes[..len].copy_from_slice(s.as_bytes());
-                Key::Inline { len: short, bytes }
-            }
-            _ => Key::Heap(Box::new(s.as_bytes().into())),
+/// A string of at most [`INLINE`] bytes, as its length and its bytes
+/// padded with zeros: two of them compare as two words. A longer string's
+/// is a length no inline key has, so that it equals none of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Short([u8; INLINE + 1]);
+
+impl Short {
+    pub(crate) fn new(bytes: &[u8]) -> Short {
+        let Ok(len) = u8::try_from(bytes.len()) else {
+            return Short([u8::MAX; INLINE + 1]);
+        };
+        if bytes.len() > INLINE {
+            return Short([u8::MAX; INLINE + 1]);
         }
+        // Put together in registers and stored whole: a short built byte by
+        // byte in memory and then read as words stalls the processor (a
+        // load cannot take its value from several smaller stores).
+        let word = (padded(bytes) << 8) | u128::from(len);
+        let mut short = [0; INLINE + 1];
+        short.copy_from_slice(&word.to_le_bytes()[..=INLINE]);
+        Short(short)
+    }
+
+    /// Whether it holds its string (which is not too long).
+    pub(crate) fn is_inline(&self) -> bool {
+        usize::from(self.0[0]) <= INLINE
+    }
+
+    /// The string's bytes (none if too long).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.0.get(1..=usize::from(self.0[0])).unwrap_or_default()
     }
 }
 
-impl Borrow<[u8]> for Key {
-    fn borrow(&self) -> &[u8] {
+/// Up to 16 bytes as a little-endian number (zeros past them), read in
+/// at most four loads, which overlap rather than go byte by byte.
+fn padded(bytes: &[u8]) -> u128 {
+    let n = bytes.len();
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
+    let half = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default());
+    match n {
+        0 => 0,
+        1..4 => {
+            let byte = |at: usize| u128::from(bytes[at]) << (8 * at);
+            byte(0) | byte(n / 2) | byte(n - 1)
+        }
+        4..8 => u128::from(half(0)) | (u128::from(half(n - 4)) << (8 * (n - 4))),
+        _ => u128::from(word(0)) | (u128::from(word(n - 8)) << (8 * (n - 8))),
+    }
+}
+
+impl Key {
+    pub(crate) fn new(bytes: &[u8]) -> Key {
+        if bytes.len() <= INLINE {
+            Key::Inline(Short::new(bytes))
+        } else {
+            Key::Heap(Box::new(bytes.into()))
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
         match self {
-            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Inline(short) => short.bytes(),
             Key::Heap(bytes) => bytes,
         }
-    }
-}
-
-impl Hash for Key {
-    /// As the bytes hash, so that a map of keys can be looked up by `&[u8]`.
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        let bytes: &[u8] = self.borrow();
-        bytes.hash(state);
     }
 }
 
@@ -112,11 +145,7 @@ pub(crate) fn file<K: Hash + Eq>(map: &mut Map<K, Targets<u32>>, key: K, target:
 }
 
 /// Removes one `target` filed under `key`, and the key when none is left.
-pub(crate) fn remove_keyed<K, Q>(map: &mut Map<K, Targets<u32>>, key: &Q, target: u32)
-where
-    K: Borrow<Q> + Hash + Eq,
-    Q: Hash + Eq + ?Sized,
-{
+pub(crate) fn remove_keyed<K: Hash + Eq>(map: &mut Map<K, Targets<u32>>, key: &K, target: u32) {
     if let Some(targets) = map.get_mut(key)
         && targets.as_slice().contains(&target)
         && targets.remove(&target)
@@ -127,23 +156,17 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::{Key, Targets};
 
     #[test]
-    fn keys_look_up_by_bytes() {
+    fn keys_hold_their_bytes() {
         let long = "a key longer than fourteen bytes";
-        let mut map = HashMap::new();
-        map.insert(Key::new("short"), 1);
-        map.insert(Key::new(long), 2);
-        map.insert(Key::new(""), 3);
-        assert_eq!(map.get("short".as_bytes()), Some(&1));
-        assert_eq!(map.get(long.as_bytes()), Some(&2));
-        assert_eq!(map.get("".as_bytes()), Some(&3));
-        assert_eq!(map.get("shor".as_bytes()), None);
-        assert!(matches!(Key::new(&"x".repeat(14)), Key::Inline { .. }));
-        assert!(matches!(Key::new(&"x".repeat(15)), Key::Heap(_)));
+        let all = "abcdefghijklmnop";
+        for s in (0..=all.len()).map(|n| &all[..n]).chain([long]) {
+            assert_eq!(Key::new(s.as_bytes()).bytes(), s.as_bytes(), "{s}");
+        }
+        assert!(matches!(Key::new(&[b'x'; 14]), Key::Inline(_)));
+        assert!(matches!(Key::new(&[b'x'; 15]), Key::Heap(_)));
     }
 
     /// An entry of a map of strings is half a cache line.

@@ -31,6 +31,7 @@ mod index;
 mod keys;
 mod ranges;
 mod scratch;
+mod strings;
 
 use std::fmt;
 use std::hash::Hash;
@@ -72,6 +73,7 @@ struct Seeded;
 impl std::hash::BuildHasher for Seeded {
     type Hasher = foldhash::fast::FoldHasher<'static>;
 
+    #[inline]
     fn build_hasher(&self) -> Self::Hasher {
         static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
         let seed = *SEED.get_or_init(|| std::hash::RandomState::new().hash_one(0u8));
@@ -113,8 +115,13 @@ pub struct Matcher<Id> {
     /// By transition id: its `exists: true` and `anything-but` steps, if
     /// it has some.
     loose: Vec<Option<Box<Loose>>>,
-    /// Added patterns by slot.
-    slots: Vec<Option<Slot<Id>>>,
+    /// By pattern slot: the id of the pattern added there (`None`: a free
+    /// slot), apart from the rest so that reporting a match reads a dense
+    /// array, which stays in the cache, rather than a slot's bookkeeping.
+    ids: Vec<Option<Id>>,
+    /// By pattern slot: its alternatives as the machine holds them (to
+    /// take them out again).
+    alternatives: Vec<Vec<Vec<StepKey>>>,
     free_slots: Vec<u32>,
     by_id: Map<Id, u32>,
 }
@@ -132,14 +139,6 @@ pub struct MatchWork {
     pub lookups: usize,
     /// Patterns matched.
     pub matches: usize,
-}
-
-/// An added pattern: its id, and its alternatives as the machine holds
-/// them (to take them out again).
-#[derive(Clone)]
-struct Slot<Id> {
-    id: Id,
-    alternatives: Vec<Vec<StepKey>>,
 }
 
 /// A step with its path interned.
@@ -220,7 +219,8 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
             transitions: Vec::new(),
             free_transitions: Vec::new(),
             loose: Vec::new(),
-            slots: Vec::new(),
+            ids: Vec::new(),
+            alternatives: Vec::new(),
             free_slots: Vec::new(),
             by_id: Map::default(),
         }
@@ -248,8 +248,9 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
         let slot = match self.free_slots.pop() {
             Some(slot) => slot,
             None => {
-                self.slots.push(None);
-                index(self.slots.len() - 1)
+                self.ids.push(None);
+                self.alternatives.push(Vec::new());
+                index(self.ids.len() - 1)
             }
         };
         let alternatives: Vec<Vec<StepKey>> = pattern
@@ -270,7 +271,8 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
             self.insert(steps, slot);
         }
         self.by_id.insert(id.clone(), slot);
-        self.slots[slot as usize] = Some(Slot { id, alternatives });
+        self.ids[slot as usize] = Some(id);
+        self.alternatives[slot as usize] = alternatives;
     }
 
     /// Removes the pattern added under `id`; false if there was none.
@@ -278,10 +280,10 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
         let Some(slot) = self.by_id.remove(id) else {
             return false;
         };
-        let Some(removed) = self.slots[slot as usize].take() else {
+        if self.ids[slot as usize].take().is_none() {
             return false;
-        };
-        for steps in &removed.alternatives {
+        }
+        for steps in &std::mem::take(&mut self.alternatives[slot as usize]) {
             self.take_out(steps, slot);
             for step in steps {
                 self.release(step.path);
@@ -305,8 +307,8 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
         with_scratch(|scratch| {
             self.run(event, scratch);
             for &slot in &scratch.matched {
-                if let Some(entry) = &self.slots[slot as usize] {
-                    f(&entry.id);
+                if let Some(id) = &self.ids[slot as usize] {
+                    f(id);
                 }
             }
         });
@@ -633,7 +635,7 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
     fn run(&self, event: &Event, scratch: &mut Scratch) {
         scratch.begin(
             self.states.len(),
-            self.slots.len(),
+            self.ids.len(),
             self.path_uses.len(),
             event.len(),
         );
@@ -718,12 +720,15 @@ fn step(
         // the map holds them.
         if loose.is_none()
             && let Leaf::String(s) = leaf
-            && let Some(targets) = transition.positive.strings_only(s)
+            && let Some(strings) = transition.positive.strings_only()
         {
-            if !targets.is_empty() {
-                let now = taking(scratch, chosen, trail);
-                for &target in targets {
-                    arrive(scratch, target, now);
+            if !strings.is_empty() {
+                let targets = strings.get(&scratch.derived(i).sought(s));
+                if !targets.is_empty() {
+                    let now = taking(scratch, chosen, trail);
+                    for &target in targets {
+                        arrive(scratch, target, now);
+                    }
                 }
             }
             continue;

@@ -89,12 +89,14 @@ impl Scratch {
         &mut self,
         field: u32,
     ) -> (&mut Derived, &mut Vec<u32>, &mut Vec<u32>) {
-        let (generation, derived) = &mut self.derived[field as usize];
-        if *generation != self.generation {
-            *generation = self.generation;
-            derived.reset();
-        }
+        let derived = derive(&mut self.derived, self.generation, field);
         (derived, &mut self.next, &mut self.hits)
+    }
+
+    /// What was derived from field `field`'s value in this match.
+    #[inline]
+    pub(crate) fn derived(&mut self, field: u32) -> &mut Derived {
+        derive(&mut self.derived, self.generation, field)
     }
 
     /// Queues `state` with the chosen elements `elements[start..end]`,
@@ -119,6 +121,18 @@ impl Scratch {
             self.matched.push(slot);
         }
     }
+}
+
+/// What was derived from field `field`'s value in the match of
+/// `generation`, forgetting what an earlier match derived.
+#[inline]
+fn derive(derived: &mut [(u32, Derived)], generation: u32, field: u32) -> &mut Derived {
+    let (stamp, derived) = &mut derived[field as usize];
+    if *stamp != generation {
+        *stamp = generation;
+        derived.reset();
+    }
+    derived
 }
 
 /// How many marks a match keeps in a list before it stamps them by id.
