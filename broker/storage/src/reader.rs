@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{CorruptReason, Result, StorageError};
 use crate::record::Record;
-use crate::segment::{FrameReader, HEADER_LEN, Stop, log_path};
+use crate::segment::{FrameReader, HEADER_LEN, POINT_READ_CHUNK, Stop, log_path};
 use crate::shared::SegmentState;
 
 /// The part of one segment a scan reads.
@@ -61,6 +61,11 @@ impl RecordScan {
         while let Some(slice) = self.slices.pop_front() {
             match FrameReader::open(&slice.path, slice.start, slice.end) {
                 Ok(reader) => {
+                    let reader = if self.range.end.saturating_sub(self.range.start) == 1 {
+                        reader.with_chunk(POINT_READ_CHUNK)
+                    } else {
+                        reader
+                    };
                     self.bytes_read += slice.end.saturating_sub(slice.start);
                     return Some(Ok(reader));
                 }

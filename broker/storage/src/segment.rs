@@ -20,6 +20,10 @@ pub const HEADER_LEN: u64 = 16;
 const MAGIC: &[u8; 8] = b"TWSEG\0\0\x01";
 /// How much a reader fetches from disk at a time.
 const READ_CHUNK: usize = 256 * 1024;
+/// How much a reader of one record fetches at a time: the index entry it
+/// starts from is at most an index interval (4 KiB by default) before the
+/// record, and a larger frame is fetched whole once its length is read.
+pub(crate) const POINT_READ_CHUNK: usize = 8 * 1024;
 
 /// The path of the segment with `base` offset in `dir`.
 pub fn log_path(dir: &Path, base: u64) -> PathBuf {
@@ -82,6 +86,8 @@ pub struct FrameReader {
     read_pos: u64,
     end: u64,
     buf: Bytes,
+    /// How much one read fetches at least.
+    chunk: usize,
 }
 
 impl FrameReader {
@@ -93,7 +99,15 @@ impl FrameReader {
             read_pos: start,
             end,
             buf: Bytes::new(),
+            chunk: READ_CHUNK,
         })
+    }
+
+    /// Fetches `chunk` bytes at a time rather than [`READ_CHUNK`]: for
+    /// reading one record, where a large read would be mostly waste.
+    pub(crate) fn with_chunk(mut self, chunk: usize) -> FrameReader {
+        self.chunk = chunk;
+        self
     }
 
     /// The segment file being read.
@@ -127,7 +141,7 @@ impl FrameReader {
                     Stop::Torn
                 }));
             }
-            self.fill(needed.max(READ_CHUNK))?;
+            self.fill(needed.max(self.chunk))?;
         }
     }
 
@@ -260,6 +274,48 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader of one record fetches what it needs, not a whole chunk.
+    #[test]
+    fn point_reads_fetch_little() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = log_path(dir.path(), 0);
+        let mut bytes = header(0).to_vec();
+        let message = crate::Message {
+            topic: "t".into(),
+            payload: bytes::Bytes::from(vec![b'x'; 1000]),
+            ..crate::Message::default()
+        };
+        for offset in 0..300 {
+            crate::record::encode_frame(&mut bytes, offset, 1, &message);
+        }
+        std::fs::write(&path, &bytes).expect("write");
+        let end = bytes.len() as u64;
+        for (chunk, fetched) in [
+            (READ_CHUNK, READ_CHUNK),
+            (POINT_READ_CHUNK, POINT_READ_CHUNK),
+        ] {
+            let mut reader = FrameReader::open(&path, HEADER_LEN, end)
+                .expect("open")
+                .with_chunk(chunk);
+            let record = reader.next_record().expect("read").expect("a record");
+            assert_eq!(record.offset, 0);
+            assert_eq!(reader.read_pos, HEADER_LEN + fetched as u64);
+        }
+        // A frame larger than the chunk is fetched whole.
+        let big = crate::Message {
+            payload: bytes::Bytes::from(vec![b'y'; 3 * POINT_READ_CHUNK]),
+            ..message
+        };
+        let mut bytes = header(0).to_vec();
+        crate::record::encode_frame(&mut bytes, 0, 1, &big);
+        std::fs::write(&path, &bytes).expect("write");
+        let mut reader = FrameReader::open(&path, HEADER_LEN, bytes.len() as u64)
+            .expect("open")
+            .with_chunk(POINT_READ_CHUNK);
+        let record = reader.next_record().expect("read").expect("a record");
+        assert_eq!(record.message.payload, big.payload);
+    }
 
     #[test]
     fn file_names_round_trip() {
