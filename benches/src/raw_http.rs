@@ -58,6 +58,12 @@ impl Connection {
     /// Sends `method path` with a JSON `body` (none when empty) and reads
     /// the answer.
     pub async fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<Answer> {
+        // Bytes left over would be the answer to a request that was
+        // dropped half way: this connection cannot be trusted any more.
+        ensure!(
+            self.buf.is_empty(),
+            "the connection holds an unread answer (a request was cancelled)"
+        );
         self.out.clear();
         self.out.extend_from_slice(
             format!(
@@ -115,7 +121,13 @@ impl Connection {
                 bail!("a {} answer, which this client does not read", value.trim());
             }
         }
-        let length = length.unwrap_or(0);
+        let length = match length {
+            Some(length) => length,
+            None if status < 200 || status == 204 || status == 304 => 0,
+            None => {
+                bail!("a {status} answer without Content-Length, which this client does not read")
+            }
+        };
         let _ = self.buf.split_to(head_len);
         while self.buf.len() < length {
             self.fill().await?;

@@ -100,8 +100,6 @@ fn segments(data: &Path) -> Vec<PathBuf> {
     logs
 }
 
-/// End positions of the frames in a segment file (16-byte header, then
-/// frames of `len u32 | crc u32 | body`).
 /// Where each frame of a segment ends, up to the zeros the writer keeps
 /// ahead of the records (a killed broker leaves them).
 fn frame_ends(bytes: &[u8]) -> Vec<usize> {

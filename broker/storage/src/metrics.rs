@@ -71,7 +71,7 @@ impl StorageMetrics {
         );
         r.register(
             "retained_bytes",
-            "Bytes on disk in segments",
+            "Bytes of records in segments (the active segment's file also holds up to 1 MiB of preallocated zeros)",
             m.retained_bytes.clone(),
         );
         r.register("segments", "Segment files on disk", m.segments.clone());

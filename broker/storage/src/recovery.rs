@@ -17,8 +17,8 @@ use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
 use crate::index::SparseIndex;
 use crate::segment::{
-    self, HEADER_LEN, Stop, create_segment, has_valid_header, index_path, log_path,
-    remove_if_exists, sync_dir,
+    self, HEADER_LEN, create_segment, has_valid_header, index_path, log_path, remove_if_exists,
+    sync_dir,
 };
 use crate::shared::SegmentState;
 
@@ -62,7 +62,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig, stream: &str) -> Result<Re
         .open(&path)
         .map_err(|e| StorageError::io("open", &path, e))?;
     repair_header(&active, &path, active_base, stream)?;
-    let (state, cut) = scan_and_cut(&active, &path, active_base, config, stream)?;
+    let (state, cut) = scan_and_cut(&active, &path, active_base, config, stream, true)?;
     truncated_bytes += cut;
     // An index left over from a crash mid-roll describes a segment that is
     // active again and will grow: drop it.
@@ -104,46 +104,55 @@ fn recover_sealed(
     }
     tracing::info!(stream, segment = %path.display(), "rebuilding segment index");
     repair_header(&file, &path, base, stream)?;
-    let (state, cut) = scan_and_cut(&file, &path, base, config, stream)?;
+    let (state, cut) = scan_and_cut(&file, &path, base, config, stream, false)?;
     state.index.write(&idx_path, &state.summary)?;
     sync_dir(dir)?;
     Ok((state, cut))
 }
 
-/// Scans a segment and truncates anything after its last valid record:
-/// quietly when that is the zero-filled space the writer keeps ahead of
-/// its records (a crash left it), counted as damage otherwise.
+/// Scans a segment and truncates anything after its last valid record.
+/// In the active segment, zeros after the records are the space the
+/// writer keeps ahead of them (a crash left it): cut quietly, and only the
+/// bytes up to the last non-zero one count as damage. In a sealed segment
+/// everything cut is damage.
 fn scan_and_cut(
     file: &File,
     path: &Path,
     base: u64,
     config: &LogConfig,
     stream: &str,
+    active: bool,
 ) -> Result<(SegmentState, u64)> {
     let len = file_len(file, path)?;
     let scan = segment::scan(path, base, len, config.index_interval_bytes)?;
+    let valid = scan.summary.size;
     let mut cut = 0;
-    if scan.summary.size < len {
-        if scan.stop == Stop::Unwritten {
+    if valid < len {
+        let written = if active {
+            end_of_non_zero(file, path, valid, len)?
+        } else {
+            len
+        };
+        if written == valid {
             tracing::debug!(
                 stream,
                 segment = %path.display(),
-                bytes = len - scan.summary.size,
-                "cutting the preallocated space after the last record"
+                bytes = len - valid,
+                "cutting the preallocated zeros after the last record"
             );
         } else {
-            cut = len - scan.summary.size;
+            cut = written - valid;
             tracing::warn!(
                 stream,
                 segment = %path.display(),
                 kept_records = scan.summary.end_offset - base,
-                valid_bytes = scan.summary.size,
+                valid_bytes = valid,
                 cut_bytes = cut,
                 reason = ?scan.stop,
                 "truncating damaged or torn segment tail"
             );
         }
-        file.set_len(scan.summary.size)
+        file.set_len(valid)
             .map_err(|e| StorageError::io("truncate", path, e))?;
         file.sync_all()
             .map_err(|e| StorageError::io("fsync", path, e))?;
@@ -154,6 +163,24 @@ fn scan_and_cut(
         summary: scan.summary,
     };
     Ok((state, cut))
+}
+
+/// The position just past the last non-zero byte between `from` and `to`
+/// (`from` when they are all zeros).
+fn end_of_non_zero(file: &File, path: &Path, from: u64, to: u64) -> Result<u64> {
+    let mut buf = vec![0; 64 * 1024];
+    let mut end = from;
+    let mut at = from;
+    while at < to {
+        let n = buf.len().min((to - at) as usize);
+        file.read_exact_at(&mut buf[..n], at)
+            .map_err(|e| StorageError::io("read", path, e))?;
+        if let Some(last) = buf[..n].iter().rposition(|&b| b != 0) {
+            end = at + last as u64 + 1;
+        }
+        at += n as u64;
+    }
+    Ok(end)
 }
 
 /// Rewrites a missing or damaged header. The file name carries the base

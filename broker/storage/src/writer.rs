@@ -185,6 +185,12 @@ impl Writer {
             let non_empty = self.staged.end_offset > self.base;
             if non_empty && self.staged.size + request.frame_len as u64 > limit {
                 self.flush(&mut pending);
+                // A failed fsync fails the stream: no sealing, no more
+                // records after it.
+                if let Some(reason) = self.failure() {
+                    let _ = request.reply.send(Err(self.failed_error(reason)));
+                    continue;
+                }
                 if let Err(e) = self.roll() {
                     let _ = request.reply.send(Err(e));
                     continue;
@@ -281,17 +287,22 @@ impl Writer {
 
     /// Extends the file with zeros once the records reach its end, not
     /// past the segment size. A failure (a full disk) costs only speed:
-    /// the records are written, and the next write reports the disk.
+    /// the zeros written are given back, so that they take no space the
+    /// records need, and the next write reports the disk.
     fn preallocate(&mut self, end: u64) {
         if end < self.allocated {
             return;
         }
         let ahead = end.clamp(PREALLOCATE_MIN, PREALLOCATE_MAX);
         let target = (end + ahead).min(self.shared.config().segment_bytes.max(end));
-        self.allocated = target;
         let zeros = vec![0; (target - end) as usize];
-        if let Err(e) = self.active.write_all_at(&zeros, end) {
-            tracing::debug!(stream = %self.shared.name, error = %e, "could not preallocate");
+        match self.active.write_all_at(&zeros, end) {
+            Ok(()) => self.allocated = target,
+            Err(e) => {
+                tracing::debug!(stream = %self.shared.name, error = %e, "could not preallocate");
+                self.allocated = end;
+                let _ = self.active.set_len(end);
+            }
         }
     }
 
@@ -451,9 +462,14 @@ impl Writer {
     }
 
     fn shutdown(&mut self) {
-        if self.failure().is_none()
-            && let Err(e) = self.trim().and_then(|()| self.sync())
-        {
+        if self.failure().is_some() {
+            return;
+        }
+        // Recovery cuts the zeros too, so a failed trim still syncs.
+        if let Err(e) = self.trim() {
+            tracing::warn!(stream = %self.shared.name, error = %e, "could not cut the preallocated zeros");
+        }
+        if let Err(e) = self.sync() {
             tracing::error!(stream = %self.shared.name, error = %e, "final sync failed");
         }
     }

@@ -486,6 +486,58 @@ async fn the_active_segment_runs_ahead_and_sealed_segments_are_exact() {
     log.close().await;
 }
 
+/// Zeros are quiet only where nothing but zeros follows: a zeroed frame
+/// header with records behind it is damage, and so is a torn frame inside
+/// the preallocated zeros, counted without the zeros after it.
+#[tokio::test]
+async fn zeros_with_data_behind_them_count_as_damage() {
+    let source = tempfile::tempdir().expect("tempdir");
+    let bytes = one_segment_log(source.path(), 12).await;
+    let ends = frame_ends(&bytes);
+    let cases: [(&str, Vec<u8>, usize, u64); 2] = [
+        (
+            "zeroed header",
+            {
+                let mut b = bytes.clone();
+                b[ends[5]..ends[5] + 8].fill(0);
+                b
+            },
+            6,
+            (bytes.len() - ends[5]) as u64,
+        ),
+        (
+            "torn frame in the zeros",
+            {
+                let mut b = bytes.clone();
+                b.extend_from_slice(&bytes[ends[0]..ends[1] - 10]);
+                b.resize(b.len() + 64 * 1024, 0);
+                b
+            },
+            12,
+            (ends[1] - 10 - ends[0]) as u64,
+        ),
+    ];
+    for (case, damaged, kept, counted) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("00000000000000000000.log"), &damaged).expect("write");
+        let mut registry = Registry::default();
+        let metrics = StorageMetrics::register(&mut registry);
+        let log = StreamLog::open(dir.path(), "d", LogConfig::default(), &metrics, no_fatal())
+            .expect("open");
+        assert_prefix(&read_all(&log), kept);
+        assert_eq!(
+            counter(
+                &registry,
+                "tidewire_stream_recovery_truncated_bytes_total",
+                "d"
+            ),
+            counted,
+            "{case}"
+        );
+        log.close().await;
+    }
+}
+
 /// A crash leaves the zeros after the last record: recovery keeps every
 /// record, cuts the zeros without counting them as damage, and appends
 /// continue right after.
