@@ -1071,7 +1071,8 @@ fn print_reports(args: &Args, reports: &[Report]) {
     for r in reports {
         println!("{}: {}", r.name, r.durability);
     }
-    let Some(tw) = reports.iter().find(|r| r.name == "tidewire") else {
+    let fsync_always = |r: &&Report| matches!(r.name.as_str(), "tidewire" | "tidewire-mqtt");
+    let Some(tw) = reports.iter().find(fsync_always) else {
         return;
     };
     let verdict = |ok: bool| if ok { "met" } else { "NOT MET" };
@@ -1092,10 +1093,7 @@ fn print_reports(args: &Args, reports: &[Report]) {
         );
     }
     println!("\ntargets (issue 16):");
-    let fsync_always = reports
-        .iter()
-        .filter(|r| r.name == "tidewire" || r.name == "tidewire-mqtt");
-    for ours in fsync_always {
+    for ours in reports.iter().filter(fsync_always) {
         for (peer, factor) in [
             ("rabbitmq", 2.0),
             ("jetstream", 1.5),

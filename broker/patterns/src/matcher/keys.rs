@@ -29,12 +29,10 @@ pub(crate) struct Short([u8; INLINE + 1]);
 
 impl Short {
     pub(crate) fn new(bytes: &[u8]) -> Short {
-        let Ok(len) = u8::try_from(bytes.len()) else {
-            return Short([u8::MAX; INLINE + 1]);
+        let len = match u8::try_from(bytes.len()) {
+            Ok(len) if usize::from(len) <= INLINE => len,
+            _ => return Short([u8::MAX; INLINE + 1]),
         };
-        if bytes.len() > INLINE {
-            return Short([u8::MAX; INLINE + 1]);
-        }
         // Put together in registers and stored whole: a short built byte by
         // byte in memory and then read as words stalls the processor (a
         // load cannot take its value from several smaller stores).
