@@ -2,7 +2,8 @@
 //! distinct key lengths beside it, so finding the keys a value starts (or
 //! ends) with costs one lookup per distinct length, not one per key.
 
-use super::strings::{Removed, Sought, StringMap};
+use super::keys::Removed;
+use super::strings::{Sought, StringMap};
 
 /// Keys (prefixes or suffixes) with the items filed under each.
 #[derive(Debug, Clone)]

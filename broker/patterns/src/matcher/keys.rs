@@ -118,18 +118,36 @@ impl<T: PartialEq> Targets<T> {
         }
     }
 
-    /// Removes one `target`; true when none are left.
-    pub(crate) fn remove(&mut self, target: &T) -> bool {
+    /// Removes one `target`, saying whether it was there and whether any
+    /// are left.
+    pub(crate) fn remove(&mut self, target: &T) -> Removed {
         match self {
-            Targets::One(t) => t == target,
-            Targets::Many(ts) => {
-                if let Some(at) = ts.iter().position(|t| t == target) {
+            Targets::One(t) if t == target => Removed::Last,
+            Targets::One(_) => Removed::Absent,
+            Targets::Many(ts) => match ts.iter().position(|t| t == target) {
+                None => Removed::Absent,
+                Some(at) => {
                     ts.swap_remove(at);
+                    if ts.is_empty() {
+                        Removed::Last
+                    } else {
+                        Removed::One
+                    }
                 }
-                ts.is_empty()
-            }
+            },
         }
     }
+}
+
+/// What removing a target did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removed {
+    /// The target was not filed there.
+    Absent,
+    /// It was, with others.
+    One,
+    /// It was the last one.
+    Last,
 }
 
 /// Files `target` under `key`.
@@ -145,8 +163,7 @@ pub(crate) fn file<K: Hash + Eq>(map: &mut Map<K, Targets<u32>>, key: K, target:
 /// Removes one `target` filed under `key`, and the key when none is left.
 pub(crate) fn remove_keyed<K: Hash + Eq>(map: &mut Map<K, Targets<u32>>, key: &K, target: u32) {
     if let Some(targets) = map.get_mut(key)
-        && targets.as_slice().contains(&target)
-        && targets.remove(&target)
+        && targets.remove(&target) == Removed::Last
     {
         map.remove(key);
     }
@@ -154,7 +171,7 @@ pub(crate) fn remove_keyed<K: Hash + Eq>(map: &mut Map<K, Targets<u32>>, key: &K
 
 #[cfg(test)]
 mod tests {
-    use super::{Key, Targets};
+    use super::{Key, Removed, Targets};
 
     #[test]
     fn keys_hold_their_bytes() {
@@ -180,10 +197,11 @@ mod tests {
         t.push(2);
         t.push(3);
         assert_eq!(t.as_slice(), [1, 2, 3]);
-        assert!(!t.remove(&2));
-        assert!(!t.remove(&1));
-        assert!(t.remove(&3));
-        assert!(Targets::One(4).remove(&4));
-        assert!(!Targets::One(4).remove(&5));
+        assert_eq!(t.remove(&2), Removed::One);
+        assert_eq!(t.remove(&1), Removed::One);
+        assert_eq!(t.remove(&5), Removed::Absent);
+        assert_eq!(t.remove(&3), Removed::Last);
+        assert_eq!(Targets::One(4).remove(&4), Removed::Last);
+        assert_eq!(Targets::One(4).remove(&5), Removed::Absent);
     }
 }

@@ -9,7 +9,7 @@ use std::hash::{BuildHasher, Hasher};
 use hashbrown::HashTable;
 
 use super::Seeded;
-use super::keys::{Key, Short, Targets};
+use super::keys::{Key, Removed, Short, Targets};
 
 /// A string as the maps look it up.
 #[derive(Debug, Clone, Copy)]
@@ -108,15 +108,11 @@ impl<T: PartialEq> StringMap<T> {
         let Ok(mut entry) = self.table.find_entry(sought.hash, |(k, _)| sought.is(k)) else {
             return Removed::Absent;
         };
-        if !entry.get().1.as_slice().contains(item) {
-            return Removed::Absent;
-        }
-        if entry.get_mut().1.remove(item) {
+        let removed = entry.get_mut().1.remove(item);
+        if removed == Removed::Last {
             entry.remove();
-            Removed::Last
-        } else {
-            Removed::One
         }
+        removed
     }
 }
 
@@ -184,17 +180,6 @@ impl Strings {
             }
         }
     }
-}
-
-/// What [`StringMap::remove`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Removed {
-    /// The item was not filed under the key.
-    Absent,
-    /// It was, with others.
-    One,
-    /// It was the key's last, and the key is gone.
-    Last,
 }
 
 #[cfg(test)]
