@@ -37,9 +37,15 @@ fn no_fatal() -> OnFatal {
 }
 
 fn open(dir: &Path, config: LogConfig) -> StreamLog {
+    open_counted(dir, "test", config).0
+}
+
+/// Opens stream `name` with metrics of its own, to read them back.
+fn open_counted(dir: &Path, name: &str, config: LogConfig) -> (StreamLog, Registry) {
     let mut registry = Registry::default();
     let metrics = StorageMetrics::register(&mut registry);
-    StreamLog::open(dir, "test", config, &metrics, no_fatal()).expect("open log")
+    let log = StreamLog::open(dir, name, config, &metrics, no_fatal()).expect("open log");
+    (log, registry)
 }
 
 fn small_segments() -> LogConfig {
@@ -414,10 +420,7 @@ async fn released_records_go_by_whole_sealed_segments() {
 #[tokio::test]
 async fn group_commit_shares_fsyncs_between_concurrent_appends() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut registry = Registry::default();
-    let metrics = StorageMetrics::register(&mut registry);
-    let log = StreamLog::open(dir.path(), "gc", LogConfig::default(), &metrics, no_fatal())
-        .expect("open");
+    let (log, registry) = open_counted(dir.path(), "gc", LogConfig::default());
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..256 {
         let log = log.clone();
@@ -520,10 +523,7 @@ async fn zeros_with_data_behind_them_count_as_damage() {
     for (case, damaged, kept, counted) in cases {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("00000000000000000000.log"), &damaged).expect("write");
-        let mut registry = Registry::default();
-        let metrics = StorageMetrics::register(&mut registry);
-        let log = StreamLog::open(dir.path(), "d", LogConfig::default(), &metrics, no_fatal())
-            .expect("open");
+        let (log, registry) = open_counted(dir.path(), "d", LogConfig::default());
         assert_prefix(&read_all(&log), kept);
         assert_eq!(
             counter(
@@ -551,10 +551,7 @@ async fn recovery_cuts_the_preallocated_zeros_quietly() {
     let path = dir.path().join("00000000000000000000.log");
     std::fs::write(&path, &bytes).expect("write");
 
-    let mut registry = Registry::default();
-    let metrics = StorageMetrics::register(&mut registry);
-    let log =
-        StreamLog::open(dir.path(), "z", LogConfig::default(), &metrics, no_fatal()).expect("open");
+    let (log, registry) = open_counted(dir.path(), "z", LogConfig::default());
     assert_prefix(&read_all(&log), 12);
     assert_eq!(
         counter(
@@ -579,10 +576,7 @@ async fn recovery_cuts_the_preallocated_zeros_quietly() {
 #[tokio::test]
 async fn written_appends_ride_along_with_the_next_fsync() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut registry = Registry::default();
-    let metrics = StorageMetrics::register(&mut registry);
-    let log =
-        StreamLog::open(dir.path(), "w", LogConfig::default(), &metrics, no_fatal()).expect("open");
+    let (log, registry) = open_counted(dir.path(), "w", LogConfig::default());
     for i in 0..50 {
         let ticket = log
             .enqueue_written(Arc::new(message(i)))
