@@ -753,7 +753,7 @@ impl Producer {
             } => {
                 out.clear();
                 for body in bodies {
-                    *pkid = pkid.checked_add(1).unwrap_or(1);
+                    *pkid = pkid.wrapping_add(1).max(1);
                     raw_mqtt::put_publish(out, MQTT_TOPIC, 1, *pkid, body);
                 }
                 raw_mqtt::send(writer, out).await?;
