@@ -32,13 +32,16 @@ mod keys;
 mod ranges;
 mod scratch;
 mod strings;
+mod transitions;
 
 use std::fmt;
 use std::hash::Hash;
 
 use index::{Item, Probe, ValueIndex};
+use prefetch_index::prefetch_index;
 use scratch::{Scratch, with_scratch};
 use smallvec::SmallVec;
+use transitions::Transitions;
 
 use crate::event::{Element, Event, Leaf, consistent, merge};
 use crate::pattern::{Pattern, StepTest};
@@ -56,8 +59,8 @@ const ROOT: u32 = 0;
 const LEAF: u32 = 1 << 31;
 
 /// Set on a transition's id in its state's list when the transition has
-/// [`Loose`] steps (in `Matcher::loose`), which few have, so that a lookup
-/// reads them only then; the machine holds fewer than 2^31 transitions.
+/// [`Loose`] steps, which few have, so that a lookup reads them only then;
+/// the machine holds fewer than 2^31 transitions.
 const LOOSE: u32 = 1 << 31;
 
 /// The matcher's hash maps (foldhash, with a seed drawn at random once
@@ -109,12 +112,9 @@ pub struct Matcher<Id> {
     /// What adding and removing patterns read of each state, by state.
     links: Vec<Links>,
     free_states: Vec<u32>,
-    /// The transitions of all states.
-    transitions: Vec<Transition>,
-    free_transitions: Vec<u32>,
-    /// By transition id: its `exists: true` and `anything-but` steps, if
-    /// it has some.
-    loose: Vec<Option<Box<Loose>>>,
+    /// The transitions of all states, with their `exists: true` and
+    /// `anything-but` steps.
+    transitions: Transitions,
     /// By pattern slot: the id of the pattern added there (`None`: a free
     /// slot), apart from the rest so that reporting a match reads a dense
     /// array, which stays in the cache, rather than a slot's bookkeeping.
@@ -216,9 +216,7 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
             states: vec![State::default()],
             links: vec![Links::default()],
             free_states: Vec::new(),
-            transitions: Vec::new(),
-            free_transitions: Vec::new(),
-            loose: Vec::new(),
+            transitions: Transitions::new(),
             ids: Vec::new(),
             alternatives: Vec::new(),
             free_slots: Vec::new(),
@@ -331,19 +329,16 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
 
     /// The id of the transition out of `state` on `path`, made if it has
     /// none.
-    fn transition_on(&mut self, state: u32, path: u32) -> u32 {
-        let state = &mut self.states[state as usize];
+    fn transition_on(&mut self, state_id: u32, path: u32) -> u32 {
+        let state = &mut self.states[state_id as usize];
         match state.transitions.binary_search_by_key(&path, |(p, _)| *p) {
             Ok(at) => state.transitions[at].1 & !LOOSE,
             Err(at) => {
-                let id = match self.free_transitions.pop() {
-                    Some(id) => id,
-                    None => {
-                        self.transitions.push(Transition::default());
-                        self.loose.push(None);
-                        index(self.transitions.len() - 1)
-                    }
-                };
+                let home_taken = state
+                    .transitions
+                    .iter()
+                    .any(|&(_, entry)| Transitions::is_home(entry & !LOOSE, state_id));
+                let id = self.transitions.make(state_id, home_taken);
                 state.transitions.insert(at, (path, id));
                 id
             }
@@ -357,7 +352,7 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
         if let Ok(at) = state.transitions.binary_search_by_key(&path, |(p, _)| *p) {
             state.transitions[at].1 |= LOOSE;
         }
-        self.loose[id as usize].get_or_insert_default()
+        self.transitions.loose_mut(id).get_or_insert_default()
     }
 
     /// What matching reads of the transition an entry of a state's list
@@ -367,9 +362,9 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
         let loose = if entry & LOOSE == 0 {
             None
         } else {
-            self.loose[id as usize].as_deref()
+            self.transitions.loose(id)
         };
-        (&self.transitions[id as usize], loose)
+        (self.transitions.get(id), loose)
     }
 
     fn intern(&mut self, path: &str) -> u32 {
@@ -472,6 +467,7 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
             None => {
                 self.states.push(State::default());
                 self.links.push(Links::default());
+                self.transitions.add_state();
                 index(self.states.len() - 1)
             }
         };
@@ -515,7 +511,7 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
                         }
                         other => {
                             if let Some(item) = Item::positive(other) {
-                                self.transitions[id as usize].positive.insert(item, target);
+                                self.transitions.get_mut(id).positive.insert(item, target);
                             }
                         }
                     }
@@ -584,12 +580,11 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
                     return;
                 };
                 let id = parent.transitions[at].1 & !LOOSE;
-                let transition = &mut self.transitions[id as usize];
                 let mut negations = negations.iter();
                 for value in values {
                     match value {
                         ValuePattern::Exists(true) => {
-                            if let Some(loose) = &mut self.loose[id as usize]
+                            if let Some(loose) = self.transitions.loose_mut(id)
                                 && let Some(i) = loose.any.iter().position(|&s| s == target)
                             {
                                 loose.any.swap_remove(i);
@@ -598,7 +593,7 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
                         ValuePattern::Exists(false) => {}
                         ValuePattern::AnythingBut(list) => {
                             if let Some(&negation) = negations.next()
-                                && let Some(loose) = &mut self.loose[id as usize]
+                                && let Some(loose) = self.transitions.loose_mut(id)
                             {
                                 for item in Item::excluded(list) {
                                     loose.negative.remove(item, negation);
@@ -609,22 +604,23 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
                         }
                         other => {
                             if let Some(item) = Item::positive(other) {
-                                transition.positive.remove(item, target);
+                                self.transitions.get_mut(id).positive.remove(item, target);
                             }
                         }
                     }
                 }
-                let loose = &mut self.loose[id as usize];
+                let loose = self.transitions.loose_mut(id);
                 if loose.as_deref().is_some_and(Loose::is_empty) {
                     *loose = None;
                     parent.transitions[at].1 = id;
                 }
                 // Every step files something: a transition that holds
                 // nothing is used by none.
-                if transition.positive.is_empty() && loose.is_none() {
+                if self.transitions.get(id).positive.is_empty()
+                    && self.transitions.loose(id).is_none()
+                {
                     parent.transitions.remove(at);
-                    self.transitions[id as usize] = Transition::default();
-                    self.free_transitions.push(id);
+                    self.transitions.free(id);
                 }
             }
         }
@@ -658,12 +654,12 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
             scratch.visited += 1;
             let state = &self.states[state as usize];
             for &slot in &state.ends {
-                scratch.report(slot);
+                self.report(scratch, slot);
             }
             if state.transitions.len() <= scratch.present.len() {
                 for &(path, entry) in &state.transitions {
                     if let Some(fields) = scratch.fields_at(path) {
-                        step(self.transition(entry), event, fields, (from, to), scratch);
+                        self.step(entry, event, fields, (from, to), scratch);
                     }
                 }
             } else {
@@ -673,8 +669,8 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
                         .transitions
                         .binary_search_by_key(&path, |(path, _)| *path)
                     {
-                        let transition = self.transition(state.transitions[t].1);
-                        step(transition, event, (start, end), (from, to), scratch);
+                        let entry = state.transitions[t].1;
+                        self.step(entry, event, (start, end), (from, to), scratch);
                     }
                 }
             }
@@ -684,66 +680,90 @@ impl<Id: Clone + Eq + Hash> Matcher<Id> {
                     (start..end).any(|i| consistent(chosen, event.trail(i as usize)))
                 });
                 if !present {
-                    arrive(scratch, child, (from, to));
+                    self.arrive(scratch, child, (from, to));
                 }
             }
         }
     }
-}
 
-/// Follows `transition` (with its loose steps) with each of the event's
-/// `fields` (a span of field indices) consistent with the `chosen` array
-/// elements (a span of `scratch.elements`). Inlined into its callers: it
-/// runs once per transition followed, mostly for one lookup, which costs
-/// less than a call's saving and restoring of registers did (a tenth of
-/// an event's instructions in a large machine).
-#[inline(always)]
-fn step(
-    (transition, loose): (&Transition, Option<&Loose>),
-    event: &Event,
-    fields: (u32, u32),
-    chosen: (u32, u32),
-    scratch: &mut Scratch,
-) {
-    for i in fields.0..fields.1 {
-        let trail = event.trail(i as usize);
-        if !consistent(
-            &scratch.elements[chosen.0 as usize..chosen.1 as usize],
-            trail,
-        ) {
-            continue;
-        }
-        scratch.lookups += 1;
-        let leaf = event.leaf(i as usize);
-        // Most lookups are of a string in a transition that has only
-        // exact strings: that one hash lookup, its targets followed where
-        // the map holds them.
-        if loose.is_none()
-            && let Leaf::String(s) = leaf
-            && let Some(strings) = transition.positive.strings_only()
-        {
-            if !strings.is_empty() {
-                let targets = strings.get(&scratch.derived(i).sought(s));
-                if !targets.is_empty() {
-                    let now = taking(scratch, chosen, trail);
-                    for &target in targets {
-                        arrive(scratch, target, now);
+    /// Follows the transition that `entry` of a state's list names (with
+    /// its loose steps) with each of the event's `fields` (a span of field
+    /// indices) consistent with the `chosen` array elements (a span of
+    /// `scratch.elements`). Inlined into its callers: it runs once per
+    /// transition followed, mostly for one lookup, which costs less than a
+    /// call's saving and restoring of registers did (a tenth of an event's
+    /// instructions in a large machine).
+    #[inline(always)]
+    fn step(
+        &self,
+        entry: u32,
+        event: &Event,
+        fields: (u32, u32),
+        chosen: (u32, u32),
+        scratch: &mut Scratch,
+    ) {
+        let (transition, loose) = self.transition(entry);
+        for i in fields.0..fields.1 {
+            let trail = event.trail(i as usize);
+            if !consistent(
+                &scratch.elements[chosen.0 as usize..chosen.1 as usize],
+                trail,
+            ) {
+                continue;
+            }
+            scratch.lookups += 1;
+            let leaf = event.leaf(i as usize);
+            // Most lookups are of a string in a transition that has only
+            // exact strings: that one hash lookup, its targets followed where
+            // the map holds them.
+            if loose.is_none()
+                && let Leaf::String(s) = leaf
+                && let Some(strings) = transition.positive.strings_only()
+            {
+                if !strings.is_empty() {
+                    let targets = strings.get(&scratch.derived(i).sought(s));
+                    if !targets.is_empty() {
+                        let now = taking(scratch, chosen, trail);
+                        for &target in targets {
+                            self.arrive(scratch, target, now);
+                        }
                     }
                 }
+                continue;
             }
-            continue;
+            let (derived, next, hits) = scratch.lookup_space(i);
+            next.clear();
+            transition.lookup(loose, &mut Probe::new(leaf, derived), next, hits);
+            if scratch.next.is_empty() {
+                continue;
+            }
+            let now = taking(scratch, chosen, trail);
+            for k in 0..scratch.next.len() {
+                let next = scratch.next[k];
+                self.arrive(scratch, next, now);
+            }
         }
-        let (derived, next, hits) = scratch.lookup_space(i);
-        next.clear();
-        transition.lookup(loose, &mut Probe::new(leaf, derived), next, hits);
-        if scratch.next.is_empty() {
-            continue;
+    }
+
+    /// Goes where a transition's `target` leads, with the `chosen` array
+    /// elements: reports a [`LEAF`]'s pattern, or queues a state and starts
+    /// fetching it and its home transition, so that the cache misses of the
+    /// states one state leads to overlap rather than follow each other.
+    fn arrive(&self, scratch: &mut Scratch, target: u32, chosen: (u32, u32)) {
+        if target & LEAF == 0 {
+            prefetch_index(&self.states, target as usize);
+            self.transitions.prefetch_home(target);
+            scratch.reach(target, chosen.0, chosen.1);
+        } else {
+            self.report(scratch, target & !LEAF);
         }
-        let now = taking(scratch, chosen, trail);
-        for k in 0..scratch.next.len() {
-            let next = scratch.next[k];
-            arrive(scratch, next, now);
-        }
+    }
+
+    /// Notes that the pattern in `slot` matched, and starts fetching its
+    /// id, which is read once the match is over.
+    fn report(&self, scratch: &mut Scratch, slot: u32) {
+        prefetch_index(&self.ids, slot as usize);
+        scratch.report(slot);
     }
 }
 
@@ -756,16 +776,6 @@ fn taking(scratch: &mut Scratch, chosen: (u32, u32), trail: &[Element]) -> (u32,
     let start = index(scratch.elements.len());
     merge(&before, trail, &mut scratch.elements);
     (start, index(scratch.elements.len()))
-}
-
-/// Goes where a transition's `target` leads, with the `chosen` array
-/// elements: reports a [`LEAF`]'s pattern, queues a state.
-fn arrive(scratch: &mut Scratch, target: u32, chosen: (u32, u32)) {
-    if target & LEAF == 0 {
-        scratch.reach(target, chosen.0, chosen.1);
-    } else {
-        scratch.report(target & !LEAF);
-    }
 }
 
 impl Transition {
@@ -899,8 +909,7 @@ mod tests {
             assert!(!matcher.remove(&0));
             assert!(matcher.is_empty());
             assert_eq!(matcher.states.len() - matcher.free_states.len(), 1);
-            assert_eq!(matcher.transitions.len(), matcher.free_transitions.len());
-            assert!(matcher.loose.iter().all(Option::is_none));
+            assert_eq!(matcher.transitions.in_use(), 0);
             assert!(matcher.paths.is_empty());
             let root = &matcher.states[0];
             assert!(root.transitions.is_empty() && root.absent.is_none() && root.ends.is_empty());
@@ -960,7 +969,7 @@ mod tests {
                 live.retain(|l| l != i);
                 check(&matcher, &live);
             }
-            assert!(matcher.transitions.len() == matcher.free_transitions.len());
+            assert_eq!(matcher.transitions.in_use(), 0);
         }
     }
 
