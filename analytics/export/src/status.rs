@@ -4,7 +4,7 @@
 //! `tidewire_export_*` ([`ExportMetrics`]).
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use tidewire_delivery::{Lag, Report};
+use tidewire_delivery::{Lag, PumpBoard, Report};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ExportLabel {
@@ -71,14 +71,13 @@ impl ExportMetrics {
             records: self.records.get_or_create(&label).clone(),
             files: self.files.get_or_create(&label).clone(),
             bytes: self.bytes.get_or_create(&label).clone(),
-            lost: self.lost.get_or_create(&label).clone(),
             failures: self.failures.get_or_create(&label).clone(),
-            lag_records: self.lag_records.get_or_create(&label).clone(),
-            lag_seconds: self.lag_seconds.get_or_create(&label).clone(),
-            cursor: AtomicU64::new(0),
+            pump: PumpBoard::new(
+                self.lost.get_or_create(&label).clone(),
+                self.lag_records.get_or_create(&label).clone(),
+                self.lag_seconds.get_or_create(&label).clone(),
+            ),
             next_flush_ms: AtomicI64::new(0),
-            lag: Mutex::default(),
-            last_error: Mutex::default(),
             last_file: Mutex::default(),
         }
     }
@@ -108,14 +107,10 @@ pub struct ExportStatus {
     records: Counter,
     files: Counter,
     bytes: Counter,
-    lost: Counter,
     failures: Counter,
-    lag_records: Gauge,
-    lag_seconds: Gauge,
-    cursor: AtomicU64,
+    /// Its pump's cursor, lag, losses and last error.
+    pump: PumpBoard,
     next_flush_ms: AtomicI64,
-    lag: Mutex<Lag>,
-    last_error: Mutex<Option<String>>,
     last_file: Mutex<Option<String>>,
 }
 
@@ -150,28 +145,24 @@ pub struct StatusSnapshot {
 impl ExportStatus {
     /// The figures now.
     pub fn snapshot(&self) -> StatusSnapshot {
-        let lag = *self.lag.lock().unwrap_or_else(|p| p.into_inner());
+        let lag = self.pump.lag();
         let next = self.next_flush_ms.load(Ordering::Relaxed);
         StatusSnapshot {
             records: self.records.get(),
             files: self.files.get(),
             bytes: self.bytes.get(),
-            lost: self.lost.get(),
+            lost: self.pump.lost_count(),
             failures: self.failures.get(),
             lag_records: lag.records,
             lag_seconds: lag.millis as f64 / 1000.0,
-            cursor: self.cursor.load(Ordering::Relaxed),
+            cursor: self.pump.cursor(),
             next_flush_ts: (next > 0).then_some(next),
             last_file: self
                 .last_file
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            last_error: self.pump.last_error(),
         }
     }
 
@@ -196,22 +187,18 @@ impl ExportStatus {
 }
 
 impl Report for ExportStatus {
+    /// Files are counted as they are completed ([`ExportStatus::wrote`]).
     fn delivered(&self, _n: u64) {}
 
     fn lost(&self, n: u64) {
-        self.lost.inc_by(n);
+        self.pump.lost(n);
     }
 
     fn error(&self, error: &str) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_owned());
+        self.pump.error(error);
     }
 
-    fn position(&self, cursor: u64, _delivered_ts: Option<i64>, lag: Lag) {
-        self.cursor.store(cursor, Ordering::Relaxed);
-        self.lag_records
-            .set(i64::try_from(lag.records).unwrap_or(i64::MAX));
-        self.lag_seconds
-            .set(i64::try_from(lag.millis / 1000).unwrap_or(i64::MAX));
-        *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
+    fn position(&self, cursor: u64, delivered_ts: Option<i64>, lag: Lag) {
+        self.pump.position(cursor, delivered_ts, lag);
     }
 }

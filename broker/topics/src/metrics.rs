@@ -4,16 +4,13 @@
 //! to it ([`Report`]), the sink counts retries and dead letters, and it
 //! keeps the Prometheus series and the API's figures in step.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use tidewire_delivery::{Lag, Report};
+use tidewire_delivery::{Lag, PumpBoard, Report};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicLabel {
@@ -105,12 +102,11 @@ impl TopicMetrics {
             failed: self.failed.get_or_create(&label).clone(),
             retries: self.retries.get_or_create(&label).clone(),
             dead_lettered: self.dead_lettered.get_or_create(&label).clone(),
-            lost: self.lost.get_or_create(&label).clone(),
-            lag_records: self.lag_records.get_or_create(&label).clone(),
-            lag_seconds: self.lag_seconds.get_or_create(&label).clone(),
-            cursor: AtomicU64::new(0),
-            lag: Mutex::default(),
-            last_error: Mutex::default(),
+            pump: PumpBoard::new(
+                self.lost.get_or_create(&label).clone(),
+                self.lag_records.get_or_create(&label).clone(),
+                self.lag_seconds.get_or_create(&label).clone(),
+            ),
         }
     }
 
@@ -148,12 +144,8 @@ pub struct SubscriptionStatus {
     failed: Counter,
     retries: Counter,
     dead_lettered: Counter,
-    lost: Counter,
-    lag_records: Gauge,
-    lag_seconds: Gauge,
-    cursor: AtomicU64,
-    lag: Mutex<Lag>,
-    last_error: Mutex<Option<String>>,
+    /// Its pump's cursor, lag, losses and last error.
+    pump: PumpBoard,
 }
 
 /// A snapshot of a [`SubscriptionStatus`], as the API shows it.
@@ -182,28 +174,24 @@ pub struct StatusSnapshot {
 impl SubscriptionStatus {
     /// The figures now.
     pub fn snapshot(&self) -> StatusSnapshot {
-        let lag = *self.lag.lock().unwrap_or_else(|p| p.into_inner());
+        let lag = self.pump.lag();
         StatusSnapshot {
             delivered: self.delivered.get(),
             failed: self.failed.get(),
             retries: self.retries.get(),
             dead_lettered: self.dead_lettered.get(),
-            lost: self.lost.get(),
+            lost: self.pump.lost_count(),
             pending: lag.records,
             lag_seconds: lag.millis as f64 / 1000.0,
-            cursor: self.cursor.load(Ordering::Relaxed),
-            last_error: self
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            cursor: self.pump.cursor(),
+            last_error: self.pump.last_error(),
         }
     }
 
     /// An attempt failed with `reason` (it may be retried).
     pub fn failed(&self, reason: &str) {
         self.failed.inc();
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+        self.pump.error(reason);
     }
 
     /// The target took a message.
@@ -229,19 +217,14 @@ impl Report for SubscriptionStatus {
     fn delivered(&self, _n: u64) {}
 
     fn lost(&self, n: u64) {
-        self.lost.inc_by(n);
+        self.pump.lost(n);
     }
 
     fn error(&self, error: &str) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_owned());
+        self.pump.error(error);
     }
 
-    fn position(&self, cursor: u64, _delivered_ts: Option<i64>, lag: Lag) {
-        self.cursor.store(cursor, Ordering::Relaxed);
-        self.lag_records
-            .set(i64::try_from(lag.records).unwrap_or(i64::MAX));
-        self.lag_seconds
-            .set(i64::try_from(lag.millis / 1000).unwrap_or(i64::MAX));
-        *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
+    fn position(&self, cursor: u64, delivered_ts: Option<i64>, lag: Lag) {
+        self.pump.position(cursor, delivered_ts, lag);
     }
 }
