@@ -1,8 +1,8 @@
 //! [`PumpBoard`]: the figures every consumer with a board of its own (an
 //! export, a subscription) keeps of its pump, in step with its Prometheus
 //! series: the committed cursor, the lag, the records lost and the last
-//! error. Such a board holds one, adds its own counters, and hands the
-//! pump's reports to it.
+//! error. Such a board holds one, adds its own counters, and passes the
+//! pump's reports ([`crate::Report`]) on to it.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::status::{Lag, Report};
+use crate::status::Lag;
 
 /// What a pump reports, kept for a consumer's board.
 #[derive(Debug)]
@@ -59,22 +59,19 @@ impl PumpBoard {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
-}
 
-impl Report for PumpBoard {
-    /// Deliveries are counted by the consumer's sink, which knows what
-    /// they are (files, messages).
-    fn delivered(&self, _n: u64) {}
-
-    fn lost(&self, n: u64) {
+    /// `n` records will never be delivered.
+    pub fn lost(&self, n: u64) {
         self.lost.inc_by(n);
     }
 
-    fn error(&self, error: &str) {
+    /// Something failed; `error` becomes the last error.
+    pub fn error(&self, error: &str) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_owned());
     }
 
-    fn position(&self, cursor: u64, _delivered_ts: Option<i64>, lag: Lag) {
+    /// The committed cursor and the lag it makes.
+    pub fn position(&self, cursor: u64, lag: Lag) {
         self.cursor.store(cursor, Ordering::Relaxed);
         self.lag_records
             .set(i64::try_from(lag.records).unwrap_or(i64::MAX));
@@ -90,7 +87,7 @@ mod tests {
     use prometheus_client::metrics::gauge::Gauge;
 
     use super::PumpBoard;
-    use crate::status::{Lag, Report};
+    use crate::status::Lag;
 
     #[test]
     fn keeps_the_figures_and_the_series_in_step() {
@@ -102,7 +99,7 @@ mod tests {
             records: 7,
             millis: 2_500,
         };
-        board.position(40, None, lag);
+        board.position(40, lag);
         assert_eq!((board.lost_count(), lost.get()), (3, 3));
         assert_eq!(board.cursor(), 40);
         assert_eq!(board.lag(), lag);

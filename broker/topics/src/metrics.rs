@@ -224,7 +224,7 @@ impl Report for SubscriptionStatus {
         self.pump.error(error);
     }
 
-    fn position(&self, cursor: u64, delivered_ts: Option<i64>, lag: Lag) {
-        self.pump.position(cursor, delivered_ts, lag);
+    fn position(&self, cursor: u64, _delivered_ts: Option<i64>, lag: Lag) {
+        self.pump.position(cursor, lag);
     }
 }

@@ -54,13 +54,14 @@ const ROOT: u32 = 0;
 /// event that takes the transition matches that pattern, and visiting the
 /// state, a cache miss in a large machine, would find nothing more. A
 /// state is filed as a leaf or not ([`Matcher::target`]) as patterns come
-/// and go ([`Matcher::refile`]); the machine holds fewer than 2^31 states
-/// and patterns.
+/// and go ([`Matcher::refile`]); the machine holds fewer than 2^31
+/// patterns, and fewer than 2^30 states (a state id is also the id of its
+/// home transition, in `transitions.rs`): 64 GiB of states.
 const LEAF: u32 = 1 << 31;
 
 /// Set on a transition's id in its state's list when the transition has
 /// [`Loose`] steps, which few have, so that a lookup reads them only then;
-/// the machine holds fewer than 2^31 transitions.
+/// transition ids are below 2^31 (`transitions.rs`).
 const LOOSE: u32 = 1 << 31;
 
 /// The matcher's hash maps (foldhash, with a seed drawn at random once
