@@ -191,12 +191,23 @@ async fn live_tail_wakes_on_commit() {
     log.close().await;
 }
 
+/// The file of a log's first segment.
+const FIRST_SEGMENT: &str = "00000000000000000000.log";
+
 /// Builds a single-segment log of `n` records and returns its bytes.
 async fn one_segment_log(dir: &Path, n: usize) -> Vec<u8> {
     let log = open(dir, LogConfig::default());
     append_all(&log, 0..n).await;
     log.close().await;
-    std::fs::read(dir.join("00000000000000000000.log")).expect("read segment")
+    std::fs::read(dir.join(FIRST_SEGMENT)).expect("read segment")
+}
+
+/// A fresh log directory whose first segment is `bytes` (a log's bytes,
+/// cut or damaged), for recovery to open.
+fn dir_with_segment(bytes: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(FIRST_SEGMENT), bytes).expect("write");
+    dir
 }
 
 /// Frame boundaries of a log built by [`one_segment_log`].
@@ -219,9 +230,7 @@ async fn recovery_at_every_truncation_point_keeps_the_whole_prefix() {
     assert_eq!(ends.len(), 12);
 
     for cut in 0..=bytes.len() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("00000000000000000000.log");
-        std::fs::write(&path, &bytes[..cut]).expect("write");
+        let dir = dir_with_segment(&bytes[..cut]);
         let log = open(dir.path(), LogConfig::default());
         let whole = ends.iter().filter(|&&end| end <= cut).count();
         assert_prefix(&read_all(&log), whole);
@@ -243,10 +252,9 @@ async fn flipped_bytes_lose_only_the_damaged_suffix() {
 
     for at in (0..bytes.len()).step_by(7) {
         for bit in [0u8, 5] {
-            let dir = tempfile::tempdir().expect("tempdir");
             let mut damaged = bytes.clone();
             damaged[at] ^= 1 << bit;
-            std::fs::write(dir.path().join("00000000000000000000.log"), &damaged).expect("write");
+            let dir = dir_with_segment(&damaged);
             let log = open(dir.path(), LogConfig::default());
             let records = read_all(&log);
             // Every frame entirely before the flipped byte survives (a
@@ -461,7 +469,7 @@ async fn the_active_segment_runs_ahead_and_sealed_segments_are_exact() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(dir.path(), LogConfig::default());
     append_all(&log, 0..20).await;
-    let active = dir.path().join("00000000000000000000.log");
+    let active = dir.path().join(FIRST_SEGMENT);
     let size = log.segments()[0].size;
     assert!(file_len(&active) > size, "not preallocated");
     let bytes = std::fs::read(&active).expect("read");
@@ -521,8 +529,7 @@ async fn zeros_with_data_behind_them_count_as_damage() {
         ),
     ];
     for (case, damaged, kept, counted) in cases {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("00000000000000000000.log"), &damaged).expect("write");
+        let dir = dir_with_segment(&damaged);
         let (log, registry) = open_counted(dir.path(), "d", LogConfig::default());
         assert_prefix(&read_all(&log), kept);
         assert_eq!(
@@ -547,9 +554,7 @@ async fn recovery_cuts_the_preallocated_zeros_quietly() {
     let mut bytes = one_segment_log(source.path(), 12).await;
     let records_len = bytes.len() as u64;
     bytes.resize(bytes.len() + 1024 * 1024, 0);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("00000000000000000000.log");
-    std::fs::write(&path, &bytes).expect("write");
+    let dir = dir_with_segment(&bytes);
 
     let (log, registry) = open_counted(dir.path(), "z", LogConfig::default());
     assert_prefix(&read_all(&log), 12);
