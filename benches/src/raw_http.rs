@@ -94,8 +94,8 @@ impl Connection {
 
     async fn read_answer(&mut self) -> Result<Answer> {
         let head_len = loop {
-            if let Some(at) = find(&self.buf, b"\r\n\r\n") {
-                break at + 4;
+            if let Some(at) = head_end(&self.buf) {
+                break at;
             }
             ensure!(
                 self.buf.len() < MAX_HEAD,
@@ -103,25 +103,15 @@ impl Connection {
             );
             self.fill().await?;
         };
-        let head = std::str::from_utf8(&self.buf[..head_len]).context("a head that is not text")?;
+        let head =
+            std::str::from_utf8(&self.buf[..head_len - 4]).context("a head that is not text")?;
         let mut lines = head.split("\r\n");
         let status = lines
             .next()
             .and_then(|line| line.split(' ').nth(1))
             .and_then(|code| code.parse().ok())
             .context("no status line")?;
-        let mut length = None;
-        for line in lines {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            if name.eq_ignore_ascii_case("content-length") {
-                length = Some(value.trim().parse::<usize>()?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                bail!("a {} answer, which this client does not read", value.trim());
-            }
-        }
-        let length = match length {
+        let length = match content_length(lines)? {
             Some(length) => length,
             None if status < 200 || status == 204 || status == 304 => 0,
             None => {
@@ -145,6 +135,28 @@ impl Connection {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// Where the HTTP head at the start of `buf` ends, just past its blank
+/// line, once `buf` holds all of it.
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| at + 4)
+}
+
+/// The body length a head's header `lines` give: its `Content-Length`, if
+/// any. A `Transfer-Encoding` is refused, and so is a line that is not a
+/// header: these minimal peers read only `Content-Length` bodies.
+pub fn content_length<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Option<usize>> {
+    let mut length = None;
+    for line in lines {
+        let (name, value) = line
+            .split_once(':')
+            .with_context(|| format!("a bad header line {line:?}"))?;
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(value.trim().parse().context("a bad content-length")?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            bail!("transfer-encoding {} is not read here", value.trim());
+        }
+    }
+    Ok(length)
 }

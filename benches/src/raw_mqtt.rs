@@ -132,6 +132,16 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
     }
 
+    /// Reads until `count` PUBACKs have come (other frames are skipped).
+    pub async fn pubacks(&mut self, count: usize) -> Result<()> {
+        let mut acked = 0;
+        while acked < count {
+            let frame = self.next().await?.context("closed before every PUBACK")?;
+            acked += usize::from(frame.is_puback());
+        }
+        Ok(())
+    }
+
     /// True when whole frames are already buffered (no read needed).
     pub fn has_frame(&self) -> bool {
         matches!(header(&self.buf), Some((_, len, at)) if self.buf.len() >= at + len)

@@ -64,8 +64,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use clap::Parser;
 use tidewire_benches::peers::{Peer, start_mosquitto, start_tidewire, tidewire_bin};
 use tidewire_benches::{
-    Latencies, TICKS_PER_SECOND, cpu_ticks, latency, machine_busy_ticks, print_table, raw_mqtt,
-    rss_kib, stamp,
+    Latencies, TICKS_PER_SECOND, cpu_ticks, latency, machine_busy_ticks, print_table, raw_http,
+    raw_mqtt, rss_kib, stamp,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -636,32 +636,22 @@ async fn serve(stream: TcpStream, hooks: &Hooks) -> Result<()> {
 /// `None` until one is whole. Only `Content-Length` bodies (what webhooks
 /// and reqwest send).
 fn next_request(buf: &mut BytesMut) -> Result<Option<Bytes>> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let Some(end) = raw_http::head_end(buf) else {
         ensure!(buf.len() < MAX_HEAD, "a request head over {MAX_HEAD} bytes");
         return Ok(None);
     };
-    let head = std::str::from_utf8(&buf[..end]).context("a request head that is not UTF-8")?;
+    let head = std::str::from_utf8(&buf[..end - 4]).context("a request head that is not UTF-8")?;
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
     ensure!(
         request_line.starts_with("POST "),
         "not a POST: {request_line:?}"
     );
-    let mut length = 0;
-    for line in lines {
-        let (name, value) = line
-            .split_once(':')
-            .with_context(|| format!("a bad header line {line:?}"))?;
-        if name.eq_ignore_ascii_case("content-length") {
-            length = value.trim().parse().context("a bad content-length")?;
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            bail!("transfer-encoding {} is not supported", value.trim());
-        }
-    }
-    if buf.len() < end + 4 + length {
+    let length = raw_http::content_length(lines)?.unwrap_or(0);
+    if buf.len() < end + length {
         return Ok(None);
     }
-    buf.advance(end + 4);
+    buf.advance(end);
     Ok(Some(buf.split_to(length).freeze()))
 }
 

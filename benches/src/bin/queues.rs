@@ -757,12 +757,7 @@ impl Producer {
                     raw_mqtt::put_publish(out, MQTT_TOPIC, 1, *pkid, body);
                 }
                 raw_mqtt::send(writer, out).await?;
-                let mut acked = 0;
-                while acked < bodies.len() {
-                    let frame = reader.next().await?.context("closed before every PUBACK")?;
-                    acked += usize::from(frame.is_puback());
-                }
-                Ok(())
+                reader.pubacks(bodies.len()).await
             }
             Producer::RabbitMq(conn) => conn.publish_confirmed(QUEUE, bodies).await,
             Producer::JetStream(js) => {

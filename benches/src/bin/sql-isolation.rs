@@ -244,11 +244,7 @@ async fn load(addr: SocketAddr, records: usize) -> Result<()> {
             );
         }
         writer.write_all(&batch).await?;
-        let mut acked = 0;
-        while acked < chunk {
-            let frame = reader.next().await?.context("closed while loading")?;
-            acked += usize::from(frame.is_puback());
-        }
+        reader.pubacks(chunk).await?;
         done += chunk;
     }
     raw_mqtt::disconnect(&mut writer).await
