@@ -74,9 +74,10 @@ pub(crate) enum StepTest {
 impl Step {
     /// Steps are ordered so that an event reaches few states: one exact
     /// value first (patterns that start alike share its state), then lists
-    /// of exact values (each list is a state of its own, and an event can
-    /// reach several), then the looser tests; absences last, where every
-    /// positive step has chosen its array elements.
+    /// of exact values that were not split ([`split_lists`]: each is a
+    /// state of its own, and an event can reach several), then the looser
+    /// tests; absences last, where every positive step has chosen its
+    /// array elements.
     fn rank(&self) -> u8 {
         match &self.test {
             StepTest::Values(values) => {
@@ -119,7 +120,9 @@ impl Pattern {
         crate::naive::matches(&self.root, event)
     }
 
-    /// How many alternatives (ways through its `$or`s) the pattern has.
+    /// How many alternatives the pattern is matched as: its ways through
+    /// its `$or`s, with short lists of exact values split into one
+    /// alternative per value.
     pub fn alternatives(&self) -> usize {
         self.alternatives.len()
     }
@@ -141,7 +144,7 @@ impl FromStr for Pattern {
 /// path that one alternative would test twice (as EventBridge does).
 fn expand(root: &Conjunction, limits: &Limits) -> Result<Vec<Alternative>, PatternError> {
     let mut alternatives = Vec::new();
-    for mut steps in expand_conjunction(root, limits)? {
+    for mut steps in split_lists(expand_conjunction(root, limits)?) {
         steps.sort_by(|a, b| (a.rank(), a).cmp(&(b.rank(), b)));
         let mut seen = BTreeSet::new();
         for step in &steps {
@@ -163,6 +166,48 @@ fn expand(root: &Conjunction, limits: &Limits) -> Result<Vec<Alternative>, Patte
         return Err(too_many_combinations(limits));
     }
     Ok(alternatives)
+}
+
+/// The most alternatives [`split_lists`] makes of one pattern.
+const SPLIT_BUDGET: usize = 16;
+
+/// Splits a list of exact values into an alternative per value, while the
+/// pattern has at most [`SPLIT_BUDGET`] alternatives. One exact value is a
+/// state that every pattern testing that value at that point shares (a
+/// device type's, a site's), where a list is a state that only patterns
+/// with the very same list share: an event with a value that many lists
+/// hold would reach a state for each. The number of combinations is what
+/// it was (each list of n became n lists of one), and a pattern is reported
+/// once however many of its alternatives an event matches.
+fn split_lists(alternatives: Vec<Vec<Step>>) -> Vec<Vec<Step>> {
+    let mut count = alternatives.len();
+    let mut out = Vec::with_capacity(count);
+    for steps in alternatives {
+        let mut split = vec![steps];
+        for at in 0..split[0].len() {
+            let StepTest::Values(values) = &split[0][at].test else {
+                continue;
+            };
+            let grown = count + split.len() * values.len().saturating_sub(1);
+            if values.len() < 2 || values.iter().any(|v| v.fan_out() != 0) || grown > SPLIT_BUDGET {
+                continue;
+            }
+            count = grown;
+            let values = values.clone();
+            split = split
+                .into_iter()
+                .flat_map(|steps| {
+                    values.iter().map(move |value| {
+                        let mut steps = steps.clone();
+                        steps[at].test = StepTest::Values(vec![value.clone()]);
+                        steps
+                    })
+                })
+                .collect();
+        }
+        out.extend(split);
+    }
+    out
 }
 
 fn expand_conjunction(c: &Conjunction, limits: &Limits) -> Result<Vec<Vec<Step>>, PatternError> {

@@ -1016,6 +1016,56 @@ mod tests {
         );
     }
 
+    /// A list of exact values is split into one alternative per value, so
+    /// that a pump reaches one state for the pumps, not one per list that
+    /// holds "pump".
+    #[test]
+    fn lists_share_the_states_of_their_values() {
+        let mut matcher = Matcher::new();
+        matcher.add(
+            1,
+            &pattern(json!({"type": ["pump", "valve"], "sev": ["a"]})),
+        );
+        matcher.add(2, &pattern(json!({"type": ["pump"], "sev": ["b"]})));
+        matcher.add(
+            3,
+            &pattern(json!({"type": ["meter", "pump"], "sev": ["c"]})),
+        );
+        let event = Event::from_json(&json!({"type": "pump", "sev": "a"}));
+        assert_eq!(matcher.matches(&event), [1]);
+        assert_eq!(
+            matcher.work(&event),
+            MatchWork {
+                states: 2,
+                lookups: 2,
+                matches: 1
+            }
+        );
+        // Both of its values: reported once.
+        let both = Event::from_json(&json!({"type": ["valve", "pump"], "sev": "a"}));
+        assert_eq!(matcher.matches(&both), [1]);
+        for id in [1, 3] {
+            matcher.remove(&id);
+        }
+        assert_eq!(matcher.matches(&event), Vec::<i32>::new());
+        let b = Event::from_json(&json!({"type": "pump", "sev": "b"}));
+        assert_eq!(matcher.matches(&b), [2]);
+    }
+
+    /// Splitting stops at 16 alternatives a pattern.
+    #[test]
+    fn lists_are_split_within_a_budget() {
+        let values = |n: usize| (0..n).map(|i| format!("v{i}")).collect::<Vec<_>>();
+        let alternatives = |p: serde_json::Value| pattern(p).alternatives();
+        assert_eq!(alternatives(json!({"a": values(3)})), 3);
+        assert_eq!(alternatives(json!({"a": values(16)})), 16);
+        assert_eq!(alternatives(json!({"a": values(17)})), 1);
+        assert_eq!(alternatives(json!({"a": values(4), "b": values(4)})), 16);
+        assert_eq!(alternatives(json!({"a": values(4), "b": values(5)})), 4);
+        // Only exact values.
+        assert_eq!(alternatives(json!({"a": ["x", {"prefix": "y"}]})), 1);
+    }
+
     /// A callback that matches another event gets its own scratch space.
     #[test]
     fn matching_inside_a_callback() {
