@@ -168,8 +168,12 @@ fn expand(root: &Conjunction, limits: &Limits) -> Result<Vec<Alternative>, Patte
     Ok(alternatives)
 }
 
-/// The most alternatives [`split_lists`] makes of one pattern.
-const SPLIT_BUDGET: usize = 16;
+/// The most alternatives [`split_lists`] makes of one pattern. Each
+/// alternative can take states of its own past the value it was split
+/// on, so this bounds how many times its room a pattern can take: short
+/// lists (a few device types, a few ids) are split, and a long list stays
+/// one state.
+const SPLIT_BUDGET: usize = 4;
 
 /// Splits a list of exact values into an alternative per value, while the
 /// pattern has at most [`SPLIT_BUDGET`] alternatives. One exact value is a

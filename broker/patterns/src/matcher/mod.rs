@@ -1052,16 +1052,19 @@ mod tests {
         assert_eq!(matcher.matches(&b), [2]);
     }
 
-    /// Splitting stops at 16 alternatives a pattern.
+    /// Splitting stops at 4 alternatives a pattern.
     #[test]
     fn lists_are_split_within_a_budget() {
         let values = |n: usize| (0..n).map(|i| format!("v{i}")).collect::<Vec<_>>();
         let alternatives = |p: serde_json::Value| pattern(p).alternatives();
         assert_eq!(alternatives(json!({"a": values(3)})), 3);
-        assert_eq!(alternatives(json!({"a": values(16)})), 16);
-        assert_eq!(alternatives(json!({"a": values(17)})), 1);
-        assert_eq!(alternatives(json!({"a": values(4), "b": values(4)})), 16);
-        assert_eq!(alternatives(json!({"a": values(4), "b": values(5)})), 4);
+        assert_eq!(alternatives(json!({"a": values(4)})), 4);
+        assert_eq!(alternatives(json!({"a": values(5)})), 1);
+        assert_eq!(alternatives(json!({"a": values(2), "b": values(2)})), 4);
+        assert_eq!(alternatives(json!({"a": values(2), "b": values(3)})), 2);
+        // Beside an $or's two branches, a list of two.
+        let or = json!({"a": values(2), "$or": [{"b": ["x"]}, {"c": ["y"]}]});
+        assert_eq!(alternatives(or), 4);
         // Only exact values.
         assert_eq!(alternatives(json!({"a": ["x", {"prefix": "y"}]})), 1);
     }
