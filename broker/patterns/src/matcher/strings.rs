@@ -102,6 +102,17 @@ impl<T: PartialEq> StringMap<T> {
         }
     }
 
+    /// Its one key, when it has exactly one, held inline, with one item.
+    fn only(&self) -> Option<(Short, &T)> {
+        if self.table.len() != 1 {
+            return None;
+        }
+        match self.table.iter().next()? {
+            (Key::Inline(short), Targets::One(item)) => Some((*short, item)),
+            _ => None,
+        }
+    }
+
     /// Removes one `item` filed under `key`.
     pub(crate) fn remove(&mut self, key: &[u8], item: &T) -> Removed {
         let sought = Sought::of_bytes(key);
@@ -177,6 +188,10 @@ impl Strings {
             }
             Strings::Many(map) => {
                 map.remove(key.as_bytes(), &target);
+                // Down to one short string with one target: back inline.
+                if let Some((short, &one)) = map.only() {
+                    *self = Strings::One(short, one);
+                }
             }
         }
     }
@@ -223,8 +238,9 @@ mod tests {
     }
 
     /// One short string with one target is held inline; a second target
-    /// or string, or a long string, moves them to a map, and removing
-    /// them empties it.
+    /// or string, or a long string, moves them to a map, removing down to
+    /// one short string with one target brings it back inline, and
+    /// removing them all empties it.
     #[test]
     fn strings_inline_and_in_a_map() {
         let long = "a key longer than fourteen bytes";
@@ -245,6 +261,22 @@ mod tests {
             strings.remove(key, 1);
             assert!(strings.is_empty());
         }
+        // Back to one short string with one target: inline again.
+        let mut strings = Strings::default();
+        for (key, target) in [("a", 1), ("b", 2), ("a", 3)] {
+            strings.insert(key, target);
+        }
+        strings.remove("a", 1);
+        assert!(matches!(strings, Strings::Many(_)));
+        strings.remove("a", 3);
+        assert!(matches!(strings, Strings::One(..)));
+        assert_eq!(found(&strings, "b"), [2]);
+        let mut strings = Strings::default();
+        strings.insert(long, 1);
+        strings.insert("b", 2);
+        strings.remove("b", 2);
+        assert!(matches!(strings, Strings::Many(_)));
+        assert_eq!(found(&strings, long), [1]);
         let mut strings = Strings::default();
         strings.insert("a", 1);
         strings.remove("a", 2);
