@@ -186,7 +186,7 @@ async fn run(args: &Args) -> Result<()> {
                     start_tidewire(&tidewire_bin(args.tidewire.as_deref())?, &config).await?;
                 let target = Target::tidewire(&server, system == "tidewire-mqtt")?;
                 let pid = server.child.id().context("tidewire exited")?;
-                let durability = format!("queue log + journal, fsync {fsync}");
+                let durability = format!("queue log (messages and journal), fsync {fsync}");
                 bench(args, system, &durability, &target, pid).await?
             }
             "rabbitmq" => {
@@ -673,8 +673,9 @@ impl Target {
 }
 
 impl Target {
-    /// tidewire: each of the queue's logs (messages, journal) with its
-    /// fsyncs and records so far, from `/metrics`; nothing for the others.
+    /// tidewire: the queue's log (its messages and its journal records)
+    /// with its fsyncs and records so far, from `/metrics`; nothing for the
+    /// others.
     async fn commits(&self) -> Result<Vec<(String, f64, f64)>> {
         let Target::Tidewire { addr, .. } = self else {
             return Ok(Vec::new());
@@ -688,7 +689,7 @@ impl Target {
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .unwrap_or(f64::NAN)
         };
-        Ok([format!("queue:{QUEUE}"), format!("queue:{QUEUE}:journal")]
+        Ok([format!("queue:{QUEUE}")]
             .into_iter()
             .map(|log| {
                 let fsyncs = value("tidewire_stream_fsyncs_total", &log);

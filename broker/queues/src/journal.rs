@@ -1,27 +1,47 @@
-//! The durable consumer state of one queue: a journal of changes, kept in
-//! a log of its own (the same segment format as every stream), plus a
-//! snapshot that lets the journal be cut.
+//! The durable consumer state of one queue: a journal of changes, kept as
+//! records of their own in the queue's messages log (so that one group
+//! commit, one fdatasync, makes a batch of sends and a batch of deletes
+//! durable together), plus a snapshot that lets the journal be cut.
 //!
-//! Each change is an absolute fact about one message (received with this
-//! nonce, hidden until then; deleted) or about everything below an offset
+//! A journal record is told from a message by its topic, [`JOURNAL_TOPIC`],
+//! which no message can have (MQTT forbids U+0000 in topic names). Each
+//! change is an absolute fact about one message (received with this nonce,
+//! hidden until then; deleted) or about everything below an offset
 //! (purged), so replaying a change twice changes nothing. That is what
 //! makes compaction simple: the snapshot is taken from the state in
-//! memory, which may already include changes the journal has not committed
-//! yet, and replay starts at the journal's committed offset at that moment.
+//! memory, which may already include changes the log has not committed
+//! yet, and replay starts at the log's end at that moment.
 //!
 //! The snapshot (`consumers.snapshot`) is written whole with
-//! [`tidewire_storage::durable_file::replace`], then the journal's records
-//! before its offset are released for deletion.
+//! [`tidewire_storage::durable_file::replace`]. It also lists the journal
+//! records past the head, which readers of unread messages skip and the
+//! depth does not count. Queues written before the journal moved into the
+//! messages log kept it in a log of its own (`journal/`, snapshots
+//! `TWQ1`): [`recover`] reads that layout too, and the queue then writes a
+//! new snapshot and removes it.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 use bytes::{Buf, BufMut};
-use tidewire_storage::{StorageError, StreamLog};
+use tidewire_storage::{Record, StorageError, StreamLog};
 
 /// The snapshot's file name in the queue's directory.
 pub const SNAPSHOT_FILE: &str = "consumers.snapshot";
-const MAGIC: &[u8; 4] = b"TWQ1";
+/// The directory of the journal's own log, in queues written before it
+/// moved into the messages log.
+pub const SEPARATE_LOG_DIR: &str = "journal";
+/// A snapshot whose journal is in the messages log.
+const MAGIC: &[u8; 4] = b"TWQ2";
+/// A snapshot whose journal is a log of its own ([`SEPARATE_LOG_DIR`]).
+const MAGIC_SEPARATE: &[u8; 4] = b"TWQ1";
+/// The topic of journal records in the messages log.
+pub const JOURNAL_TOPIC: &str = "\u{0}journal";
+
+/// Whether a record of the messages log is a journal record.
+pub fn is_journal(record: &Record) -> bool {
+    record.message.topic == JOURNAL_TOPIC
+}
 
 const RECEIVE: u8 = 1;
 const DELETE: u8 = 2;
@@ -146,6 +166,11 @@ pub struct Recovered {
     pub pending: BTreeSet<u64>,
     /// Everything below it was purged.
     pub purged_below: u64,
+    /// The journal records the snapshot listed past its head, then those
+    /// replayed, in offset order.
+    pub journal_records: Vec<u64>,
+    /// Whether the journal was a log of its own (an older queue).
+    pub separate: bool,
 }
 
 impl Recovered {
@@ -200,33 +225,45 @@ pub enum JournalError {
     Storage(#[from] StorageError),
 }
 
-/// Reads the snapshot in `dir` (if any) and replays the journal after it.
-/// `start` is where a queue without a snapshot starts. Blocking I/O.
-pub fn recover(dir: &Path, journal: &StreamLog, start: u64) -> Result<Recovered, JournalError> {
+/// Reads the snapshot in `dir`, if any. `start` is where a queue without
+/// one starts. A queue with no snapshot and a [`SEPARATE_LOG_DIR`] is an
+/// older one. Blocking I/O.
+pub fn read_snapshot_in(dir: &Path, start: u64) -> Result<Recovered, JournalError> {
     let path = dir.join(SNAPSHOT_FILE);
-    let mut recovered = match std::fs::read(&path) {
+    match std::fs::read(&path) {
         Ok(bytes) => read_snapshot(&bytes).map_err(|reason| JournalError::Damaged {
             path: path.display().to_string(),
             reason,
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Recovered {
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Recovered {
             head: start,
+            separate: dir.join(SEPARATE_LOG_DIR).is_dir(),
             ..Recovered::default()
-        },
-        Err(source) => {
-            return Err(JournalError::Io {
-                path: path.display().to_string(),
-                source,
-            });
-        }
-    };
+        }),
+        Err(source) => Err(JournalError::Io {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Replays `log` after the snapshot `recovered` was read from: the messages
+/// log (its journal records), or an older queue's journal log (all its
+/// records). Blocking I/O.
+pub fn replay(mut recovered: Recovered, log: &StreamLog) -> Result<Recovered, JournalError> {
     let snapshot_head = recovered.head;
     let mut deleted = HashSet::new();
-    for record in journal.scan(recovered.journal_from..u64::MAX) {
+    for record in log.scan(recovered.journal_from..u64::MAX) {
         let record = record?;
+        if !recovered.separate {
+            if !is_journal(&record) {
+                continue;
+            }
+            recovered.journal_records.push(record.offset);
+        }
         let changes =
             Change::decode_all(&record.message.payload).ok_or_else(|| JournalError::Damaged {
-                path: journal.dir().display().to_string(),
+                path: log.dir().display().to_string(),
                 reason: format!("record {} is not a consumer change", record.offset),
             })?;
         for change in changes {
@@ -234,7 +271,8 @@ pub fn recover(dir: &Path, journal: &StreamLog, start: u64) -> Result<Recovered,
         }
     }
     // Messages the journal passed over without a change were looked at
-    // and left pending (delayed, or behind a FIFO group in flight).
+    // and left pending (delayed, or behind a FIFO group in flight); the
+    // queue skips the journal records among them as it reads them back.
     for offset in snapshot_head.max(recovered.purged_below)..recovered.head {
         if !recovered.received.contains_key(&offset) && !deleted.contains(&offset) {
             recovered.pending.insert(offset);
@@ -243,17 +281,23 @@ pub fn recover(dir: &Path, journal: &StreamLog, start: u64) -> Result<Recovered,
     Ok(recovered)
 }
 
-/// Encodes a snapshot of the state: the journal offset replay starts
-/// from, the head, and every tracked message.
+/// Encodes a snapshot of the state: the offset of the messages log replay
+/// starts from, the head, the journal records at or past the head, and
+/// every tracked message.
 pub fn encode_snapshot(
     journal_from: u64,
     head: u64,
+    journal_records: impl ExactSizeIterator<Item = u64>,
     tracked: impl Iterator<Item = Change>,
 ) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     out.put_u64_le(journal_from);
     out.put_u64_le(head);
+    out.put_u64_le(journal_records.len() as u64);
+    for offset in journal_records {
+        out.put_u64_le(offset);
+    }
     for change in tracked {
         change.encode(&mut out);
     }
@@ -263,7 +307,12 @@ pub fn encode_snapshot(
 }
 
 fn read_snapshot(bytes: &[u8]) -> Result<Recovered, String> {
-    if bytes.len() < MAGIC.len() + 20 || &bytes[..4] != MAGIC {
+    let separate = match bytes.get(..4) {
+        Some(magic) if magic == MAGIC => false,
+        Some(magic) if magic == MAGIC_SEPARATE => true,
+        _ => return Err("not a consumer-state snapshot".into()),
+    };
+    if bytes.len() < MAGIC.len() + 20 {
         return Err("not a consumer-state snapshot".into());
     }
     let (body, mut crc) = bytes.split_at(bytes.len() - 4);
@@ -273,10 +322,23 @@ fn read_snapshot(bytes: &[u8]) -> Result<Recovered, String> {
     let mut rest = &body[4..];
     let journal_from = rest.get_u64_le();
     let head = rest.get_u64_le();
+    let mut journal_records = Vec::new();
+    if !separate {
+        if rest.remaining() < 8 {
+            return Err("no journal record count".into());
+        }
+        let count = rest.get_u64_le();
+        if count > (rest.remaining() / 8) as u64 {
+            return Err("a journal record count past the end".into());
+        }
+        journal_records = (0..count).map(|_| rest.get_u64_le()).collect();
+    }
     let changes = Change::decode_all(rest).ok_or("undecodable entries")?;
     let mut recovered = Recovered {
         head,
         journal_from,
+        journal_records,
+        separate,
         ..Recovered::default()
     };
     let mut deleted = HashSet::new();
@@ -329,6 +391,7 @@ mod tests {
         let bytes = encode_snapshot(
             17,
             10,
+            [12, 15].into_iter(),
             [
                 Change::Receive {
                     offset: 2,
@@ -340,11 +403,30 @@ mod tests {
         );
         let back = read_snapshot(&bytes).expect("read");
         assert_eq!((back.journal_from, back.head), (17, 10));
+        assert_eq!(back.journal_records, [12, 15]);
+        assert!(!back.separate);
         assert_eq!(back.received.get(&2), Some(&receipt(1)));
         assert!(back.pending.contains(&7));
         let mut flipped = bytes.clone();
         flipped[12] ^= 1;
         assert!(read_snapshot(&flipped).is_err());
+    }
+
+    /// A snapshot of a queue whose journal was a log of its own: no list
+    /// of journal records, and replay is of that log.
+    #[test]
+    fn an_older_snapshot_is_read_as_one_with_a_separate_journal() {
+        let mut bytes = MAGIC_SEPARATE.to_vec();
+        bytes.put_u64_le(4);
+        bytes.put_u64_le(3);
+        Change::Pending { offset: 2 }.encode(&mut bytes);
+        let crc = crc32c::crc32c(&bytes);
+        bytes.put_u32_le(crc);
+        let back = read_snapshot(&bytes).expect("read");
+        assert!(back.separate);
+        assert_eq!((back.journal_from, back.head), (4, 3));
+        assert!(back.journal_records.is_empty());
+        assert!(back.pending.contains(&2));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! One queue: its messages in a log of their own (`messages/`), its
 //! consumer state in memory ([`crate::state`]) and on disk
-//! ([`crate::journal`]: `journal/` plus a snapshot), and the operations
-//! SQS defines on them. A send is acknowledged once its record is durable
-//! under the queue's fsync policy; a receive, delete or visibility change
-//! once its journal record is.
+//! ([`crate::journal`]: records in that same log, plus a snapshot), and the
+//! operations SQS defines on them. A send is acknowledged once its record
+//! is durable under the queue's fsync policy; a delete or visibility
+//! change once its journal record is, and a receive once its journal
+//! record is written. Sends and journal records share the log's group
+//! commit: one fdatasync makes a batch of both durable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -13,7 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tidewire_storage::{
-    FsyncPolicy, LogConfig, Message, OnFatal, Record, Retention, StorageMetrics, StreamLog,
+    AppendTicket, FsyncPolicy, LogConfig, Message, OnFatal, Record, Retention, StorageError,
+    StorageMetrics, StreamLog,
 };
 use tokio::sync::Notify;
 
@@ -40,9 +43,11 @@ const MAX_IN_FLIGHT_FIFO: usize = 20_000;
 /// Fewest records read ahead from the log at a time (more when a receive
 /// wants more).
 const MIN_SCAN: u64 = 1;
-/// A journal this many records past the last snapshot is compacted.
-const SNAPSHOT_EVERY_RECORDS: u64 = 8192;
-/// A journal that changed at all is compacted at least this often.
+/// A snapshot is taken once the log has grown this many records (messages
+/// and journal records) past the last one, so that recovery replays at
+/// most about this many.
+const SNAPSHOT_EVERY_RECORDS: u64 = 65_536;
+/// A log that grew at all is snapshotted at least this often.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
 /// A message on its way to the dead-letter queue stays hidden this long.
 const MOVE_TIMEOUT_MS: i64 = 60_000;
@@ -85,7 +90,8 @@ pub struct Queue {
     incarnation: u64,
     dir: PathBuf,
     messages: StreamLog,
-    journal: StreamLog,
+    /// The journal records in the log at or past the head.
+    journal_records: Mutex<JournalRecords>,
     state: tokio::sync::Mutex<State>,
     /// Woken when hidden messages may have become visible before their
     /// time (visibility set to 0, a dead-letter move that failed).
@@ -109,11 +115,51 @@ impl std::fmt::Debug for Queue {
     }
 }
 
+/// The journal records at or past the head: readers of unread messages
+/// skip them, and the depth does not count them. They are few: consumer
+/// changes made while unread messages wait (about one for every five
+/// messages received and deleted while a backlog drains).
+#[derive(Debug, Default)]
+struct JournalRecords {
+    /// Their offsets, ascending.
+    offsets: VecDeque<u64>,
+    /// Where reading has passed: a record that lands below it was passed
+    /// already (it is noted once its append is answered, which can be
+    /// after a receive has read past it).
+    passed_below: u64,
+}
+
+impl JournalRecords {
+    fn add(&mut self, offset: u64) {
+        let at = self.offsets.partition_point(|&o| o < offset);
+        if offset >= self.passed_below && self.offsets.get(at) != Some(&offset) {
+            self.offsets.insert(at, offset);
+        }
+    }
+
+    /// Reading has passed everything below `head`.
+    fn pass(&mut self, head: u64) {
+        self.passed_below = self.passed_below.max(head);
+        while self.offsets.front().is_some_and(|&o| o < self.passed_below) {
+            self.offsets.pop_front();
+        }
+    }
+
+    /// How many are in `range`.
+    fn count(&self, range: std::ops::Range<u64>) -> u64 {
+        let below = |end: u64| self.offsets.partition_point(|&o| o < end);
+        below(range.end).saturating_sub(below(range.start)) as u64
+    }
+}
+
 #[derive(Debug)]
 struct Compaction {
+    /// Where replay would start: the log's end at the last snapshot.
     journal_from: u64,
     at: std::time::Instant,
     last_sweep: std::time::Instant,
+    /// Whether an older queue's journal log, if there was one, is gone.
+    retired_removed: bool,
 }
 
 impl Queue {
@@ -137,36 +183,63 @@ impl Queue {
             storage,
             on_fatal.clone(),
         )?;
-        let journal = StreamLog::open(
-            &dir.join("journal"),
-            &format!("queue:{name}:journal"),
-            journal_config(spec.fsync),
-            storage,
-            on_fatal,
-        )?;
-        let recovered = journal::recover(dir, &journal, messages.stats().first_offset)
+        let snapshot = journal::read_snapshot_in(dir, messages.stats().first_offset)
             .map_err(|e| QueueError::State(e.to_string()))?;
+        let separate = snapshot.separate;
+        let recovered = if separate {
+            // An older queue, whose journal is a log of its own: read it
+            // once; the snapshot below moves the state out of it.
+            let log = StreamLog::open(
+                &dir.join(journal::SEPARATE_LOG_DIR),
+                &format!("queue:{name}:journal"),
+                separate_journal_config(spec.fsync),
+                storage,
+                on_fatal,
+            )?;
+            journal::replay(snapshot, &log)
+        } else {
+            journal::replay(snapshot, &messages)
+        }
+        .map_err(|e| QueueError::State(e.to_string()))?;
         let queue = Queue {
             spec: RwLock::new(Arc::new(spec)),
             incarnation,
             dir: dir.to_owned(),
             state: tokio::sync::Mutex::new(State::new(false, 0)),
             messages,
-            journal,
+            journal_records: Mutex::default(),
             woken: Notify::new(),
             dedup: Mutex::default(),
             counters,
             read_ahead: Mutex::new(None),
             compaction: tokio::sync::Mutex::new(Compaction {
-                journal_from: recovered.journal_from,
+                // Set below once the journal is where it belongs.
+                journal_from: 0,
                 at: std::time::Instant::now(),
                 last_sweep: std::time::Instant::now(),
+                retired_removed: false,
             }),
             modified_ms: AtomicI64::new(0),
         };
         let state = queue.rebuild(&recovered)?;
-        queue.messages.release_before(state.lwm());
-        queue.journal.release_before(recovered.journal_from);
+        {
+            let mut journal_records = queue.journal_records();
+            for &offset in &recovered.journal_records {
+                journal_records.add(offset);
+            }
+            journal_records.pass(state.head());
+        }
+        let journal_from = if separate {
+            queue.move_separate_journal(&state)?
+        } else {
+            recovered.journal_from
+        };
+        queue.messages.release_before(state.lwm().min(journal_from));
+        queue
+            .compaction
+            .try_lock()
+            .map_err(|_| QueueError::State("busy at open".into()))?
+            .journal_from = journal_from;
         *queue
             .state
             .try_lock()
@@ -226,10 +299,9 @@ impl Queue {
         }
     }
 
-    /// Stops the logs; later operations fail.
+    /// Stops the log; later operations fail.
     pub(crate) async fn close(&self) {
         self.messages.close().await;
-        self.journal.close().await;
     }
 
     /// Checks a message for this queue: its size and FIFO fields.
@@ -603,7 +675,7 @@ impl Queue {
         let ticket = self.journal_changes(&changes, Wait::Written).await?;
         drop(state);
         if let Some(ticket) = ticket {
-            ticket.await?;
+            self.journaled(ticket).await?;
         }
         self.counters.received.inc_by(pass.delivered.len() as u64);
         Ok(pass)
@@ -654,8 +726,11 @@ impl Queue {
             };
             open.next = record.offset + 1;
             open.read_any = true;
-            read += 1;
             last = Some(record.offset);
+            if journal::is_journal(&record) {
+                continue;
+            }
+            read += 1;
             if record.timestamp_ms < horizon {
                 self.counters.expired.inc();
                 continue;
@@ -667,6 +742,7 @@ impl Queue {
         // Records below the log's first one were dropped by retention.
         let first = self.messages.stats().first_offset;
         state.set_head(last.map_or(first.max(head), |o| o + 1));
+        self.journal_records().pass(state.head());
         Ok(state.head() > head)
     }
 
@@ -708,7 +784,7 @@ impl Queue {
             }
         };
         if let Some(ticket) = ticket
-            && let Err(e) = ticket.await
+            && let Err(e) = self.journaled(ticket).await
         {
             return fail_all(answers, &QueueError::from(e));
         }
@@ -756,7 +832,7 @@ impl Queue {
             }
         };
         if let Some(ticket) = ticket {
-            ticket.await?;
+            self.journaled(ticket).await?;
         }
         if timeout.is_zero() {
             self.woken.notify_waiters();
@@ -792,6 +868,9 @@ impl Queue {
                 break;
             }
             let record = record?;
+            if journal::is_journal(&record) {
+                continue;
+            }
             let offset = record.offset;
             let t = tracked_from(&spec, &record, None);
             out.push(self.delivered(&spec, record, offset, &t, 0));
@@ -815,7 +894,7 @@ impl Queue {
                 .await?
         };
         if let Some(ticket) = ticket {
-            ticket.await?;
+            self.journaled(ticket).await?;
         }
         Ok(())
     }
@@ -837,11 +916,12 @@ impl Queue {
             let mut state = self.state.lock().await;
             let below = self.messages.next_offset();
             state.purge(below);
+            self.journal_records().pass(below);
             self.journal_changes(&[Change::Purge { below }], Wait::Durable)
                 .await?
         };
         if let Some(ticket) = ticket {
-            ticket.await?;
+            self.journaled(ticket).await?;
         }
         Ok(())
     }
@@ -898,7 +978,12 @@ impl Queue {
         let end = self.messages.next_offset();
         let first = self.messages.stats().first_offset;
         let unread_from = head.max(first);
-        let unread = end.saturating_sub(unread_from);
+        // Records, less the journal's among them.
+        let messages_in = |from: u64| {
+            let records = end.saturating_sub(from);
+            records.saturating_sub(self.journal_records().count(from..end))
+        };
+        let unread = messages_in(unread_from);
         // Unread messages sent within the queue's delay are still delayed.
         let unread_delayed = if spec.config.delay.is_zero() || unread == 0 {
             0
@@ -910,12 +995,13 @@ impl Queue {
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or(end);
-            end.saturating_sub(from.max(unread_from))
+            messages_in(from.max(unread_from))
         };
         let oldest_unread = if unread > 0 {
-            self.read(unread_from)
-                .ok()
-                .flatten()
+            self.messages
+                .scan(unread_from..end)
+                .filter_map(Result::ok)
+                .find(|r| !journal::is_journal(r))
                 .map(|r| r.timestamp_ms)
         } else {
             None
@@ -938,24 +1024,24 @@ impl Queue {
         let depth = self.depth().await;
         self.set_gauges(&depth);
         let mut compaction = self.compaction.lock().await;
+        if !compaction.retired_removed {
+            self.remove_retired_journal().await;
+            compaction.retired_removed = true;
+        }
         if compaction.last_sweep.elapsed() >= EXPIRY_SWEEP {
             compaction.last_sweep = std::time::Instant::now();
             self.expire_tracked().await?;
         }
-        let grown = self.journal.next_offset() - compaction.journal_from;
+        let grown = self
+            .messages
+            .next_offset()
+            .saturating_sub(compaction.journal_from);
         if grown >= SNAPSHOT_EVERY_RECORDS
             || (grown > 0 && compaction.at.elapsed() >= SNAPSHOT_EVERY)
         {
             let (bytes, journal_from, lwm) = {
                 let state = self.state.lock().await;
-                let journal_from = self.journal.next_offset();
-                let bytes = journal::encode_snapshot(
-                    journal_from,
-                    state.head(),
-                    state
-                        .tracked()
-                        .map(|(offset, t)| snapshot_entry(*offset, t)),
-                );
+                let (bytes, journal_from) = self.snapshot(&state);
                 (bytes, journal_from, state.lwm())
             };
             let path = self.dir.join(journal::SNAPSHOT_FILE);
@@ -965,12 +1051,62 @@ impl Queue {
             .await
             .map_err(|e| QueueError::State(format!("snapshot task: {e}")))?
             .map_err(|e| QueueError::State(format!("writing the consumer snapshot: {e}")))?;
-            self.journal.release_before(journal_from);
-            self.messages.release_before(lwm);
+            // Replay starts at `journal_from` now: the records before it
+            // are needed only as messages not yet gone.
+            self.messages.release_before(lwm.min(journal_from));
             compaction.journal_from = journal_from;
             compaction.at = std::time::Instant::now();
         }
         Ok(())
+    }
+
+    /// A snapshot of `state`, and the offset replay after it starts from:
+    /// the log's end now. Changes committed after that are in the state
+    /// already or replayed; both are the same (changes are idempotent).
+    fn snapshot(&self, state: &State) -> (Vec<u8>, u64) {
+        let journal_from = self.messages.next_offset();
+        let journal_records = self.journal_records();
+        let bytes = journal::encode_snapshot(
+            journal_from,
+            state.head(),
+            journal_records.offsets.iter().copied(),
+            state
+                .tracked()
+                .map(|(offset, t)| snapshot_entry(*offset, t)),
+        );
+        (bytes, journal_from)
+    }
+
+    /// Moves an older queue's consumer state out of its journal log (read
+    /// already, into `state`): a snapshot with replay starting at the
+    /// messages log's end, then the journal log's directory goes, first
+    /// renamed (its writer may still be stopping), then removed. Returns
+    /// where replay starts. Blocking I/O.
+    fn move_separate_journal(&self, state: &State) -> Result<u64, QueueError> {
+        let (bytes, journal_from) = self.snapshot(state);
+        tidewire_storage::durable_file::replace(&self.dir.join(journal::SNAPSHOT_FILE), &bytes)
+            .map_err(|e| QueueError::State(format!("writing the consumer snapshot: {e}")))?;
+        let old = self.dir.join(journal::SEPARATE_LOG_DIR);
+        let moved = self.dir.join(RETIRED_JOURNAL_DIR);
+        if let Err(e) = std::fs::rename(&old, &moved) {
+            tracing::warn!(queue = %self.spec().name(), error = %e, "could not retire the old journal log");
+        }
+        tracing::info!(queue = %self.spec().name(), "moved the consumer journal into the messages log");
+        Ok(journal_from)
+    }
+
+    /// Removes what is left of an older queue's journal log.
+    async fn remove_retired_journal(&self) {
+        let retired = [journal::SEPARATE_LOG_DIR, RETIRED_JOURNAL_DIR].map(|d| self.dir.join(d));
+        for dir in retired {
+            if dir.is_dir() {
+                let result =
+                    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+                if let Ok(Err(e)) = result {
+                    tracing::warn!(queue = %self.spec().name(), error = %e, "could not remove the old journal log");
+                }
+            }
+        }
     }
 
     /// Drops tracked messages older than the retention.
@@ -993,7 +1129,7 @@ impl Queue {
             self.journal_changes(&changes, Wait::Durable).await?
         };
         if let Some(ticket) = ticket {
-            ticket.await?;
+            self.journaled(ticket).await?;
         }
         Ok(())
     }
@@ -1031,14 +1167,28 @@ impl Queue {
             change.encode(&mut payload);
         }
         let record = Message {
+            topic: journal::JOURNAL_TOPIC.to_owned(),
             payload: Bytes::from(payload),
             ..Message::default()
         };
         let record = Arc::new(record);
         Ok(Some(match wait {
-            Wait::Durable => self.journal.enqueue(record).await?,
-            Wait::Written => self.journal.enqueue_written(record).await?,
+            Wait::Durable => self.messages.enqueue(record).await?,
+            Wait::Written => self.messages.enqueue_written(record).await?,
         }))
+    }
+
+    /// Waits for a journal record's append, and notes where it landed.
+    async fn journaled(&self, ticket: AppendTicket) -> Result<(), StorageError> {
+        let appended = ticket.await?;
+        self.journal_records().add(appended.offset);
+        Ok(())
+    }
+
+    fn journal_records(&self) -> MutexGuard<'_, JournalRecords> {
+        self.journal_records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn receipt(&self, handle: &str) -> Result<Receipt, QueueError> {
@@ -1123,7 +1273,9 @@ impl Queue {
             .map(|(o, r)| (*o, Some(*r)))
             .chain(recovered.pending.iter().map(|o| (*o, None)));
         for (offset, receipt) in tracked {
-            if let Some(record) = self.read(offset)? {
+            if let Some(record) = self.read(offset)?
+                && !journal::is_journal(&record)
+            {
                 state.insert(offset, tracked_from(&spec, &record, receipt), now);
             }
         }
@@ -1143,6 +1295,9 @@ impl Queue {
         let mut dedup = self.dedup();
         for record in self.messages.scan(from..u64::MAX) {
             let record = record?;
+            if journal::is_journal(&record) {
+                continue;
+            }
             let (header, _) = message::decode(&record.message.payload);
             if header.moved.is_some() {
                 continue;
@@ -1320,7 +1475,12 @@ fn messages_config(spec: &QueueSpec) -> LogConfig {
     }
 }
 
-fn journal_config(fsync: FsyncPolicy) -> LogConfig {
+/// The directory an older queue's journal log is renamed to before it is
+/// removed.
+const RETIRED_JOURNAL_DIR: &str = "journal.retired";
+
+/// An older queue's journal log, as it was written.
+fn separate_journal_config(fsync: FsyncPolicy) -> LogConfig {
     LogConfig {
         fsync,
         segment_bytes: 4 * 1024 * 1024,
@@ -1334,7 +1494,7 @@ fn journal_config(fsync: FsyncPolicy) -> LogConfig {
 enum Wait {
     /// The queue's fsync policy: deletes, visibility changes, purges, moves.
     Durable,
-    /// The journal's write, not its fsync: receives. A crash of the process
+    /// The journal record's write, not its fsync: receives. A crash of the process
     /// loses nothing; a crash of the machine can lose the last receives, so
     /// their messages are visible again early (received at least once, as
     /// SQS has it), while an acknowledged delete always stays deleted.

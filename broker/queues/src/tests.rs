@@ -405,3 +405,118 @@ async fn a_backlog_is_received_once_in_order_across_sends_and_a_purge() {
     assert_eq!(after, (1000..1020).collect::<Vec<_>>());
     node.close().await;
 }
+
+/// Journal records share the messages log: receives skip them and the
+/// depth does not count them, before a restart and after it.
+#[tokio::test]
+async fn the_depth_counts_messages_not_journal_records_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let configs = [QueueConfig::named("q")];
+    let node = Node::open(dir.path(), &configs);
+    let queue = node.queues.get("q").expect("queue");
+    for i in 0..5 {
+        node.send("q", &format!("m{i}")).await;
+    }
+    let got = node.receive("q", 2, LONG).await;
+    assert_eq!(bodies(&got), ["m0", "m1"]);
+    queue.delete(&got[0].receipt_handle).await.expect("delete");
+    for i in 5..8 {
+        node.send("q", &format!("m{i}")).await;
+    }
+    let depth = queue.depth().await;
+    assert_eq!((depth.visible, depth.in_flight), (6, 1));
+    node.close().await;
+
+    let node = Node::open(dir.path(), &configs);
+    let queue = node.queues.get("q").expect("queue");
+    let depth = queue.depth().await;
+    assert_eq!((depth.visible, depth.in_flight), (6, 1));
+    let peeked: Vec<String> = queue
+        .peek(10)
+        .await
+        .expect("peek")
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect();
+    assert_eq!(peeked, ["m1", "m2", "m3", "m4", "m5", "m6", "m7"]);
+    let rest = node.receive("q", 10, LONG).await;
+    assert_eq!(bodies(&rest), ["m2", "m3", "m4", "m5", "m6", "m7"]);
+    let depth = queue.depth().await;
+    assert_eq!((depth.visible, depth.in_flight), (0, 7));
+    node.close().await;
+}
+
+/// A queue written when its journal was a log of its own (`journal/`, no
+/// snapshot or a `TWQ1` one) opens with that state, which then moves
+/// into the messages log, and the old log goes.
+#[tokio::test]
+async fn a_journal_in_a_log_of_its_own_moves_into_the_messages_log() {
+    use crate::journal::{Change, Receipt, SNAPSHOT_FILE};
+    use tidewire_storage::{LogConfig, StreamLog};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let configs = [QueueConfig::named("old")];
+    let node = Node::open(dir.path(), &configs);
+    for i in 0..3 {
+        node.send("old", &format!("m{i}")).await;
+    }
+    let queue_dir = node.queues.get("old").expect("queue").dir().to_owned();
+    node.close().await;
+    let _ = std::fs::remove_file(queue_dir.join(SNAPSHOT_FILE));
+    {
+        // What an older tidewire kept: m0 deleted, m1 received and hidden.
+        let mut registry = prometheus_client::registry::Registry::default();
+        let storage = StorageMetrics::register(&mut registry);
+        let on_fatal: OnFatal = Arc::new(|e| panic!("fatal storage error: {e}"));
+        let log = StreamLog::open(
+            &queue_dir.join("journal"),
+            "queue:old:journal",
+            LogConfig::default(),
+            &storage,
+            on_fatal,
+        )
+        .expect("journal log");
+        let now = crate::queue::now_ms();
+        let mut payload = Vec::new();
+        Change::Delete { offset: 0 }.encode(&mut payload);
+        Change::Receive {
+            offset: 1,
+            receipt: Receipt {
+                nonce: 7,
+                count: 1,
+                visible_at_ms: now + 600_000,
+                first_receive_ms: now,
+            },
+        }
+        .encode(&mut payload);
+        log.append(Arc::new(tidewire_storage::Message {
+            payload: Bytes::from(payload),
+            ..tidewire_storage::Message::default()
+        }))
+        .await
+        .expect("append");
+        log.close().await;
+    }
+
+    let node = Node::open(dir.path(), &configs);
+    let queue = node.queues.get("old").expect("queue");
+    let depth = queue.depth().await;
+    assert_eq!((depth.visible, depth.in_flight), (1, 1));
+    assert!(!queue_dir.join("journal").exists());
+    queue.housekeeping().await.expect("housekeeping");
+    assert!(
+        std::fs::read_dir(&queue_dir)
+            .expect("queue dir")
+            .filter_map(Result::ok)
+            .all(|e| !e.file_name().to_string_lossy().starts_with("journal")),
+        "the old journal log is gone"
+    );
+    assert_eq!(bodies(&node.receive("old", 10, LONG).await), ["m2"]);
+    node.close().await;
+
+    let node = Node::open(dir.path(), &configs);
+    let queue = node.queues.get("old").expect("queue");
+    let depth = queue.depth().await;
+    assert_eq!((depth.visible, depth.in_flight), (0, 2));
+    node.close().await;
+}
