@@ -1,7 +1,7 @@
 //! Queues: durable work queues with SQS's semantics (visibility timeouts,
 //! receive counts, dead letters, redrive, FIFO groups and deduplication),
 //! built on the storage engine. Each queue keeps its messages in a log of
-//! their own and its consumer state in a journal beside it ([`queue`]); the
+//! their own, and its consumer state's journal in the same log ([`queue`]); the
 //! registry ([`Queues`]) opens them, keeps their definitions in the
 //! run-time catalog, and takes published messages into them by topic, so
 //! MQTT, `/ws`, HTTP and NATS ingest all feed them. The front doors (SQS,
