@@ -92,6 +92,10 @@ pub struct Queue {
     messages: StreamLog,
     /// The journal records in the log at or past the head.
     journal_records: Mutex<JournalRecords>,
+    /// Bumped as each message appended is answered, for long polls (the
+    /// log's own commits include journal records, which would wake every
+    /// waiting receive at each receive and delete).
+    sent: tokio::sync::watch::Sender<u64>,
     state: tokio::sync::Mutex<State>,
     /// Woken when hidden messages may have become visible before their
     /// time (visibility set to 0, a dead-letter move that failed).
@@ -208,6 +212,7 @@ impl Queue {
             state: tokio::sync::Mutex::new(State::new(false, 0)),
             messages,
             journal_records: Mutex::default(),
+            sent: tokio::sync::watch::Sender::new(0),
             woken: Notify::new(),
             dedup: Mutex::default(),
             counters,
@@ -472,6 +477,7 @@ impl Queue {
     ) -> Result<Sent, QueueError> {
         match ticket.await {
             Ok(appended) => {
+                self.appended();
                 self.counters.sent.inc();
                 let sent = Sent {
                     message_id: message::message_id(self.incarnation, appended.offset),
@@ -568,6 +574,7 @@ impl Queue {
             &body,
         );
         self.messages.append(Arc::new(message)).await?;
+        self.appended();
         self.counters.sent.inc();
         Ok(())
     }
@@ -949,9 +956,14 @@ impl Queue {
         }
     }
 
-    /// New records, watched from now (take it before a receive pass).
+    /// New messages, watched from now (take it before a receive pass).
     pub(crate) fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.messages.subscribe()
+        self.sent.subscribe()
+    }
+
+    /// A message appended is in the log: wakes the long polls.
+    fn appended(&self) {
+        self.sent.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Early wake-ups, watched from now (take it before a receive pass).
