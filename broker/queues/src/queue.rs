@@ -699,7 +699,9 @@ impl Queue {
         fresh: &mut BTreeMap<u64, Record>,
     ) -> Result<bool, QueueError> {
         let head = state.head();
-        let end = self.messages.next_offset();
+        // Only records that are durable: a send committed beside a
+        // receive's journal record is readable before its fsync.
+        let end = self.messages.durable_offset();
         if head >= end || state.tracked_len() - state.in_flight() >= MAX_LOOKAHEAD {
             return Ok(false);
         }
@@ -707,7 +709,7 @@ impl Queue {
         let mut last = None;
         let mut reader = self.read_ahead.lock().unwrap_or_else(|p| p.into_inner());
         if reader.as_ref().is_none_or(|r| r.next != head) {
-            *reader = Some(ReadAhead::open(&self.messages, head));
+            *reader = Some(ReadAhead::open(&self.messages, head, end));
         }
         let mut read = 0;
         while read < want.max(MIN_SCAN) {
@@ -720,10 +722,11 @@ impl Queue {
                     *reader = None;
                     return Err(e.into());
                 }
-                // The scan has read what was committed when it opened: a
+                // The scan has read what was durable when it opened: a
                 // new one sees what came since, unless it was new itself.
                 None if open.read_any => {
-                    *reader = Some(ReadAhead::open(&self.messages, open.next));
+                    let end = self.messages.durable_offset();
+                    *reader = Some(ReadAhead::open(&self.messages, open.next, end));
                     continue;
                 }
                 None => {
@@ -1356,9 +1359,10 @@ struct ReadAhead {
 }
 
 impl ReadAhead {
-    fn open(log: &StreamLog, from: u64) -> ReadAhead {
+    /// A scan of `from..end`.
+    fn open(log: &StreamLog, from: u64, end: u64) -> ReadAhead {
         ReadAhead {
-            scan: log.scan(from..u64::MAX),
+            scan: log.scan(from..end),
             next: from,
             read_any: false,
         }

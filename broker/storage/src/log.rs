@@ -130,6 +130,7 @@ impl StreamLog {
                 failure: None,
             }),
             committed: watch::Sender::new(committed),
+            durable: AtomicU64::new(committed),
             released: AtomicU64::new(0),
             metrics,
         });
@@ -274,6 +275,20 @@ impl StreamLog {
     /// The offset after the last committed record.
     pub fn next_offset(&self) -> u64 {
         *self.shared.committed.borrow()
+    }
+
+    /// The offset after the last record that is durable under the fsync
+    /// policy (at most [`StreamLog::next_offset`]): what a reader that must
+    /// see only acknowledged records reads up to. Under `always`, records
+    /// committed beside ones that waited only for their write
+    /// ([`StreamLog::enqueue_written`]) are readable before their fsync,
+    /// and below this until it is done.
+    pub fn durable_offset(&self) -> u64 {
+        // A sync can finish just before its records are published.
+        self.shared
+            .durable
+            .load(Ordering::Acquire)
+            .min(self.next_offset())
     }
 
     /// A receiver that changes whenever records are committed; its value is

@@ -54,6 +54,11 @@ pub(crate) struct Shared {
     pub state: RwLock<State>,
     /// The offset after the last committed record; readers never read past it.
     pub committed: watch::Sender<u64>,
+    /// The offset after the last record that is durable under the policy:
+    /// fsynced under `always`, written under the others. Below
+    /// `committed` while a commit's records that waited only for their
+    /// write are readable and its fsync is under way.
+    pub durable: AtomicU64,
     /// Records below this offset are no longer needed by the log's owner
     /// (a queue whose messages are all deleted): whole sealed segments
     /// below it are deleted like expired ones.

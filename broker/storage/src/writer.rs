@@ -346,6 +346,11 @@ impl Writer {
             }
         }
         self.committed_index_len = self.index.entries().len();
+        if !matches!(self.shared.config().fsync, FsyncPolicy::Always) {
+            self.shared
+                .durable
+                .store(self.committed.end_offset, Ordering::Release);
+        }
         self.shared
             .committed
             .send_replace(self.committed.end_offset);
@@ -365,6 +370,10 @@ impl Writer {
         }
         self.unsynced = false;
         self.last_sync = Instant::now();
+        // Everything staged was written before this sync.
+        self.shared
+            .durable
+            .fetch_max(self.staged.end_offset, Ordering::Release);
         Ok(())
     }
 

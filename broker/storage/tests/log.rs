@@ -607,6 +607,46 @@ async fn written_appends_ride_along_with_the_next_fsync() {
     log.close().await;
 }
 
+/// The durable offset is what readers that must see only acknowledged
+/// records read up to: under `always` it reaches a record once an fsync
+/// has, under the other policies once its write has, and a reopened log's
+/// records are all durable.
+#[tokio::test]
+async fn the_durable_offset_follows_the_fsync_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), LogConfig::default());
+    let ticket = log
+        .enqueue_written(Arc::new(message(0)))
+        .await
+        .expect("queue");
+    ticket.await.expect("written");
+    assert_eq!(log.next_offset(), 1);
+    assert!(log.durable_offset() <= 1);
+    log.append(Arc::new(message(1)))
+        .await
+        .expect("durable append");
+    assert_eq!(log.durable_offset(), 2);
+    log.close().await;
+    drop(log);
+    let log = open(dir.path(), LogConfig::default());
+    assert_eq!((log.next_offset(), log.durable_offset()), (2, 2));
+    log.close().await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lazy = LogConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_secs(600)),
+        ..LogConfig::default()
+    };
+    let log = open(dir.path(), lazy);
+    let ticket = log
+        .enqueue_written(Arc::new(message(0)))
+        .await
+        .expect("queue");
+    ticket.await.expect("written");
+    assert_eq!(log.durable_offset(), 1);
+    log.close().await;
+}
+
 #[tokio::test]
 async fn other_fsync_policies_ack_and_persist() {
     for policy in [
