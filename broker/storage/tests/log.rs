@@ -607,6 +607,15 @@ async fn written_appends_ride_along_with_the_next_fsync() {
     log.close().await;
 }
 
+/// Appends message `i`, waiting for its write only.
+async fn write_only(log: &StreamLog, i: usize) {
+    let ticket = log
+        .enqueue_written(Arc::new(message(i)))
+        .await
+        .expect("queue");
+    ticket.await.expect("written");
+}
+
 /// The durable offset is what readers that must see only acknowledged
 /// records read up to: under `always` it reaches a record once an fsync
 /// has, under the other policies once its write has, and a reopened log's
@@ -615,11 +624,7 @@ async fn written_appends_ride_along_with_the_next_fsync() {
 async fn the_durable_offset_follows_the_fsync_policy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open(dir.path(), LogConfig::default());
-    let ticket = log
-        .enqueue_written(Arc::new(message(0)))
-        .await
-        .expect("queue");
-    ticket.await.expect("written");
+    write_only(&log, 0).await;
     assert_eq!(log.next_offset(), 1);
     assert!(log.durable_offset() <= 1);
     log.append(Arc::new(message(1)))
@@ -638,11 +643,7 @@ async fn the_durable_offset_follows_the_fsync_policy() {
         ..LogConfig::default()
     };
     let log = open(dir.path(), lazy);
-    let ticket = log
-        .enqueue_written(Arc::new(message(0)))
-        .await
-        .expect("queue");
-    ticket.await.expect("written");
+    write_only(&log, 0).await;
     assert_eq!(log.durable_offset(), 1);
     log.close().await;
 }
