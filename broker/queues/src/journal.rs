@@ -17,8 +17,8 @@
 //! records past the head, which readers of unread messages skip and the
 //! depth does not count. Queues written before the journal moved into the
 //! messages log kept it in a log of its own (`journal/`, snapshots
-//! `TWQ1`): [`recover`] reads that layout too, and the queue then writes a
-//! new snapshot and removes it.
+//! `TWQ1`): [`read_snapshot_in`] and [`replay`] read that layout too, and
+//! the queue then writes a new snapshot and removes it.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;

@@ -204,7 +204,8 @@ impl StreamLog {
     /// client: a queue journals its receives this way, so a power cut can
     /// make a received message visible again early, never lose one. The
     /// other records of the commit it is written in become visible to
-    /// readers with it, before their fsync.
+    /// readers with it, before their fsync ([`StreamLog::durable_offset`]
+    /// stays below them until it is done).
     pub async fn enqueue_written(&self, message: Arc<Message>) -> Result<AppendTicket> {
         self.queue_append(message, false).await
     }
