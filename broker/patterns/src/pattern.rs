@@ -80,14 +80,8 @@ impl Step {
     /// array elements.
     fn rank(&self) -> u8 {
         match &self.test {
-            StepTest::Values(values) => {
-                let loosest = values.iter().map(ValuePattern::fan_out).max().unwrap_or(0);
-                if loosest == 0 && values.len() > 1 {
-                    1
-                } else {
-                    loosest
-                }
-            }
+            StepTest::Values(_) if self.test.exact_list().is_some() => 1,
+            StepTest::Values(values) => values.iter().map(ValuePattern::fan_out).max().unwrap_or(0),
             StepTest::Absent => u8::MAX,
         }
     }
@@ -96,6 +90,21 @@ impl Step {
         match &self.test {
             StepTest::Values(values) => values.len(),
             StepTest::Absent => 1,
+        }
+    }
+}
+
+impl StepTest {
+    /// The values of a list of two or more exact values: what
+    /// [`split_lists`] splits, and what ranks right after one exact value.
+    fn exact_list(&self) -> Option<&[ValuePattern]> {
+        match self {
+            StepTest::Values(values)
+                if values.len() > 1 && values.iter().all(|v| v.fan_out() == 0) =>
+            {
+                Some(values)
+            }
+            _ => None,
         }
     }
 }
@@ -189,15 +198,15 @@ fn split_lists(alternatives: Vec<Vec<Step>>) -> Vec<Vec<Step>> {
     for steps in alternatives {
         let mut split = vec![steps];
         for at in 0..split[0].len() {
-            let StepTest::Values(values) = &split[0][at].test else {
+            let Some(values) = split[0][at].test.exact_list() else {
                 continue;
             };
-            let grown = count + split.len() * values.len().saturating_sub(1);
-            if values.len() < 2 || values.iter().any(|v| v.fan_out() != 0) || grown > SPLIT_BUDGET {
+            let grown = count + split.len() * (values.len() - 1);
+            if grown > SPLIT_BUDGET {
                 continue;
             }
             count = grown;
-            let values = values.clone();
+            let values = values.to_vec();
             split = split
                 .into_iter()
                 .flat_map(|steps| {
