@@ -10,7 +10,9 @@
 //! (purged), so replaying a change twice changes nothing. That is what
 //! makes compaction simple: the snapshot is taken from the state in
 //! memory, which may already include changes the log has not committed
-//! yet, and replay starts at the log's end at that moment.
+//! yet, and replay starts at the log's end at that moment, or lower, at a
+//! journal record written but not yet listed (its append unanswered), so
+//! that the list is whole again after replay.
 //!
 //! The snapshot (`consumers.snapshot`) is written whole with
 //! [`tidewire_storage::durable_file::replace`]. It also lists the journal

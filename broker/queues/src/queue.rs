@@ -131,6 +131,12 @@ struct JournalRecords {
     /// already (it is noted once its append is answered, which can be
     /// after a receive has read past it).
     passed_below: u64,
+    /// Journal records not yet in `offsets` because their appends are not
+    /// answered yet: the log's end when each was enqueued (at most its
+    /// offset), with how many share it. A snapshot taken meanwhile starts
+    /// replay at the lowest, so that such a record is read again after a
+    /// restart rather than counted as a message.
+    unanswered: BTreeMap<u64, u32>,
 }
 
 impl JournalRecords {
@@ -154,11 +160,82 @@ impl JournalRecords {
         let below = |end: u64| self.offsets.partition_point(|&o| o < end);
         below(range.end).saturating_sub(below(range.start)) as u64
     }
+
+    /// Where replay after a snapshot taken now starts, the log ending at
+    /// `end`: there, or lower if a journal record's append is unanswered.
+    fn replay_from(&self, end: u64) -> u64 {
+        self.unanswered
+            .keys()
+            .next()
+            .map_or(end, |&floor| floor.min(end))
+    }
+
+    fn answered(&mut self, floor: u64) {
+        if let Some(n) = self.unanswered.get_mut(&floor) {
+            *n -= 1;
+            if *n == 0 {
+                self.unanswered.remove(&floor);
+            }
+        }
+    }
+}
+
+/// A journal record's append on its way.
+struct JournalTicket<'q> {
+    ticket: AppendTicket,
+    unanswered: Unanswered<'q>,
+}
+
+impl JournalTicket<'_> {
+    /// Waits for the append, and notes where the record landed.
+    async fn landed(self) -> Result<(), StorageError> {
+        let appended = self.ticket.await?;
+        self.unanswered.answer(appended.offset);
+        Ok(())
+    }
+}
+
+/// A journal record's floor, noted in [`JournalRecords::unanswered`] from
+/// before its append is enqueued (under the state lock, which snapshots
+/// take too) until the append's answer is noted, or until it is dropped
+/// unanswered (an append that failed, a request given up).
+struct Unanswered<'q> {
+    floor: u64,
+    records: &'q Mutex<JournalRecords>,
+    noted: bool,
+}
+
+impl<'q> Unanswered<'q> {
+    fn note(records: &'q Mutex<JournalRecords>, floor: u64) -> Unanswered<'q> {
+        *lock(records).unanswered.entry(floor).or_default() += 1;
+        Unanswered {
+            floor,
+            records,
+            noted: false,
+        }
+    }
+
+    /// The append landed at `offset`: listed, and no longer unanswered.
+    fn answer(mut self, offset: u64) {
+        let mut records = lock(self.records);
+        records.add(offset);
+        records.answered(self.floor);
+        self.noted = true;
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if !self.noted {
+            lock(self.records).answered(self.floor);
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Compaction {
-    /// Where replay would start: the log's end at the last snapshot.
+    /// Where replay would start: the log's end at the last snapshot (or
+    /// below it, at a journal record then unanswered).
     journal_from: u64,
     at: std::time::Instant,
     last_sweep: std::time::Instant,
@@ -682,7 +759,7 @@ impl Queue {
         let ticket = self.journal_changes(&changes, Wait::Written).await?;
         drop(state);
         if let Some(ticket) = ticket {
-            self.journaled(ticket).await?;
+            ticket.landed().await?;
         }
         self.counters.received.inc_by(pass.delivered.len() as u64);
         Ok(pass)
@@ -707,7 +784,7 @@ impl Queue {
         }
         let horizon = now - spec.config.retention.as_millis() as i64;
         let mut last = None;
-        let mut reader = self.read_ahead.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reader = lock(&self.read_ahead);
         if reader.as_ref().is_none_or(|r| r.next != head) {
             *reader = Some(ReadAhead::open(&self.messages, head, end));
         }
@@ -794,7 +871,7 @@ impl Queue {
             }
         };
         if let Some(ticket) = ticket
-            && let Err(e) = self.journaled(ticket).await
+            && let Err(e) = ticket.landed().await
         {
             return fail_all(answers, &QueueError::from(e));
         }
@@ -842,7 +919,7 @@ impl Queue {
             }
         };
         if let Some(ticket) = ticket {
-            self.journaled(ticket).await?;
+            ticket.landed().await?;
         }
         if timeout.is_zero() {
             self.woken.notify_waiters();
@@ -904,7 +981,7 @@ impl Queue {
                 .await?
         };
         if let Some(ticket) = ticket {
-            self.journaled(ticket).await?;
+            ticket.landed().await?;
         }
         Ok(())
     }
@@ -931,7 +1008,7 @@ impl Queue {
                 .await?
         };
         if let Some(ticket) = ticket {
-            self.journaled(ticket).await?;
+            ticket.landed().await?;
         }
         Ok(())
     }
@@ -1054,33 +1131,40 @@ impl Queue {
         if grown >= SNAPSHOT_EVERY_RECORDS
             || (grown > 0 && compaction.at.elapsed() >= SNAPSHOT_EVERY)
         {
-            let (bytes, journal_from, lwm) = {
-                let state = self.state.lock().await;
-                let (bytes, journal_from) = self.snapshot(&state);
-                (bytes, journal_from, state.lwm())
-            };
-            let path = self.dir.join(journal::SNAPSHOT_FILE);
-            tokio::task::spawn_blocking(move || {
-                tidewire_storage::durable_file::replace(&path, &bytes)
-            })
-            .await
-            .map_err(|e| QueueError::State(format!("snapshot task: {e}")))?
-            .map_err(|e| QueueError::State(format!("writing the consumer snapshot: {e}")))?;
-            // Replay starts at `journal_from` now: the records before it
-            // are needed only as messages not yet gone.
-            self.messages.release_before(lwm.min(journal_from));
-            compaction.journal_from = journal_from;
-            compaction.at = std::time::Instant::now();
+            self.write_snapshot(&mut compaction).await?;
         }
         Ok(())
     }
 
+    /// Writes a snapshot of the consumer state, and releases what replay
+    /// no longer needs.
+    async fn write_snapshot(&self, compaction: &mut Compaction) -> Result<(), QueueError> {
+        let (bytes, journal_from, lwm) = {
+            let state = self.state.lock().await;
+            let (bytes, journal_from) = self.snapshot(&state);
+            (bytes, journal_from, state.lwm())
+        };
+        let path = self.dir.join(journal::SNAPSHOT_FILE);
+        tokio::task::spawn_blocking(move || tidewire_storage::durable_file::replace(&path, &bytes))
+            .await
+            .map_err(|e| QueueError::State(format!("snapshot task: {e}")))?
+            .map_err(|e| QueueError::State(format!("writing the consumer snapshot: {e}")))?;
+        // Replay starts at `journal_from` now: the records before it are
+        // needed only as messages not yet gone.
+        self.messages.release_before(lwm.min(journal_from));
+        compaction.journal_from = journal_from;
+        compaction.at = std::time::Instant::now();
+        Ok(())
+    }
+
     /// A snapshot of `state`, and the offset replay after it starts from:
-    /// the log's end now. Changes committed after that are in the state
-    /// already or replayed; both are the same (changes are idempotent).
+    /// the log's end now, or the floor of a journal record whose append is
+    /// unanswered (its offset is not listed yet). Changes committed after
+    /// that are in the state already or replayed; both are the same
+    /// (changes are idempotent, and replayed in the order they were made).
     fn snapshot(&self, state: &State) -> (Vec<u8>, u64) {
-        let journal_from = self.messages.next_offset();
         let journal_records = self.journal_records();
+        let journal_from = journal_records.replay_from(self.messages.next_offset());
         let bytes = journal::encode_snapshot(
             journal_from,
             state.head(),
@@ -1144,7 +1228,7 @@ impl Queue {
             self.journal_changes(&changes, Wait::Durable).await?
         };
         if let Some(ticket) = ticket {
-            self.journaled(ticket).await?;
+            ticket.landed().await?;
         }
         Ok(())
     }
@@ -1169,11 +1253,13 @@ impl Queue {
         }
     }
 
+    /// Appends a journal record of `changes` (called under the state lock,
+    /// where they were made).
     async fn journal_changes(
         &self,
         changes: &[Change],
         wait: Wait,
-    ) -> Result<Option<tidewire_storage::AppendTicket>, QueueError> {
+    ) -> Result<Option<JournalTicket<'_>>, QueueError> {
         if changes.is_empty() {
             return Ok(None);
         }
@@ -1187,23 +1273,16 @@ impl Queue {
             ..Message::default()
         };
         let record = Arc::new(record);
-        Ok(Some(match wait {
+        let unanswered = Unanswered::note(&self.journal_records, self.messages.next_offset());
+        let ticket = match wait {
             Wait::Durable => self.messages.enqueue(record).await?,
             Wait::Written => self.messages.enqueue_written(record).await?,
-        }))
-    }
-
-    /// Waits for a journal record's append, and notes where it landed.
-    async fn journaled(&self, ticket: AppendTicket) -> Result<(), StorageError> {
-        let appended = ticket.await?;
-        self.journal_records().add(appended.offset);
-        Ok(())
+        };
+        Ok(Some(JournalTicket { ticket, unanswered }))
     }
 
     fn journal_records(&self) -> MutexGuard<'_, JournalRecords> {
-        self.journal_records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.journal_records)
     }
 
     fn receipt(&self, handle: &str) -> Result<Receipt, QueueError> {
@@ -1272,7 +1351,7 @@ impl Queue {
     }
 
     fn dedup(&self) -> MutexGuard<'_, Dedup> {
-        self.dedup.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.dedup)
     }
 
     /// Rebuilds the in-memory state from what recovery found, reading each
@@ -1385,6 +1464,12 @@ fn unreachable_sent() -> Sent {
         sequence_number: None,
         duplicate: true,
     }
+}
+
+/// A mutex's guard, poisoned or not (a panic elsewhere does not stop the
+/// queue).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn snapshot_entry(offset: u64, t: &Tracked) -> Change {
@@ -1502,6 +1587,41 @@ fn separate_journal_config(fsync: FsyncPolicy) -> LogConfig {
         segment_bytes: 4 * 1024 * 1024,
         segment_age: Duration::from_secs(60),
         ..LogConfig::default()
+    }
+}
+
+#[cfg(test)]
+impl Queue {
+    /// Journals the visibility the message of `handle` has already (a
+    /// change that changes nothing), waits for the record's write, and
+    /// writes a snapshot before the append's answer is taken: the moment
+    /// when a snapshot falls between a journal record's write and its
+    /// answer.
+    pub(crate) async fn snapshot_before_a_journal_answer(
+        &self,
+        handle: &str,
+    ) -> Result<(), QueueError> {
+        let receipt = self.receipt(handle)?;
+        let end = self.messages.next_offset();
+        let ticket = {
+            let state = self.state.lock().await;
+            let visible_at_ms = state
+                .get(receipt.offset)
+                .map(|t| t.visible_at_ms)
+                .ok_or(QueueError::NotInFlight)?;
+            let change = Change::Visibility {
+                offset: receipt.offset,
+                visible_at_ms,
+            };
+            self.journal_changes(&[change], Wait::Written).await?
+        };
+        while self.messages.next_offset() == end {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.write_snapshot(&mut *self.compaction.lock().await)
+            .await?;
+        drop(ticket);
+        Ok(())
     }
 }
 

@@ -440,6 +440,37 @@ async fn the_depth_counts_messages_not_journal_records_across_a_restart() {
     node.close().await;
 }
 
+/// A snapshot taken after a journal record is written but before its
+/// append is answered (and its offset listed) has replay start below the
+/// record: after a restart it is journal again, not a message.
+#[tokio::test]
+async fn a_snapshot_before_a_journal_answer_keeps_the_depth_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let configs = [QueueConfig::named("q")];
+    let node = Node::open(dir.path(), &configs);
+    let queue = node.queues.get("q").expect("queue");
+    for i in 0..3 {
+        node.send("q", &format!("m{i}")).await;
+    }
+    let got = node.receive("q", 1, LONG).await;
+    assert_eq!(bodies(&got), ["m0"]);
+    queue
+        .snapshot_before_a_journal_answer(&got[0].receipt_handle)
+        .await
+        .expect("snapshot");
+    node.close().await;
+
+    let node = Node::open(dir.path(), &configs);
+    let queue = node.queues.get("q").expect("queue");
+    let depth = queue.depth().await;
+    assert_eq!((depth.visible, depth.in_flight), (2, 1));
+    let rest = node.receive("q", 10, LONG).await;
+    assert_eq!(bodies(&rest), ["m1", "m2"]);
+    let depth = queue.depth().await;
+    assert_eq!((depth.visible, depth.in_flight), (0, 3));
+    node.close().await;
+}
+
 /// A queue written when its journal was a log of its own (`journal/`, no
 /// snapshot or a `TWQ1` one) opens with that state, which then moves
 /// into the messages log, and the old log goes.
