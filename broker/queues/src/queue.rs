@@ -91,7 +91,7 @@ pub struct Queue {
     dir: PathBuf,
     messages: StreamLog,
     /// The journal records in the log at or past the head.
-    journal_records: Mutex<JournalRecords>,
+    journal_records: Arc<Mutex<JournalRecords>>,
     /// Bumped as each message appended is answered, for long polls (the
     /// log's own commits include journal records, which would wake every
     /// waiting receive at each receive and delete).
@@ -180,56 +180,73 @@ impl JournalRecords {
     }
 }
 
-/// A journal record's append on its way.
-struct JournalTicket<'q> {
-    ticket: AppendTicket,
-    unanswered: Unanswered<'q>,
-}
-
-impl JournalTicket<'_> {
-    /// Waits for the append, and notes where the record landed.
-    async fn landed(self) -> Result<(), StorageError> {
-        let appended = self.ticket.await?;
-        self.unanswered.answer(appended.offset);
-        Ok(())
-    }
-}
-
-/// A journal record's floor, noted in [`JournalRecords::unanswered`] from
-/// before its append is enqueued (under the state lock, which snapshots
-/// take too) until the append's answer is noted, or until it is dropped
-/// unanswered (an append that failed, a request given up).
-struct Unanswered<'q> {
+/// A journal record's append on its way. Its floor (the log's end before
+/// it was enqueued, at most its offset) is in
+/// [`JournalRecords::unanswered`] from before the record is enqueued (under
+/// the state lock, which snapshots take too) until its offset is listed.
+/// Dropped before that (a request given up, an append that failed), it
+/// leaves the wait for the append's answer to a task of its own.
+struct JournalTicket {
+    append: Option<AppendTicket>,
     floor: u64,
-    records: &'q Mutex<JournalRecords>,
-    noted: bool,
+    records: Arc<Mutex<JournalRecords>>,
+    settled: bool,
 }
 
-impl<'q> Unanswered<'q> {
-    fn note(records: &'q Mutex<JournalRecords>, floor: u64) -> Unanswered<'q> {
+impl JournalTicket {
+    /// Notes `floor` before the record is enqueued.
+    fn note(records: &Arc<Mutex<JournalRecords>>, floor: u64) -> JournalTicket {
         *lock(records).unanswered.entry(floor).or_default() += 1;
-        Unanswered {
+        JournalTicket {
+            append: None,
             floor,
-            records,
-            noted: false,
+            records: Arc::clone(records),
+            settled: false,
         }
     }
 
-    /// The append landed at `offset`: listed, and no longer unanswered.
-    fn answer(mut self, offset: u64) {
-        let mut records = lock(self.records);
-        records.add(offset);
-        records.answered(self.floor);
-        self.noted = true;
+    /// Waits for the append, and lists where the record landed.
+    async fn landed(mut self) -> Result<(), StorageError> {
+        let landed = match &mut self.append {
+            Some(append) => append.await.map(|a| Some(a.offset)),
+            None => Ok(None),
+        };
+        self.settled = true;
+        let offset = match &landed {
+            Ok(offset) => *offset,
+            Err(_) => None,
+        };
+        settle(&self.records, self.floor, offset);
+        landed.map(drop)
     }
 }
 
-impl Drop for Unanswered<'_> {
+impl Drop for JournalTicket {
     fn drop(&mut self) {
-        if !self.noted {
-            lock(self.records).answered(self.floor);
+        if self.settled {
+            return;
+        }
+        let (records, floor) = (Arc::clone(&self.records), self.floor);
+        match (self.append.take(), tokio::runtime::Handle::try_current()) {
+            (Some(append), Ok(runtime)) => {
+                runtime.spawn(async move {
+                    let offset = append.await.ok().map(|a| a.offset);
+                    settle(&records, floor, offset);
+                });
+            }
+            _ => settle(&records, floor, None),
         }
     }
+}
+
+/// A journal append with this floor was answered: its record listed at
+/// `offset` if it landed, and the floor no longer unanswered.
+fn settle(records: &Mutex<JournalRecords>, floor: u64, offset: Option<u64>) {
+    let mut records = lock(records);
+    if let Some(offset) = offset {
+        records.add(offset);
+    }
+    records.answered(floor);
 }
 
 #[derive(Debug)]
@@ -288,7 +305,7 @@ impl Queue {
             dir: dir.to_owned(),
             state: tokio::sync::Mutex::new(State::new(false, 0)),
             messages,
-            journal_records: Mutex::default(),
+            journal_records: Arc::default(),
             sent: tokio::sync::watch::Sender::new(0),
             woken: Notify::new(),
             dedup: Mutex::default(),
@@ -1259,7 +1276,7 @@ impl Queue {
         &self,
         changes: &[Change],
         wait: Wait,
-    ) -> Result<Option<JournalTicket<'_>>, QueueError> {
+    ) -> Result<Option<JournalTicket>, QueueError> {
         if changes.is_empty() {
             return Ok(None);
         }
@@ -1273,12 +1290,12 @@ impl Queue {
             ..Message::default()
         };
         let record = Arc::new(record);
-        let unanswered = Unanswered::note(&self.journal_records, self.messages.next_offset());
-        let ticket = match wait {
+        let mut ticket = JournalTicket::note(&self.journal_records, self.messages.next_offset());
+        ticket.append = Some(match wait {
             Wait::Durable => self.messages.enqueue(record).await?,
             Wait::Written => self.messages.enqueue_written(record).await?,
-        };
-        Ok(Some(JournalTicket { ticket, unanswered }))
+        });
+        Ok(Some(ticket))
     }
 
     fn journal_records(&self) -> MutexGuard<'_, JournalRecords> {
@@ -1593,14 +1610,13 @@ fn separate_journal_config(fsync: FsyncPolicy) -> LogConfig {
 #[cfg(test)]
 impl Queue {
     /// Journals the visibility the message of `handle` has already (a
-    /// change that changes nothing), waits for the record's write, and
-    /// writes a snapshot before the append's answer is taken: the moment
-    /// when a snapshot falls between a journal record's write and its
-    /// answer.
-    pub(crate) async fn snapshot_before_a_journal_answer(
+    /// change that changes nothing) and waits for the record's write, but
+    /// not for the answer to its append: the ticket is returned
+    /// unanswered, as a request holds it before its answer comes.
+    pub(crate) async fn journal_unanswered(
         &self,
         handle: &str,
-    ) -> Result<(), QueueError> {
+    ) -> Result<impl Sized + use<>, QueueError> {
         let receipt = self.receipt(handle)?;
         let end = self.messages.next_offset();
         let ticket = {
@@ -1618,10 +1634,13 @@ impl Queue {
         while self.messages.next_offset() == end {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        Ok(ticket)
+    }
+
+    /// Writes a snapshot of the consumer state now.
+    pub(crate) async fn snapshot_now(&self) -> Result<(), QueueError> {
         self.write_snapshot(&mut *self.compaction.lock().await)
-            .await?;
-        drop(ticket);
-        Ok(())
+            .await
     }
 }
 
