@@ -10,9 +10,9 @@
 //! (purged), so replaying a change twice changes nothing. That is what
 //! makes compaction simple: the snapshot is taken from the state in
 //! memory, which may already include changes the log has not committed
-//! yet, and replay starts at the log's end at that moment, or lower, at a
-//! journal record written but not yet listed (its append unanswered), so
-//! that the list is whole again after replay.
+//! yet, and replay starts at the log's end at that moment, or lower, at
+//! the log's end when a journal record whose append is unanswered (so not
+//! yet listed) was enqueued, so that the list is whole again after replay.
 //!
 //! The snapshot (`consumers.snapshot`) is written whole with
 //! [`tidewire_storage::durable_file::replace`]. It also lists the journal
@@ -169,7 +169,8 @@ pub struct Recovered {
     /// Everything below it was purged.
     pub purged_below: u64,
     /// The journal records the snapshot listed past its head, then those
-    /// replayed, in offset order.
+    /// replayed (which can repeat some of the snapshot's, and come before
+    /// its last ones; the queue's list sorts them and drops repeats).
     pub journal_records: Vec<u64>,
     /// Whether the journal was a log of its own (an older queue).
     pub separate: bool,

@@ -170,6 +170,7 @@ impl JournalRecords {
             .map_or(end, |&floor| floor.min(end))
     }
 
+    /// A journal append noted with this floor is answered (or given up).
     fn answered(&mut self, floor: u64) {
         if let Some(n) = self.unanswered.get_mut(&floor) {
             *n -= 1;
@@ -180,73 +181,91 @@ impl JournalRecords {
     }
 }
 
-/// A journal record's append on its way. Its floor (the log's end before
-/// it was enqueued, at most its offset) is in
-/// [`JournalRecords::unanswered`] from before the record is enqueued (under
-/// the state lock, which snapshots take too) until its offset is listed.
-/// Dropped before that (a request given up, an append that failed), it
-/// leaves the wait for the append's answer to a task of its own.
-struct JournalTicket {
-    append: Option<AppendTicket>,
-    floor: u64,
+/// A journal record's floor in [`JournalRecords::unanswered`]: the log's
+/// end before the record was enqueued (at most its offset), noted under
+/// the state lock, which snapshots take too. Cleared when settled, or
+/// when dropped.
+struct Floor {
     records: Arc<Mutex<JournalRecords>>,
+    at: u64,
     settled: bool,
 }
 
-impl JournalTicket {
-    /// Notes `floor` before the record is enqueued.
-    fn note(records: &Arc<Mutex<JournalRecords>>, floor: u64) -> JournalTicket {
-        *lock(records).unanswered.entry(floor).or_default() += 1;
-        JournalTicket {
-            append: None,
-            floor,
+impl Floor {
+    fn note(records: &Arc<Mutex<JournalRecords>>, at: u64) -> Floor {
+        *lock(records).unanswered.entry(at).or_default() += 1;
+        Floor {
             records: Arc::clone(records),
+            at,
             settled: false,
         }
     }
 
+    /// The record's append was answered: the record is listed at `offset`
+    /// if it landed, and the floor cleared.
+    fn settle(&mut self, offset: Option<u64>) {
+        let mut records = lock(&self.records);
+        if let Some(offset) = offset {
+            records.add(offset);
+        }
+        records.answered(self.at);
+        self.settled = true;
+    }
+
+    /// This floor, moved out: `self` clears nothing any more.
+    fn take(&mut self) -> Floor {
+        self.settled = true;
+        Floor {
+            records: Arc::clone(&self.records),
+            at: self.at,
+            settled: false,
+        }
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        if !self.settled {
+            lock(&self.records).answered(self.at);
+        }
+    }
+}
+
+/// A journal record's append on its way, with its [`Floor`] kept until the
+/// record is listed. Dropped before its answer (a request given up), it
+/// leaves the wait for the answer to a task of its own, which takes the
+/// floor along; outside a runtime it clears the floor, and the record
+/// stays unlisted (counted in the depth until reading passes it).
+struct JournalTicket {
+    /// Until the answer is taken, here or by a drop.
+    append: Option<AppendTicket>,
+    floor: Floor,
+}
+
+impl JournalTicket {
     /// Waits for the append, and lists where the record landed.
     async fn landed(mut self) -> Result<(), StorageError> {
-        let landed = match &mut self.append {
-            Some(append) => append.await.map(|a| Some(a.offset)),
-            None => Ok(None),
+        let Some(append) = &mut self.append else {
+            return Ok(());
         };
-        self.settled = true;
-        let offset = match &landed {
-            Ok(offset) => *offset,
-            Err(_) => None,
-        };
-        settle(&self.records, self.floor, offset);
+        let landed = append.await.map(|a| a.offset);
+        self.append = None;
+        self.floor.settle(landed.as_ref().ok().copied());
         landed.map(drop)
     }
 }
 
 impl Drop for JournalTicket {
     fn drop(&mut self) {
-        if self.settled {
-            return;
-        }
-        let (records, floor) = (Arc::clone(&self.records), self.floor);
-        match (self.append.take(), tokio::runtime::Handle::try_current()) {
-            (Some(append), Ok(runtime)) => {
-                runtime.spawn(async move {
-                    let offset = append.await.ok().map(|a| a.offset);
-                    settle(&records, floor, offset);
-                });
-            }
-            _ => settle(&records, floor, None),
+        if let (Some(append), Ok(runtime)) =
+            (self.append.take(), tokio::runtime::Handle::try_current())
+        {
+            let mut floor = self.floor.take();
+            runtime.spawn(async move {
+                floor.settle(append.await.ok().map(|a| a.offset));
+            });
         }
     }
-}
-
-/// A journal append with this floor was answered: its record listed at
-/// `offset` if it landed, and the floor no longer unanswered.
-fn settle(records: &Mutex<JournalRecords>, floor: u64, offset: Option<u64>) {
-    let mut records = lock(records);
-    if let Some(offset) = offset {
-        records.add(offset);
-    }
-    records.answered(floor);
 }
 
 #[derive(Debug)]
@@ -1290,12 +1309,15 @@ impl Queue {
             ..Message::default()
         };
         let record = Arc::new(record);
-        let mut ticket = JournalTicket::note(&self.journal_records, self.messages.next_offset());
-        ticket.append = Some(match wait {
+        let floor = Floor::note(&self.journal_records, self.messages.next_offset());
+        let append = match wait {
             Wait::Durable => self.messages.enqueue(record).await?,
             Wait::Written => self.messages.enqueue_written(record).await?,
-        });
-        Ok(Some(ticket))
+        };
+        Ok(Some(JournalTicket {
+            append: Some(append),
+            floor,
+        }))
     }
 
     fn journal_records(&self) -> MutexGuard<'_, JournalRecords> {
@@ -1618,8 +1640,7 @@ impl Queue {
         handle: &str,
     ) -> Result<impl Sized + use<>, QueueError> {
         let receipt = self.receipt(handle)?;
-        let end = self.messages.next_offset();
-        let ticket = {
+        let (ticket, end) = {
             let state = self.state.lock().await;
             let visible_at_ms = state
                 .get(receipt.offset)
@@ -1629,12 +1650,19 @@ impl Queue {
                 offset: receipt.offset,
                 visible_at_ms,
             };
-            self.journal_changes(&[change], Wait::Written).await?
+            let end = self.messages.next_offset();
+            (self.journal_changes(&[change], Wait::Written).await?, end)
         };
-        while self.messages.next_offset() == end {
+        // Nothing else appends meanwhile: the next record is this one.
+        for _ in 0..5_000 {
+            if self.messages.next_offset() > end {
+                return Ok(ticket);
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        Ok(ticket)
+        Err(QueueError::State(
+            "the journal record was not written".into(),
+        ))
     }
 
     /// Writes a snapshot of the consumer state now.
