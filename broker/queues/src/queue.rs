@@ -986,14 +986,11 @@ impl Queue {
             }
         }
         let end = self.messages.next_offset();
-        for record in self.messages.scan(head..end) {
+        for record in self.scan_messages(head..end) {
             if out.len() >= max {
                 break;
             }
             let record = record?;
-            if journal::is_journal(&record) {
-                continue;
-            }
             let offset = record.offset;
             let t = tracked_from(&spec, &record, None);
             out.push(self.delivered(&spec, record, offset, &t, 0));
@@ -1126,10 +1123,8 @@ impl Queue {
             messages_in(from.max(unread_from))
         };
         let oldest_unread = if unread > 0 {
-            self.messages
-                .scan(unread_from..end)
-                .filter_map(Result::ok)
-                .find(|r| !journal::is_journal(r))
+            self.scan_messages(unread_from..end)
+                .find_map(Result::ok)
                 .map(|r| r.timestamp_ms)
         } else {
             None
@@ -1330,13 +1325,25 @@ impl Queue {
             .ok_or_else(|| QueueError::InvalidReceiptHandle(handle.to_owned()))
     }
 
-    /// The record at `offset`, if the log still has it. Blocking I/O.
+    /// The message at `offset`, if the log still has it (a journal record
+    /// is none). Blocking I/O.
     pub(crate) fn read(&self, offset: u64) -> Result<Option<Record>, QueueError> {
-        match self.messages.scan(offset..offset + 1).next() {
+        match self.scan_messages(offset..offset + 1).next() {
             Some(Ok(record)) if record.offset == offset => Ok(Some(record)),
             Some(Ok(_)) | None => Ok(None),
             Some(Err(e)) => Err(e.into()),
         }
+    }
+
+    /// The log's records in `range`, less the journal's: the messages.
+    /// Blocking I/O.
+    fn scan_messages(
+        &self,
+        range: std::ops::Range<u64>,
+    ) -> impl Iterator<Item = Result<Record, StorageError>> + use<> {
+        self.messages
+            .scan(range)
+            .filter(|record| !record.as_ref().is_ok_and(journal::is_journal))
     }
 
     /// A message's id and first send time: kept from the queue it moved
@@ -1406,9 +1413,7 @@ impl Queue {
             .map(|(o, r)| (*o, Some(*r)))
             .chain(recovered.pending.iter().map(|o| (*o, None)));
         for (offset, receipt) in tracked {
-            if let Some(record) = self.read(offset)?
-                && !journal::is_journal(&record)
-            {
+            if let Some(record) = self.read(offset)? {
                 state.insert(offset, tracked_from(&spec, &record, receipt), now);
             }
         }
@@ -1426,11 +1431,8 @@ impl Queue {
         let since = now_ms() - dedup::WINDOW_MS;
         let from = self.messages.offset_at_time(since)?;
         let mut dedup = self.dedup();
-        for record in self.messages.scan(from..u64::MAX) {
+        for record in self.scan_messages(from..u64::MAX) {
             let record = record?;
-            if journal::is_journal(&record) {
-                continue;
-            }
             let (header, _) = message::decode(&record.message.payload);
             if header.moved.is_some() {
                 continue;
